@@ -1,0 +1,229 @@
+"""The Captum plumbing shared by every CAM method: hooks, targets, formatting, device and dtype.
+
+A CAM method on this base states only its weighting rule, :meth:`LayerCam.weights`: given the
+layer's activations ``A`` and the gradients ``g = dS/dA`` of the differentiated score ``S``, it
+returns weights ``W`` that broadcast against ``A``, and the map is ``sum_k W^k (.) A^k``
+(001 eq. 2 without its ReLU, which Captum leaves to ``relu_attributions``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from captum._utils.common import (
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+)
+from captum._utils.gradient import compute_layer_gradients_and_eval
+from captum._utils.typing import TargetType
+from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
+from captum.log import log_usage
+from torch import Tensor
+from torch.nn import Module
+
+#: Dtypes whose CAM arithmetic is carried out in float32 (and returned in the original dtype).
+LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
+    """Base class of the class-activation-map layer attributions.
+
+    Subclasses implement :meth:`weights` only. The constructor and :meth:`attribute` have the
+    signature and output conventions of :class:`captum.attr.LayerGradCam`, so a subclass is a
+    drop-in replacement for it (and works inside :class:`captum.attr.NoiseTunnel`).
+
+    Args:
+        forward_func: The model, or any callable returning the scores to explain.
+        layer: The layer whose activations are weighted, with output (or input, with
+            ``attribute_to_layer_input=True``) of shape ``(N, C, *spatial)``. As in Captum, a
+            ``(N, C)`` output is accepted and treated as a single position; the helpers that need
+            a spatial map (:func:`upsample_and_normalize`, the metrics) reject it.
+        device_ids: Device ids for a model wrapped in ``DataParallel`` (as in Captum).
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Tensor],
+        layer: Module,
+        device_ids: list[int] | None = None,
+    ) -> None:
+        LayerAttribution.__init__(self, forward_func, layer, device_ids)
+        GradientAttribution.__init__(self, forward_func)
+
+    @abc.abstractmethod
+    def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        """Return the weights ``W`` of the method for one layer tensor.
+
+        Args:
+            activation: ``A``, shape ``(N, C, *spatial)``, float32 or wider.
+            gradient: ``g = dS/dA``, same shape and dtype.
+
+        Returns:
+            A tensor broadcastable to ``A``: per channel ``(N, C, 1, ...)`` or per element.
+        """
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+        grad_kwargs: dict[str, Any] | None = None,
+    ) -> Tensor | tuple[Tensor, ...]:
+        r"""Compute the class-activation map of ``target`` at the layer.
+
+        One forward pass and one ``autograd.grad`` down to the layer; no parameter gradients.
+
+        Args:
+            inputs: Input tensor, or tuple of tensors, whose first dimension is the batch.
+            target: Output indices to explain, in any form Captum accepts: an int, a tuple for
+                outputs with more than two dimensions, or one entry per example (list or 1-D
+                tensor of length N).
+            additional_forward_args: Extra arguments passed to ``forward_func`` after ``inputs``.
+            attribute_to_layer_input: Weight the layer's input instead of its output.
+            relu_attributions: Apply a ReLU to the map, as 001 eq. 2 does. Off by default, as in
+                :class:`captum.attr.LayerGradCam`.
+            attr_dim_summation: Sum over the channel dimension (the CAM). If False, return the
+                weighted activations per channel, shape ``(N, C, *spatial)``.
+            grad_kwargs: Keyword arguments for ``torch.autograd.grad``.
+
+        Returns:
+            A tensor of shape ``(N, 1, *spatial)`` (``(N, C, *spatial)`` without channel
+            summation) in the layer's dtype, or a tuple of them when the layer has several
+            output tensors.
+        """
+        inputs = _format_tensor_into_tuples(inputs)
+        check_attribution_inputs(inputs, target)
+        additional_forward_args = _format_additional_forward_args(additional_forward_args)
+        gradients, activations = layer_gradients_and_activations(
+            self,
+            inputs,
+            target,
+            additional_forward_args,
+            attribute_to_layer_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
+        )
+        maps = tuple(
+            self.map_from_layer(a, g, relu_attributions, attr_dim_summation)
+            for a, g in zip(activations, gradients, strict=True)
+        )
+        return _format_output(len(maps) > 1, maps)
+
+    def map_from_layer(
+        self,
+        activation: Tensor,
+        gradient: Tensor,
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+    ) -> Tensor:
+        """Turn one layer tensor and its gradient into this method's map (no forward pass)."""
+        out_dtype = activation.dtype
+        a, g = (_working_precision(t) for t in (activation, gradient))
+        weighted = self.weights(a, g) * a
+        cam = weighted.sum(dim=1, keepdim=True) if attr_dim_summation else weighted
+        if relu_attributions:
+            cam = torch.relu(cam)
+        return cam.to(out_dtype)
+
+
+def layer_gradients_and_activations(
+    attribution: LayerAttribution,
+    inputs: tuple[Tensor, ...],
+    target: TargetType,
+    additional_forward_args: Any,
+    attribute_to_layer_input: bool = False,
+    grad_kwargs: dict[str, Any] | None = None,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """One forward and one backward to ``attribution.layer``; the clear-error wrapper of Captum's."""
+    try:
+        return compute_layer_gradients_and_eval(
+            attribution.forward_func,
+            attribution.layer,
+            inputs,
+            target,
+            additional_forward_args,
+            device_ids=attribution.device_ids,
+            attribute_to_layer_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
+        )
+    except AssertionError as error:
+        if "Forward hook did not obtain any outputs" in str(error):
+            raise ValueError(
+                f"the layer {type(attribution.layer).__name__} was not called by the forward "
+                "pass: pass a module that the model uses when computing its output"
+            ) from error
+        raise
+
+
+def check_attribution_inputs(inputs: Sequence[Tensor], target: TargetType) -> None:
+    """Reject what would give a silently wrong map: inference mode, non-finite input, bad targets."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "CAM attributions need gradients, which torch.inference_mode() disables: "
+            "call attribute() outside the inference_mode block (torch.no_grad() is fine)"
+        )
+    for index, tensor in enumerate(inputs):
+        if tensor.is_inference():
+            raise RuntimeError(
+                f"input {index} was created under torch.inference_mode() and cannot take part in "
+                "autograd: pass tensor.clone() made outside inference mode"
+            )
+    batch_size = inputs[0].shape[0] if inputs and inputs[0].dim() > 0 else None
+    _check_target_count(target, batch_size)
+    _check_finite(inputs)
+
+
+def _check_target_count(target: TargetType, batch_size: int | None) -> None:
+    if isinstance(target, Tensor):
+        if target.numel() <= 1:
+            return
+        count = target.shape[0]
+    elif isinstance(target, list):
+        count = len(target)
+    else:
+        return
+    if batch_size is not None and count != batch_size:
+        raise ValueError(
+            f"got {count} targets for a batch of {batch_size} examples: pass one target for the "
+            "whole batch or exactly one per example"
+        )
+
+
+def _check_finite(inputs: Sequence[Tensor]) -> None:
+    floating = {i: t for i, t in enumerate(inputs) if t.is_floating_point() or t.is_complex()}
+    if not floating:
+        return
+    finite = torch.stack([torch.isfinite(t).all() for t in floating.values()])
+    if not bool(finite.all()):  # the one host synchronisation of the check
+        bad = [i for i, ok in zip(floating, finite.tolist(), strict=True) if not ok]
+        raise ValueError(
+            f"inputs {bad} contain NaN or inf values; CAMs of such inputs are undefined"
+        )
+
+
+def _working_precision(tensor: Tensor) -> Tensor:
+    return tensor.float() if tensor.dtype in LOW_PRECISION_DTYPES else tensor
+
+
+def spatial_dims(tensor: Tensor) -> tuple[int, ...]:
+    """The dimensions after batch and channel."""
+    return tuple(range(2, tensor.dim()))
+
+
+def spatial_sum(tensor: Tensor) -> Tensor:
+    """Sum over the spatial positions, kept as size-1 dims; a (N, C) tensor is one position."""
+    dims = spatial_dims(tensor)
+    return tensor.sum(dim=dims, keepdim=True) if dims else tensor
+
+
+def spatial_mean(tensor: Tensor) -> Tensor:
+    """Mean over the spatial positions (Z of 001 eq. 1), kept as size-1 dims."""
+    dims = spatial_dims(tensor)
+    return tensor.mean(dim=dims, keepdim=True) if dims else tensor

@@ -1,0 +1,20 @@
+"""Grad-CAM (Selvaraju et al. 2017), on the shared base."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from captum_camplus.base import LayerCam, spatial_mean
+
+
+class LayerGradCam(LayerCam):
+    r"""Grad-CAM: channel weights are the spatial mean of the gradients (001 eq. 1).
+
+    .. math:: w_k = \frac{1}{Z} \sum_{ij} \frac{\partial S}{\partial A^k_{ij}}
+
+    Numerically the same as :class:`captum.attr.LayerGradCam`; it lives on this package's base so
+    that it can be computed with the other methods from one pass (:class:`LayerCams`).
+    """
+
+    def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        return spatial_mean(gradient)

@@ -1,0 +1,20 @@
+"""Grad-CAM+: Grad-CAM with positive gradients (Lerma & Lucas 2022, paper 001)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from captum_camplus.base import LayerCam, spatial_mean
+
+
+class LayerGradCamPlus(LayerCam):
+    r"""Grad-CAM+: channel weights are the spatial mean of the positive gradients (001 eq. 3).
+
+    .. math:: w_k = \frac{1}{Z} \sum_{ij} \mathrm{ReLU}\left(\frac{\partial S}{\partial A^k_{ij}}\right)
+
+    Lerma & Lucas show that Grad-CAM++ is, up to a constant factor, practically this method
+    (001 eq. 14, section 4).
+    """
+
+    def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        return spatial_mean(gradient.clamp(min=0))
