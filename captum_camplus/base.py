@@ -141,7 +141,7 @@ def layer_gradients_and_activations(
     attribute_to_layer_input: bool = False,
     grad_kwargs: dict[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """One forward and one backward to ``attribution.layer``; the clear-error wrapper of Captum's."""
+    """One forward and one backward to ``attribution.layer`` (Captum's, with clear errors)."""
     try:
         return compute_layer_gradients_and_eval(
             attribution.forward_func,
@@ -163,7 +163,7 @@ def layer_gradients_and_activations(
 
 
 def check_attribution_inputs(inputs: Sequence[Tensor], target: TargetType) -> None:
-    """Reject what would give a silently wrong map: inference mode, non-finite input, bad targets."""
+    """Reject what would give a wrong map: inference mode, non-finite input, bad target count."""
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
             "CAM attributions need gradients, which torch.inference_mode() disables: "

@@ -10,7 +10,7 @@ from captum_camplus.base import LayerCam, spatial_mean
 class LayerGradCamPlus(LayerCam):
     r"""Grad-CAM+: channel weights are the spatial mean of the positive gradients (001 eq. 3).
 
-    .. math:: w_k = \frac{1}{Z} \sum_{ij} \mathrm{ReLU}\left(\frac{\partial S}{\partial A^k_{ij}}\right)
+    .. math:: w_k = \frac{1}{Z} \sum_{ij} \mathrm{ReLU}(\partial S / \partial A^k_{ij})
 
     Lerma & Lucas show that Grad-CAM++ is, up to a constant factor, practically this method
     (001 eq. 14, section 4).

@@ -1,4 +1,4 @@
-"""Grad-CAM++ (Chattopadhay et al. 2018) with the alpha variants discussed by Lerma & Lucas (001)."""
+"""Grad-CAM++ (Chattopadhay et al. 2018) with the alpha variants discussed in paper 001."""
 
 from __future__ import annotations
 
