@@ -1,0 +1,313 @@
+"""The ``camplus`` command: explain images with every CAM method, and compare the methods.
+
+    camplus explain [IMAGE ...]    overlay figures, one per image
+    camplus compare [IMAGE ...]    001 section 4 experiment: tables, CSV files and figures
+
+An IMAGE is a file, a folder of images, or the name of a bundled photograph (``chelsea``...);
+without one, the bundled photographs are used. Bad input (a missing file, a file that is not an
+image, an unknown method, layer, class or model) ends with a one-line error and exit status 2,
+before anything is written; output is written to a temporary folder and moved into place only
+when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import torch
+from torch import Tensor
+
+from captum_camplus.maps import upsample_and_normalize
+from captum_camplus.multi import METHODS, LayerCams, method_class
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from captum_camplus.zoo import Classifier
+
+PROG = "camplus"
+#: Exit status for bad input (as argparse uses).
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message instead of usage + message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+@dataclass
+class Job:
+    """Validated input of a command: everything is loaded before any work starts."""
+
+    classifier: Classifier
+    images: dict[str, Image]
+    methods: list[str]
+    target: int | None
+    device: torch.device
+    output: Path
+    batch_size: int
+    progress: bool
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    explain = commands.add_parser(
+        "explain",
+        help="overlay each method's heatmap on each image",
+        description="For each image, a figure with the image and each method's heatmap.",
+    )
+    compare = commands.add_parser(
+        "compare",
+        help="compare the methods as Lerma & Lucas do (001 section 4)",
+        description="Relative performance of each pair of methods with pre- and post-softmax "
+        "explanation maps (001 tables 1-2), average drop, increase in confidence and win %%, "
+        "a boxplot of per-image relative performance (001 figure 6) and a histogram of the "
+        "Grad-CAM++ alphas (001 figures 3-4).",
+    )
+    for sub, name in ((explain, "explain"), (compare, "compare")):
+        sub.add_argument(
+            "images",
+            nargs="*",
+            metavar="IMAGE",
+            help="image files, folders, or bundled photograph names (default: all bundled)",
+        )
+        sub.add_argument(
+            "--methods",
+            default=",".join(METHODS),
+            help=f"comma-separated CAM methods (default: {','.join(METHODS)})",
+        )
+        sub.add_argument(
+            "--target", help="class index or name to explain (default: the predicted class)"
+        )
+        sub.add_argument(
+            "--model",
+            default=None,
+            help="timm or torchvision architecture (prefix timm/ or torchvision/ to choose); "
+            "needs --weights unless it is the bundled tf_efficientnet_lite0 (the default)",
+        )
+        sub.add_argument("--weights", type=Path, help="local weights file (a state dict)")
+        sub.add_argument(
+            "--layer",
+            help="CAM layer, a dotted module name (default: bn2 for the bundled "
+            "model, otherwise the last layer with a spatial output)",
+        )
+        sub.add_argument(
+            "-o",
+            "--output",
+            type=Path,
+            default=Path(f"{PROG}-output") / name,
+            help=f"output folder (default: {PROG}-output/{name})",
+        )
+        sub.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+        sub.add_argument("--batch-size", type=_positive_int, default=8, help="default: 8")
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars or tables")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad input)."""
+    try:
+        args = build_parser().parse_args(argv)
+        job = prepare(args)
+    except UsageError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    run = {"explain": run_explain, "compare": run_compare}[args.command]
+    with staged_output(job.output) as folder:
+        run(job, folder)
+    if job.progress:
+        print(f"results in {job.output}")
+    return 0
+
+
+def prepare(args: argparse.Namespace) -> Job:
+    """Check and load everything the command needs; bad input raises :class:`UsageError`."""
+    from captum_camplus import zoo
+    from captum_camplus.data import resolve_images
+
+    try:
+        methods = _methods(args.methods)
+        device = _device(args.device)
+        output = _output_folder(args.output)
+        images = resolve_images(args.images)
+        if args.weights is not None and args.model is None:
+            raise UsageError("--weights needs --model, the architecture the weights are for")
+        classifier = zoo.load_classifier(args.model or zoo.DEFAULT_MODEL, args.weights, args.layer)
+        target = None if args.target is None else classifier.class_index(args.target)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        raise UsageError(str(error)) from error
+    return Job(
+        classifier=classifier.to(device),
+        images=images,
+        methods=methods,
+        target=target,
+        device=device,
+        output=output,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+
+
+def run_explain(job: Job, folder: Path) -> None:
+    """Write ``<image>.png``: the image and each method's heatmap, titled with the class."""
+    from captum_camplus.figures import overlay_figure
+
+    clf = job.classifier
+    cams = LayerCams(clf.model, clf.layer, job.methods)
+    rows = [("image", "class_index", "class_name", "probability")]
+    for names, x in _batches(job, "explain"):
+        targets, probabilities = _targets(job, x)
+        maps = cams.attribute(x, target=targets, relu_attributions=True)
+        heatmaps = {name: upsample_and_normalize(m, x.shape[-2:]) for name, m in maps.items()}
+        for i, name in enumerate(names):
+            index = int(targets[i])
+            label = f"{clf.categories[index]} (class {index}), softmax {probabilities[i]:.2f}"
+            figure = overlay_figure(
+                x[i], {m: h[i] for m, h in heatmaps.items()}, f"{name}: explaining {label}"
+            )
+            figure.savefig(folder / f"{name}.png", dpi=100)
+            rows.append((name, index, clf.categories[index], f"{probabilities[i]:.6f}"))
+            if job.progress:
+                _write(f"{name}: {label}")
+    _write_csv(folder / "predictions.csv", rows)
+
+
+def run_compare(job: Job, folder: Path) -> None:
+    """The experiment of 001 section 4 (needs the ``metrics`` package)."""
+    raise NotImplementedError("camplus compare needs the metrics package's evaluation driver")
+
+
+def _targets(job: Job, x: Tensor) -> tuple[Tensor, list[float]]:
+    """The classes to explain (given or predicted) and their softmax probabilities."""
+    with torch.no_grad():
+        probabilities = job.classifier.model(x).softmax(dim=-1)
+    if job.target is None:
+        targets = probabilities.argmax(dim=-1)
+    else:
+        targets = torch.full((x.shape[0],), job.target, device=x.device)
+    return targets, probabilities.gather(1, targets[:, None]).squeeze(1).tolist()
+
+
+def _batches(job: Job, what: str) -> Iterator[tuple[list[str], Tensor]]:
+    """The images in preprocessed batches on the device, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    names = list(job.images)
+    with tqdm(total=len(names), desc=what, unit="image", disable=not job.progress) as bar:
+        for start in range(0, len(names), job.batch_size):
+            chunk = names[start : start + job.batch_size]
+            yield chunk, job.classifier.preprocess([job.images[n] for n in chunk])
+            bar.update(len(chunk))
+
+
+@contextmanager
+def staged_output(folder: Path) -> Iterator[Path]:
+    """A temporary folder whose files move into ``folder`` only if the block succeeds.
+
+    If ``folder`` does not exist, the staging folder is renamed to it (atomic); otherwise each
+    file replaces its namesake in it. On error the staging folder is removed.
+    """
+    stage = Path(tempfile.mkdtemp(prefix=f".{PROG}-", dir=_existing_ancestor(folder)))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    umask = os.umask(0)
+    os.umask(umask)
+    stage.chmod(0o777 & ~umask)  # mkdtemp makes it private
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if not folder.exists():
+        stage.rename(folder)
+        return
+    for file in stage.iterdir():
+        os.replace(file, folder / file.name)
+    stage.rmdir()
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _methods(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UsageError("--methods is empty: give at least one method")
+    by_class = {cls: name for name, cls in METHODS.items()}
+    chosen = [by_class[method_class(name)] for name in names]  # ValueError names the bad one
+    return list(dict.fromkeys(chosen))
+
+
+def _device(text: str | None) -> torch.device:
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError as error:
+        raise UsageError(f"unknown device {text!r}: {error}") from error
+    available: dict[str, Callable[[], bool]] = {
+        "cpu": lambda: True,
+        "cuda": torch.cuda.is_available,
+        "mps": torch.backends.mps.is_available,
+    }
+    if not available.get(device.type, lambda: True)():
+        raise UsageError(f"device {text!r} is not available on this machine")
+    return device
+
+
+def _output_folder(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"output {path} exists and is not a folder")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _write_csv(path: Path, rows: Sequence[Sequence[object]]) -> None:
+    with path.open("w", newline="") as file:
+        csv.writer(file).writerows(rows)
+
+
+def _write(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)
+
+
+def _version() -> str:
+    from captum_camplus import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
