@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from captum_camplus.maps import upsample_and_normalize
+from captum_camplus.methods import LayerGradCamPlusPlus
 from captum_camplus.multi import METHODS, LayerCams, method_class
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class Job:
     output: Path
     batch_size: int
     progress: bool
+    threshold: float | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "explanation maps (001 tables 1-2), average drop, increase in confidence and win %%, "
         "a boxplot of per-image relative performance (001 figure 6) and a histogram of the "
         "Grad-CAM++ alphas (001 figures 3-4).",
+    )
+    compare.add_argument(
+        "--threshold",
+        type=_probability,
+        help="score only images whose explained class has a softmax above this (001 uses 0.5 "
+        "with the true class; default: every image)",
     )
     for sub, name in ((explain, "explain"), (compare, "compare")):
         sub.add_argument(
@@ -131,8 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
     run = {"explain": run_explain, "compare": run_compare}[args.command]
-    with staged_output(job.output) as folder:
-        run(job, folder)
+    try:
+        with staged_output(job.output) as folder:
+            run(job, folder)
+    except UsageError as error:  # found only while running, e.g. no image above --threshold
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
     if job.progress:
         print(f"results in {job.output}")
     return 0
@@ -163,6 +175,7 @@ def prepare(args: argparse.Namespace) -> Job:
         output=output,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        threshold=getattr(args, "threshold", None),
     )
 
 
@@ -191,8 +204,109 @@ def run_explain(job: Job, folder: Path) -> None:
 
 
 def run_compare(job: Job, folder: Path) -> None:
-    """The experiment of 001 section 4 (needs the ``metrics`` package)."""
-    raise NotImplementedError("camplus compare needs the metrics package's evaluation driver")
+    """The experiment of 001 section 4 with :func:`metrics.evaluate_methods`.
+
+    Writes ``scores.csv`` (average drop, increase in confidence, win % per method and kind of
+    map), ``relative_performance.csv`` (001 tables 1-2), ``images.csv`` (per-image scores),
+    ``relative_performance.png`` (001 figure 6) and ``alphas.png`` (001 figures 3-4).
+    """
+    from captum_camplus.figures import alpha_histogram, relative_performance_boxplot
+    from metrics import evaluate_methods
+
+    clf = job.classifier
+    alphas = _AlphaRecorder(clf.model)
+    methods = {name: METHODS[name] for name in job.methods}
+    if "Grad-CAM++" in methods:
+        methods["Grad-CAM++"] = alphas
+    try:
+        result = evaluate_methods(
+            clf.model,
+            clf.layer,
+            _ImageBatches(job),
+            methods=methods,
+            threshold=job.threshold,
+            progress=job.progress,
+        )
+    except ValueError as error:
+        if job.threshold is not None and "threshold" in str(error):  # no image passed it
+            raise UsageError(str(error)) from error
+        raise
+    names = list(job.images)
+    image_rows = [{"image": names[row["index"]], **row} for row in result.image_rows()]
+    for row in image_rows:
+        row["class name"] = clf.categories[row["target"]]
+    _write_dicts(folder / "scores.csv", result.summary())
+    _write_dicts(folder / "relative_performance.csv", result.relative_performance())
+    _write_dicts(folder / "images.csv", image_rows)
+    if len(result.methods) > 1:
+        figure = relative_performance_boxplot(_per_image_ratios(result))
+        figure.savefig(folder / "relative_performance.png", dpi=100)
+    if "Grad-CAM++" in methods:
+        alpha_histogram(alphas.pre_softmax()).savefig(folder / "alphas.png", dpi=100)
+    if job.progress:
+        header = f"{clf.name}, layer {clf.layer_name}: "
+        _write(header + result.format())
+
+
+class _AlphaRecorder:
+    """A Grad-CAM++ factory for the driver that keeps the alphas of every call it makes.
+
+    The driver builds the methods once per batch and kind of map; it calls the model itself for
+    pre-softmax maps and a softmax wrapper for post-softmax ones, which tells the two apart.
+    """
+
+    def __init__(self, model: Callable[..., Tensor]) -> None:
+        self.model = model
+        self.made: list[tuple[bool, LayerGradCamPlusPlus]] = []
+
+    def __call__(self, forward_func: Callable[..., Tensor], layer, device_ids=None):
+        cam = LayerGradCamPlusPlus(forward_func, layer, device_ids, keep_alphas=True)
+        self.made.append((forward_func is self.model, cam))
+        return cam
+
+    def pre_softmax(self) -> Tensor:
+        """All alphas of the pre-softmax maps (001 figures 3-4 use those), flattened."""
+        kept = [
+            cam.last_diagnostics.alphas.flatten()
+            for pre, cam in self.made
+            if pre and cam.last_diagnostics is not None
+        ]
+        if not kept:
+            raise RuntimeError("no pre-softmax Grad-CAM++ call was recorded")
+        return torch.cat(kept)
+
+
+class _ImageBatches:
+    """The job's images as preprocessed batches ``x`` (or ``(x, targets)``), made lazily."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.names = list(job.images)
+
+    def __len__(self) -> int:
+        return -(-len(self.names) // self.job.batch_size)
+
+    def __iter__(self) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+        clf, size = self.job.classifier, self.job.batch_size
+        for start in range(0, len(self.names), size):
+            x = clf.preprocess([self.job.images[n] for n in self.names[start : start + size]])
+            if self.job.target is None:
+                yield x
+            else:
+                yield x, torch.full((len(x),), self.job.target, device=x.device)
+
+
+def _per_image_ratios(result) -> dict[str, dict[str, list[float]]]:
+    """``O'_i / O_i`` for each pair of ``result.relative_performance()``, per kind of map."""
+    ratios: dict[str, dict[str, list[float]]] = {}
+    for source in result.maps_from:
+        log_o = result.log_o[source]
+        ratios[f"{source} maps"] = {
+            f"{new} vs {base}": (log_o[new] - log_o[base]).exp().tolist()
+            for j, new in enumerate(result.methods)
+            for base in result.methods[:j]
+        }
+    return ratios
 
 
 def _targets(job: Job, x: Tensor) -> tuple[Tensor, list[float]]:
@@ -292,9 +406,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
 def _write_csv(path: Path, rows: Sequence[Sequence[object]]) -> None:
     with path.open("w", newline="") as file:
         csv.writer(file).writerows(rows)
+
+
+def _write_dicts(path: Path, rows: Sequence[dict[str, object]]) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _write(line: str) -> None:

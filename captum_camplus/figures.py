@@ -74,6 +74,8 @@ def relative_performance_boxplot(ratios: Mapping[str, Mapping[str, Sequence[floa
         ratios: Panel title (e.g. "pre-softmax maps") -> pair label (e.g. "Grad-CAM++ vs
             Grad-CAM") -> the per-image ratios.
     """
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
     if not ratios:
         raise ValueError("no relative performances to plot")
     pairs = list(next(iter(ratios.values())))
@@ -82,11 +84,20 @@ def relative_performance_boxplot(ratios: Mapping[str, Mapping[str, Sequence[floa
     positions = np.arange(len(pairs), 0, -1)  # first pair on top
     for axis, (panel, by_pair) in zip(axes, ratios.items(), strict=True):
         data = [np.asarray(by_pair[pair], dtype=np.float64) for pair in pairs]
-        axis.boxplot(data, positions=positions, orientation="horizontal", manage_ticks=False)
+        axis.boxplot(
+            data,
+            positions=positions,
+            orientation="horizontal",
+            manage_ticks=False,
+            showfliers=False,  # every image is drawn as a dot below
+        )
         for values, position in zip(data, positions, strict=True):  # each image, as a dot
             axis.plot(values, np.full_like(values, position), ".", color="tab:blue", alpha=0.5)
         axis.axvline(1.0, color="grey", linestyle="--", linewidth=1)
         axis.set_xscale("log")
+        axis.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel("relative performance O'/O per image (log scale)")
         axis.set_title(panel)
     axes[0].set_yticks(positions, pairs)
