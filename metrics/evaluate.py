@@ -29,6 +29,7 @@ from metrics import functional
 from metrics.explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
 from metrics.explanation import (
     Preprocess,
+    Scores,
     cam_dead_zone_mass,
     class_scores,
     explanation_maps,
@@ -202,11 +203,11 @@ def evaluate_methods(
         batches, total=total, desc="scoring", unit="batch", disable=not progress or rank != 0
     ):
         x = x.to(device)
-        y = class_scores(forward, x, None if batch_labels is None else batch_labels, softmax)
+        y = class_scores(forward, x, batch_labels, softmax)
         store.images_seen += len(x)
         keep = keep_mask(y.value, threshold)
         if not bool(keep.all()):
-            x, y, index = x[keep], type(y)(*(t[keep] for t in y)), index[keep.cpu()]
+            x, y, index = x[keep], Scores(*(t[keep] for t in y)), index[keep.cpu()]
         if len(x) == 0:
             continue
         store.add_images(index, y)
@@ -252,24 +253,21 @@ class _Store:
         self.lists: dict[str, list[Tensor]] = {key: [] for key in self.keys}
         self.images_seen = 0
 
-    def add_images(self, index: Tensor, y: Any) -> None:
-        for key, value in (
-            ("index", index),
-            ("target", y.target),
-            ("y", y.value),
-            ("log_y", y.log),
-        ):
-            self.lists[key].append(value.detach().cpu())
+    def add_images(self, index: Tensor, y: Scores) -> None:
+        self.lists["index"].append(index)
+        for key, value in (("target", y.target), ("y", y.value), ("log_y", y.log)):
+            self.lists[key].append(value)
 
-    def add_scores(self, source: str, name: str, o: Any, dead_zone: Tensor | None) -> None:
-        self.lists[f"o/{source}/{name}"].append(o.value.cpu())
-        self.lists[f"log_o/{source}/{name}"].append(o.log.cpu())
+    def add_scores(self, source: str, name: str, o: Scores, dead_zone: Tensor | None) -> None:
+        self.lists[f"o/{source}/{name}"].append(o.value)
+        self.lists[f"log_o/{source}/{name}"].append(o.log)
         if dead_zone is not None:
-            self.lists[f"dead_zone/{source}/{name}"].append(dead_zone.cpu())
+            self.lists[f"dead_zone/{source}/{name}"].append(dead_zone)
 
     def tensors(self, local_index: bool) -> dict[str, Any]:
+        """The results on the CPU: one copy from the device, at the end."""
         out: dict[str, Any] = {
-            key: torch.cat(values) if values else torch.empty(0, dtype=_dtype(key))
+            key: torch.cat(values).cpu() if values else torch.empty(0, dtype=_dtype(key))
             for key, values in self.lists.items()
         }
         out["images_seen"] = self.images_seen
