@@ -287,9 +287,116 @@ def deviations(maps: dict[str, Tensor], references: dict[str, Tensor]) -> tuple[
     for method, cam in maps.items():
         ref = references[method]
         cam = cam.detach().to(device="cpu", dtype=torch.float64).reshape(ref.shape)
-        raw.append(float((cam - ref).abs().max() / ref.abs().max()))
+        error, scale = float((cam - ref).abs().max()), float(ref.abs().max())
+        raw.append(error / scale if scale > 0 else (0.0 if error == 0 else math.inf))
         normalised.append(float((minmax(cam) - minmax(ref)).abs().max()))
     return max(raw), max(normalised)
+
+
+# --------------------------------------------------------------------------- metric cost
+
+
+@dataclass
+class MetricEvaluation:
+    """A way to score maps with 001's metrics; ``run`` computes the maps and scores them."""
+
+    name: str
+    scores: str  #: what one call delivers
+    run: Callable[[Case], object]
+
+
+@dataclass
+class MetricRow:
+    name: str
+    scores: str
+    forwards_per_image: float = math.nan
+    times_ms: list[float] = field(default_factory=list)
+    ms_per_image: float = math.nan
+    ratio_to_floor: float = math.nan
+
+
+def _evaluate_methods() -> MetricEvaluation:
+    from metrics import evaluate_methods
+
+    def run(case: Case) -> object:
+        result = evaluate_methods(
+            case.model,
+            case.layer,
+            case.inputs,
+            labels=case.target,
+            maps_from=["pre-softmax"],
+            batch_size=len(case.inputs),
+            progress=False,
+        )
+        return result.summary(), result.relative_performance()
+
+    scores = "4 methods x (average drop, increase in confidence, win %, relative performance)"
+    return MetricEvaluation("metrics.evaluate_methods", scores, run)
+
+
+def _quantus_average_drop() -> MetricEvaluation:
+    from metrics import AverageDrop, cam_explain
+
+    def run(case: Case) -> object:
+        return AverageDrop()(
+            model=case.model,
+            x_batch=case.inputs.cpu().numpy(),
+            y_batch=case.target.cpu().numpy(),
+            explain_func=cam_explain,
+            explain_func_kwargs={"method": "Grad-CAM++", "layer": case.layer},
+            batch_size=len(case.inputs),
+        )
+
+    return MetricEvaluation("metrics.AverageDrop in Quantus", "1 method x average drop", run)
+
+
+def _pytorch_grad_cam_drop() -> MetricEvaluation:
+    from pytorch_grad_cam import GradCAMPlusPlus
+    from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    def run(case: Case) -> object:
+        targets = [ClassifierOutputTarget(int(t)) for t in case.target.tolist()]
+        with GradCAMPlusPlus(model=case.model, target_layers=[case.layer]) as cam:
+            heatmaps = cam(input_tensor=case.inputs, targets=targets)
+        return DropInConfidence()(case.inputs, heatmaps, targets, case.model)
+
+    return MetricEvaluation(
+        "pytorch-grad-cam DropInConfidence", "1 method x absolute logit drop", run
+    )
+
+
+METRIC_EVALUATIONS: dict[str, Callable[[], list[MetricEvaluation]]] = {
+    "metrics": lambda: [_evaluate_methods(), _quantus_average_drop()],
+    "pytorch-grad-cam": lambda: [_pytorch_grad_cam_drop()],
+}
+
+
+def metric_evaluations() -> tuple[list[MetricEvaluation], list[str]]:
+    """Every way of scoring that is installed, and a note for each that is not."""
+    found, missing = [], []
+    for library, make in METRIC_EVALUATIONS.items():
+        try:
+            found.extend(make())
+        except ImportError as error:
+            missing.append(f"metric cost: {library} not installed ({error.name})")
+    return found, missing
+
+
+def forwards_per_image(run: Callable[[Case], object], case: Case) -> float:
+    """Images the model is run on during one call, per image of the batch."""
+    seen = 0
+
+    def count(module: nn.Module, args: tuple) -> None:
+        nonlocal seen
+        seen += args[0].shape[0]
+
+    handle = case.model.register_forward_pre_hook(count)
+    try:
+        run(case)
+    finally:
+        handle.remove()
+    return seen / len(case.inputs)
 
 
 # --------------------------------------------------------------------------- time and memory
@@ -306,7 +413,9 @@ def clean_up(case: Case) -> None:
     gc.collect()
 
 
-def time_rounds(impls: Sequence[Implementation], case: Case, rounds: int, seed: int) -> dict:
+def time_rounds(
+    impls: Sequence[Implementation | MetricEvaluation], case: Case, rounds: int, seed: int
+) -> dict[str, list[float]]:
     """Milliseconds per call: a warm-up call each, then ``rounds`` rounds in shuffled order."""
     device = case.inputs.device
     order = list(impls)
@@ -396,7 +505,7 @@ def peak_extra_mib_isolated(impl_name: str, argv: Sequence[str]) -> float:
 
 
 def build_case(model_name: str, batch: int, size: int, device: str, seed: int) -> Case:
-    """The model in eval mode, its CAM layer, a random batch in [0, 1) and random targets."""
+    """The model in eval mode, its CAM layer, a random batch in [0, 1) and its top classes."""
     torch.manual_seed(seed)
     if model_name in ("resnet18", "resnet50"):
         import torchvision
@@ -413,8 +522,7 @@ def build_case(model_name: str, batch: int, size: int, device: str, seed: int) -
     model = model.eval().to(device)
     inputs = torch.rand(batch, 3, size, size, device=device)
     with torch.no_grad():
-        classes = model(inputs[:1]).shape[1]
-    target = torch.randint(0, classes, (batch,), device=device)
+        target = model(inputs).argmax(dim=1)  # each image's top class, as users explain
     return Case(model, layer, inputs, target)
 
 
@@ -435,6 +543,20 @@ def markdown_table(rows: Sequence[Row]) -> str:
             f"| {row.name} | {fmt(row.median_ms, '.1f')} | {fmt(row.ratio_to_floor, '.3f')} "
             f"| {fmt(row.peak_extra_mib, '.1f')} | {fmt(row.max_dev_raw, '.2e')} "
             f"| {fmt(row.max_dev_minmax, '.2e')} |"
+        )
+    return "\n".join(lines)
+
+
+def metric_table(rows: Sequence[MetricRow]) -> str:
+    lines = [
+        "| metric evaluation (maps included) | scores | forwards per image | ms per image "
+        "| x floor |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.name} | {row.scores} | {fmt(row.forwards_per_image, '.2f')} "
+            f"| {fmt(row.ms_per_image, '.1f')} | {fmt(row.ratio_to_floor, '.2f')} |"
         )
     return "\n".join(lines)
 
@@ -518,8 +640,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
 
 def _benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> list[Row]:
     torch.set_num_threads(args.threads)
-    if not args.device.startswith("cuda"):
-        return_freed_memory_to_the_os()
+    if args.memory_of is not None and not args.device.startswith("cuda"):
+        return_freed_memory_to_the_os()  # before anything large exists in this process
     case = build_case(args.model, args.batch, args.size, args.device, args.seed)
     impls, missing = implementations()
     gc.collect()
@@ -549,12 +671,23 @@ def _benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> list[Row
             else peak_extra_mib(impl, case)
         )
 
-    times = time_rounds(impls, case, args.rounds, args.seed)
+    evaluations, not_installed = metric_evaluations()
+    metric_rows = {e.name: MetricRow(e.name, e.scores) for e in evaluations}
+    for evaluation in evaluations:
+        metric_rows[evaluation.name].forwards_per_image = forwards_per_image(evaluation.run, case)
+        clean_up(case)
+
+    times = time_rounds([*impls, *evaluations], case, args.rounds, args.seed)
     floor_ms = statistics.median(times[FLOOR])
-    for name, measured in times.items():
-        rows[name].times_ms = measured
-        rows[name].median_ms = statistics.median(measured)
-        rows[name].ratio_to_floor = rows[name].median_ms / floor_ms
+    for row in rows.values():
+        row.times_ms = times[row.name]
+        row.median_ms = statistics.median(row.times_ms)
+        row.ratio_to_floor = row.median_ms / floor_ms
+    for metric_row in metric_rows.values():
+        metric_row.times_ms = times[metric_row.name]
+        median_ms = statistics.median(metric_row.times_ms)
+        metric_row.ms_per_image = median_ms / len(case.inputs)
+        metric_row.ratio_to_floor = median_ms / floor_ms
 
     results = list(rows.values())
     settings = {
@@ -567,12 +700,14 @@ def _benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> list[Row
         "torch": torch.__version__,
         "memory": "subprocess per implementation" if isolated else "in process",
     }
-    report(results, settings, targets(results, case.inputs.device.type), missing, args)
+    checks = targets(results, case.inputs.device.type)
+    report(results, list(metric_rows.values()), settings, checks, missing + not_installed, args)
     return results
 
 
 def report(
     rows: Sequence[Row],
+    metric_rows: Sequence[MetricRow],
     settings: dict[str, object],
     checks: Sequence[tuple[str, str, bool]],
     notes: Sequence[str],
@@ -586,6 +721,9 @@ def report(
     print("| target | measured | met |\n|---|---:|:---:|")
     for what, measured, met in checks:
         print(f"| {what} | {measured} | {'yes' if met else 'NO'} |")
+    if metric_rows:
+        print()
+        print(metric_table(metric_rows))
     for note in notes:
         print(f"\nnote: {note}")
     if args.csv:
@@ -600,6 +738,7 @@ def report(
         payload = {
             "settings": settings,
             "rows": [asdict(row) for row in rows],
+            "metric_rows": [asdict(row) for row in metric_rows],
             "targets": [{"target": w, "measured": m, "met": ok} for w, m, ok in checks],
         }
         args.json.write_text(json.dumps(payload, indent=2))

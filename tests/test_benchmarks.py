@@ -51,6 +51,22 @@ def test_quick_run_has_every_row_with_finite_numbers(smoke, capsys):
         if row.name != bench.FLOOR:
             assert math.isfinite(row.max_dev_raw) and math.isfinite(row.max_dev_minmax), row.name
     assert {t["target"] for t in saved["targets"]} >= {"Grad-CAM <= 1.10x floor"}
+    metric_rows = {row["name"]: row for row in saved["metric_rows"]}
+    assert set(metric_rows) == {
+        "metrics.evaluate_methods",
+        "metrics.AverageDrop in Quantus",
+        "pytorch-grad-cam DropInConfidence",
+    }
+    for row in metric_rows.values():
+        assert math.isfinite(row["ms_per_image"]) and math.isfinite(row["ratio_to_floor"])
+
+
+def test_quick_run_counts_the_forward_passes_of_each_metric_evaluation(smoke):
+    metric_rows = {row["name"]: row for row in smoke[1]["metric_rows"]}
+    # Y, one CAM pass for all four methods, then O for each method's explanation map
+    assert metric_rows["metrics.evaluate_methods"]["forwards_per_image"] == 1 + 1 + 4
+    # Quantus: the CAM pass of explain_func, then Y and O
+    assert metric_rows["metrics.AverageDrop in Quantus"]["forwards_per_image"] == 3
 
 
 def test_quick_run_accuracy_column_separates_exact_from_eps_formulas(smoke):
@@ -89,6 +105,9 @@ def test_deviations_are_relative_to_the_reference_max_and_after_min_max():
     assert normalised == pytest.approx(0.25)  # min-max: 3/4 against 2/4
     raw, normalised = bench.deviations({"Grad-CAM": 10 * ref}, {"Grad-CAM": ref})
     assert raw == pytest.approx(9.0) and normalised == 0.0  # a scale error only shows raw
+    zero = torch.zeros_like(ref)
+    assert bench.deviations({"Grad-CAM": zero}, {"Grad-CAM": zero}) == (0.0, 0.0)
+    assert bench.deviations({"Grad-CAM": ref}, {"Grad-CAM": zero})[0] == math.inf
 
 
 @pytest.mark.skipif(not bench.rss_available(), reason="needs Linux /proc RSS counters")
