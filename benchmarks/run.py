@@ -402,6 +402,10 @@ def forwards_per_image(run: Callable[[Case], object], case: Case) -> float:
 # --------------------------------------------------------------------------- time and memory
 
 
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -424,7 +428,8 @@ def time_rounds(
         clean_up(case)
     times: dict[str, list[float]] = {impl.name: [] for impl in impls}
     rng = random.Random(seed)
-    for _ in range(rounds):
+    for number in range(rounds):
+        progress(f"timing: round {number + 1} of {rounds}")
         rng.shuffle(order)
         for impl in order:
             synchronize(device)
@@ -653,6 +658,7 @@ def _benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> list[Row
         return []
 
     rows = {impl.name: Row(impl.name, impl.library) for impl in impls}
+    progress(f"accuracy against float64 ({args.model}, batch {args.batch}, {args.size}px)")
     references = reference_maps(*layer_activation_and_gradient(float64_case(case)))
     for impl in impls:
         if maps := impl.maps(case):
@@ -670,6 +676,7 @@ def _benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> list[Row
             if isolated
             else peak_extra_mib(impl, case)
         )
+        progress(f"memory: {impl.name}: {rows[impl.name].peak_extra_mib:.1f} MiB")
 
     evaluations, not_installed = metric_evaluations()
     metric_rows = {e.name: MetricRow(e.name, e.scores) for e in evaluations}
