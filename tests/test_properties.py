@@ -24,7 +24,7 @@ def test_hand_computed_values_on_captum_one_conv_model():
     """BasicModel_ConvNet_One_Conv on arange(16), layer conv1 (signed), target 0, by hand:
 
     A^0 = [[-5, 4], [31, 40]], A^1 = [[-30, -21], [6, 15]] (3x3 sums of the input, biases -50, -75);
-    g^0 = [[0, 1], [1, 1]], g^1 = [[0, 0], [-1, -1]] (ReLU gates times fc1 weights 1, 1, 1, 1 | 1, -1, -1, -1).
+    g^0 = [[0, 1], [1, 1]], g^1 = [[0, 0], [-1, -1]] (ReLU gate x fc1 weights 1 | 1, -1, -1, -1).
     Grad-CAM: w = (3/4, -1/2) (Captum's own test expects [[11.25, 13.5], [20.25, 22.5]]).
     Grad-CAM+: w = (3/4, 0). HiResCAM: g^0 A^0 + g^1 A^1 = [[0, 4], [25, 25]].
     Grad-CAM++: S_0 = 70, alpha = 1/(2 + 70) on the three g = 1 entries, so w = (3/72, 0).
