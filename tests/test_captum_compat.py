@@ -141,3 +141,20 @@ def test_maps_work_with_captum_visualization(resnet18, images):
         attr, np.clip(image, 0, 1), method="blended_heat_map", sign="positive", use_pyplot=False
     )
     assert figure is not None
+
+
+@pytest.mark.parametrize("cls", OURS)
+def test_layer_input_channel_maps_and_grad_kwargs(cls, resnet18, images):
+    layer = resnet18.layer4[1].conv1
+    kwargs = dict(target=[4, 5, 6], attribute_to_layer_input=True)
+    summed = cls(resnet18, layer).attribute(images, **kwargs)
+    per_channel = cls(resnet18, layer).attribute(images, attr_dim_summation=False, **kwargs)
+    assert summed.shape == (3, 1, 2, 2) and per_channel.shape == (3, 512, 2, 2)
+    torch.testing.assert_close(per_channel.sum(dim=1, keepdim=True), summed)
+    with_kwargs = cls(resnet18, layer).attribute(
+        images, grad_kwargs={"retain_graph": True}, **kwargs
+    )
+    torch.testing.assert_close(with_kwargs, summed)
+    if cls is LayerGradCam:
+        theirs = CaptumLayerGradCam(resnet18, layer).attribute(images, **kwargs)
+        torch.testing.assert_close(summed, theirs)
