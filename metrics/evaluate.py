@@ -203,6 +203,11 @@ def evaluate_methods(
         batches, total=total, desc="scoring", unit="batch", disable=not progress or rank != 0
     ):
         x = x.to(device)
+        if unseen is not None and unseen.dim() != x.dim() - 2:
+            raise ValueError(
+                f"unseen must be one mask of the images' spatial shape {tuple(x.shape[2:])}, "
+                f"shared by all images; got shape {tuple(unseen.shape)}"
+            )
         y = class_scores(forward, x, batch_labels, softmax)
         store.images_seen += len(x)
         keep = keep_mask(y.value, threshold)
@@ -220,6 +225,8 @@ def evaluate_methods(
 
     local = store.tensors(local_index=not isinstance(data, Tensor))
     merged = _gather(local, world) if world > 1 else local
+    if merged["images_seen"] == 0:
+        raise ValueError("the data holds no images: nothing to evaluate")
     if len(merged["index"]) == 0:
         raise ValueError(
             f"no image has a score Y above the threshold {threshold}: nothing to evaluate"

@@ -202,6 +202,10 @@ def test_bad_arguments(setup) -> None:
         evaluate_methods(model, model.layer, images, methods="Grad-CAM", progress=False)
     with pytest.raises(ValueError, match="labels go with tensor data"):
         evaluate_methods(model, model.layer, DataLoader(images), labels=labels, progress=False)
+    with pytest.raises(ValueError, match="unseen must be one mask"):
+        evaluate_methods(model, model.layer, images, unseen=torch.ones(7, 16, 16, dtype=torch.bool))
+    with pytest.raises(ValueError, match="holds no images"):
+        evaluate_methods(model, model.layer, images[:0], progress=False)
     with pytest.raises(ValueError, match="got 3 labels for 7 images"):
         evaluate_methods(model, model.layer, images, labels=labels[:3], progress=False)
     with torch.no_grad():
