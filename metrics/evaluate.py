@@ -64,13 +64,16 @@ class EvaluationResult:
     threshold: float | None
     images_seen: int  #: images in the data before the threshold
 
-    def summary(self) -> list[dict[str, Any]]:
-        """One row per kind of map and method: the dataset values of every metric."""
+    def summary(self, win_rtol: float = 1e-4) -> list[dict[str, Any]]:
+        """One row per kind of map and method: the dataset values of every metric.
+
+        ``win_rtol``: the tie tolerance of :func:`metrics.functional.win_percentage`.
+        """
         rows = []
         for source in self.maps_from:
             o = self.o[source]
             wins = (
-                functional.win_percentage(torch.stack([o[m] for m in self.methods]))
+                functional.win_percentage(torch.stack([o[m] for m in self.methods]), rtol=win_rtol)
                 if len(self.methods) > 1
                 else torch.full((1,), math.nan)
             )
