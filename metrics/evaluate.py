@@ -1,0 +1,369 @@
+"""Score several CAM methods on a data set with every metric: the evaluation of 001 section 4.
+
+Per batch: one forward for ``Y``, one CAM pass (forward + backward to the layer) per kind of
+map (gradients of the logits and/or of the softmax, the two columns of 001 tables 1-2) that
+gives every method's map, and one forward per method for the scores ``O`` of its explanation
+maps. Under ``torch.distributed`` each rank scores its shard and every rank gets all results.
+
+>>> result = evaluate_methods(model, model.layer4, images, labels, threshold=0.5)
+>>> print(result)                     # aggregates and the relative-performance table
+>>> result.summary()                  # the same as rows (dicts), e.g. for csv.DictWriter
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from captum_camplus import METHODS
+from captum_camplus.multi import MethodFactory
+from metrics import functional
+from metrics.explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
+from metrics.explanation import (
+    Preprocess,
+    cam_dead_zone_mass,
+    class_scores,
+    explanation_maps,
+    keep_mask,
+    model_device,
+    model_forward,
+)
+
+#: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
+PerMethod = dict[str, dict[str, Tensor]]
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """Per-image scores of every method; aggregates and tables are computed from them.
+
+    All tensors are on the CPU, in float64, in the order of the data (for a DataLoader under
+    ``torch.distributed``: rank 0's images first). Only images that passed the threshold are
+    kept; ``index`` gives their positions in the data.
+    """
+
+    methods: list[str]
+    maps_from: list[str]
+    index: Tensor  #: (K,) positions of the scored images in the data
+    target: Tensor  #: (K,) the explained class
+    y: Tensor  #: (K,) ``Y``, the score of the class on the image
+    log_y: Tensor  #: (K,) its log
+    o: PerMethod  #: ``O``, the score on each method's explanation map
+    log_o: PerMethod  #: its log (from ``log_softmax`` for softmax scores)
+    dead_zone: PerMethod | None  #: dead-zone mass per image, if a region was given
+    softmax: bool  #: softmax probabilities (True) or raw outputs
+    threshold: float | None
+    images_seen: int  #: images in the data before the threshold
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per kind of map and method: the dataset values of every metric."""
+        rows = []
+        for source in self.maps_from:
+            o = self.o[source]
+            wins = functional.win_percentage(torch.stack([o[m] for m in self.methods]))
+            for k, method in enumerate(self.methods):
+                row = {
+                    "maps": source,
+                    "method": method,
+                    "images": len(self.index),
+                    "average drop": float(functional.average_drop(self.y, o[method])),
+                    "increase in confidence": float(
+                        functional.increase_in_confidence(self.y, o[method])
+                    ),
+                    "win percentage": float(wins[k]) if len(self.methods) > 1 else math.nan,
+                }
+                if self.dead_zone is not None:
+                    row["dead zone mass"] = float(self.dead_zone[source][method].mean())
+                rows.append(row)
+        return rows
+
+    def relative_performance(self) -> list[dict[str, Any]]:
+        """001 tables 1-2: every later method vs every earlier one, per kind of map."""
+        rows = []
+        for source in self.maps_from:
+            log_o = self.log_o[source]
+            for j, new in enumerate(self.methods):
+                for base in self.methods[:j]:
+                    stats = functional.relative_performance(log_o[new], log_o[base])
+                    rows.append(
+                        {
+                            "maps": source,
+                            "methods": f"{new} vs {base}",
+                            "relative performance": float(stats.geometric_mean),
+                            "log mean": float(stats.log_mean),
+                            "log std": float(stats.log_std),
+                        }
+                    )
+        return rows
+
+    def image_rows(self) -> list[dict[str, Any]]:
+        """One row per image, kind of map and method, with the per-image values."""
+        rows = []
+        for source in self.maps_from:
+            for method in self.methods:
+                o = self.o[source][method]
+                drop = functional.average_drop(self.y, o, "none")
+                for i in range(len(self.index)):
+                    row = {
+                        "index": int(self.index[i]),
+                        "target": int(self.target[i]),
+                        "maps": source,
+                        "method": method,
+                        "Y": float(self.y[i]),
+                        "O": float(o[i]),
+                        "log O": float(self.log_o[source][method][i]),
+                        "drop %": float(drop[i]),
+                    }
+                    if self.dead_zone is not None:
+                        row["dead zone mass"] = float(self.dead_zone[source][method][i])
+                    rows.append(row)
+        return rows
+
+    def format(self) -> str:
+        """The aggregates and the relative-performance table as text."""
+        scores = "softmax probabilities" if self.softmax else "raw outputs"
+        kept = f"{len(self.index)} of {self.images_seen} images"
+        if self.threshold is not None:
+            kept += f" (score > {self.threshold})"
+        parts = [f"{kept}, scores: {scores}", _table(self.summary())]
+        if len(self.methods) > 1:
+            parts += ["relative performance (001 tables 1-2)", _table(self.relative_performance())]
+        return "\n\n".join(parts)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def evaluate_methods(
+    model: nn.Module,
+    layer: nn.Module | str,
+    data: Tensor | Iterable[Any],
+    labels: Tensor | None = None,
+    methods: Sequence[str] | Mapping[str, MethodFactory] | None = None,
+    *,
+    maps_from: Sequence[MapsFrom] = MAPS_FROM,
+    softmax: bool = True,
+    threshold: float | None = None,
+    preprocess: Preprocess | None = None,
+    unseen: Tensor | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Score every method on every image with every metric.
+
+    Args:
+        model: The classifier (in eval mode), returning ``(N, classes)`` logits.
+        layer: Its CAM layer (module or name).
+        data: Images ``(N, C, H, W)``, or an iterable (DataLoader) of batches ``x`` or
+            ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
+            ranks here; an iterable must already be this rank's shard (a DistributedSampler
+            without padding, or a manual split).
+        labels: The class to explain per image for tensor ``data``; default the predicted one.
+        methods: Names of :data:`captum_camplus.METHODS` (default: all four, in 001's order
+            plus HiResCAM) or a mapping name -> class/factory.
+        maps_from: Maps from gradients of the logits, of the softmax, or both (001 tables 1-2).
+        softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
+        threshold: Keep only images whose score ``Y`` exceeds it (001 uses 0.5 on softmax).
+        preprocess: If given, ``data`` holds images in [0, 1] and the model sees
+            ``preprocess(x)``; ``E = L (.) I`` is taken on the image.
+        unseen: Boolean ``(H, W)`` mask of a region the model cannot see, for the dead-zone mass.
+        batch_size: For tensor ``data``.
+        progress: Show a progress bar (on rank 0).
+
+    Raises:
+        ValueError: if no image passes the threshold, and for bad arguments.
+    """
+    names = _method_names(methods)
+    if not maps_from or any(source not in MAPS_FROM for source in maps_from):
+        raise ValueError(f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from}")
+    if model.training:
+        warnings.warn("the model is in training mode; call model.eval() first", stacklevel=2)
+    device = model_device(model)
+    layer = resolve_layer(model, layer)
+    forward = model_forward(model, preprocess)
+    unseen = None if unseen is None else torch.as_tensor(unseen).to(device)
+    rank, world = _rank_and_world()
+    batches, total = _shard(data, labels, batch_size, rank, world)
+
+    store = _Store(names, maps_from)
+    for x, batch_labels, index in tqdm(
+        batches, total=total, desc="scoring", unit="batch", disable=not progress or rank != 0
+    ):
+        x = x.to(device)
+        y = class_scores(forward, x, None if batch_labels is None else batch_labels, softmax)
+        store.images_seen += len(x)
+        keep = keep_mask(y.value, threshold)
+        if not bool(keep.all()):
+            x, y, index = x[keep], type(y)(*(t[keep] for t in y)), index[keep.cpu()]
+        if len(x) == 0:
+            continue
+        store.add_images(index, y)
+        for source in maps_from:
+            cams = compute_cams(model, layer, x, y.target, methods or names, source, preprocess)
+            for name, cam in cams.items():
+                o = class_scores(forward, explanation_maps(cam, x), y.target, softmax)
+                dead_zone = None if unseen is None else cam_dead_zone_mass(cam, unseen, "none")
+                store.add_scores(source, name, o, dead_zone)
+
+    local = store.tensors(local_index=not isinstance(data, Tensor))
+    merged = _gather(local, world) if world > 1 else local
+    if len(merged["index"]) == 0:
+        raise ValueError(
+            f"no image has a score Y above the threshold {threshold}: nothing to evaluate"
+        )
+    return EvaluationResult(
+        methods=names,
+        maps_from=list(maps_from),
+        index=merged["index"],
+        target=merged["target"],
+        y=merged["y"],
+        log_y=merged["log_y"],
+        o=_nest(merged, "o", maps_from, names),
+        log_o=_nest(merged, "log_o", maps_from, names),
+        dead_zone=None if unseen is None else _nest(merged, "dead_zone", maps_from, names),
+        softmax=softmax,
+        threshold=threshold,
+        images_seen=merged["images_seen"],
+    )
+
+
+class _Store:
+    """Per-batch results of this rank, flattened to ``key/maps/method`` -> list of tensors."""
+
+    def __init__(self, names: list[str], maps_from: Sequence[str]) -> None:
+        self.keys = ["index", "target", "y", "log_y"] + [
+            f"{what}/{source}/{name}"
+            for what in ("o", "log_o", "dead_zone")
+            for source in maps_from
+            for name in names
+        ]
+        self.lists: dict[str, list[Tensor]] = {key: [] for key in self.keys}
+        self.images_seen = 0
+
+    def add_images(self, index: Tensor, y: Any) -> None:
+        for key, value in (
+            ("index", index),
+            ("target", y.target),
+            ("y", y.value),
+            ("log_y", y.log),
+        ):
+            self.lists[key].append(value.detach().cpu())
+
+    def add_scores(self, source: str, name: str, o: Any, dead_zone: Tensor | None) -> None:
+        self.lists[f"o/{source}/{name}"].append(o.value.cpu())
+        self.lists[f"log_o/{source}/{name}"].append(o.log.cpu())
+        if dead_zone is not None:
+            self.lists[f"dead_zone/{source}/{name}"].append(dead_zone.cpu())
+
+    def tensors(self, local_index: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            key: torch.cat(values) if values else torch.empty(0, dtype=_dtype(key))
+            for key, values in self.lists.items()
+        }
+        out["images_seen"] = self.images_seen
+        out["local_index"] = local_index
+        return out
+
+
+def _dtype(key: str) -> torch.dtype:
+    return torch.long if key in ("index", "target") else torch.float64
+
+
+def _gather(local: dict[str, Any], world: int) -> dict[str, Any]:
+    """Every rank's results, concatenated in rank order, on every rank."""
+    shards: list[Any] = [None] * world
+    dist.all_gather_object(shards, local)
+    merged: dict[str, Any] = {}
+    offset = 0
+    indices = []
+    for shard in shards:
+        indices.append(shard["index"] + offset if shard["local_index"] else shard["index"])
+        offset += shard["images_seen"]
+    merged["index"] = torch.cat(indices)
+    for key in local:
+        if key not in ("index", "images_seen", "local_index"):
+            merged[key] = torch.cat([shard[key] for shard in shards])
+    merged["images_seen"] = offset
+    return merged
+
+
+def _nest(
+    merged: dict[str, Any], what: str, maps_from: Sequence[str], names: list[str]
+) -> PerMethod:
+    return {s: {n: merged[f"{what}/{s}/{n}"] for n in names} for s in maps_from}
+
+
+def _method_names(methods: Sequence[str] | Mapping[str, MethodFactory] | None) -> list[str]:
+    if methods is None:
+        return list(METHODS)
+    if isinstance(methods, str):
+        raise TypeError("methods must be a list of names or a mapping, not a single string")
+    names = list(methods.keys() if isinstance(methods, Mapping) else methods)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"methods must be distinct and non-empty, got {names}")
+    return names
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+Batch = tuple[Tensor, Tensor | None, Tensor]
+
+
+def _shard(
+    data: Tensor | Iterable[Any], labels: Tensor | None, batch_size: int, rank: int, world: int
+) -> tuple[Iterator[Batch], int | None]:
+    """This rank's batches ``(x, labels or None, positions)`` and their number if known."""
+    if isinstance(data, Tensor):
+        if labels is not None and len(labels) != len(data):
+            raise ValueError(f"got {len(labels)} labels for {len(data)} images")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        start, stop = len(data) * rank // world, len(data) * (rank + 1) // world
+        starts = range(start, stop, batch_size)
+
+        def tensor_batches() -> Iterator[Batch]:
+            for s in starts:
+                e = min(s + batch_size, stop)
+                yield data[s:e], None if labels is None else labels[s:e], torch.arange(s, e)
+
+        return tensor_batches(), len(starts)
+    if labels is not None:
+        raise ValueError("labels go with tensor data; a DataLoader's batches carry their own")
+
+    def loader_batches() -> Iterator[Batch]:
+        seen = 0
+        for item in data:
+            x, item_labels = (item, None) if isinstance(item, Tensor) else (item[0], item[1])
+            yield x, item_labels, torch.arange(seen, seen + len(x))
+            seen += len(x)
+
+    total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+    return loader_batches(), total
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0]) if rows else []
+    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[k]) for r in cells)) for k, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+__all__ = ["EvaluationResult", "evaluate_methods"]

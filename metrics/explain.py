@@ -1,0 +1,105 @@
+"""CAM maps for the metrics, and an ``explain_func`` that lets Quantus call ``captum_camplus``.
+
+``quantus.explain`` only knows a fixed list of Captum methods; :func:`cam_explain` has the
+signature Quantus expects of a custom explain function, so Grad-CAM, Grad-CAM+, Grad-CAM++ and
+HiResCAM can be scored by any Quantus metric and inside ``quantus.evaluate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from captum_camplus import LayerCams, upsample_and_normalize
+from captum_camplus.multi import MethodFactory
+from metrics.explanation import Preprocess, as_target, model_device, model_forward
+
+#: Which score the CAM gradients are taken of (the two columns of 001 tables 1-2).
+MapsFrom = Literal["pre-softmax", "post-softmax"]
+MAPS_FROM: tuple[MapsFrom, ...] = ("pre-softmax", "post-softmax")
+
+
+def compute_cams(
+    model: nn.Module,
+    layer: nn.Module | str,
+    inputs: Tensor,
+    target: Tensor,
+    methods: Iterable[str] | Mapping[str, MethodFactory] | None = None,
+    maps_from: MapsFrom = "pre-softmax",
+    preprocess: Preprocess | None = None,
+) -> dict[str, Tensor]:
+    """Every method's ReLU'd CAM (001 eq. 2, 003 def. 6) from one forward and backward pass.
+
+    Args:
+        model, layer: The classifier and its layer (a module or its name in the model).
+        inputs, target: The batch (on the model's device) and one class per image.
+        methods: Method names of :data:`captum_camplus.METHODS` (default: all) or a mapping
+            name -> class/factory, as :class:`captum_camplus.LayerCams` takes them.
+        maps_from: Gradients of the logits (``"pre-softmax"``) or of the softmax output.
+        preprocess: See :mod:`metrics.explanation`.
+
+    Returns:
+        Name -> ``(N, 1, *layer spatial)`` maps.
+    """
+    if maps_from not in MAPS_FROM:
+        raise ValueError(f"maps_from must be one of {MAPS_FROM}, got {maps_from!r}")
+    forward = model_forward(model, preprocess, softmax=maps_from == "post-softmax")
+    cams = LayerCams(forward, resolve_layer(model, layer), methods=methods)
+    maps = cams.attribute(inputs, target=target, relu_attributions=True)
+    for name, cam in maps.items():
+        if not isinstance(cam, Tensor):
+            raise ValueError(
+                f"{name}: the layer returns several tensors; pick one that returns one"
+            )
+    return {name: cam.detach() for name, cam in maps.items()}
+
+
+def cam_explain(
+    model: nn.Module,
+    inputs: np.ndarray | Tensor,
+    targets: np.ndarray | Tensor | int,
+    *,
+    method: str,
+    layer: nn.Module | str,
+    maps_from: MapsFrom = "pre-softmax",
+    preprocess: Preprocess | None = None,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Quantus ``explain_func``: ``method``'s CAM upsampled to the inputs and min-max normalised.
+
+    ``quantus.evaluate`` passes the key of ``xai_methods`` as ``method``, so
+    ``xai_methods={"Grad-CAM++": cam_explain, "HiResCAM": cam_explain}`` with
+    ``explain_func_kwargs={"layer": model.layer4}`` scores both methods.
+
+    Args:
+        method: A name of :data:`captum_camplus.METHODS`, matched leniently ("gradcam++").
+        layer: The layer (module or name in ``model``).
+        maps_from, preprocess: See :func:`compute_cams`.
+        device: Accepted because Quantus passes it; the maps are computed on the model's device.
+
+    Returns:
+        float32 ``(N, 1, *inputs spatial)`` maps in [0, 1].
+    """
+    del device  # the model's device decides
+    on = model_device(model)
+    x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
+    x = x.to(device=on, dtype=torch.float32)
+    target = as_target(targets, x.shape[0], device=on)
+    maps = compute_cams(model, layer, x, target, [method], maps_from, preprocess)[method]
+    return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
+
+
+def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
+    """The layer itself, or the submodule of ``model`` with that name."""
+    if isinstance(layer, nn.Module):
+        return layer
+    if isinstance(layer, str):
+        try:
+            return model.get_submodule(layer)
+        except AttributeError as error:
+            raise ValueError(f"the model has no layer named {layer!r}") from error
+    raise TypeError(f"layer must be an nn.Module or its name, got {type(layer).__name__}")

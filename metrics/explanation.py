@@ -1,0 +1,173 @@
+"""Explanation maps ``E = L (.) I`` and the class scores ``Y`` and ``O`` of one batched forward.
+
+Everything runs on the model's device. Two ways to say what ``I`` is:
+
+- by default ``I`` is the model input as given (what Quantus passes), so ``E = L (.) x``;
+- with ``preprocess``, ``I`` is an image in [0, 1] and the model sees ``preprocess(I)`` and
+  ``preprocess(E)``, as in the papers, where ``E = L (.) I`` is defined on the image.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from captum_camplus import upsample_and_normalize
+from metrics.functional import Reduction, dead_zone_mass
+
+#: A user's preprocessing from an image in [0, 1] to the model input, e.g. a normalisation.
+Preprocess = Callable[[Tensor], Tensor]
+
+
+class Scores(NamedTuple):
+    """The score of the explained class for each image, in float64."""
+
+    value: Tensor  #: softmax probability or the raw output (``Y`` or ``O``)
+    log: Tensor  #: its logarithm; from ``log_softmax`` for probabilities (no underflow)
+    target: Tensor  #: the explained class of each image (long)
+
+
+def model_forward(
+    model: Callable[[Tensor], Tensor],
+    preprocess: Preprocess | None = None,
+    softmax: bool = False,
+) -> Callable[[Tensor], Tensor]:
+    """The function the metrics call: ``model(preprocess(x))``, optionally followed by a softmax.
+
+    With ``preprocess``, every input must be an image in [0, 1] (checked on each call).
+    """
+    if preprocess is None and not softmax:
+        return model
+
+    def forward(inputs: Tensor) -> Tensor:
+        if preprocess is not None:
+            check_image(inputs)
+            inputs = preprocess(inputs)
+        outputs = model(inputs)
+        return torch.softmax(outputs, dim=1) if softmax else outputs
+
+    return forward
+
+
+def check_image(images: Tensor) -> None:
+    """Raise unless ``images`` lie in [0, 1], the range ``E = L (.) I`` is defined on."""
+    if not bool(((images >= 0) & (images <= 1)).all()):
+        raise ValueError(
+            "with preprocess, the inputs must be images in [0, 1] (preprocess turns them into "
+            f"model inputs), but they range over [{images.min().item():.4g}, "
+            f"{images.max().item():.4g}]; pass preprocess=None to use the inputs as given"
+        )
+
+
+def explanation_maps(maps: Tensor, inputs: Tensor) -> Tensor:
+    """``E = L (.) I`` (001 eq. 15): each map min-max normalised to [0, 1] per image, upsampled
+    to the inputs' size and multiplied into every channel.
+
+    An all-zero map gives an all-zero ``E``; a NaN map raises ``ValueError``.
+    """
+    if maps.dim() != inputs.dim() or maps.shape[0] != inputs.shape[0]:
+        raise ValueError(
+            f"maps of shape {tuple(maps.shape)} do not fit inputs of shape "
+            f"{tuple(inputs.shape)}: pass one (N, 1, *spatial) map per image"
+        )
+    if maps.shape[1] not in (1, inputs.shape[1]):
+        raise ValueError(
+            f"maps have {maps.shape[1]} channels; use 1 or the inputs' {inputs.shape[1]}"
+        )
+    heatmaps = upsample_and_normalize(maps, inputs.shape[2:])
+    return heatmaps.to(inputs.dtype) * inputs
+
+
+def cam_dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """Dead-zone mass (003 eq. 7) of maps at any resolution: each map is upsampled to the
+    mask's size and min-max normalised first, like ``L`` in the explanation maps."""
+    spatial = unseen.shape[-(maps.dim() - 2) :] if maps.dim() > 2 else unseen.shape
+    return dead_zone_mass(upsample_and_normalize(maps, spatial), unseen, reduction)
+
+
+def class_scores(
+    forward: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    target: Tensor | int | Sequence[int] | np.ndarray | None = None,
+    softmax: bool = True,
+) -> Scores:
+    """Score of the target class on each input, from one batched forward without gradients.
+
+    Args:
+        forward: The model (or :func:`model_forward` of it), returning ``(N, classes)``.
+        inputs: The batch, on the model's device.
+        target: One class for all images, or one per image; ``None`` explains the predicted
+            class.
+        softmax: Softmax probabilities (the papers' choice) computed as ``log_softmax`` in
+            float64; otherwise the raw outputs, whose log is NaN where they are not positive.
+    """
+    with torch.no_grad():
+        outputs = forward(inputs)
+    if not isinstance(outputs, Tensor) or outputs.dim() != 2:
+        shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
+        raise ValueError(f"the model must return (N, classes) scores, got {shape}")
+    if target is None:
+        target = outputs.argmax(dim=1)
+    target = as_target(target, *outputs.shape, device=outputs.device)
+    outputs = outputs.to(torch.float64)
+    if softmax:
+        log = torch.log_softmax(outputs, dim=1).gather(1, target[:, None])[:, 0]
+        return Scores(log.exp(), log, target)
+    value = outputs.gather(1, target[:, None])[:, 0]
+    return Scores(value, value.log(), target)
+
+
+def as_target(
+    target: Tensor | int | Sequence[int] | np.ndarray,
+    n: int,
+    classes: int | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """The explained class of each of ``n`` images as a long tensor on ``device``."""
+    if not isinstance(target, Tensor):
+        target = torch.as_tensor(np.asarray(target))
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"targets must be integer class indices, got {target.dtype}")
+    target = target.to(device=device, dtype=torch.long).flatten()
+    if target.numel() == 1:
+        target = target.expand(n)
+    if target.numel() != n:
+        raise ValueError(f"got {target.numel()} targets for a batch of {n} images")
+    if classes is not None and bool(((target < 0) | (target >= classes)).any()):
+        raise ValueError(f"targets must lie in [0, {classes}), got {target.tolist()}")
+    return target
+
+
+def keep_mask(y: Tensor, threshold: float | None) -> Tensor:
+    """Images whose score ``Y`` exceeds ``threshold`` (001 keeps softmax > 0.5); all if None."""
+    if threshold is None:
+        return torch.ones_like(y, dtype=torch.bool)
+    return y > threshold
+
+
+def model_device(model: nn.Module | Callable, fallback: torch.device | str = "cpu") -> torch.device:
+    """The device of the model's first parameter or buffer (``fallback`` for none)."""
+    if isinstance(model, nn.Module):
+        tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+        if tensor is not None:
+            return tensor.device
+    return torch.device(fallback)
+
+
+__all__ = [
+    "Preprocess",
+    "Scores",
+    "as_target",
+    "cam_dead_zone_mass",
+    "check_image",
+    "class_scores",
+    "explanation_maps",
+    "keep_mask",
+    "model_device",
+    "model_forward",
+]

@@ -1,0 +1,195 @@
+"""The metrics' formulas on tensors of scores and maps: no model, no Quantus.
+
+Notation (001 section 4, 004 section 4.2): for image ``i`` and the explained class ``c``,
+``Y_i`` is the model's score of ``c`` on the image and ``O_i`` its score on the explanation map
+``E_i = L_i (.) I_i``. Every function works on the tensors' device and returns float64.
+
+``reduction="none"`` returns one value per image (per method for :func:`win_percentage`);
+``"mean"`` returns the dataset value the papers report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+Reduction = Literal["mean", "none"]
+
+
+def average_drop(y: Tensor, o: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """Average Drop %: ``100/N sum_i max(0, Y_i - O_i) / Y_i``, lower is better (004 sec. 4.2).
+
+    The drop is relative to ``Y``, so the scores must be non-negative (probabilities, the
+    default of the papers). An image with ``Y_i = 0`` has a drop of 0: its score cannot fall.
+
+    Raises:
+        ValueError: for scores of different shapes, NaN/inf or negative scores (raw logits).
+    """
+    y, o = _scores(y, "Y"), _scores(o, "O", like=y)
+    if bool(((y < 0) | (o < 0)).any()):
+        raise ValueError(
+            "average drop is a relative drop of non-negative scores such as softmax "
+            "probabilities, but got negative scores (raw logits?): use softmax scores"
+        )
+    drop = (y - o).clamp(min=0) / torch.where(y > 0, y, torch.ones_like(y))
+    return _reduce(100 * drop, reduction)
+
+
+def increase_in_confidence(y: Tensor, o: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """% Increase in Confidence: ``100/N sum_i 1[Y_i < O_i]``, higher is better (004 sec. 4.2)."""
+    y, o = _scores(y, "Y"), _scores(o, "O", like=y)
+    return _reduce(100 * (y < o).to(torch.float64), reduction)
+
+
+def win_percentage(o: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """Win %: the share of images on which each method's explanation map drops the score least.
+
+    ``o[m, i]`` is ``O_i`` for method ``m``. As all methods share ``Y_i``, the smallest drop
+    ``(Y_i - O_i) / Y_i`` is the largest ``O_i``; the drop is not clamped at 0 here, so when
+    several maps raise the score, the one raising it most wins.
+
+    Tie rule: the ``k`` methods sharing the largest ``O_i`` (exact equality) each get ``1/k`` of
+    that image's win, so the percentages of all methods add up to 100.
+
+    Returns:
+        ``(M,)`` percentages, or ``(M, N)`` per-image shares in percent with ``"none"``.
+
+    Raises:
+        ValueError: for fewer than two methods, a non-2-D tensor or NaN/inf scores.
+    """
+    if o.dim() != 2 or o.shape[0] < 2:
+        raise ValueError(
+            f"win percentage compares two or more methods: pass scores of shape (methods, "
+            f"images) with at least two methods, got shape {tuple(o.shape)}"
+        )
+    o = _scores(o.flatten(), "O").view_as(o)
+    winners = o == o.amax(dim=0, keepdim=True)
+    share = winners.to(torch.float64) / winners.sum(dim=0, keepdim=True)
+    return _reduce(100 * share, reduction, dim=1)
+
+
+class RelativePerformanceStats(NamedTuple):
+    """Relative performance of a method ``M'`` against ``M`` (001 eq. 16-17, tables 1-2)."""
+
+    geometric_mean: Tensor  #: ``exp(mean_i log(O'_i / O_i))``, 001 eq. 17 (table 1)
+    log_mean: Tensor  #: mean of the log relative performance (table 2)
+    log_std: Tensor  #: population standard deviation of the same (table 2; 0 for one image)
+    log_ratio: Tensor  #: ``log(O'_i / O_i)`` per image
+
+
+def relative_performance(log_o_new: Tensor, log_o_base: Tensor) -> RelativePerformanceStats:
+    """Relative performance of ``M'`` vs ``M`` from log scores ``log O'_i`` and ``log O_i``.
+
+    Computed in float64 log space, so scores far below the float range (a softmax of 1e-30 and
+    less, from ``log_softmax``) give exact ratios instead of 0/0.
+
+    Raises:
+        ValueError: for a log score that is NaN or infinite (a score of 0 or below), tensors of
+            different shapes, or no images.
+    """
+    new, base = _scores(log_o_new, "log O'"), _scores(log_o_base, "log O", like=log_o_new)
+    if new.numel() == 0:
+        raise ValueError("relative performance needs at least one image, got none")
+    log_ratio = new - base
+    log_mean = log_ratio.mean()
+    log_std = log_ratio.std(correction=0)
+    return RelativePerformanceStats(log_mean.exp(), log_mean, log_std, log_ratio)
+
+
+def dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """Dead-zone mass ``mu(L) = ||L restricted to the unseen region||_2 / ||L||_2`` (003 eq. 7).
+
+    Lower is better: a map should put nothing where the model cannot see. An all-zero map has
+    no mass anywhere and gets 0.
+
+    Args:
+        maps: ``(N, C, *spatial)`` maps at the resolution of the mask (003 uses the map
+            upsampled to the image; :func:`metrics.cam_dead_zone_mass` does that for CAMs).
+        unseen: Boolean mask, True where the model cannot see: ``spatial``, ``(N, *spatial)``
+            or ``(N, 1, *spatial)``. :func:`band_mask` builds 003's band of rows.
+
+    Raises:
+        TypeError: for a mask that is not boolean.
+        ValueError: for NaN/inf maps or a mask whose spatial shape differs from the maps'.
+    """
+    if unseen.dtype != torch.bool:
+        raise TypeError(f"unseen must be a boolean mask (True = unseen), got {unseen.dtype}")
+    spatial = maps.shape[2:]
+    if maps.dim() < 3 or tuple(unseen.shape[-len(spatial) :]) != tuple(spatial):
+        raise ValueError(
+            f"the mask's spatial shape {tuple(unseen.shape)} does not match the maps' "
+            f"{tuple(spatial)} (maps of shape {tuple(maps.shape)}): upsample the maps to the "
+            "mask first, e.g. with captum_camplus.upsample_and_normalize"
+        )
+    if unseen.dim() == len(spatial) + 1:  # (N, *spatial)
+        unseen = unseen.unsqueeze(1)
+    try:
+        torch.broadcast_shapes(unseen.shape, maps.shape)
+    except RuntimeError as error:
+        raise ValueError(
+            f"the mask of shape {tuple(unseen.shape)} does not fit maps of shape "
+            f"{tuple(maps.shape)}: pass one mask for all images or one per image"
+        ) from error
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("the maps contain NaN or inf values; their dead-zone mass is undefined")
+    dims = tuple(range(1, maps.dim()))
+    total = torch.linalg.vector_norm(maps, dim=dims, dtype=torch.float64)
+    inside = torch.linalg.vector_norm(maps * unseen, dim=dims, dtype=torch.float64)
+    mass = inside / torch.where(total > 0, total, torch.ones_like(total))
+    return _reduce(mass, reduction)
+
+
+def band_mask(
+    size: Sequence[int],
+    rows: slice = slice(None),
+    cols: slice = slice(None),
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """A boolean ``size`` mask that is True on ``rows`` x ``cols``.
+
+    003's dead zone, the bottom 54 rows of a 224 x 224 image (``Lambda_{171:224, :}`` in its
+    1-based notation), is ``band_mask((224, 224), rows=slice(170, 224))``.
+    """
+    mask = torch.zeros(tuple(int(s) for s in size), dtype=torch.bool, device=device)
+    mask[rows, cols] = True
+    return mask
+
+
+def _scores(scores: Tensor, what: str, like: Tensor | None = None) -> Tensor:
+    """Validate a 1-D tensor of per-image scores and promote it to float64."""
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(scores).__name__}")
+    if scores.dim() != 1:
+        raise ValueError(f"{what} must be 1-D (one score per image), got {tuple(scores.shape)}")
+    if like is not None and scores.shape != like.shape:
+        raise ValueError(f"{what} has shape {tuple(scores.shape)} but expected {tuple(like.shape)}")
+    scores = scores.to(torch.float64)
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(
+            f"{what} contains NaN or infinite values (for log scores: a score of 0 or below)"
+        )
+    return scores
+
+
+def _reduce(values: Tensor, reduction: Reduction, dim: int = 0) -> Tensor:
+    if reduction == "none":
+        return values
+    if reduction == "mean":
+        if values.shape[dim] == 0:
+            raise ValueError("cannot average over zero images")
+        return values.mean(dim=dim)
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+__all__ = [
+    "RelativePerformanceStats",
+    "average_drop",
+    "band_mask",
+    "dead_zone_mass",
+    "increase_in_confidence",
+    "relative_performance",
+    "win_percentage",
+]

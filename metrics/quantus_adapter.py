@@ -1,0 +1,253 @@
+"""The Quantus plumbing shared by every metric of this package, written once.
+
+A metric subclasses :class:`CamMetric` and states its name, score direction and formula
+(:meth:`CamMetric.score`, on a :class:`MetricBatch` of tensors on the model's device). The base
+class gives it Quantus' constructor and call arguments with defaults, so it works both when
+called directly and inside ``quantus.evaluate``, which passes only the model, the data,
+``a_batch``, ``s_batch`` and the explain function with its keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import quantus
+import torch
+from quantus.helpers.enums import DataType, EvaluationCategory, ModelType
+from quantus.helpers.model.model_interface import ModelInterface
+from torch import Tensor, nn
+
+from metrics.explanation import (
+    Preprocess,
+    Scores,
+    as_target,
+    class_scores,
+    explanation_maps,
+    keep_mask,
+    model_device,
+    model_forward,
+)
+
+#: A Quantus explain function: ``(model, inputs, targets, **kwargs) -> np.ndarray``.
+ExplainFunc = Callable[..., np.ndarray]
+#: Another method to compare with: its name (explained by the metric's ``explain_func`` with
+#: ``method=name``, as ``quantus.evaluate`` does) or an explain function of its own.
+Rival = str | ExplainFunc
+
+
+@dataclasses.dataclass
+class MetricBatch:
+    """One batch of a Quantus call as tensors on the model's device; scores computed on demand."""
+
+    model: nn.Module  #: the raw model, for explain functions
+    forward: Callable[[Tensor], Tensor]  #: ``model(preprocess(x))``
+    x: Tensor  #: the inputs ``I``
+    target: Tensor  #: the explained class per image
+    maps: Tensor  #: the attributions ``a_batch`` being scored
+    region: Tensor | None  #: ``s_batch != 0`` per image, or None
+    softmax: bool  #: softmax scores or raw outputs
+    inputs: np.ndarray  #: ``x`` as Quantus passed it, for explain functions
+    targets: np.ndarray  #: the targets as Quantus passed them
+    _y: Scores | None = None
+    _o: Scores | None = None
+
+    @property
+    def y(self) -> Scores:
+        """``Y``: the scores on the inputs (one forward, at first use)."""
+        if self._y is None:
+            self._y = class_scores(self.forward, self.x, self.target, self.softmax)
+        return self._y
+
+    @property
+    def o(self) -> Scores:
+        """``O``: the scores on the explanation maps of ``maps`` (one forward, at first use)."""
+        if self._o is None:
+            self._o = self.scores_of(self.maps)
+        return self._o
+
+    def scores_of(self, maps: Tensor) -> Scores:
+        """Scores on the explanation maps ``E = L (.) I`` of other ``maps`` of these images."""
+        if maps.dim() == self.x.dim() - 1:  # (N, *spatial) without the channel
+            maps = maps.unsqueeze(1)
+        return class_scores(self.forward, explanation_maps(maps, self.x), self.target, self.softmax)
+
+    def select(self, keep: Tensor) -> MetricBatch:
+        """The images where ``keep`` is True."""
+        host = keep.cpu().numpy()
+        return dataclasses.replace(
+            self,
+            x=self.x[keep],
+            target=self.target[keep],
+            maps=self.maps[keep],
+            region=None if self.region is None else self.region[keep],
+            inputs=self.inputs[host],
+            targets=self.targets[host] if self.targets.ndim else self.targets,
+            _y=Scores(*(t[keep] for t in self.y)),
+            _o=None,
+        )
+
+
+class CamMetric(quantus.Metric):
+    """Base class of the metrics of the Grad-CAM++ and Grad-CAM+ papers as Quantus metrics.
+
+    Attributions (``a_batch``, any resolution) are upsampled to the input and min-max normalised
+    per image here, so Quantus' own ``normalise`` (by the batch maximum) is off.
+
+    Args:
+        preprocess: If given, ``x_batch`` holds images in [0, 1] and the model sees
+            ``preprocess(x)``; the explanation map ``E = L (.) I`` is then taken on the image.
+        threshold: Keep only images whose score ``Y`` exceeds it (001 uses softmax > 0.5). The
+            others get a NaN score that the default aggregation skips; a call in which no image
+            passes raises ``ValueError``.
+        return_aggregate: Return the dataset value (default) rather than per-image scores.
+        aggregate_func: Replaces the default aggregation (see :attr:`aggregate`).
+        disable_warnings, display_progressbar, kwargs: Passed to ``quantus.Metric``.
+
+    Call with Quantus' arguments; ``softmax=True`` (default, as the papers) scores softmax
+    probabilities computed in float64, ``softmax=False`` the model's raw outputs.
+    """
+
+    data_applicability: ClassVar[set[DataType]] = {DataType.IMAGE}
+    model_applicability: ClassVar[set[ModelType]] = {ModelType.TORCH}
+    evaluation_category: ClassVar[EvaluationCategory] = EvaluationCategory.FAITHFULNESS
+
+    #: Default aggregation of the per-image scores: their mean, skipping thresholded images.
+    aggregate: ClassVar[Callable[[Any], float]] = staticmethod(lambda scores: np.nanmean(scores))
+
+    def __init__(
+        self,
+        *,
+        preprocess: Preprocess | None = None,
+        threshold: float | None = None,
+        return_aggregate: bool = True,
+        aggregate_func: Callable | None = None,
+        disable_warnings: bool = True,
+        display_progressbar: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            abs=False,
+            normalise=False,
+            normalise_func=None,
+            normalise_func_kwargs=None,
+            return_aggregate=return_aggregate,
+            aggregate_func=aggregate_func or type(self).aggregate,
+            default_plot_func=None,
+            disable_warnings=disable_warnings,
+            display_progressbar=display_progressbar,
+            **kwargs,
+        )
+        self.preprocess = preprocess
+        self.threshold = threshold
+        self.softmax = True
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x_batch: np.ndarray,
+        y_batch: np.ndarray,
+        a_batch: np.ndarray | None = None,
+        s_batch: np.ndarray | None = None,
+        channel_first: bool | None = None,
+        explain_func: ExplainFunc | None = None,
+        explain_func_kwargs: dict[str, Any] | None = None,
+        model_predict_kwargs: dict[str, Any] | None = None,
+        softmax: bool | None = True,
+        device: str | None = None,
+        batch_size: int = 64,
+        custom_batch: Any = None,
+        **kwargs: Any,
+    ) -> list[float]:
+        """Score ``a_batch`` (or the maps of ``explain_func``) of ``model`` on the data."""
+        self.softmax = True if softmax is None else bool(softmax)
+        return super().__call__(
+            model=model,
+            x_batch=x_batch,
+            y_batch=y_batch,
+            a_batch=a_batch,
+            s_batch=s_batch,
+            channel_first=channel_first,
+            explain_func=explain_func,
+            explain_func_kwargs=explain_func_kwargs,
+            model_predict_kwargs=model_predict_kwargs,
+            softmax=self.softmax,
+            device=device,
+            batch_size=batch_size,
+            custom_batch=custom_batch,
+            **kwargs,
+        )
+
+    def score(self, batch: MetricBatch) -> Tensor:
+        """The metric's formula: one value per image of ``batch``."""
+        raise NotImplementedError
+
+    def evaluate_batch(
+        self,
+        model: ModelInterface | nn.Module,
+        x_batch: np.ndarray,
+        y_batch: np.ndarray,
+        a_batch: np.ndarray,
+        s_batch: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> list[float]:
+        raw = model.get_model() if isinstance(model, ModelInterface) else model
+        device = model_device(raw)
+        x = torch.as_tensor(np.asarray(x_batch), device=device)
+        if not x.is_floating_point():
+            x = x.float()
+        batch = MetricBatch(
+            model=raw,
+            forward=model_forward(raw, self.preprocess),
+            x=x,
+            target=as_target(y_batch, x.shape[0], device=device),
+            maps=torch.as_tensor(np.asarray(a_batch), device=device, dtype=x.dtype),
+            region=None
+            if s_batch is None
+            else torch.as_tensor(np.asarray(s_batch) != 0, device=device),
+            softmax=self.softmax,
+            inputs=np.asarray(x_batch),
+            targets=np.asarray(y_batch),
+        )
+        if self.threshold is None:
+            return self.score(batch).tolist()
+        keep = keep_mask(batch.y.value, self.threshold)
+        values = torch.full((x.shape[0],), float("nan"), dtype=torch.float64, device=device)
+        if bool(keep.any()):
+            values[keep] = self.score(batch.select(keep)).to(torch.float64)
+        return values.tolist()
+
+    def custom_postprocess(self, **kwargs: Any) -> None:
+        if self.threshold is not None and np.isnan(self.evaluation_scores).all():
+            raise ValueError(
+                f"{self.name}: no image has a score Y above the threshold {self.threshold}, so "
+                "there is nothing to score; lower the threshold or pass threshold=None"
+            )
+
+    def is_own(self, rival: Rival) -> bool:
+        """Whether ``rival`` names the method being scored (``quantus.evaluate``'s key)."""
+        return isinstance(rival, str) and rival == self.explain_func_kwargs.get("method")
+
+    def rival_scores(self, batch: MetricBatch, rival: Rival) -> Scores:
+        """Scores of another method's explanation maps on the same images (one forward)."""
+        if self.is_own(rival):
+            return batch.o
+        if isinstance(rival, str):
+            if self.explain_func is None:
+                raise ValueError(
+                    f"{self.name} compares with the method {rival!r}, which needs explain_func "
+                    "(e.g. metrics.cam_explain with explain_func_kwargs={'layer': ...})"
+                )
+            explain, kwargs = self.explain_func, {**self.explain_func_kwargs, "method": rival}
+        elif callable(rival):
+            explain, kwargs = rival, {}
+        else:
+            raise TypeError(f"a method to compare with is a name or an explain function: {rival!r}")
+        maps = explain(model=batch.model, inputs=batch.inputs, targets=batch.targets, **kwargs)
+        maps = torch.as_tensor(np.asarray(maps), device=batch.x.device, dtype=batch.x.dtype)
+        return batch.scores_of(maps)
+
+
+__all__ = ["CamMetric", "ExplainFunc", "MetricBatch", "Rival"]
