@@ -269,8 +269,10 @@ def test_hirescam_dead_zone_mass_is_exactly_zero_and_grad_cams_is_not():
     for name in ("Grad-CAM", "Grad-CAM+", "Grad-CAM++"):
         assert masses[name].mean() > 0.1, name
     predicted = model(images).argmax(dim=1)
-    hires = LayerHiResCam(model, model.cam_layer).attribute(
-        images, predicted, relu_attributions=True
+    hires = (
+        LayerHiResCam(model, model.cam_layer)
+        .attribute(images, predicted, relu_attributions=True)
+        .detach()
     )
     torch.testing.assert_close(
         masses["HiResCAM"], dead_zone_mass_reference(hires, model.dead_zone())
