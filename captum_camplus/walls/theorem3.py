@@ -87,24 +87,22 @@ def theorem3_experiment(
     if seeds < 1:
         raise ValueError(f"seeds must be positive, got {seeds}")
     size = tuple(images.shape[-2:])
-    totals: dict[str, Tensor] = {}
+    unseen = Theorem3CNN(size, filters, kernel_size, pool).cam_unseen().to(images.device)
+    h, w = unseen.shape
+    zeros = torch.zeros(images.shape[0], h, w, dtype=torch.float64, device=images.device)
+    totals = {name: zeros.clone() for name in WALL_METHODS}
     max_unseen = dict.fromkeys(WALL_METHODS, 0.0)
-    sqrt_y = torch.zeros(0)
+    sqrt_y = zeros.clone()  # sum over seeds of sqrt(Y), Y = sum_q (B^(q)_ij)^2 (003 app. D)
     for seed in range(seeds):
         generator = torch.Generator().manual_seed(seed)
         model = Theorem3CNN(size, filters, kernel_size, pool, tau, generator).to(images.device)
-        if seed == 0:
-            unseen = model.cam_unseen().to(images.device)
-        maps = wall_maps(model, model.cam_layer, images, target=0)
-        for name, cam in maps.items():
+        for name, cam in wall_maps(model, model.cam_layer, images, target=0).items():
             cam = cam[:, 0].double()
-            totals[name] = totals[name] + cam if name in totals else cam
+            totals[name] += cam
             max_unseen[name] = max(max_unseen[name], float(cam[:, unseen].max()))
         with torch.no_grad():
             b = model.features[: model.cam_index + 1](images).double()
-        y_root = b.square().sum(dim=1).sqrt()  # sqrt(Y), Y = sum_q (B^(q)_ij)^2 (003 app. D)
-        sqrt_y = sqrt_y + y_root if sqrt_y.numel() else y_root
-    h, w = unseen.shape
+        sqrt_y += b.square().sum(dim=1).sqrt()
     pooled = (h // pool) * (w // pool)
     # 003 eq. 11: E[GC_ij] = tau sqrt(h'w') E[sqrt(Y)] / (2 h w sqrt(pi))
     predicted = tau * math.sqrt(pooled) * (sqrt_y / seeds) / (2 * h * w * math.sqrt(math.pi))
