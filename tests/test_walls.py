@@ -143,6 +143,25 @@ def test_the_model_cannot_see_its_dead_zone_and_sees_the_row_above(model):
     assert max_output_change(model, x, row, generator=generator(2)) > 0.0
 
 
+def test_a_plain_model_walled_by_hand_cannot_see_its_dead_zone():
+    torch.manual_seed(0)
+    features = nn.Sequential(
+        nn.Conv2d(3, 4, 5, stride=2, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.GELU(),
+    )
+    head = nn.Sequential(nn.Flatten(), nn.Linear(6 * 6 * 6, 7), nn.Tanh(), nn.Linear(7, 3))
+    model = nn.Sequential(features, head).eval()
+    mask = mask_linear_input(head[1], (6, 6, 6), bottom_rows(6, 6, 3))
+    zone = unseen_region(features, (21, 19), mask.unseen)
+    assert 0 < int(zone.sum()) < zone.numel()
+    x = torch.rand(5, 3, 21, 19, generator=generator())
+    assert max_output_change(model, x, zone, generator=generator(1)) == 0.0
+    assert max_output_change(model, x, ~zone, generator=generator(1)) > 0.0
+
+
 def support_reference(layers: list[nn.Module], size, unseen: torch.Tensor) -> torch.Tensor:
     """Independent receptive field: the input gradient of the seen outputs of a copy of the
     chain with all-ones kernels and average pooling (no cancellation, same windows)."""
