@@ -5,7 +5,7 @@ map (gradients of the logits and/or of the softmax, the two columns of 001 table
 gives every method's map, and one forward per method for the scores ``O`` of its explanation
 maps. Under ``torch.distributed`` each rank scores its shard and every rank gets all results.
 
->>> result = evaluate_methods(model, model.layer4, images, labels, threshold=0.5)
+>>> result = evaluate_methods(model, model.layer4, images, labels=labels, threshold=0.5)
 >>> print(result)                     # aggregates and the relative-performance table
 >>> result.summary()                  # the same as rows (dicts), e.g. for csv.DictWriter
 """
@@ -68,7 +68,11 @@ class EvaluationResult:
         rows = []
         for source in self.maps_from:
             o = self.o[source]
-            wins = functional.win_percentage(torch.stack([o[m] for m in self.methods]))
+            wins = (
+                functional.win_percentage(torch.stack([o[m] for m in self.methods]))
+                if len(self.methods) > 1
+                else torch.full((1,), math.nan)
+            )
             for k, method in enumerate(self.methods):
                 row = {
                     "maps": source,
@@ -78,7 +82,7 @@ class EvaluationResult:
                     "increase in confidence": float(
                         functional.increase_in_confidence(self.y, o[method])
                     ),
-                    "win percentage": float(wins[k]) if len(self.methods) > 1 else math.nan,
+                    "win percentage": float(wins[k]),
                 }
                 if self.dead_zone is not None:
                     row["dead zone mass"] = float(self.dead_zone[source][method].mean())
@@ -146,9 +150,9 @@ def evaluate_methods(
     model: nn.Module,
     layer: nn.Module | str,
     data: Tensor | Iterable[Any],
-    labels: Tensor | None = None,
     methods: Sequence[str] | Mapping[str, MethodFactory] | None = None,
     *,
+    labels: Tensor | None = None,
     maps_from: Sequence[MapsFrom] = MAPS_FROM,
     softmax: bool = True,
     threshold: float | None = None,
@@ -166,9 +170,9 @@ def evaluate_methods(
             ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
             ranks here; an iterable must already be this rank's shard (a DistributedSampler
             without padding, or a manual split).
-        labels: The class to explain per image for tensor ``data``; default the predicted one.
         methods: Names of :data:`captum_camplus.METHODS` (default: all four, in 001's order
             plus HiResCAM) or a mapping name -> class/factory.
+        labels: The class to explain per image for tensor ``data``; default the predicted one.
         maps_from: Maps from gradients of the logits, of the softmax, or both (001 tables 1-2).
         softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
         threshold: Keep only images whose score ``Y`` exceeds it (001 uses 0.5 on softmax).
