@@ -64,13 +64,16 @@ class EvaluationResult:
     threshold: float | None
     images_seen: int  #: images in the data before the threshold
 
-    def summary(self) -> list[dict[str, Any]]:
-        """One row per kind of map and method: the dataset values of every metric."""
+    def summary(self, win_rtol: float = 1e-4) -> list[dict[str, Any]]:
+        """One row per kind of map and method: the dataset values of every metric.
+
+        ``win_rtol``: the tie tolerance of :func:`metrics.functional.win_percentage`.
+        """
         rows = []
         for source in self.maps_from:
             o = self.o[source]
             wins = (
-                functional.win_percentage(torch.stack([o[m] for m in self.methods]))
+                functional.win_percentage(torch.stack([o[m] for m in self.methods]), rtol=win_rtol)
                 if len(self.methods) > 1
                 else torch.full((1,), math.nan)
             )
@@ -203,6 +206,11 @@ def evaluate_methods(
         batches, total=total, desc="scoring", unit="batch", disable=not progress or rank != 0
     ):
         x = x.to(device)
+        if unseen is not None and unseen.dim() != x.dim() - 2:
+            raise ValueError(
+                f"unseen must be one mask of the images' spatial shape {tuple(x.shape[2:])}, "
+                f"shared by all images; got shape {tuple(unseen.shape)}"
+            )
         y = class_scores(forward, x, batch_labels, softmax)
         store.images_seen += len(x)
         keep = keep_mask(y.value, threshold)
@@ -220,6 +228,8 @@ def evaluate_methods(
 
     local = store.tensors(local_index=not isinstance(data, Tensor))
     merged = _gather(local, world) if world > 1 else local
+    if merged["images_seen"] == 0:
+        raise ValueError("the data holds no images: nothing to evaluate")
     if len(merged["index"]) == 0:
         raise ValueError(
             f"no image has a score Y above the threshold {threshold}: nothing to evaluate"

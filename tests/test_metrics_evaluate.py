@@ -77,7 +77,7 @@ def test_summary_rows_by_hand(setup) -> None:
         wins = dict.fromkeys(METHODS, 0.0)
         for i in range(7):
             best = max(o[m][i] for m in METHODS)
-            winners = [m for m in METHODS if o[m][i] == best]
+            winners = [m for m in METHODS if best - o[m][i] <= 1e-4 * best]
             for m in winners:
                 wins[m] += 100 / len(winners) / 7
         for row in (r for r in rows if r["maps"] == source):
@@ -89,6 +89,12 @@ def test_summary_rows_by_hand(setup) -> None:
             assert row["win percentage"] == pytest.approx(wins[m], rel=1e-12)
             assert row["dead zone mass"] == pytest.approx(result.dead_zone[source][m].mean().item())
             assert row["images"] == 7
+    # rtol=0: exact ties only
+    o = torch.stack([result.o["pre-softmax"][m] for m in METHODS])
+    winners = (o == o.amax(0)).double()
+    exact = 100 * (winners / winners.sum(0)).mean(1)
+    for row, expected in zip(result.summary(win_rtol=0)[:4], exact.tolist(), strict=True):
+        assert row["win percentage"] == pytest.approx(expected)
 
 
 def test_relative_performance_table_in_the_shape_of_001(setup) -> None:
@@ -202,6 +208,10 @@ def test_bad_arguments(setup) -> None:
         evaluate_methods(model, model.layer, images, methods="Grad-CAM", progress=False)
     with pytest.raises(ValueError, match="labels go with tensor data"):
         evaluate_methods(model, model.layer, DataLoader(images), labels=labels, progress=False)
+    with pytest.raises(ValueError, match="unseen must be one mask"):
+        evaluate_methods(model, model.layer, images, unseen=torch.ones(7, 16, 16, dtype=torch.bool))
+    with pytest.raises(ValueError, match="holds no images"):
+        evaluate_methods(model, model.layer, images[:0], progress=False)
     with pytest.raises(ValueError, match="got 3 labels for 7 images"):
         evaluate_methods(model, model.layer, images, labels=labels[:3], progress=False)
     with torch.no_grad():

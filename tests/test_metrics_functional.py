@@ -96,6 +96,19 @@ def test_win_percentage_tie_rule_by_hand() -> None:
     assert F.win_percentage(o).sum().item() == pytest.approx(100.0)
 
 
+def test_win_percentage_tolerance() -> None:
+    # image 0: within 1e-4 of the best (float noise) ties; image 1: 1e-3 apart does not
+    o = torch.tensor([[0.5, 0.5], [0.5 * (1 - 5e-5), 0.5 * (1 - 1e-3)]], dtype=torch.float64)
+    torch.testing.assert_close(F.win_percentage(o, "none"), t(50.0, 100.0, 50.0, 0.0).view(2, 2))
+    torch.testing.assert_close(F.win_percentage(o, "none", rtol=0), t(100, 100, 0, 0).view(2, 2))
+    torch.testing.assert_close(F.win_percentage(o, rtol=1e-2), t(50.0, 50.0))
+    # raw outputs may be negative: the tolerance is relative to |best|
+    logits = torch.tensor([[-2.0], [-2.0 * (1 + 5e-5)], [-2.1]], dtype=torch.float64)
+    torch.testing.assert_close(F.win_percentage(logits), t(50.0, 50.0, 0.0))
+    with pytest.raises(ValueError, match="rtol must be non-negative"):
+        F.win_percentage(o, rtol=-1.0)
+
+
 def test_win_percentage_prefers_largest_increase_and_single_image() -> None:
     # both maps raise the score (clamped drops would tie at 0): the larger O wins
     torch.testing.assert_close(F.win_percentage(t(0.7, 0.9).view(2, 1)), t(0.0, 100.0))

@@ -293,3 +293,27 @@ def test_metric_attributes() -> None:
         direction = "lower" if cls in lower else "higher"
         assert cls.score_direction.value == direction
     assert torch.is_tensor(UNSEEN)
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, default: float) -> None:
+        super().__init__()
+        self.model, self.default = model, default
+
+    def forward(self, x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        return self.model(x) * (self.default if scale is None else scale)
+
+
+def test_model_predict_kwargs_reach_the_model(setup) -> None:
+    model, images, labels, _ = setup
+    a_batch = cam_explain(
+        model, images.numpy(), labels.numpy(), method="Grad-CAM", layer=model.layer
+    )
+    data = {"x_batch": images.numpy(), "y_batch": labels.numpy(), "a_batch": a_batch}
+    with_kwargs = AverageDrop()(
+        model=_Scaled(model, 1.0), model_predict_kwargs={"scale": 3.0}, **data
+    )
+    built_in = AverageDrop()(model=_Scaled(model, 3.0), **data)
+    plain = AverageDrop()(model=model, **data)
+    assert with_kwargs[0] == pytest.approx(built_in[0], rel=1e-12)
+    assert with_kwargs[0] != pytest.approx(plain[0], rel=1e-3)
