@@ -140,16 +140,46 @@ class LayerGradCamPlusPlus(LayerCam):
         self.stabilizer = stabilizer
         self.min_denominator = float(min_denominator)
         self.keep_alphas = keep_alphas
-        self.last_diagnostics: AlphaDiagnostics | None = None
+        self._last_diagnostics: AlphaDiagnostics | None = None
+        self._pending: tuple[Tensor, Tensor] | None = None  # (lambda S_k, g) of the last call
+
+    @property
+    def last_diagnostics(self) -> AlphaDiagnostics | None:
+        """What the last call saw; computed when first read (the call keeps ``g`` until then)."""
+        if self._pending is not None:
+            lam_s, gradient = self._pending
+            self._pending = None
+            self._alphas(lam_s, gradient)
+        return self._last_diagnostics
 
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
-        alphas = self.alphas(activation, gradient)
-        return spatial_sum(alphas * gradient.clamp(min=0))
+        lam_s = self.exponent_scale * spatial_sum(activation)
+        positive_part = gradient.clamp(min=0)
+        if self._default_options():
+            # alpha = 1 / max(2 + lambda S_k g, d_min) (eq. 13 with the clamp) where g > 0; where
+            # g <= 0 it multiplies ReLU(g) = 0, so it is not formed. Four passes over the layer
+            # instead of ~30; the diagnostics wait until last_diagnostics is read.
+            self._pending, self._last_diagnostics = (lam_s, gradient), None
+            denominator = (lam_s * positive_part).add_(2).clamp_(min=self.min_denominator)
+            return spatial_sum(positive_part.div_(denominator))
+        self._pending = None
+        return spatial_sum(self._alphas(lam_s, gradient) * positive_part)
+
+    def _default_options(self) -> bool:
+        return (
+            self.alpha == "simplified"
+            and self.stabilizer == "clamp"
+            and not self.normalize_alpha
+            and not self.keep_alphas
+        )
 
     def alphas(self, activation: Tensor, gradient: Tensor) -> Tensor:
         """The alphas of 001 eq. 9 / 12 / 13 with the chosen options; records diagnostics."""
+        self._pending = None
+        return self._alphas(self.exponent_scale * spatial_sum(activation), gradient)
+
+    def _alphas(self, lam_s: Tensor, gradient: Tensor) -> Tensor:
         positive = gradient > 0  # alpha multiplies ReLU(g): only these entries reach the weights
-        lam_s = self.exponent_scale * spatial_sum(activation)
         denominator = 2 + lam_s * gradient
         unstable = positive & (denominator < self.min_denominator)
         raw = _safe_reciprocal(denominator, positive)
@@ -176,7 +206,7 @@ class LayerGradCamPlusPlus(LayerCam):
             total = spatial_sum(alphas)
             alphas = alphas / torch.where(total == 0, 1.0, total)
 
-        self.last_diagnostics = _diagnose(positive, unstable, raw, alphas, self.keep_alphas)
+        self._last_diagnostics = _diagnose(positive, unstable, raw, alphas, self.keep_alphas)
         return alphas
 
 
