@@ -141,9 +141,14 @@ def layer_gradients_and_activations(
     attribute_to_layer_input: bool = False,
     grad_kwargs: dict[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """One forward and one backward to ``attribution.layer`` (Captum's, with clear errors)."""
+    """One forward and one backward to ``attribution.layer`` (Captum's, with clear errors).
+
+    The activations come back detached unless ``grad_kwargs`` asks for ``create_graph``: the
+    forward graph of every layer below then goes before the map arithmetic instead of after it
+    (Captum's LayerGradCam keeps it, so its maps carry a ``grad_fn``).
+    """
     try:
-        return compute_layer_gradients_and_eval(
+        gradients, activations = compute_layer_gradients_and_eval(
             attribution.forward_func,
             attribution.layer,
             inputs,
@@ -160,6 +165,9 @@ def layer_gradients_and_activations(
                 "pass: pass a module that the model uses when computing its output"
             ) from error
         raise
+    if not (grad_kwargs or {}).get("create_graph", False):
+        activations = tuple(a.detach() for a in activations)
+    return gradients, activations
 
 
 def check_attribution_inputs(inputs: Sequence[Tensor], target: TargetType) -> None:
