@@ -50,6 +50,8 @@ def test_quick_run_has_every_row_with_finite_numbers(smoke, capsys):
         assert math.isfinite(row.peak_extra_mib), row.name
         if row.name != bench.FLOOR:
             assert math.isfinite(row.max_dev_raw) and math.isfinite(row.max_dev_minmax), row.name
+        if row.library == "captum-camplus":
+            assert math.isfinite(row.map_ms) and row.map_ms > 0, row.name
     assert {t["target"] for t in saved["targets"]} >= {"Grad-CAM <= 1.10x floor"}
     metric_rows = {row["name"]: row for row in saved["metric_rows"]}
     assert set(metric_rows) == {
@@ -129,3 +131,8 @@ def test_bad_arguments_are_refused():
         bench.parse_args(["--batch", "0"])
     with pytest.raises(ValueError, match="unknown model"):
         bench.build_case("vgg", 1, 32, "cpu", 0)
+
+
+def test_interquartile_range():
+    assert bench.interquartile_range([5.0, 1.0, 3.0, 2.0, 4.0]) == pytest.approx(2.0)
+    assert bench.interquartile_range([7.0]) == 0.0
