@@ -126,8 +126,14 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
         """Turn one layer tensor and its gradient into this method's map (no forward pass)."""
         out_dtype = activation.dtype
         a, g = (_working_precision(t) for t in (activation, gradient))
-        weighted = self.weights(a, g) * a
-        cam = weighted.sum(dim=1, keepdim=True) if attr_dim_summation else weighted
+        weights = self.weights(a, g)
+        if attr_dim_summation and a.dim() > 2 and all(size == 1 for size in weights.shape[2:]):
+            # channel weights: sum_k w_k A^k as a batched product, without the (N, C, ...) temporary
+            cam = torch.einsum("nc...,nc->n...", a, weights.flatten(1)).unsqueeze(1)
+        elif attr_dim_summation:
+            cam = (weights * a).sum(dim=1, keepdim=True)
+        else:
+            cam = weights * a
         if relu_attributions:
             cam = torch.relu(cam)
         return cam.to(out_dtype)
