@@ -5,7 +5,7 @@ map (gradients of the logits and/or of the softmax, the two columns of 001 table
 gives every method's map, and one forward per method for the scores ``O`` of its explanation
 maps. Under ``torch.distributed`` each rank scores its shard and every rank gets all results.
 
->>> result = evaluate_methods(model, model.layer4, images, labels, threshold=0.5)
+>>> result = evaluate_methods(model, model.layer4, images, labels=labels, threshold=0.5)
 >>> print(result)                     # aggregates and the relative-performance table
 >>> result.summary()                  # the same as rows (dicts), e.g. for csv.DictWriter
 """
@@ -29,6 +29,7 @@ from metrics import functional
 from metrics.explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
 from metrics.explanation import (
     Preprocess,
+    Scores,
     cam_dead_zone_mass,
     class_scores,
     explanation_maps,
@@ -63,12 +64,19 @@ class EvaluationResult:
     threshold: float | None
     images_seen: int  #: images in the data before the threshold
 
-    def summary(self) -> list[dict[str, Any]]:
-        """One row per kind of map and method: the dataset values of every metric."""
+    def summary(self, win_rtol: float = 1e-4) -> list[dict[str, Any]]:
+        """One row per kind of map and method: the dataset values of every metric.
+
+        ``win_rtol``: the tie tolerance of :func:`metrics.functional.win_percentage`.
+        """
         rows = []
         for source in self.maps_from:
             o = self.o[source]
-            wins = functional.win_percentage(torch.stack([o[m] for m in self.methods]))
+            wins = (
+                functional.win_percentage(torch.stack([o[m] for m in self.methods]), rtol=win_rtol)
+                if len(self.methods) > 1
+                else torch.full((1,), math.nan)
+            )
             for k, method in enumerate(self.methods):
                 row = {
                     "maps": source,
@@ -78,7 +86,7 @@ class EvaluationResult:
                     "increase in confidence": float(
                         functional.increase_in_confidence(self.y, o[method])
                     ),
-                    "win percentage": float(wins[k]) if len(self.methods) > 1 else math.nan,
+                    "win percentage": float(wins[k]),
                 }
                 if self.dead_zone is not None:
                     row["dead zone mass"] = float(self.dead_zone[source][method].mean())
@@ -146,9 +154,9 @@ def evaluate_methods(
     model: nn.Module,
     layer: nn.Module | str,
     data: Tensor | Iterable[Any],
-    labels: Tensor | None = None,
     methods: Sequence[str] | Mapping[str, MethodFactory] | None = None,
     *,
+    labels: Tensor | None = None,
     maps_from: Sequence[MapsFrom] = MAPS_FROM,
     softmax: bool = True,
     threshold: float | None = None,
@@ -166,9 +174,9 @@ def evaluate_methods(
             ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
             ranks here; an iterable must already be this rank's shard (a DistributedSampler
             without padding, or a manual split).
-        labels: The class to explain per image for tensor ``data``; default the predicted one.
         methods: Names of :data:`captum_camplus.METHODS` (default: all four, in 001's order
             plus HiResCAM) or a mapping name -> class/factory.
+        labels: The class to explain per image for tensor ``data``; default the predicted one.
         maps_from: Maps from gradients of the logits, of the softmax, or both (001 tables 1-2).
         softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
         threshold: Keep only images whose score ``Y`` exceeds it (001 uses 0.5 on softmax).
@@ -198,11 +206,16 @@ def evaluate_methods(
         batches, total=total, desc="scoring", unit="batch", disable=not progress or rank != 0
     ):
         x = x.to(device)
-        y = class_scores(forward, x, None if batch_labels is None else batch_labels, softmax)
+        if unseen is not None and unseen.dim() != x.dim() - 2:
+            raise ValueError(
+                f"unseen must be one mask of the images' spatial shape {tuple(x.shape[2:])}, "
+                f"shared by all images; got shape {tuple(unseen.shape)}"
+            )
+        y = class_scores(forward, x, batch_labels, softmax)
         store.images_seen += len(x)
         keep = keep_mask(y.value, threshold)
         if not bool(keep.all()):
-            x, y, index = x[keep], type(y)(*(t[keep] for t in y)), index[keep.cpu()]
+            x, y, index = x[keep], Scores(*(t[keep] for t in y)), index[keep.cpu()]
         if len(x) == 0:
             continue
         store.add_images(index, y)
@@ -215,6 +228,8 @@ def evaluate_methods(
 
     local = store.tensors(local_index=not isinstance(data, Tensor))
     merged = _gather(local, world) if world > 1 else local
+    if merged["images_seen"] == 0:
+        raise ValueError("the data holds no images: nothing to evaluate")
     if len(merged["index"]) == 0:
         raise ValueError(
             f"no image has a score Y above the threshold {threshold}: nothing to evaluate"
@@ -248,24 +263,21 @@ class _Store:
         self.lists: dict[str, list[Tensor]] = {key: [] for key in self.keys}
         self.images_seen = 0
 
-    def add_images(self, index: Tensor, y: Any) -> None:
-        for key, value in (
-            ("index", index),
-            ("target", y.target),
-            ("y", y.value),
-            ("log_y", y.log),
-        ):
-            self.lists[key].append(value.detach().cpu())
+    def add_images(self, index: Tensor, y: Scores) -> None:
+        self.lists["index"].append(index)
+        for key, value in (("target", y.target), ("y", y.value), ("log_y", y.log)):
+            self.lists[key].append(value)
 
-    def add_scores(self, source: str, name: str, o: Any, dead_zone: Tensor | None) -> None:
-        self.lists[f"o/{source}/{name}"].append(o.value.cpu())
-        self.lists[f"log_o/{source}/{name}"].append(o.log.cpu())
+    def add_scores(self, source: str, name: str, o: Scores, dead_zone: Tensor | None) -> None:
+        self.lists[f"o/{source}/{name}"].append(o.value)
+        self.lists[f"log_o/{source}/{name}"].append(o.log)
         if dead_zone is not None:
-            self.lists[f"dead_zone/{source}/{name}"].append(dead_zone.cpu())
+            self.lists[f"dead_zone/{source}/{name}"].append(dead_zone)
 
     def tensors(self, local_index: bool) -> dict[str, Any]:
+        """The results on the CPU: one copy from the device, at the end."""
         out: dict[str, Any] = {
-            key: torch.cat(values) if values else torch.empty(0, dtype=_dtype(key))
+            key: torch.cat(values).cpu() if values else torch.empty(0, dtype=_dtype(key))
             for key, values in self.lists.items()
         }
         out["images_seen"] = self.images_seen

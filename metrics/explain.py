@@ -87,7 +87,7 @@ def cam_explain(
     del device  # the model's device decides
     on = model_device(model)
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
-    x = x.to(device=on, dtype=torch.float32)
+    x = x.to(on) if x.is_floating_point() else x.to(on, torch.float32)
     target = as_target(targets, x.shape[0], device=on)
     maps = compute_cams(model, layer, x, target, [method], maps_from, preprocess)[method]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)

@@ -44,29 +44,36 @@ def increase_in_confidence(y: Tensor, o: Tensor, reduction: Reduction = "mean") 
     return _reduce(100 * (y < o).to(torch.float64), reduction)
 
 
-def win_percentage(o: Tensor, reduction: Reduction = "mean") -> Tensor:
+def win_percentage(o: Tensor, reduction: Reduction = "mean", rtol: float = 1e-4) -> Tensor:
     """Win %: the share of images on which each method's explanation map drops the score least.
 
     ``o[m, i]`` is ``O_i`` for method ``m``. As all methods share ``Y_i``, the smallest drop
     ``(Y_i - O_i) / Y_i`` is the largest ``O_i``; the drop is not clamped at 0 here, so when
     several maps raise the score, the one raising it most wins.
 
-    Tie rule: the ``k`` methods sharing the largest ``O_i`` (exact equality) each get ``1/k`` of
-    that image's win, so the percentages of all methods add up to 100.
+    Tie rule: the ``k`` methods whose ``O_i`` lies within ``rtol`` (relative) of the largest
+    each get ``1/k`` of that image's win, so the percentages of all methods add up to 100. The
+    default ``rtol = 1e-4`` keeps float32 noise from deciding between maps that are equal in
+    exact arithmetic (Grad-CAM and HiResCAM under global average pooling); ``rtol=0`` counts
+    exact ties only.
 
     Returns:
         ``(M,)`` percentages, or ``(M, N)`` per-image shares in percent with ``"none"``.
 
     Raises:
-        ValueError: for fewer than two methods, a non-2-D tensor or NaN/inf scores.
+        ValueError: for fewer than two methods, a non-2-D tensor, NaN/inf scores or a negative
+            ``rtol``.
     """
     if o.dim() != 2 or o.shape[0] < 2:
         raise ValueError(
             f"win percentage compares two or more methods: pass scores of shape (methods, "
             f"images) with at least two methods, got shape {tuple(o.shape)}"
         )
+    if rtol < 0:
+        raise ValueError(f"rtol must be non-negative, got {rtol}")
     o = _scores(o.flatten(), "O").view_as(o)
-    winners = o == o.amax(dim=0, keepdim=True)
+    best = o.amax(dim=0, keepdim=True)
+    winners = best - o <= rtol * best.abs()
     share = winners.to(torch.float64) / winners.sum(dim=0, keepdim=True)
     return _reduce(100 * share, reduction, dim=1)
 
@@ -124,6 +131,7 @@ def dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") 
             f"{tuple(spatial)} (maps of shape {tuple(maps.shape)}): upsample the maps to the "
             "mask first, e.g. with captum_camplus.upsample_and_normalize"
         )
+    unseen = unseen.to(maps.device)
     if unseen.dim() == len(spatial) + 1:  # (N, *spatial)
         unseen = unseen.unsqueeze(1)
     try:

@@ -10,6 +10,7 @@ called directly and inside ``quantus.evaluate``, which passes only the model, th
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -194,13 +195,15 @@ class CamMetric(quantus.Metric):
         **kwargs: Any,
     ) -> list[float]:
         raw = model.get_model() if isinstance(model, ModelInterface) else model
+        predict_kwargs = getattr(model, "model_predict_kwargs", None) or {}
+        net = functools.partial(raw, **predict_kwargs) if predict_kwargs else raw
         device = model_device(raw)
         x = torch.as_tensor(np.asarray(x_batch), device=device)
         if not x.is_floating_point():
             x = x.float()
         batch = MetricBatch(
             model=raw,
-            forward=model_forward(raw, self.preprocess),
+            forward=model_forward(net, self.preprocess),
             x=x,
             target=as_target(y_batch, x.shape[0], device=device),
             maps=torch.as_tensor(np.asarray(a_batch), device=device, dtype=x.dtype),

@@ -47,22 +47,25 @@ class WinPercentage(CamMetric):
     """Win %: the share of images on which this method's map drops the score least among
     itself and ``against`` (Grad-CAM++ paper, via 001 sec. 4). Higher is better.
 
-    Ties split the image's win equally (see :func:`metrics.functional.win_percentage`), so with
-    the same ``against`` list for every method the percentages add up to 100.
+    Methods within ``rtol`` of the best score split the image's win equally (see
+    :func:`metrics.functional.win_percentage`), so with the same ``against`` list for every
+    method the percentages add up to 100.
 
     Args:
         against: The other methods: names, explained by the call's ``explain_func`` with
             ``method=name`` (inside ``quantus.evaluate``, with the same function for all
             methods, list all of them: the scored method itself is skipped), or explain
             functions of their own.
+        rtol: Scores within this relative distance of the best tie.
         kwargs: See :class:`CamMetric`.
     """
 
     name = "Win Percentage"
     score_direction = ScoreDirection.HIGHER
 
-    def __init__(self, against: Sequence[Rival], **kwargs: Any) -> None:
+    def __init__(self, against: Sequence[Rival], rtol: float = 1e-4, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.rtol = rtol
         if isinstance(against, str) or not isinstance(against, Sequence):
             raise TypeError("against must be a sequence of method names or explain functions")
         self.against = list(against)
@@ -71,7 +74,8 @@ class WinPercentage(CamMetric):
         others = [self.rival_scores(batch, r).value for r in self.against if not self.is_own(r)]
         if not others:
             raise ValueError(f"{self.name} needs at least one other method in 'against'")
-        return functional.win_percentage(torch.stack([batch.o.value, *others]), "none")[0]
+        scores = torch.stack([batch.o.value, *others])
+        return functional.win_percentage(scores, "none", self.rtol)[0]
 
 
 def _geometric_mean_of_ratios(log_ratios: Sequence[float]) -> float:

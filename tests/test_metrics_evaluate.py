@@ -1,0 +1,230 @@
+"""The evaluation driver against an independent float64 computation, and its options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as tF
+from metrics_models import tiny_setup
+from torch.utils.data import DataLoader, TensorDataset
+
+from captum_camplus import LayerGradCam, LayerGradCamPlusPlus, LayerHiResCam
+from metrics import EvaluationResult, band_mask, evaluate_methods
+
+METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]
+
+
+def log_score(model, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(inputs).double()
+    return torch.log_softmax(logits, 1).gather(1, labels[:, None])[:, 0]
+
+
+def heatmap(cam: torch.Tensor, size: int) -> torch.Tensor:
+    up = tF.interpolate(cam.detach().double(), size=(size, size), mode="bilinear")
+    flat = up.flatten(1)
+    low, high = flat.min(1).values[:, None], flat.max(1).values[:, None]
+    return ((flat - low) / (high - low)).view_as(up)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, images, labels = tiny_setup(n=7, dead_rows=2)
+    result = evaluate_methods(
+        model,
+        model.layer,
+        images,
+        labels=labels,
+        unseen=band_mask((16, 16), rows=slice(12, 16)),
+        batch_size=3,  # batches of 3, 3 and 1
+        progress=False,
+    )
+    return model, images, labels, result
+
+
+@pytest.mark.parametrize("source", ["pre-softmax", "post-softmax"])
+@pytest.mark.parametrize(
+    ("method", "cls"),
+    [("Grad-CAM", LayerGradCam), ("Grad-CAM++", LayerGradCamPlusPlus), ("HiResCAM", LayerHiResCam)],
+)
+def test_per_image_scores_match_an_independent_computation(setup, source, method, cls) -> None:
+    model, images, labels, result = setup
+    forward = model if source == "pre-softmax" else (lambda x: torch.softmax(model(x), 1))
+    cam = cls(forward, model.layer).attribute(images, labels, relu_attributions=True)
+    heat = heatmap(cam, 16)
+    log_o = log_score(model, (heat * images.double()).float(), labels)
+    log_y = log_score(model, images, labels)
+    torch.testing.assert_close(result.log_y, log_y)
+    torch.testing.assert_close(result.y, log_y.exp())
+    torch.testing.assert_close(result.log_o[source][method], log_o)
+    torch.testing.assert_close(result.o[source][method], log_o.exp())
+    unseen = heat[:, :, 12:].flatten(1).norm(dim=1) / heat.flatten(1).norm(dim=1)
+    torch.testing.assert_close(result.dead_zone[source][method], unseen)
+    assert result.index.tolist() == list(range(7)) and result.target.tolist() == labels.tolist()
+
+
+def test_summary_rows_by_hand(setup) -> None:
+    _, _, _, result = setup
+    rows = result.summary()
+    assert [(r["maps"], r["method"]) for r in rows] == [
+        (s, m) for s in ("pre-softmax", "post-softmax") for m in METHODS
+    ]
+    y = result.y.tolist()
+    for source in ("pre-softmax", "post-softmax"):
+        o = {m: result.o[source][m].tolist() for m in METHODS}
+        wins = dict.fromkeys(METHODS, 0.0)
+        for i in range(7):
+            best = max(o[m][i] for m in METHODS)
+            winners = [m for m in METHODS if best - o[m][i] <= 1e-4 * best]
+            for m in winners:
+                wins[m] += 100 / len(winners) / 7
+        for row in (r for r in rows if r["maps"] == source):
+            m = row["method"]
+            drop = sum(100 * max(0.0, a - b) / a for a, b in zip(y, o[m], strict=True)) / 7
+            increase = 100 * sum(b > a for a, b in zip(y, o[m], strict=True)) / 7
+            assert row["average drop"] == pytest.approx(drop, rel=1e-12)
+            assert row["increase in confidence"] == pytest.approx(increase)
+            assert row["win percentage"] == pytest.approx(wins[m], rel=1e-12)
+            assert row["dead zone mass"] == pytest.approx(result.dead_zone[source][m].mean().item())
+            assert row["images"] == 7
+    # rtol=0: exact ties only
+    o = torch.stack([result.o["pre-softmax"][m] for m in METHODS])
+    winners = (o == o.amax(0)).double()
+    exact = 100 * (winners / winners.sum(0)).mean(1)
+    for row, expected in zip(result.summary(win_rtol=0)[:4], exact.tolist(), strict=True):
+        assert row["win percentage"] == pytest.approx(expected)
+
+
+def test_relative_performance_table_in_the_shape_of_001(setup) -> None:
+    _, _, _, result = setup
+    rows = result.relative_performance()
+    pairs = [r["methods"] for r in rows if r["maps"] == "pre-softmax"]
+    assert pairs == [
+        "Grad-CAM+ vs Grad-CAM",
+        "Grad-CAM++ vs Grad-CAM",
+        "Grad-CAM++ vs Grad-CAM+",
+        "HiResCAM vs Grad-CAM",
+        "HiResCAM vs Grad-CAM+",
+        "HiResCAM vs Grad-CAM++",
+    ]
+    assert len(rows) == 12
+    row = next(r for r in rows if r["maps"] == "post-softmax" and r["methods"] == pairs[2])
+    logs = [
+        math.log(a / b)
+        for a, b in zip(
+            result.o["post-softmax"]["Grad-CAM++"].tolist(),
+            result.o["post-softmax"]["Grad-CAM+"].tolist(),
+            strict=True,
+        )
+    ]
+    mean = sum(logs) / len(logs)
+    assert row["relative performance"] == pytest.approx(math.exp(mean), rel=1e-9)
+    assert row["log mean"] == pytest.approx(mean, rel=1e-6, abs=1e-12)
+    std = math.sqrt(sum((v - mean) ** 2 for v in logs) / len(logs))
+    assert row["log std"] == pytest.approx(std, rel=1e-6, abs=1e-12)
+
+
+def test_rows_and_text(setup) -> None:
+    _, _, _, result = setup
+    assert isinstance(result, EvaluationResult)
+    rows = result.image_rows()
+    assert len(rows) == 7 * 2 * 4
+    assert set(rows[0]) >= {"index", "target", "maps", "method", "Y", "O", "log O", "drop %"}
+    text = str(result)
+    assert "7 of 7 images" in text and "HiResCAM vs Grad-CAM++" in text and "dead zone mass" in text
+
+
+def test_dataloader_and_predicted_classes_give_the_same_result(setup) -> None:
+    model, images, labels, result = setup
+    loader = DataLoader(TensorDataset(images, labels), batch_size=4)
+    from_loader = evaluate_methods(
+        model, model.layer, loader, maps_from=["post-softmax"], progress=False
+    )
+    predicted = evaluate_methods(
+        model, model.layer, images, maps_from=["post-softmax"], progress=True
+    )
+    for other in (from_loader, predicted):
+        assert other.index.tolist() == list(range(7))
+        for method in METHODS:
+            torch.testing.assert_close(
+                other.log_o["post-softmax"][method], result.log_o["post-softmax"][method]
+            )
+    images_only = DataLoader(images, batch_size=5)
+    only = evaluate_methods(
+        model, model.layer, images_only, ["HiResCAM"], maps_from=["pre-softmax"], progress=False
+    )
+    torch.testing.assert_close(
+        only.o["pre-softmax"]["HiResCAM"], result.o["pre-softmax"]["HiResCAM"]
+    )
+    assert math.isnan(only.summary()[0]["win percentage"]) and only.relative_performance() == []
+
+
+def test_threshold_keeps_images_above_it(setup) -> None:
+    model, images, labels, result = setup
+    threshold = float(result.y.median())
+    kept = evaluate_methods(
+        model, model.layer, images, labels=labels, threshold=threshold, batch_size=2, progress=False
+    )
+    expected = (result.y > threshold).nonzero()[:, 0]
+    assert kept.index.tolist() == expected.tolist() and kept.images_seen == 7
+    torch.testing.assert_close(
+        kept.o["pre-softmax"]["Grad-CAM+"], result.o["pre-softmax"]["Grad-CAM+"][expected]
+    )
+    assert f"(score > {threshold})" in str(kept)
+    with pytest.raises(ValueError, match="no image has a score Y above the threshold 1.0"):
+        evaluate_methods(model, model.layer, images, labels=labels, threshold=1.0, progress=False)
+
+
+def test_method_factories_and_layer_names(setup) -> None:
+    model, images, labels, _ = setup
+    import functools
+
+    methods = {
+        "paper alphas": functools.partial(LayerGradCamPlusPlus, alpha="paper"),
+        "Grad-CAM": LayerGradCam,
+    }
+    result = evaluate_methods(
+        model,
+        "features.3",
+        images,
+        methods,
+        labels=labels,
+        maps_from=["pre-softmax"],
+        progress=False,
+    )
+    assert result.methods == ["paper alphas", "Grad-CAM"]
+    assert [r["methods"] for r in result.relative_performance()] == ["Grad-CAM vs paper alphas"]
+
+
+def test_bad_arguments(setup) -> None:
+    model, images, labels, _ = setup
+    with pytest.raises(ValueError, match="maps_from"):
+        evaluate_methods(model, model.layer, images, maps_from=["softmax"], progress=False)
+    with pytest.raises(ValueError, match="distinct and non-empty"):
+        evaluate_methods(model, model.layer, images, methods=[], progress=False)
+    with pytest.raises(TypeError, match="single string"):
+        evaluate_methods(model, model.layer, images, methods="Grad-CAM", progress=False)
+    with pytest.raises(ValueError, match="labels go with tensor data"):
+        evaluate_methods(model, model.layer, DataLoader(images), labels=labels, progress=False)
+    with pytest.raises(ValueError, match="unseen must be one mask"):
+        evaluate_methods(model, model.layer, images, unseen=torch.ones(7, 16, 16, dtype=torch.bool))
+    with pytest.raises(ValueError, match="holds no images"):
+        evaluate_methods(model, model.layer, images[:0], progress=False)
+    with pytest.raises(ValueError, match="got 3 labels for 7 images"):
+        evaluate_methods(model, model.layer, images, labels=labels[:3], progress=False)
+    with torch.no_grad():
+        worst = model(images).argmin(dim=1)  # negative logits: no relative drop
+    raw = evaluate_methods(model, model.layer, images, labels=worst, softmax=False, progress=False)
+    assert bool((raw.y < 0).any())
+    with pytest.raises(ValueError, match="non-negative"):
+        raw.summary()
+    model.train()
+    try:
+        with pytest.warns(UserWarning, match="training mode"):
+            evaluate_methods(
+                model, model.layer, images[:1], ["Grad-CAM"], labels=labels[:1], progress=False
+            )
+    finally:
+        model.eval()
