@@ -38,7 +38,8 @@ METHODS: dict[str, type[LayerCam]] = {
 
 
 def method_class(name: str) -> type[LayerCam]:
-    """Look a method up by display name, ignoring case, spaces, ``-`` and ``_`` ("gradcam++")."""
+    """Look a method up leniently: "Grad-CAM++", "gradcam++", "grad_cam_plus_plus" and
+    "LayerGradCamPlusPlus" all name the same class."""
     wanted = _squash(name)
     for display_name, cls in METHODS.items():
         if _squash(display_name) == wanted:
@@ -47,7 +48,8 @@ def method_class(name: str) -> type[LayerCam]:
 
 
 def _squash(name: str) -> str:
-    return "".join(c for c in name.lower() if c not in " -_")
+    squashed = "".join(c for c in name.lower() if c not in " -_").replace("plus", "+")
+    return squashed.removeprefix("layer")
 
 
 class LayerCams(LayerAttribution, GradientAttribution):

@@ -1,0 +1,32 @@
+"""The four maps compared in the walls experiments, as 003 table 1 computes them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from captum._utils.typing import TargetType
+from captum.attr import LayerGradCam as CaptumLayerGradCam
+from torch import Tensor, nn
+
+from captum_camplus.multi import LayerCams
+
+#: Rows of the walls tables, in this order. Grad-CAM is Captum's own ``LayerGradCam``.
+WALL_METHODS = ("Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM")
+
+
+def wall_maps(
+    model: Callable[..., Tensor], layer: nn.Module, inputs: Tensor, target: TargetType
+) -> dict[str, Tensor]:
+    """ReLU'd ``(N, 1, h, w)`` maps of :data:`WALL_METHODS` at ``layer``, by name.
+
+    Grad-CAM comes from :class:`captum.attr.LayerGradCam`, the others from one pass of
+    :class:`captum_camplus.LayerCams`; all with ``relu_attributions=True`` as in the papers.
+    """
+    ours = LayerCams(model, layer, methods=WALL_METHODS[1:])
+    maps = {
+        "Grad-CAM": CaptumLayerGradCam(model, layer).attribute(
+            inputs, target=target, relu_attributions=True
+        )
+    }
+    maps.update(ours.attribute(inputs, target=target, relu_attributions=True))
+    return {name: maps[name].detach() for name in WALL_METHODS}
