@@ -1,0 +1,162 @@
+"""Images to explain: the photographs that ship with scikit-image, scikit-learn and matplotlib,
+or the user's own files and folders. Everything is read from local disk.
+
+>>> images = sample_images()                      # {"chelsea": <PIL.Image>, ...}
+>>> images = load_images(["cat.jpg", "photos/"])  # files, and the images inside folders
+>>> images = resolve_images(["cat.jpg", "coffee"])  # files, folders or bundled names
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+#: File name endings read from folders (a file named explicitly may have any ending).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _skimage(name: str) -> Callable[[], Image]:
+    def load() -> Image:
+        from PIL import Image
+        from skimage import data
+
+        pixels = getattr(data, name)()
+        if name == "stereo_motorcycle":  # (left, right, disparity): the left view
+            pixels = pixels[0]
+        return Image.fromarray(pixels).convert("RGB")
+
+    return load
+
+
+def _sklearn(file_name: str) -> Callable[[], Image]:
+    def load() -> Image:
+        from PIL import Image
+        from sklearn.datasets import load_sample_image
+
+        return Image.fromarray(load_sample_image(file_name)).convert("RGB")
+
+    return load
+
+
+def _matplotlib(file_name: str) -> Callable[[], Image]:
+    def load() -> Image:
+        from matplotlib import cbook
+        from PIL import Image
+
+        with cbook.get_sample_data(file_name) as file:
+            return Image.open(file).convert("RGB")
+
+    return load
+
+
+#: The default image set by name. "camera" is the one grayscale photograph, given to the model as
+#: RGB (three equal channels): a classic test image on which ImageNet models are confident.
+SAMPLE_IMAGES: dict[str, Callable[[], Image]] = {
+    "astronaut": _skimage("astronaut"),
+    "camera": _skimage("camera"),
+    "chelsea": _skimage("chelsea"),
+    "coffee": _skimage("coffee"),
+    "motorcycle": _skimage("stereo_motorcycle"),
+    "rocket": _skimage("rocket"),
+    "china": _sklearn("china.jpg"),
+    "flower": _sklearn("flower.jpg"),
+    "grace_hopper": _matplotlib("grace_hopper.jpg"),
+}
+
+
+def sample_images(names: Iterable[str] | None = None) -> dict[str, Image]:
+    """The bundled photographs as RGB PIL images, by name (default: all of :data:`SAMPLE_IMAGES`).
+
+    Raises:
+        ValueError: an unknown name.
+        ImportError: scikit-image, scikit-learn or matplotlib is missing.
+    """
+    names = list(SAMPLE_IMAGES) if names is None else list(names)
+    unknown = [name for name in names if name not in SAMPLE_IMAGES]
+    if unknown:
+        raise ValueError(f"unknown sample images {unknown}; choose from {', '.join(SAMPLE_IMAGES)}")
+    try:
+        return {name: SAMPLE_IMAGES[name]() for name in names}
+    except ImportError as error:
+        raise ImportError(
+            f"the sample images need scikit-image, scikit-learn and matplotlib ({error}): "
+            'pip install "captum-camplus[demo]"'
+        ) from error
+
+
+def image_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The image files named by ``paths``: files as given, folders by :data:`IMAGE_SUFFIXES`.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: no paths, or a folder without images.
+    """
+    if not paths:
+        raise ValueError("no image paths given")
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"folder {path} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"image not found: {path}")
+    return files
+
+
+def load_images(paths: Sequence[str | Path]) -> dict[str, Image]:
+    """Read image files and folders into RGB PIL images, keyed by a unique name (the file stem).
+
+    Every file is decoded here, so a file that is not an image fails before any work starts.
+
+    Raises:
+        FileNotFoundError: a path that does not exist.
+        ValueError: a file that is not a readable image, or a folder without images.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    images: dict[str, Image.Image] = {}
+    for file in image_files(paths):
+        try:
+            with Image.open(file) as opened:
+                image = opened.convert("RGB")
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"not a readable image: {file} ({error})") from error
+        images[unique_name(file.stem, images)] = image
+    return images
+
+
+def resolve_images(arguments: Sequence[str | Path]) -> dict[str, Image]:
+    """Images named on a command line: files and folders, or bundled photographs by name.
+
+    A path that exists wins over a bundled name; no argument means every bundled photograph.
+    Errors as in :func:`load_images`.
+    """
+    if not arguments:
+        return sample_images()
+    images: dict[str, Image] = {}
+    for argument in arguments:
+        if not Path(argument).exists() and str(argument) in SAMPLE_IMAGES:
+            loaded = sample_images([str(argument)])
+        else:
+            loaded = load_images([argument])
+        for name, image in loaded.items():
+            images[unique_name(name, images)] = image
+    return images
+
+
+def unique_name(name: str, taken: Iterable[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``... if it is taken."""
+    taken = set(taken)
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{name}-{number}"
+    return candidate

