@@ -99,17 +99,19 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
             summation) in the layer's dtype, or a tuple of them when the layer has several
             output tensors.
         """
-        inputs = _format_tensor_into_tuples(inputs)
-        check_attribution_inputs(inputs, target)
-        additional_forward_args = _format_additional_forward_args(additional_forward_args)
         gradients, activations = layer_gradients_and_activations(
-            self,
-            inputs,
-            target,
-            additional_forward_args,
-            attribute_to_layer_input=attribute_to_layer_input,
-            grad_kwargs=grad_kwargs,
+            self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
         )
+        return self.maps_from_layer(activations, gradients, relu_attributions, attr_dim_summation)
+
+    def maps_from_layer(
+        self,
+        activations: tuple[Tensor, ...],
+        gradients: tuple[Tensor, ...],
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+    ) -> Tensor | tuple[Tensor, ...]:
+        """:meth:`map_from_layer` for each layer tensor, in Captum's output format."""
         maps = tuple(
             self.map_from_layer(a, g, relu_attributions, attr_dim_summation)
             for a, g in zip(activations, gradients, strict=True)
@@ -141,13 +143,19 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
 
 def layer_gradients_and_activations(
     attribution: LayerAttribution,
-    inputs: tuple[Tensor, ...],
+    inputs: Tensor | tuple[Tensor, ...],
     target: TargetType,
     additional_forward_args: Any,
     attribute_to_layer_input: bool = False,
     grad_kwargs: dict[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """One forward and one backward to ``attribution.layer`` (Captum's, with clear errors)."""
+    """Check the inputs, then one forward and one backward to ``attribution.layer``.
+
+    Captum's ``compute_layer_gradients_and_eval``, with clear errors for bad input.
+    """
+    inputs = _format_tensor_into_tuples(inputs)
+    check_attribution_inputs(inputs, target)
+    additional_forward_args = _format_additional_forward_args(additional_forward_args)
     try:
         return compute_layer_gradients_and_eval(
             attribution.forward_func,
