@@ -151,13 +151,16 @@ def layer_gradients_and_activations(
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """Check the inputs, then one forward and one backward to ``attribution.layer``.
 
-    Captum's ``compute_layer_gradients_and_eval``, with clear errors for bad input.
+    Captum's ``compute_layer_gradients_and_eval``, with clear errors for bad input. The
+    activations come back detached unless ``grad_kwargs`` asks for ``create_graph``, so the forward
+    graph below the layer is freed before the map arithmetic (Captum's LayerGradCam keeps it alive
+    in its maps' ``grad_fn``).
     """
     inputs = _format_tensor_into_tuples(inputs)
     check_attribution_inputs(inputs, target)
     additional_forward_args = _format_additional_forward_args(additional_forward_args)
     try:
-        return compute_layer_gradients_and_eval(
+        gradients, activations = compute_layer_gradients_and_eval(
             attribution.forward_func,
             attribution.layer,
             inputs,
@@ -174,6 +177,9 @@ def layer_gradients_and_activations(
                 "pass: pass a module that the model uses when computing its output"
             ) from error
         raise
+    if not (grad_kwargs or {}).get("create_graph", False):
+        activations = tuple(a.detach() for a in activations)
+    return gradients, activations
 
 
 def check_attribution_inputs(inputs: Sequence[Tensor], target: TargetType) -> None:

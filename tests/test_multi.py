@@ -72,3 +72,12 @@ def test_custom_methods_and_names(resnet18, images):
 def test_method_lookup_is_lenient(name):
     assert method_class(name) is METHODS["Grad-CAM++"]
     assert method_class("hires cam") is METHODS["HiResCAM"]
+
+
+def test_maps_drop_the_forward_graph_unless_create_graph_is_asked(resnet18, images):
+    cam = LayerGradCamPlusPlus(resnet18, resnet18.layer4)
+    assert not cam.attribute(images, target=0).requires_grad
+    kept = cam.attribute(images, target=0, grad_kwargs={"create_graph": True})
+    assert kept.requires_grad
+    all_four = LayerCams(resnet18, resnet18.layer4).attribute(images, target=0)
+    assert not any(m.requires_grad for m in all_four.values())
