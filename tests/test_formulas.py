@@ -26,6 +26,7 @@ PP_OPTIONS = [
     dict(alpha="simplified", normalize_alpha=True),
     dict(alpha="simplified", stabilizer="zero"),
     dict(alpha="paper", stabilizer="clamp", min_denominator=1.0),
+    dict(alpha="simplified", min_denominator=1.0),
 ]
 
 
@@ -94,6 +95,22 @@ def test_stabilizer_none_matches_raw_formula_and_reports_unstable_entries():
     assert summary["unstable"] == ((g > 0) & (d < 2)).sum().item() > 0
     assert summary["raw_min"] == pytest.approx((1 / d)[g > 0].min().item())
     assert summary["raw_max"] == pytest.approx((1 / d)[g > 0].max().item())
+
+
+def test_default_options_report_diagnostics_when_read():
+    """The default options skip forming alpha; the diagnostics must still be those of eq. 13."""
+    A, g = hand_made(signed=True)
+    method = LayerGradCamPlusPlus(torch.nn.Identity(), torch.nn.Identity())
+    method.map_from_layer(A, g)
+    S = A.sum(dim=(2, 3), keepdim=True)
+    d = (2 + S * g)[g > 0]
+    summary = method.last_diagnostics.summary()
+    assert summary["positive"] == (g > 0).sum().item()
+    assert summary["unstable"] == (d < 2).sum().item() > 0
+    assert summary["raw_min"] == pytest.approx((1 / d).min().item())
+    assert summary["max"] == pytest.approx(0.5)  # clamped at 1 / min_denominator
+    method.map_from_layer(A.abs(), g)  # a second call replaces the first call's diagnostics
+    assert method.last_diagnostics.summary()["unstable"] == 0
 
 
 def _double_model(model):
