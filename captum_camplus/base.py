@@ -99,17 +99,19 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
             summation) in the layer's dtype, or a tuple of them when the layer has several
             output tensors.
         """
-        inputs = _format_tensor_into_tuples(inputs)
-        check_attribution_inputs(inputs, target)
-        additional_forward_args = _format_additional_forward_args(additional_forward_args)
         gradients, activations = layer_gradients_and_activations(
-            self,
-            inputs,
-            target,
-            additional_forward_args,
-            attribute_to_layer_input=attribute_to_layer_input,
-            grad_kwargs=grad_kwargs,
+            self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
         )
+        return self.maps_from_layer(activations, gradients, relu_attributions, attr_dim_summation)
+
+    def maps_from_layer(
+        self,
+        activations: tuple[Tensor, ...],
+        gradients: tuple[Tensor, ...],
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+    ) -> Tensor | tuple[Tensor, ...]:
+        """:meth:`map_from_layer` for each layer tensor, in Captum's output format."""
         maps = tuple(
             self.map_from_layer(a, g, relu_attributions, attr_dim_summation)
             for a, g in zip(activations, gradients, strict=True)
@@ -126,8 +128,14 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
         """Turn one layer tensor and its gradient into this method's map (no forward pass)."""
         out_dtype = activation.dtype
         a, g = (_working_precision(t) for t in (activation, gradient))
-        weighted = self.weights(a, g) * a
-        cam = weighted.sum(dim=1, keepdim=True) if attr_dim_summation else weighted
+        weights = self.weights(a, g)
+        if attr_dim_summation and a.dim() > 2 and all(size == 1 for size in weights.shape[2:]):
+            # channel weights: sum_k w_k A^k as a batched product, without the (N, C, ...) temporary
+            cam = torch.einsum("nc...,nc->n...", a, weights.flatten(1)).unsqueeze(1)
+        elif attr_dim_summation:
+            cam = (weights * a).sum(dim=1, keepdim=True)
+        else:
+            cam = weights * a
         if relu_attributions:
             cam = torch.relu(cam)
         return cam.to(out_dtype)
@@ -135,18 +143,22 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
 
 def layer_gradients_and_activations(
     attribution: LayerAttribution,
-    inputs: tuple[Tensor, ...],
+    inputs: Tensor | tuple[Tensor, ...],
     target: TargetType,
     additional_forward_args: Any,
     attribute_to_layer_input: bool = False,
     grad_kwargs: dict[str, Any] | None = None,
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """One forward and one backward to ``attribution.layer`` (Captum's, with clear errors).
+    """Check the inputs, then one forward and one backward to ``attribution.layer``.
 
-    The activations come back detached unless ``grad_kwargs`` asks for ``create_graph``: the
-    forward graph of every layer below then goes before the map arithmetic instead of after it
-    (Captum's LayerGradCam keeps it, so its maps carry a ``grad_fn``).
+    Captum's ``compute_layer_gradients_and_eval``, with clear errors for bad input. The
+    activations come back detached unless ``grad_kwargs`` asks for ``create_graph``, so the forward
+    graph below the layer is freed before the map arithmetic (Captum's LayerGradCam keeps it alive
+    in its maps' ``grad_fn``).
     """
+    inputs = _format_tensor_into_tuples(inputs)
+    check_attribution_inputs(inputs, target)
+    additional_forward_args = _format_additional_forward_args(additional_forward_args)
     try:
         gradients, activations = compute_layer_gradients_and_eval(
             attribution.forward_func,

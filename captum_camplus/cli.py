@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
     from captum_camplus.zoo import Classifier
+    from metrics import EvaluationResult
 
 PROG = "camplus"
 #: Exit status for bad input (as argparse uses).
@@ -60,7 +61,6 @@ class Job:
     images: dict[str, Image]
     methods: list[str]
     target: int | None
-    device: torch.device
     output: Path
     batch_size: int
     progress: bool
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="compare the methods as Lerma & Lucas do (001 section 4)",
         description="Relative performance of each pair of methods with pre- and post-softmax "
-        "explanation maps (001 tables 1-2), average drop, increase in confidence and win %%, "
+        "explanation maps (001 tables 1-2), average drop, increase in confidence and win %, "
         "a boxplot of per-image relative performance (001 figure 6) and a histogram of the "
         "Grad-CAM++ alphas (001 figures 3-4).",
     )
@@ -171,7 +171,6 @@ def prepare(args: argparse.Namespace) -> Job:
         images=images,
         methods=methods,
         target=target,
-        device=device,
         output=output,
         batch_size=args.batch_size,
         progress=not args.quiet,
@@ -186,7 +185,7 @@ def run_explain(job: Job, folder: Path) -> None:
     clf = job.classifier
     cams = LayerCams(clf.model, clf.layer, job.methods)
     rows = [("image", "class_index", "class_name", "probability")]
-    for names, x in _batches(job, "explain"):
+    for names, x in _batches(job, progress="explain"):
         targets, probabilities = _targets(job, x)
         maps = cams.attribute(x, target=targets, relu_attributions=True)
         heatmaps = {name: upsample_and_normalize(m, x.shape[-2:]) for name, m in maps.items()}
@@ -207,8 +206,9 @@ def run_compare(job: Job, folder: Path) -> None:
     """The experiment of 001 section 4 with :func:`metrics.evaluate_methods`.
 
     Writes ``scores.csv`` (average drop, increase in confidence, win % per method and kind of
-    map), ``relative_performance.csv`` (001 tables 1-2), ``images.csv`` (per-image scores),
-    ``relative_performance.png`` (001 figure 6) and ``alphas.png`` (001 figures 3-4).
+    map), ``images.csv`` (per-image scores), and with two methods or more
+    ``relative_performance.csv`` (001 tables 1-2) and ``relative_performance.png`` (001 figure
+    6); with Grad-CAM++, ``alphas.png`` (001 figures 3-4).
     """
     from captum_camplus.figures import alpha_histogram, relative_performance_boxplot
     from metrics import evaluate_methods
@@ -236,9 +236,9 @@ def run_compare(job: Job, folder: Path) -> None:
     for row in image_rows:
         row["class name"] = clf.categories[row["target"]]
     _write_dicts(folder / "scores.csv", result.summary())
-    _write_dicts(folder / "relative_performance.csv", result.relative_performance())
     _write_dicts(folder / "images.csv", image_rows)
     if len(result.methods) > 1:
+        _write_dicts(folder / "relative_performance.csv", result.relative_performance())
         figure = relative_performance_boxplot(_per_image_ratios(result))
         figure.savefig(folder / "relative_performance.png", dpi=100)
     if "Grad-CAM++" in methods:
@@ -259,7 +259,12 @@ class _AlphaRecorder:
         self.model = model
         self.made: list[tuple[bool, LayerGradCamPlusPlus]] = []
 
-    def __call__(self, forward_func: Callable[..., Tensor], layer, device_ids=None):
+    def __call__(
+        self,
+        forward_func: Callable[..., Tensor],
+        layer: torch.nn.Module,
+        device_ids: list[int] | None = None,
+    ) -> LayerGradCamPlusPlus:
         cam = LayerGradCamPlusPlus(forward_func, layer, device_ids, keep_alphas=True)
         self.made.append((forward_func is self.model, cam))
         return cam
@@ -277,26 +282,23 @@ class _AlphaRecorder:
 
 
 class _ImageBatches:
-    """The job's images as preprocessed batches ``x`` (or ``(x, targets)``), made lazily."""
+    """The job's batches as the driver takes them: ``x``, or ``(x, targets)`` for ``--target``."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.names = list(job.images)
 
     def __len__(self) -> int:
-        return -(-len(self.names) // self.job.batch_size)
+        return -(-len(self.job.images) // self.job.batch_size)
 
     def __iter__(self) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
-        clf, size = self.job.classifier, self.job.batch_size
-        for start in range(0, len(self.names), size):
-            x = clf.preprocess([self.job.images[n] for n in self.names[start : start + size]])
+        for _, x in _batches(self.job):  # the driver shows its own progress bar
             if self.job.target is None:
                 yield x
             else:
                 yield x, torch.full((len(x),), self.job.target, device=x.device)
 
 
-def _per_image_ratios(result) -> dict[str, dict[str, list[float]]]:
+def _per_image_ratios(result: EvaluationResult) -> dict[str, dict[str, list[float]]]:
     """``O'_i / O_i`` for each pair of ``result.relative_performance()``, per kind of map."""
     ratios: dict[str, dict[str, list[float]]] = {}
     for source in result.maps_from:
@@ -320,12 +322,14 @@ def _targets(job: Job, x: Tensor) -> tuple[Tensor, list[float]]:
     return targets, probabilities.gather(1, targets[:, None]).squeeze(1).tolist()
 
 
-def _batches(job: Job, what: str) -> Iterator[tuple[list[str], Tensor]]:
-    """The images in preprocessed batches on the device, with a progress bar."""
+def _batches(job: Job, progress: str | None = None) -> Iterator[tuple[list[str], Tensor]]:
+    """The images' names and preprocessed batches on the device, made lazily; with a progress
+    bar titled ``progress`` if given."""
     from tqdm.auto import tqdm
 
     names = list(job.images)
-    with tqdm(total=len(names), desc=what, unit="image", disable=not job.progress) as bar:
+    show = progress is not None and job.progress
+    with tqdm(total=len(names), desc=progress, unit="image", disable=not show) as bar:
         for start in range(0, len(names), job.batch_size):
             chunk = names[start : start + job.batch_size]
             yield chunk, job.classifier.preprocess([job.images[n] for n in chunk])

@@ -5,18 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from captum._utils.common import (
-    _format_additional_forward_args,
-    _format_output,
-    _format_tensor_into_tuples,
-)
 from captum._utils.typing import TargetType
 from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import LayerCam, check_attribution_inputs, layer_gradients_and_activations
+from captum_camplus.base import LayerCam, layer_gradients_and_activations
 from captum_camplus.methods import (
     LayerGradCam,
     LayerGradCamPlus,
@@ -102,24 +97,15 @@ class LayerCams(LayerAttribution, GradientAttribution):
         grad_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Tensor | tuple[Tensor, ...]]:
         """Each method's map, by name; arguments and map shapes as :meth:`LayerCam.attribute`."""
-        inputs = _format_tensor_into_tuples(inputs)
-        check_attribution_inputs(inputs, target)
         gradients, activations = layer_gradients_and_activations(
-            self,
-            inputs,
-            target,
-            _format_additional_forward_args(additional_forward_args),
-            attribute_to_layer_input=attribute_to_layer_input,
-            grad_kwargs=grad_kwargs,
+            self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
         )
-        results = {}
-        for name, method in self.methods.items():
-            maps = tuple(
-                method.map_from_layer(a, g, relu_attributions, attr_dim_summation)
-                for a, g in zip(activations, gradients, strict=True)
+        return {
+            name: method.maps_from_layer(
+                activations, gradients, relu_attributions, attr_dim_summation
             )
-            results[name] = _format_output(len(maps) > 1, maps)
-        return results
+            for name, method in self.methods.items()
+        }
 
 
 __all__ = ["METHODS", "LayerCams", "MethodFactory", "method_class"]

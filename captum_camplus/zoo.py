@@ -288,9 +288,12 @@ def _categories(num_classes: int) -> list[str]:
 
 
 def _timm_classifier(arch: str, net: nn.Module, layer_name: str, num_classes: int) -> Classifier:
+    """timm's own eval transform for the model (resize, crop mode), without its normalisation."""
+    from torchvision import transforms
+
     config = _timm().data.resolve_data_config({}, model=net)
-    size = config["input_size"][-1]
-    transform = _eval_transform(int(size / config["crop_pct"]), size, config["interpolation"])
+    to_uint8 = _timm().data.create_transform(**config, normalize=False)
+    transform = transforms.Compose([to_uint8, transforms.ConvertImageDtype(torch.float32)])
     return _classifier(arch, net, layer_name, transform, config["mean"], config["std"], num_classes)
 
 
@@ -327,7 +330,7 @@ def _classifier(
 
 
 def _eval_transform(resize: int, crop: int, interpolation: str) -> Callable[[Image], Tensor]:
-    """Resize the short side, centre-crop, to a float tensor in [0, 1] (timm's eval transform)."""
+    """Resize the short side, centre-crop, to a float tensor in [0, 1] (torchvision's preset)."""
     from torchvision import transforms
 
     mode = transforms.InterpolationMode(interpolation)

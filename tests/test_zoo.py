@@ -134,8 +134,13 @@ def test_load_classifier_from_weights_file(tmp_path, name: str) -> None:
     mean, std = clf.model.mean, clf.model.std
     with torch.no_grad():
         torch.testing.assert_close(clf.model(x), net((x - mean) / std))
-    if name.startswith("torchvision"):  # torchvision's ImageNet preset, not timm's
-        torch.testing.assert_close(mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    image = sample_images(["rocket"])["rocket"]  # 427 x 640: resize and crop
+    if name.startswith("torchvision"):  # torchvision's preset for the architecture, exactly
+        preset = torchvision.models.get_model_weights("resnet18").DEFAULT.transforms()
+    else:  # timm's eval transform for the architecture, exactly
+        preset = timm.data.create_transform(**timm.data.resolve_data_config({}, model=net))
+    expected = preset(image)
+    torch.testing.assert_close((clf.preprocess([image])[0] - mean[0]) / std[0], expected)
 
 
 def test_load_classifier_errors(tmp_path) -> None:

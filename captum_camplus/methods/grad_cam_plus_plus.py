@@ -18,10 +18,11 @@ Stabilizer = Literal["clamp", "zero", "none"]
 
 @dataclass(frozen=True)
 class AlphaDiagnostics:
-    """What the last Grad-CAM++ call saw, read from tensors it computed anyway (no extra pass).
+    """What the last Grad-CAM++ call saw, from the ``S_k`` and ``ReLU(g)`` it kept (no model pass).
 
-    Only entries with a positive gradient reach the weights (001 eq. 4), so only they are counted.
-    The fields are tensors on the model's device; ``summary()`` brings them to the host.
+    Only entries with a positive gradient reach the weights (001 eq. 4), so only they are counted;
+    with none, the ranges are empty (min ``inf``, max ``-inf``). The fields are tensors on the
+    model's device; ``summary()`` brings them to the host.
 
     Attributes:
         positive: Number of entries with ``g > 0``.
@@ -140,111 +141,97 @@ class LayerGradCamPlusPlus(LayerCam):
         self.stabilizer = stabilizer
         self.min_denominator = float(min_denominator)
         self.keep_alphas = keep_alphas
-        self._last_diagnostics: AlphaDiagnostics | None = None
-        self._pending: tuple[Tensor, Tensor] | None = None  # (lambda S_k, g) of the last call
-
-    @property
-    def last_diagnostics(self) -> AlphaDiagnostics | None:
-        """What the last call saw; computed when first read (the call keeps ``g`` until then)."""
-        if self._pending is not None:
-            lam_s, gradient = self._pending
-            self._pending = None
-            self._alphas(lam_s, gradient)
-        return self._last_diagnostics
+        self._last_call: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
         lam_s = self.exponent_scale * spatial_sum(activation)
         positive_part = gradient.clamp(min=0)
-        if self._default_options():
-            # alpha = 1 / max(2 + lambda S_k g, d_min) (eq. 13 with the clamp) where g > 0; where
-            # g <= 0 it multiplies ReLU(g) = 0, so it is not formed. Four passes over the layer
-            # instead of ~30; the diagnostics wait until last_diagnostics is read.
-            self._pending, self._last_diagnostics = (lam_s, gradient), None
-            denominator = (lam_s * positive_part).add_(2).clamp_(min=self.min_denominator)
-            return spatial_sum(positive_part.div_(denominator))
-        self._pending = None
-        return spatial_sum(self._alphas(lam_s, gradient) * positive_part)
-
-    def _default_options(self) -> bool:
-        return (
-            self.alpha == "simplified"
-            and self.stabilizer == "clamp"
-            and not self.normalize_alpha
-            and not self.keep_alphas
-        )
+        # Alphas at g <= 0 multiply ReLU(g) = 0; they are zeroed only where someone reads them.
+        alphas = self._alphas(lam_s, positive_part, exact_zeros=self.keep_alphas)
+        self._last_call = (lam_s, positive_part, alphas if self.keep_alphas else None)
+        weighted = alphas * positive_part if self.keep_alphas else alphas.mul_(positive_part)
+        return spatial_sum(weighted)
 
     def alphas(self, activation: Tensor, gradient: Tensor) -> Tensor:
-        """The alphas of 001 eq. 9 / 12 / 13 with the chosen options; records diagnostics."""
-        self._pending = None
-        return self._alphas(self.exponent_scale * spatial_sum(activation), gradient)
+        """The alphas of 001 eq. 9 / 12 / 13 with this instance's options (0 where g <= 0)."""
+        return self._alphas(self.exponent_scale * spatial_sum(activation), gradient.clamp(min=0))
 
-    def _alphas(self, lam_s: Tensor, gradient: Tensor) -> Tensor:
-        positive = gradient > 0  # alpha multiplies ReLU(g): only these entries reach the weights
-        denominator = 2 + lam_s * gradient
-        unstable = positive & (denominator < self.min_denominator)
-        raw = _safe_reciprocal(denominator, positive)
+    @property
+    def last_diagnostics(self) -> AlphaDiagnostics | None:
+        """:class:`AlphaDiagnostics` of the last call, computed when first read (no extra pass)."""
+        if self._last_call is None:
+            return None
+        lam_s, positive_part, alphas = self._last_call
+        if alphas is None:
+            alphas = self._alphas(lam_s, positive_part)
+        return _diagnose(lam_s, positive_part, alphas, self.min_denominator, self.keep_alphas)
 
+    def _alphas(self, lam_s: Tensor, positive_part: Tensor, exact_zeros: bool = True) -> Tensor:
+        """Alphas where g > 0 from ``lambda S_k`` and ``ReLU(g)``; exactly 0 elsewhere unless
+        ``exact_zeros`` is False (then finite values that ReLU(g) = 0 cancels).
+
+        Working on ``ReLU(g)`` makes the denominator exactly 2 where ``g <= 0``, and the arithmetic
+        runs in place: the layer tensor is large and each temporary costs a pass over memory.
+        """
         if self.alpha == "constant":
-            alphas = torch.where(positive, 0.5, 0.0).to(gradient.dtype)
-        elif self.alpha == "paper":
-            g2 = gradient.square()
-            alphas = _safe_divide(g2, 2 * g2 + lam_s * gradient.pow(3), positive)
+            return (positive_part > 0).to(positive_part.dtype).mul_(0.5)
+        denominator = (lam_s * positive_part).add_(2)  # 2 + lambda S_k g (eq. 12-13)
+        if self.stabilizer == "none" and bool((denominator == 0).any()):  # syncs in this mode only
+            raise FloatingPointError(
+                "Grad-CAM++ alpha denominator 2 + lambda * S_k * g is exactly 0 for some "
+                "positive gradient; use stabilizer='clamp' or 'zero'"
+            )
+        if self.alpha == "paper":
+            g2 = positive_part.square()
+            alphas = _divide_or_zero(g2, g2.mul(2).addcmul_(lam_s, positive_part.pow(3)))  # eq. 9
+            if self.stabilizer != "none":
+                replacement = 1 / self.min_denominator if self.stabilizer == "clamp" else 0.0
+                alphas.masked_fill_(denominator < self.min_denominator, replacement)
         else:
-            alphas = raw
-
-        if self.alpha != "constant":
-            if self.stabilizer == "clamp":
-                alphas = torch.where(unstable, 1.0 / self.min_denominator, alphas)
-            elif self.stabilizer == "zero":
-                alphas = torch.where(unstable, 0.0, alphas)
-            elif bool((positive & (denominator == 0)).any()):  # host sync in this mode only
-                raise FloatingPointError(
-                    "Grad-CAM++ alpha denominator 2 + lambda * S_k * g is exactly 0 for some "
-                    "positive gradient; use stabilizer='clamp' or 'zero'"
-                )
+            if self.stabilizer == "clamp":  # 1 / max(d, d_min)
+                denominator.clamp_(min=self.min_denominator)
+            elif self.stabilizer == "zero":  # 1 / inf = 0
+                denominator.masked_fill_(denominator < self.min_denominator, float("inf"))
+            alphas = denominator.reciprocal_()  # eq. 13
+        if exact_zeros or self.normalize_alpha:
+            alphas.masked_fill_(positive_part == 0, 0.0)
         if self.normalize_alpha:
             total = spatial_sum(alphas)
-            alphas = alphas / torch.where(total == 0, 1.0, total)
-
-        self._last_diagnostics = _diagnose(positive, unstable, raw, alphas, self.keep_alphas)
+            alphas.div_(torch.where(total == 0, torch.ones_like(total), total))
         return alphas
 
 
-def _safe_reciprocal(denominator: Tensor, keep: Tensor) -> Tensor:
-    return _safe_divide(torch.ones_like(denominator), denominator, keep)
+def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """``numerator / denominator`` where both are non-zero, else exactly 0 (no inf/NaN formed).
 
-
-def _safe_divide(numerator: Tensor, denominator: Tensor, keep: Tensor) -> Tensor:
-    """numerator / denominator where ``keep`` and both are non-zero, else exactly 0.
-
-    The masked-out denominators are replaced by 1 before dividing, so no inf or NaN is ever formed
-    (``torch.where`` alone would still compute them and pass NaN to anomaly checks).
+    The paper's 0/0 := 0 at g = 0 (001 after eq. 9) also covers a ``g^2`` that underflows.
     """
-    keep = keep & (numerator != 0) & (denominator != 0)
+    keep = (numerator != 0) & (denominator != 0)
     safe = torch.where(keep, denominator, torch.ones_like(denominator))
-    return torch.where(keep, numerator / safe, torch.zeros_like(numerator))
+    return (numerator / safe).masked_fill_(~keep, 0.0)
 
 
 def _diagnose(
-    positive: Tensor, unstable: Tensor, raw: Tensor, alphas: Tensor, keep_alphas: bool
+    lam_s: Tensor, positive_part: Tensor, alphas: Tensor, min_denominator: float, keep: bool
 ) -> AlphaDiagnostics:
-    inf = torch.tensor(float("inf"), dtype=raw.dtype, device=raw.device)
+    positive = positive_part > 0
+    denominator = 2 + lam_s * positive_part
+    raw = _divide_or_zero(positive.to(alphas.dtype), denominator)  # eq. 13 without stabilizer
+    inf = torch.tensor(float("inf"), dtype=alphas.dtype, device=alphas.device)
 
     def extrema(values: Tensor) -> tuple[Tensor, Tensor]:
-        low = torch.where(positive, values, inf).amin()
-        high = torch.where(positive, values, -inf).amax()
-        return low, high
+        return torch.where(positive, values, inf).amin(), torch.where(positive, values, -inf).amax()
 
     raw_min, raw_max = extrema(raw)
     used_min, used_max = extrema(alphas)
     return AlphaDiagnostics(
         positive=positive.sum(),
-        unstable=unstable.sum(),
+        unstable=(positive & (denominator < min_denominator)).sum(),
         raw_min=raw_min,
         raw_max=raw_max,
         min=used_min,
         max=used_max,
-        alphas=alphas.detach() if keep_alphas else None,
+        alphas=alphas.detach() if keep else None,
     )
 
 

