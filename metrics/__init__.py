@@ -8,9 +8,10 @@
 - :func:`cam_explain`: a Quantus ``explain_func`` for the ``captum_camplus`` methods.
 - :func:`evaluate_methods`: every metric for several methods over a data set, one CAM pass per
   batch, with 001's relative-performance tables; works under ``torch.distributed``.
+  :class:`BatchScorer` is its per-batch step, for callers that stream results.
 """
 
-from metrics.evaluate import EvaluationResult, evaluate_methods
+from metrics.evaluate import BatchScorer, BatchScores, EvaluationResult, evaluate_methods
 from metrics.explain import MAPS_FROM, cam_explain, compute_cams
 from metrics.explanation import cam_dead_zone_mass, class_scores, explanation_maps
 from metrics.functional import (
@@ -39,6 +40,8 @@ __all__ = [
     "MAPS_FROM",
     "QUANTUS_METRICS",
     "AverageDrop",
+    "BatchScorer",
+    "BatchScores",
     "CamMetric",
     "DeadZoneMass",
     "EvaluationResult",

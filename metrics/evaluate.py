@@ -1,13 +1,17 @@
 """Score several CAM methods on a data set with every metric: the evaluation of 001 section 4.
 
-Per batch: one forward for ``Y``, one CAM pass (forward + backward to the layer) per kind of
-map (gradients of the logits and/or of the softmax, the two columns of 001 tables 1-2) that
-gives every method's map, and one forward per method for the scores ``O`` of its explanation
-maps. Under ``torch.distributed`` each rank scores its shard and every rank gets all results.
+Per batch (:class:`BatchScorer`): one forward that gives ``Y`` and keeps the layer's output,
+one backward to the layer per kind of map (gradients of the logits and of the softmax, the two
+columns of 001 tables 1-2, both from that forward) that gives every method's map, and one
+forward per method and kind of map for the scores ``O`` of its explanation maps: per image,
+1 forward, 2 backwards to the layer and 2M forwards for M methods. Under ``torch.distributed``
+each rank scores its shard and every rank gets all results.
 
 >>> result = evaluate_methods(model, model.layer4, images, labels=labels, threshold=0.5)
 >>> print(result)                     # aggregates and the relative-performance table
 >>> result.summary()                  # the same as rows (dicts), e.g. for csv.DictWriter
+>>> scorer = BatchScorer(model, model.layer, threshold=0.5)   # one batch at a time, to stream
+>>> batch = scorer(x, labels, index)  # per-image Y, O, log O of every method
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,21 +29,34 @@ from tqdm.auto import tqdm
 
 from captum_camplus import METHODS
 from captum_camplus.multi import MethodFactory
-from metrics import functional
-from metrics.explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
-from metrics.explanation import (
+
+from . import functional
+from .explain import (
+    MAPS_FROM,
+    MapsFrom,
+    cam_maps,
+    layer_gradient,
+    layer_pass,
+    method_instances,
+    resolve_layer,
+)
+from .explanation import (
     Preprocess,
-    Scores,
     cam_dead_zone_mass,
     class_scores,
     explanation_maps,
     keep_mask,
     model_device,
     model_forward,
+    target_scores,
 )
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
 PerMethod = dict[str, dict[str, Tensor]]
+
+#: ``on_layer(maps_from, index, activations, gradients)``: the layer's ``A`` and ``g`` of the
+#: images of a batch that passed the threshold (``index``: their positions in the data).
+LayerCallback = Callable[[str, Tensor, Tensor, Tensor], None]
 
 
 @dataclasses.dataclass
@@ -150,6 +167,117 @@ class EvaluationResult:
         return self.format()
 
 
+@dataclasses.dataclass
+class BatchScores:
+    """One batch's results, per image, on the model's device.
+
+    ``index``, ``target``, ``y`` and ``log_y`` cover every image of the batch; ``kept`` marks
+    those whose ``Y`` passed the threshold, and ``o``, ``log_o`` and ``dead_zone`` hold one
+    value per kept image, in the batch's order.
+    """
+
+    index: Tensor  #: (N,) positions of the images in the data
+    target: Tensor  #: (N,) the explained class
+    y: Tensor  #: (N,) ``Y``, float64
+    log_y: Tensor  #: (N,) its log
+    kept: Tensor  #: (N,) bool, ``Y`` above the threshold
+    o: PerMethod  #: (K,) per kind of map and method, for the kept images
+    log_o: PerMethod
+    dead_zone: PerMethod | None
+
+    def cpu(self) -> BatchScores:
+        """The same results on the CPU."""
+        fields = {"o": self.o, "log_o": self.log_o, "dead_zone": self.dead_zone}
+        nested = {k: None if v is None else _map_nested(v, Tensor.cpu) for k, v in fields.items()}
+        return BatchScores(
+            *(t.cpu() for t in (self.index, self.target, self.y, self.log_y, self.kept)), **nested
+        )
+
+
+class BatchScorer:
+    """Scores one batch with every method and metric: the step :func:`evaluate_methods` repeats,
+    for callers that stream results batch by batch.
+
+    Per batch: one forward of the images, which gives ``Y`` and keeps the layer's output; one
+    ``autograd.grad`` to the layer per kind of map on that forward's graph; each method's map
+    from the same ``A`` and ``g``; one forward per method and kind of map on the explanation
+    maps ``E = L (.) I`` of the images that passed the threshold. Arguments as in
+    :func:`evaluate_methods`.
+
+    Attributes:
+        names: The methods' names, in order.
+        methods: The method instances by name (e.g. ``methods["Grad-CAM++"].alphas(a, g)``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: nn.Module | str,
+        methods: Sequence[str] | Mapping[str, MethodFactory] | None = None,
+        *,
+        maps_from: Sequence[MapsFrom] = MAPS_FROM,
+        softmax: bool = True,
+        threshold: float | None = None,
+        preprocess: Preprocess | None = None,
+        unseen: Tensor | None = None,
+        on_layer: LayerCallback | None = None,
+    ) -> None:
+        self.names = _method_names(methods)
+        if not maps_from or any(source not in MAPS_FROM for source in maps_from):
+            raise ValueError(
+                f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from}"
+            )
+        self.maps_from = list(maps_from)
+        self.layer = resolve_layer(model, layer)
+        self.methods = method_instances(model, self.layer, methods or self.names)
+        self.device = model_device(model)
+        self.model_forward = model_forward(model, preprocess)
+        self.softmax = softmax
+        self.threshold = threshold
+        self.unseen = None if unseen is None else torch.as_tensor(unseen).to(self.device)
+        self.on_layer = on_layer
+
+    def __call__(
+        self, x: Tensor, labels: Tensor | None = None, index: Tensor | None = None
+    ) -> BatchScores:
+        """Score ``x`` (``labels``: the classes to explain, default the predicted ones;
+        ``index``: the images' positions in the data, default ``0..N-1``)."""
+        x = x.to(self.device)
+        if self.unseen is not None and self.unseen.dim() != x.dim() - 2:
+            raise ValueError(
+                f"unseen must be one mask of the images' spatial shape {tuple(x.shape[2:])}, "
+                f"shared by all images; got shape {tuple(self.unseen.shape)}"
+            )
+        index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
+        passed = layer_pass(self.model_forward, self.layer, x)
+        y = target_scores(passed.outputs, labels, self.softmax)
+        kept = keep_mask(y.value, self.threshold)
+        o, log_o, dead_zone = (_per_method(self.maps_from, self.names) for _ in range(3))
+        scores = BatchScores(index, y.target, y.value, y.log, kept, o, log_o, dead_zone)
+        if self.unseen is None:
+            scores.dead_zone = None
+        if not bool(kept.any()):  # no backward, no explanation maps
+            return scores
+        everything = bool(kept.all())
+        x = x if everything else x[kept]
+        kept_index = index if everything else index[kept.to(index.device)]
+        target = y.target[kept]
+        activation = passed.activation.detach()[kept]
+        for number, source in enumerate(self.maps_from):
+            last = number == len(self.maps_from) - 1
+            gradient = layer_gradient(passed, y.target, source, retain_graph=not last)[kept]
+            if self.on_layer is not None:
+                self.on_layer(source, kept_index, activation, gradient)
+            for name, cam in cam_maps(self.methods, activation, gradient).items():
+                scored = class_scores(
+                    self.model_forward, explanation_maps(cam, x), target, self.softmax
+                )
+                o[source][name], log_o[source][name] = scored.value, scored.log
+                if self.unseen is not None:
+                    dead_zone[source][name] = cam_dead_zone_mass(cam, self.unseen, "none")
+        return scores
+
+
 def evaluate_methods(
     model: nn.Module,
     layer: nn.Module | str,
@@ -164,6 +292,7 @@ def evaluate_methods(
     unseen: Tensor | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    on_layer: LayerCallback | None = None,
 ) -> EvaluationResult:
     """Score every method on every image with every metric.
 
@@ -185,48 +314,36 @@ def evaluate_methods(
         unseen: Boolean ``(H, W)`` mask of a region the model cannot see, for the dead-zone mass.
         batch_size: For tensor ``data``.
         progress: Show a progress bar (on rank 0).
+        on_layer: Called per batch and kind of map with ``(maps_from, index, A, g)`` of the
+            images that passed the threshold, e.g. to collect the Grad-CAM++ alphas of 001
+            figures 3-4 with :meth:`captum_camplus.LayerGradCamPlusPlus.alphas`.
 
     Raises:
         ValueError: if no image passes the threshold, and for bad arguments.
     """
-    names = _method_names(methods)
-    if not maps_from or any(source not in MAPS_FROM for source in maps_from):
-        raise ValueError(f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from}")
+    scorer = BatchScorer(
+        model,
+        layer,
+        methods,
+        maps_from=maps_from,
+        softmax=softmax,
+        threshold=threshold,
+        preprocess=preprocess,
+        unseen=unseen,
+        on_layer=on_layer,
+    )
     if model.training:
         warnings.warn("the model is in training mode; call model.eval() first", stacklevel=2)
-    device = model_device(model)
-    layer = resolve_layer(model, layer)
-    forward = model_forward(model, preprocess)
-    unseen = None if unseen is None else torch.as_tensor(unseen).to(device)
     rank, world = _rank_and_world()
     batches, total = _shard(data, labels, batch_size, rank, world)
-
-    store = _Store(names, maps_from)
-    for x, batch_labels, index in tqdm(
-        batches, total=total, desc="scoring", unit="batch", disable=not progress or rank != 0
-    ):
-        x = x.to(device)
-        if unseen is not None and unseen.dim() != x.dim() - 2:
-            raise ValueError(
-                f"unseen must be one mask of the images' spatial shape {tuple(x.shape[2:])}, "
-                f"shared by all images; got shape {tuple(unseen.shape)}"
-            )
-        y = class_scores(forward, x, batch_labels, softmax)
-        store.images_seen += len(x)
-        keep = keep_mask(y.value, threshold)
-        if not bool(keep.all()):
-            x, y, index = x[keep], Scores(*(t[keep] for t in y)), index[keep.cpu()]
-        if len(x) == 0:
-            continue
-        store.add_images(index, y)
-        for source in maps_from:
-            cams = compute_cams(model, layer, x, y.target, methods or names, source, preprocess)
-            for name, cam in cams.items():
-                o = class_scores(forward, explanation_maps(cam, x), y.target, softmax)
-                dead_zone = None if unseen is None else cam_dead_zone_mass(cam, unseen, "none")
-                store.add_scores(source, name, o, dead_zone)
-
-    local = store.tensors(local_index=not isinstance(data, Tensor))
+    scored = [
+        scorer(x, batch_labels, index)
+        for x, batch_labels, index in tqdm(
+            batches, total=total, desc="scoring", unit="batch", disable=not progress or rank != 0
+        )
+    ]
+    local = _concatenate(scored, scorer.names, scorer.maps_from, unseen is not None)
+    local["local_index"] = not isinstance(data, Tensor)
     merged = _gather(local, world) if world > 1 else local
     if merged["images_seen"] == 0:
         raise ValueError("the data holds no images: nothing to evaluate")
@@ -235,54 +352,56 @@ def evaluate_methods(
             f"no image has a score Y above the threshold {threshold}: nothing to evaluate"
         )
     return EvaluationResult(
-        methods=names,
-        maps_from=list(maps_from),
+        methods=scorer.names,
+        maps_from=scorer.maps_from,
         index=merged["index"],
         target=merged["target"],
         y=merged["y"],
         log_y=merged["log_y"],
-        o=_nest(merged, "o", maps_from, names),
-        log_o=_nest(merged, "log_o", maps_from, names),
-        dead_zone=None if unseen is None else _nest(merged, "dead_zone", maps_from, names),
+        o=_nest(merged, "o", scorer.maps_from, scorer.names),
+        log_o=_nest(merged, "log_o", scorer.maps_from, scorer.names),
+        dead_zone=(
+            None if unseen is None else _nest(merged, "dead_zone", scorer.maps_from, scorer.names)
+        ),
         softmax=softmax,
         threshold=threshold,
         images_seen=merged["images_seen"],
     )
 
 
-class _Store:
-    """Per-batch results of this rank, flattened to ``key/maps/method`` -> list of tensors."""
+def _per_method(maps_from: Sequence[str], names: Sequence[str]) -> PerMethod:
+    """Empty slots, filled in as the methods are scored."""
+    return {source: dict.fromkeys(names) for source in maps_from}  # type: ignore[misc]
 
-    def __init__(self, names: list[str], maps_from: Sequence[str]) -> None:
-        self.keys = ["index", "target", "y", "log_y"] + [
-            f"{what}/{source}/{name}"
-            for what in ("o", "log_o", "dead_zone")
-            for source in maps_from
-            for name in names
-        ]
-        self.lists: dict[str, list[Tensor]] = {key: [] for key in self.keys}
-        self.images_seen = 0
 
-    def add_images(self, index: Tensor, y: Scores) -> None:
-        self.lists["index"].append(index)
-        for key, value in (("target", y.target), ("y", y.value), ("log_y", y.log)):
-            self.lists[key].append(value)
+def _map_nested(nested: PerMethod, func: Callable[[Tensor], Tensor]) -> PerMethod:
+    return {s: {n: func(t) for n, t in by_name.items()} for s, by_name in nested.items()}
 
-    def add_scores(self, source: str, name: str, o: Scores, dead_zone: Tensor | None) -> None:
-        self.lists[f"o/{source}/{name}"].append(o.value)
-        self.lists[f"log_o/{source}/{name}"].append(o.log)
-        if dead_zone is not None:
-            self.lists[f"dead_zone/{source}/{name}"].append(dead_zone)
 
-    def tensors(self, local_index: bool) -> dict[str, Any]:
-        """The results on the CPU: one copy from the device, at the end."""
-        out: dict[str, Any] = {
-            key: torch.cat(values).cpu() if values else torch.empty(0, dtype=_dtype(key))
-            for key, values in self.lists.items()
-        }
-        out["images_seen"] = self.images_seen
-        out["local_index"] = local_index
-        return out
+def _concatenate(
+    batches: list[BatchScores], names: list[str], maps_from: Sequence[str], dead_zone: bool
+) -> dict[str, Any]:
+    """This rank's results as ``key`` or ``key/maps/method`` -> one CPU tensor (kept images):
+    one copy from the device, at the end."""
+    whats = ("o", "log_o", "dead_zone") if dead_zone else ("o", "log_o")
+    lists: dict[str, list[Tensor]] = {key: [] for key in ("index", "target", "y", "log_y")}
+    lists.update({f"{w}/{s}/{n}": [] for w in whats for s in maps_from for n in names})
+    for batch in batches:
+        if not bool(batch.kept.any()):
+            continue
+        lists["index"].append(batch.index[batch.kept.to(batch.index.device)])
+        for key in ("target", "y", "log_y"):
+            lists[key].append(getattr(batch, key)[batch.kept])
+        for what in whats:
+            for source in maps_from:
+                for name in names:
+                    lists[f"{what}/{source}/{name}"].append(getattr(batch, what)[source][name])
+    out: dict[str, Any] = {
+        key: torch.cat(values).cpu() if values else torch.empty(0, dtype=_dtype(key))
+        for key, values in lists.items()
+    }
+    out["images_seen"] = sum(len(batch.index) for batch in batches)
+    return out
 
 
 def _dtype(key: str) -> torch.dtype:
@@ -378,4 +497,4 @@ def _cell(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["EvaluationResult", "evaluate_methods"]
+__all__ = ["BatchScorer", "BatchScores", "EvaluationResult", "LayerCallback", "evaluate_methods"]

@@ -7,27 +7,121 @@ HiResCAM can be scored by any Quantus metric and inside ``quantus.evaluate``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from captum_camplus import LayerCams, upsample_and_normalize
+from captum_camplus.base import LayerCam, check_attribution_inputs
 from captum_camplus.multi import MethodFactory
-from metrics.explanation import Preprocess, as_target, model_device, model_forward
+
+from .explanation import Preprocess, as_target, check_scores, model_device, model_forward
 
 #: Which score the CAM gradients are taken of (the two columns of 001 tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
 MAPS_FROM: tuple[MapsFrom, ...] = ("pre-softmax", "post-softmax")
 
 
+class LayerPass(NamedTuple):
+    """One forward pass of a batch that keeps the layer's output ``A`` in the graph."""
+
+    outputs: Tensor  #: ``(N, classes)`` scores, attached to the graph
+    activation: Tensor  #: ``A``, the layer's output, attached to the graph
+
+
+def layer_pass(forward: Callable[[Tensor], Tensor], layer: nn.Module, inputs: Tensor) -> LayerPass:
+    """Run ``forward(inputs)`` once with gradients on, keeping the layer's output.
+
+    The scores give ``Y`` and every gradient to the layer (:func:`layer_gradient`), so the
+    CAMs and the scores of the images come from one pass. As in Captum, the network continues
+    with a copy of ``A`` (in-place operations after the layer cannot change it), and a layer
+    called several times is read at its last call.
+
+    Raises:
+        ValueError: non-finite input, a layer the forward never calls or that returns several
+            tensors, outputs that are not ``(N, classes)``.
+        RuntimeError: inside ``torch.inference_mode()``.
+    """
+    check_attribution_inputs((inputs,), None)
+    kept: list[Tensor] = []
+
+    def keep(module: nn.Module, args: Any, output: Any) -> Tensor:
+        if not isinstance(output, Tensor):
+            raise ValueError(
+                f"the layer {type(module).__name__} returns {type(output).__name__}, not one "
+                "tensor: CAMs need a layer that returns one (N, C, *spatial) tensor"
+            )
+        if not output.requires_grad:  # a frozen model: the gradient still reaches A
+            output.requires_grad_()
+        kept[:] = [output]
+        return output.clone()
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        with torch.enable_grad():
+            outputs = forward(inputs)
+    finally:
+        handle.remove()
+    if not kept:
+        raise ValueError(
+            f"the layer {type(layer).__name__} was not called by the forward pass: pass a "
+            "module that the model uses when computing its output"
+        )
+    check_scores(outputs)
+    return LayerPass(outputs, kept[0])
+
+
+def layer_gradient(
+    passed: LayerPass, target: Tensor, maps_from: MapsFrom, retain_graph: bool = False
+) -> Tensor:
+    """``g = dS/dA`` for ``S`` the target's logit (pre-softmax) or softmax probability.
+
+    Each image's score depends on its own ``A`` only, so one ``autograd.grad`` of the summed
+    scores gives every image's gradient. Pass ``retain_graph=True`` for all but the last
+    gradient taken from ``passed``.
+    """
+    _check_maps_from(maps_from)
+    scores = passed.outputs if maps_from == "pre-softmax" else torch.softmax(passed.outputs, 1)
+    selected = scores.gather(1, target[:, None]).sum()
+    (gradient,) = torch.autograd.grad(
+        selected, passed.activation, retain_graph=retain_graph, allow_unused=True
+    )
+    if gradient is None:
+        raise ValueError(
+            "the scores do not depend on the layer's output: pass a layer that the path to the "
+            "model's output goes through"
+        )
+    return gradient
+
+
+def method_instances(
+    model: nn.Module,
+    layer: nn.Module,
+    methods: Iterable[str] | Mapping[str, MethodFactory] | None = None,
+) -> dict[str, LayerCam]:
+    """The CAM methods by name, as :class:`captum_camplus.LayerCams` builds them."""
+    return LayerCams(model, layer, methods=methods).methods
+
+
+def cam_maps(
+    methods: Mapping[str, LayerCam], activation: Tensor, gradient: Tensor
+) -> dict[str, Tensor]:
+    """Each method's ReLU'd CAM (001 eq. 2, 003 def. 6) from the layer's ``A`` and ``g``."""
+    activation, gradient = activation.detach(), gradient.detach()
+    return {
+        name: method.map_from_layer(activation, gradient, relu_attributions=True)
+        for name, method in methods.items()
+    }
+
+
 def compute_cams(
     model: nn.Module,
     layer: nn.Module | str,
     inputs: Tensor,
-    target: Tensor,
+    target: Tensor | int | Sequence[int],
     methods: Iterable[str] | Mapping[str, MethodFactory] | None = None,
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
@@ -36,26 +130,22 @@ def compute_cams(
 
     Args:
         model, layer: The classifier and its layer (a module or its name in the model).
-        inputs, target: The batch (on the model's device) and one class per image.
+        inputs, target: The batch (on the model's device) and its class (one, or one per image).
         methods: Method names of :data:`captum_camplus.METHODS` (default: all) or a mapping
             name -> class/factory, as :class:`captum_camplus.LayerCams` takes them.
         maps_from: Gradients of the logits (``"pre-softmax"``) or of the softmax output.
         preprocess: See :mod:`metrics.explanation`.
 
     Returns:
-        Name -> ``(N, 1, *layer spatial)`` maps.
+        Name -> ``(N, 1, *layer spatial)`` maps, detached.
     """
-    if maps_from not in MAPS_FROM:
-        raise ValueError(f"maps_from must be one of {MAPS_FROM}, got {maps_from!r}")
-    forward = model_forward(model, preprocess, softmax=maps_from == "post-softmax")
-    cams = LayerCams(forward, resolve_layer(model, layer), methods=methods)
-    maps = cams.attribute(inputs, target=target, relu_attributions=True)
-    for name, cam in maps.items():
-        if not isinstance(cam, Tensor):
-            raise ValueError(
-                f"{name}: the layer returns several tensors; pick one that returns one"
-            )
-    return {name: cam.detach() for name, cam in maps.items()}
+    _check_maps_from(maps_from)
+    layer = resolve_layer(model, layer)
+    instances = method_instances(model, layer, methods)
+    passed = layer_pass(model_forward(model, preprocess), layer, inputs)
+    target = as_target(target, *passed.outputs.shape, device=passed.outputs.device)
+    gradient = layer_gradient(passed, target, maps_from)
+    return cam_maps(instances, passed.activation, gradient)
 
 
 def cam_explain(
@@ -103,3 +193,8 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
         except AttributeError as error:
             raise ValueError(f"the model has no layer named {layer!r}") from error
     raise TypeError(f"layer must be an nn.Module or its name, got {type(layer).__name__}")
+
+
+def _check_maps_from(maps_from: str) -> None:
+    if maps_from not in MAPS_FROM:
+        raise ValueError(f"maps_from must be one of {MAPS_FROM}, got {maps_from!r}")

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from captum_camplus import upsample_and_normalize
-from metrics.functional import Reduction, dead_zone_mass
+
+from .functional import Reduction, dead_zone_mass
 
 #: A user's preprocessing from an image in [0, 1] to the model input, e.g. a normalisation.
 Preprocess = Callable[[Tensor], Tensor]
@@ -108,18 +109,32 @@ def class_scores(
     """
     with torch.no_grad():
         outputs = forward(inputs)
-    if not isinstance(outputs, Tensor) or outputs.dim() != 2:
-        shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
-        raise ValueError(f"the model must return (N, classes) scores, got {shape}")
+    return target_scores(outputs, target, softmax)
+
+
+def target_scores(
+    outputs: Tensor,
+    target: Tensor | int | Sequence[int] | np.ndarray | None = None,
+    softmax: bool = True,
+) -> Scores:
+    """:func:`class_scores` from outputs already computed (e.g. by the CAM pass's forward)."""
+    check_scores(outputs)
     if target is None:
         target = outputs.argmax(dim=1)
     target = as_target(target, *outputs.shape, device=outputs.device)
-    outputs = outputs.to(torch.float64)
+    outputs = outputs.detach().to(torch.float64)
     if softmax:
         log = torch.log_softmax(outputs, dim=1).gather(1, target[:, None])[:, 0]
         return Scores(log.exp(), log, target)
     value = outputs.gather(1, target[:, None])[:, 0]
     return Scores(value, value.log(), target)
+
+
+def check_scores(outputs: object) -> None:
+    """Raise unless the model's outputs are ``(N, classes)`` scores."""
+    if not isinstance(outputs, Tensor) or outputs.dim() != 2:
+        shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
+        raise ValueError(f"the model must return (N, classes) scores, got {shape}")
 
 
 def as_target(
@@ -165,9 +180,11 @@ __all__ = [
     "as_target",
     "cam_dead_zone_mass",
     "check_image",
+    "check_scores",
     "class_scores",
     "explanation_maps",
     "keep_mask",
     "model_device",
     "model_forward",
+    "target_scores",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from metrics_models import tiny_setup
 from torch.utils.data import DataLoader, TensorDataset
 
 from captum_camplus import LayerGradCam, LayerGradCamPlusPlus, LayerHiResCam
-from metrics import EvaluationResult, band_mask, evaluate_methods
+from metrics import BatchScorer, EvaluationResult, band_mask, evaluate_methods
 
 METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]
 
@@ -228,3 +229,135 @@ def test_bad_arguments(setup) -> None:
             )
     finally:
         model.eval()
+
+
+def _count_passes(model, layer):
+    """Images through the model's forward, and backwards reaching the layer's output."""
+    counts = {"forward images": 0, "backwards": 0}
+
+    def forward(module, args):
+        counts["forward images"] += args[0].shape[0]
+
+    def layer_output(module, args, output):
+        if output.requires_grad:
+            output.register_hook(
+                lambda grad: counts.__setitem__("backwards", counts["backwards"] + 1)
+            )
+
+    handles = [model.register_forward_pre_hook(forward), layer.register_forward_hook(layer_output)]
+    return counts, handles
+
+
+def test_passes_per_image_one_forward_two_backwards_and_two_per_method(setup) -> None:
+    model, images, labels, _ = setup
+    counts, handles = _count_passes(model, model.layer)
+    try:
+        evaluate_methods(model, model.layer, images, labels=labels, batch_size=7, progress=False)
+        assert counts == {"forward images": 7 * (1 + 2 * 4), "backwards": 2}
+        counts.update({"forward images": 0, "backwards": 0})
+        evaluate_methods(
+            model,
+            model.layer,
+            images,
+            ["Grad-CAM"],
+            labels=labels,
+            maps_from=["post-softmax"],
+            batch_size=7,
+            progress=False,
+        )
+        assert counts == {"forward images": 7 * (1 + 1), "backwards": 1}
+        # below the threshold: only the first forward; no image kept: no backward at all
+        counts.update({"forward images": 0, "backwards": 0})
+        scorer = BatchScorer(model, model.layer, threshold=1.0)
+        batch = scorer(images, labels)
+        assert counts == {"forward images": 7, "backwards": 0}
+        assert not batch.kept.any() and batch.y.shape == (7,)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_batch_scorer_streams_the_same_numbers_and_reports_the_layer(setup) -> None:
+    model, images, labels, result = setup
+    seen = []
+
+    def on_layer(source, index, activation, gradient):
+        seen.append((source, index.tolist(), activation.shape, gradient.shape))
+        assert not activation.requires_grad and not gradient.requires_grad
+
+    threshold = float(result.y.median())
+    scorer = BatchScorer(model, model.layer, threshold=threshold, on_layer=on_layer)
+    assert scorer.names == METHODS
+    batch = scorer(images[2:6], labels[2:6], torch.arange(2, 6)).cpu()
+    assert batch.index.tolist() == [2, 3, 4, 5] and batch.target.tolist() == labels[2:6].tolist()
+    torch.testing.assert_close(batch.log_y, result.log_y[2:6])
+    kept = (result.y[2:6] > threshold).nonzero()[:, 0]
+    assert batch.kept.nonzero()[:, 0].tolist() == kept.tolist()
+    for source in ("pre-softmax", "post-softmax"):
+        for method in METHODS:
+            torch.testing.assert_close(
+                batch.log_o[source][method], result.log_o[source][method][2:6][kept]
+            )
+    assert batch.dead_zone is None
+    kept_index = (kept + 2).tolist()
+    assert [(s, i) for s, i, _, _ in seen] == [
+        ("pre-softmax", kept_index),
+        ("post-softmax", kept_index),
+    ]
+    assert seen[0][2] == seen[0][3] == (len(kept_index), 8, 8, 8)
+
+
+def test_on_layer_gives_the_grad_cam_plus_plus_alphas(setup) -> None:
+    model, images, labels, _ = setup
+    alphas = {}
+
+    def on_layer(source, index, activation, gradient):
+        alphas[source] = LayerGradCamPlusPlus(model, model.layer).alphas(activation, gradient)
+
+    evaluate_methods(
+        model,
+        model.layer,
+        images,
+        ["Grad-CAM++"],
+        labels=labels,
+        on_layer=on_layer,
+        batch_size=7,
+        progress=False,
+    )
+    cam = LayerGradCamPlusPlus(model, model.layer, keep_alphas=True)
+    cam.attribute(images, labels)
+    torch.testing.assert_close(alphas["pre-softmax"], cam.last_diagnostics.alphas)
+
+
+def test_layer_pass_errors(setup) -> None:
+    model, images, labels, _ = setup
+    unused = torch.nn.Conv2d(3, 3, 1)
+    with pytest.raises(ValueError, match="was not called by the forward pass"):
+        evaluate_methods(model, unused, images, progress=False)
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    ok = evaluate_methods(frozen, frozen.layer, images, labels=labels, batch_size=7, progress=False)
+    torch.testing.assert_close(
+        ok.log_o["pre-softmax"]["Grad-CAM"], _reference_log_o(model, images, labels)
+    )
+
+
+def _reference_log_o(model, images, labels):
+    cam = LayerGradCam(model, model.layer).attribute(images, labels, relu_attributions=True)
+    return log_score(model, (heatmap(cam, 16) * images.double()).float(), labels)
+
+
+def test_a_layer_off_the_path_to_the_scores_is_named(setup) -> None:
+    model, images, labels, _ = setup
+
+    class SideBranch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.side = model, torch.nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            self.side(x)  # computed, never used
+            return self.net(x)
+
+    wrapped = SideBranch().eval()
+    with pytest.raises(ValueError, match="do not depend on the layer's output"):
+        evaluate_methods(wrapped, wrapped.side, images, labels=labels, progress=False)
