@@ -1,25 +1,24 @@
 """The ``camplus`` command: explain images with every CAM method, and compare the methods.
 
     camplus explain [IMAGE ...]    overlay figures, one per image
-    camplus compare [IMAGE ...]    001 section 4 experiment: tables, CSV files and figures
+    camplus compare [DATA ...]     001 section 4 experiment: tables, CSV files, figures, report
 
 An IMAGE is a file, a folder of images, or the name of a bundled photograph (``chelsea``...);
-without one, the bundled photographs are used. Bad input (a missing file, a file that is not an
-image, an unknown method, layer, class or model) ends with a one-line error and exit status 2,
-before anything is written; output is written to a temporary folder and moved into place only
-when complete.
+without one, the bundled photographs are used. ``compare`` also takes a folder of class folders
+(a labelled data set) and streams it (:mod:`camplus_app.compare`). Bad input (a missing file, a
+file that is not an image, an unknown method, layer, class or model) ends with a one-line error
+and exit status 2, before anything is written. Each run writes into a folder of its own
+(:mod:`camplus_app.runs`): a folder that holds another run or other files is refused unless
+``--overwrite`` (or, for ``compare``, ``--resume``) says what to do with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
-import shutil
+import io
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -28,14 +27,14 @@ import torch
 from torch import Tensor
 
 from captum_camplus.maps import upsample_and_normalize
-from captum_camplus.methods import LayerGradCamPlusPlus
 from captum_camplus.multi import METHODS, LayerCams, method_class
+
+from .runs import RunFolder, RunFolderError, open_run
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from captum_camplus.zoo import Classifier
-    from metrics import EvaluationResult
+    from .zoo import Classifier
 
 PROG = "camplus"
 #: Exit status for bad input (as argparse uses).
@@ -64,7 +63,7 @@ class Job:
     output: Path
     batch_size: int
     progress: bool
-    threshold: float | None = None
+    overwrite: bool = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,20 +89,50 @@ def build_parser() -> argparse.ArgumentParser:
         help="score only images whose explained class has a softmax above this (001 uses 0.5 "
         "with the true class; default: every image)",
     )
+    compare.add_argument(
+        "--limit", type=_positive_int, help="score a random subset of this many images"
+    )
+    compare.add_argument(
+        "--seed", type=int, help="the random subset of --limit (default: 0): reproducible"
+    )
+    compare.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=2,
+        help="processes that decode the images (default: 2; 0 decodes in the main process)",
+    )
+    compare.add_argument(
+        "--skip-unmatched",
+        action="store_true",
+        help="score the class folders that match a class of the model and list the others "
+        "(default: refuse a data set with folders that match no class)",
+    )
+    compare.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in the output folder: score only the images it has not scored "
+        "yet, with its settings (options left out keep the run's values)",
+    )
     for sub, name in ((explain, "explain"), (compare, "compare")):
+        # compare keeps None for "not given": a resumed run takes its own values for those
+        resumable = name == "compare"
+        labelled = "; or one folder of class folders, a labelled data set" if resumable else ""
         sub.add_argument(
             "images",
             nargs="*",
-            metavar="IMAGE",
-            help="image files, folders, or bundled photograph names (default: all bundled)",
+            metavar="DATA" if resumable else "IMAGE",
+            help="image files, folders, or bundled photograph names (default: all bundled)"
+            + labelled,
         )
         sub.add_argument(
             "--methods",
-            default=",".join(METHODS),
+            default=None if resumable else ",".join(METHODS),
             help=f"comma-separated CAM methods (default: {','.join(METHODS)})",
         )
         sub.add_argument(
-            "--target", help="class index or name to explain (default: the predicted class)"
+            "--target",
+            help="class index or name to explain (default: the true class of a data set of "
+            "class folders, otherwise the predicted class)",
         )
         sub.add_argument(
             "--model",
@@ -120,12 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "-o",
             "--output",
-            type=Path,
-            default=Path(f"{PROG}-output") / name,
-            help=f"output folder (default: {PROG}-output/{name})",
+            default=str(Path(f"{PROG}-output") / name),
+            help=f"output folder, new or empty (default: {PROG}-output/{name})",
+        )
+        sub.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace the earlier run in the output folder (only files camplus wrote)",
         )
         sub.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-        sub.add_argument("--batch-size", type=_positive_int, default=8, help="default: 8")
+        sub.add_argument(
+            "--batch-size",
+            type=_positive_int,
+            default=None if resumable else 8,
+            help="default: 8",
+        )
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars or tables")
     return parser
 
@@ -134,17 +172,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input)."""
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "compare":
+            from .compare import run_compare
+
+            return run_compare(args)
         job = prepare(args)
-    except UsageError as error:
+        run = open_run(job.output, "explain", overwrite=job.overwrite)
+    except (UsageError, RunFolderError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
-    run = {"explain": run_explain, "compare": run_compare}[args.command]
     try:
-        with staged_output(job.output) as folder:
-            run(job, folder)
-    except UsageError as error:  # found only while running, e.g. no image above --threshold
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
+        run.start("explain", {"images": [str(a) for a in args.images]})
+        run_explain(job, run)
+    except BaseException:
+        run.discard()  # a failed run leaves nothing behind
+        raise
+    run.complete()
     if job.progress:
         print(f"results in {job.output}")
     return 0
@@ -152,13 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def prepare(args: argparse.Namespace) -> Job:
     """Check and load everything the command needs; bad input raises :class:`UsageError`."""
-    from captum_camplus import zoo
-    from captum_camplus.data import resolve_images
+    from . import zoo
+    from .images import resolve_images
 
     try:
         methods = _methods(args.methods)
         device = _device(args.device)
-        output = _output_folder(args.output)
+        output = output_path(args.output)
         images = resolve_images(args.images)
         if args.weights is not None and args.model is None:
             raise UsageError("--weights needs --model, the architecture the weights are for")
@@ -174,13 +217,13 @@ def prepare(args: argparse.Namespace) -> Job:
         output=output,
         batch_size=args.batch_size,
         progress=not args.quiet,
-        threshold=getattr(args, "threshold", None),
+        overwrite=args.overwrite,
     )
 
 
-def run_explain(job: Job, folder: Path) -> None:
+def run_explain(job: Job, run: RunFolder) -> None:
     """Write ``<image>.png``: the image and each method's heatmap, titled with the class."""
-    from captum_camplus.figures import overlay_figure
+    from .figures import overlay_figure
 
     clf = job.classifier
     cams = LayerCams(clf.model, clf.layer, job.methods)
@@ -195,120 +238,13 @@ def run_explain(job: Job, folder: Path) -> None:
             figure = overlay_figure(
                 x[i], {m: h[i] for m, h in heatmaps.items()}, f"{name}: explaining {label}"
             )
-            figure.savefig(folder / f"{name}.png", dpi=100)
+            figure.savefig(run.file(f"{name}.png"), dpi=100)
             rows.append((name, index, clf.categories[index], f"{probabilities[i]:.6f}"))
             if job.progress:
                 _write(f"{name}: {label}")
-    _write_csv(folder / "predictions.csv", rows)
-
-
-def run_compare(job: Job, folder: Path) -> None:
-    """The experiment of 001 section 4 with :func:`metrics.evaluate_methods`.
-
-    Writes ``scores.csv`` (average drop, increase in confidence, win % per method and kind of
-    map), ``images.csv`` (per-image scores), and with two methods or more
-    ``relative_performance.csv`` (001 tables 1-2) and ``relative_performance.png`` (001 figure
-    6); with Grad-CAM++, ``alphas.png`` (001 figures 3-4).
-    """
-    from captum_camplus.figures import alpha_histogram, relative_performance_boxplot
-    from metrics import evaluate_methods
-
-    clf = job.classifier
-    alphas = _AlphaRecorder(clf.model)
-    methods = {name: METHODS[name] for name in job.methods}
-    if "Grad-CAM++" in methods:
-        methods["Grad-CAM++"] = alphas
-    try:
-        result = evaluate_methods(
-            clf.model,
-            clf.layer,
-            _ImageBatches(job),
-            methods=methods,
-            threshold=job.threshold,
-            progress=job.progress,
-        )
-    except ValueError as error:
-        if job.threshold is not None and "threshold" in str(error):  # no image passed it
-            raise UsageError(str(error)) from error
-        raise
-    names = list(job.images)
-    image_rows = [{"image": names[row["index"]], **row} for row in result.image_rows()]
-    for row in image_rows:
-        row["class name"] = clf.categories[row["target"]]
-    _write_dicts(folder / "scores.csv", result.summary())
-    _write_dicts(folder / "images.csv", image_rows)
-    if len(result.methods) > 1:
-        _write_dicts(folder / "relative_performance.csv", result.relative_performance())
-        figure = relative_performance_boxplot(_per_image_ratios(result))
-        figure.savefig(folder / "relative_performance.png", dpi=100)
-    if "Grad-CAM++" in methods:
-        alpha_histogram(alphas.pre_softmax()).savefig(folder / "alphas.png", dpi=100)
-    if job.progress:
-        header = f"{clf.name}, layer {clf.layer_name}: "
-        _write(header + result.format())
-
-
-class _AlphaRecorder:
-    """A Grad-CAM++ factory for the driver that keeps the alphas of every call it makes.
-
-    The driver builds the methods once per batch and kind of map; it calls the model itself for
-    pre-softmax maps and a softmax wrapper for post-softmax ones, which tells the two apart.
-    """
-
-    def __init__(self, model: Callable[..., Tensor]) -> None:
-        self.model = model
-        self.made: list[tuple[bool, LayerGradCamPlusPlus]] = []
-
-    def __call__(
-        self,
-        forward_func: Callable[..., Tensor],
-        layer: torch.nn.Module,
-        device_ids: list[int] | None = None,
-    ) -> LayerGradCamPlusPlus:
-        cam = LayerGradCamPlusPlus(forward_func, layer, device_ids, keep_alphas=True)
-        self.made.append((forward_func is self.model, cam))
-        return cam
-
-    def pre_softmax(self) -> Tensor:
-        """All alphas of the pre-softmax maps (001 figures 3-4 use those), flattened."""
-        kept = [
-            cam.last_diagnostics.alphas.flatten()
-            for pre, cam in self.made
-            if pre and cam.last_diagnostics is not None
-        ]
-        if not kept:
-            raise RuntimeError("no pre-softmax Grad-CAM++ call was recorded")
-        return torch.cat(kept)
-
-
-class _ImageBatches:
-    """The job's batches as the driver takes them: ``x``, or ``(x, targets)`` for ``--target``."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-
-    def __len__(self) -> int:
-        return -(-len(self.job.images) // self.job.batch_size)
-
-    def __iter__(self) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
-        for _, x in _batches(self.job):  # the driver shows its own progress bar
-            if self.job.target is None:
-                yield x
-            else:
-                yield x, torch.full((len(x),), self.job.target, device=x.device)
-
-
-def _per_image_ratios(result: EvaluationResult) -> dict[str, dict[str, list[float]]]:
-    """``O'_i / O_i`` for each pair of ``result.relative_performance()``, per kind of map."""
-    ratios: dict[str, dict[str, list[float]]] = {}
-    for source in result.maps_from:
-        log_o = result.log_o[source]
-        ratios[f"{source} maps"] = {
-            f"{new} vs {base}": (log_o[new] - log_o[base]).exp().tolist()
-            for j, new in enumerate(result.methods)
-            for base in result.methods[:j]
-        }
-    return ratios
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    run.write_text("predictions.csv", buffer.getvalue())
 
 
 def _targets(job: Job, x: Tensor) -> tuple[Tensor, list[float]]:
@@ -336,39 +272,10 @@ def _batches(job: Job, progress: str | None = None) -> Iterator[tuple[list[str],
             bar.update(len(chunk))
 
 
-@contextmanager
-def staged_output(folder: Path) -> Iterator[Path]:
-    """A temporary folder whose files move into ``folder`` only if the block succeeds.
-
-    If ``folder`` does not exist, the staging folder is renamed to it (atomic); otherwise each
-    file replaces its namesake in it. On error the staging folder is removed.
-    """
-    stage = Path(tempfile.mkdtemp(prefix=f".{PROG}-", dir=_existing_ancestor(folder)))
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    umask = os.umask(0)
-    os.umask(umask)
-    stage.chmod(0o777 & ~umask)  # mkdtemp makes it private
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    if not folder.exists():
-        stage.rename(folder)
-        return
-    for file in stage.iterdir():
-        os.replace(file, folder / file.name)
-    stage.rmdir()
-
-
-def _existing_ancestor(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
-
-
-def _methods(text: str) -> list[str]:
+def _methods(text: str | None) -> list[str]:
+    """Method display names from a comma-separated list (None: all of them)."""
+    if text is None:
+        return list(METHODS)
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise UsageError("--methods is empty: give at least one method")
@@ -394,7 +301,11 @@ def _device(text: str | None) -> torch.device:
     return device
 
 
-def _output_folder(path: Path) -> Path:
+def output_path(text: str) -> Path:
+    """The output folder named on the command line: never an empty name (the current folder)."""
+    if not text.strip():
+        raise UsageError("--output is empty: give a folder name (a new or empty folder)")
+    path = Path(text)
     if path.exists() and not path.is_dir():
         raise UsageError(f"output {path} exists and is not a folder")
     return path
@@ -410,6 +321,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -418,18 +339,6 @@ def _probability(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
     return value
-
-
-def _write_csv(path: Path, rows: Sequence[Sequence[object]]) -> None:
-    with path.open("w", newline="") as file:
-        csv.writer(file).writerows(rows)
-
-
-def _write_dicts(path: Path, rows: Sequence[dict[str, object]]) -> None:
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _write(line: str) -> None:

@@ -120,17 +120,25 @@ def load_images(paths: Sequence[str | Path]) -> dict[str, Image]:
         FileNotFoundError: a path that does not exist.
         ValueError: a file that is not a readable image, or a folder without images.
     """
+    images: dict[str, Image] = {}
+    for file in image_files(paths):
+        images[unique_name(file.stem, images)] = read_image(file)
+    return images
+
+
+def read_image(path: str | Path) -> Image:
+    """Decode one image file into an RGB PIL image.
+
+    Raises:
+        ValueError: a file that is not a readable image, naming the file.
+    """
     from PIL import Image, UnidentifiedImageError
 
-    images: dict[str, Image.Image] = {}
-    for file in image_files(paths):
-        try:
-            with Image.open(file) as opened:
-                image = opened.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"not a readable image: {file} ({error})") from error
-        images[unique_name(file.stem, images)] = image
-    return images
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"not a readable image: {path} ({error})") from error
 
 
 def resolve_images(arguments: Sequence[str | Path]) -> dict[str, Image]:

@@ -6,10 +6,12 @@ saved from scripts, tests and servers alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -104,29 +106,112 @@ def relative_performance_boxplot(ratios: Mapping[str, Mapping[str, Sequence[floa
     return figure
 
 
-def alpha_histogram(alphas: Tensor, bins: int = 60) -> Figure:
-    """Histograms of the non-zero Grad-CAM++ alphas (001 figures 3-4).
+class AlphaHistogram:
+    """Counts of non-zero Grad-CAM++ alphas in fixed bins, filled batch by batch.
+
+    The bins are :data:`BINS` equal steps of ``t = tanh(alpha - 1/2)`` over [-1, 1]: every real
+    alpha, outliers included, falls in one, finely near 1/2 where the alphas of a layer after a
+    ReLU lie, so histograms of runs, batches and processes add up exactly and memory stays flat.
+    Zeros (entries with ``g <= 0``, which do not reach the weights) are left out, as in
+    Lerma & Lucas, section 3.3. The exact minimum and maximum are kept beside the counts.
+    """
+
+    BINS = 2000
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(self.BINS, dtype=np.int64)
+        self.min = math.inf
+        self.max = -math.inf
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def add(self, alphas: Tensor) -> None:
+        """Count the non-zero entries of ``alphas`` (any shape, any device)."""
+        values = alphas.detach().flatten()
+        values = values[values != 0].double()
+        if values.numel() == 0:
+            return
+        t = torch.tanh(values - 0.5)
+        bins = ((t + 1) * (self.BINS / 2)).long().clamp_(0, self.BINS - 1)
+        self.counts += torch.bincount(bins, minlength=self.BINS).cpu().numpy()
+        self.min = min(self.min, float(values.min()))
+        self.max = max(self.max, float(values.max()))
+
+    def merge(self, other: AlphaHistogram) -> None:
+        self.counts += other.counts
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+
+    def to_json(self) -> dict[str, object]:
+        """The non-empty bins, for a JSON line."""
+        (bins,) = np.nonzero(self.counts)
+        return {
+            "bins": bins.tolist(),
+            "counts": self.counts[bins].tolist(),
+            "min": self.min,
+            "max": self.max,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> AlphaHistogram:
+        histogram = cls()
+        histogram.counts[np.asarray(data["bins"], dtype=np.int64)] = data["counts"]
+        histogram.min, histogram.max = float(data["min"]), float(data["max"])  # type: ignore[arg-type]
+        return histogram
+
+    def t_edges(self) -> np.ndarray:
+        """Bin edges in ``t = tanh(alpha - 1/2)``."""
+        return np.linspace(-1.0, 1.0, self.BINS + 1)
+
+    def median(self) -> float:
+        """The median alpha, to within one bin (the centre of the bin holding it)."""
+        if self.total == 0:
+            return math.nan
+        middle = int(np.searchsorted(np.cumsum(self.counts), self.total / 2))
+        centre = (self.t_edges()[middle] + self.t_edges()[middle + 1]) / 2
+        return float(np.clip(0.5 + np.arctanh(centre), self.min, self.max))
+
+    def rebinned(self, edges: np.ndarray, in_t: bool) -> np.ndarray:
+        """Counts in coarser ``edges`` (of ``t``, or of alpha), each fine bin by its centre."""
+        t = self.t_edges()
+        centres = (t[:-1] + t[1:]) / 2
+        if not in_t:
+            with np.errstate(divide="ignore"):
+                centres = np.clip(0.5 + np.arctanh(centres), self.min, self.max)
+        where = np.clip(np.searchsorted(edges, centres, side="right") - 1, 0, len(edges) - 2)
+        return np.bincount(where, weights=self.counts, minlength=len(edges) - 1)
+
+
+def alpha_histogram(alphas: Tensor | AlphaHistogram, bins: int = 60) -> Figure:
+    """Histograms of the non-zero Grad-CAM++ alphas (Lerma & Lucas, figures 3-4).
 
     Left: the alphas themselves; right: ``tanh(alpha - 1/2)``, which shows every value, outliers
-    included, in [-1, 1] as 001 figure 4 does.
+    included, in [-1, 1] as their figure 4 does.
 
     Args:
-        alphas: Alphas of any shape; zeros (entries with ``g <= 0``, which do not reach the
-            weights) are left out, as in 001 section 3.3.
+        alphas: Alphas of any shape (zeros are left out), or their :class:`AlphaHistogram`.
+        bins: Bins of each panel.
     """
-    values = alphas.detach().double().flatten()
-    values = values[values != 0].cpu().numpy()
-    if values.size == 0:
+    if isinstance(alphas, Tensor):
+        histogram = AlphaHistogram()
+        histogram.add(alphas)
+    else:
+        histogram = alphas
+    if histogram.total == 0:
         raise ValueError("no non-zero alphas to plot (no entry had a positive gradient)")
+    low, high = histogram.min, histogram.max
+    alpha_edges = (
+        np.linspace(low, high, bins + 1) if high > low else np.array([low - 0.5, low + 0.5])
+    )
+    t_edges = np.linspace(-1.0, 1.0, bins + 1)
     figure = _figure(10.0, 3.4)
     left, right = figure.subplots(1, 2)
-    left.hist(values, bins=bins, color="tab:blue")
+    left.stairs(histogram.rebinned(alpha_edges, in_t=False), alpha_edges, fill=True)
     left.set_xlabel("alpha")
     left.set_ylabel("entries")
-    left.set_title(f"non-zero Grad-CAM++ alphas: {values.size} entries")
-    right.hist(np.tanh(values - 0.5), bins=bins, range=(-1, 1), color="tab:orange")
+    left.set_title(f"non-zero Grad-CAM++ alphas: {histogram.total} entries")
+    right.stairs(histogram.rebinned(t_edges, in_t=True), t_edges, fill=True, color="tab:orange")
     right.set_xlabel("tanh(alpha - 0.5)")
-    right.set_title(
-        f"range [{values.min():.4g}, {values.max():.4g}], median {np.median(values):.4g}"
-    )
+    right.set_title(f"range [{low:.4g}, {high:.4g}], median ≈ {histogram.median():.3g}")
     return figure

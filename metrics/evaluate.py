@@ -158,9 +158,12 @@ class EvaluationResult:
         kept = f"{len(self.index)} of {self.images_seen} images"
         if self.threshold is not None:
             kept += f" (score > {self.threshold})"
-        parts = [f"{kept}, scores: {scores}", _table(self.summary())]
+        parts = [f"{kept}, scores: {scores}", format_table(self.summary())]
         if len(self.methods) > 1:
-            parts += ["relative performance (001 tables 1-2)", _table(self.relative_performance())]
+            parts += [
+                "relative performance (001 tables 1-2)",
+                format_table(self.relative_performance()),
+            ]
         return "\n\n".join(parts)
 
     def __str__(self) -> str:
@@ -252,7 +255,7 @@ class BatchScorer:
         passed = layer_pass(self.model_forward, self.layer, x)
         y = target_scores(passed.outputs, labels, self.softmax)
         kept = keep_mask(y.value, self.threshold)
-        o, log_o, dead_zone = (_per_method(self.maps_from, self.names) for _ in range(3))
+        o, log_o, dead_zone = (_per_method(self.maps_from, self.names, x.device) for _ in range(3))
         scores = BatchScores(index, y.target, y.value, y.log, kept, o, log_o, dead_zone)
         if self.unseen is None:
             scores.dead_zone = None
@@ -369,9 +372,10 @@ def evaluate_methods(
     )
 
 
-def _per_method(maps_from: Sequence[str], names: Sequence[str]) -> PerMethod:
-    """Empty slots, filled in as the methods are scored."""
-    return {source: dict.fromkeys(names) for source in maps_from}  # type: ignore[misc]
+def _per_method(maps_from: Sequence[str], names: Sequence[str], device: torch.device) -> PerMethod:
+    """No values yet (what a batch without an image above the threshold keeps)."""
+    empty = torch.empty(0, dtype=torch.float64, device=device)
+    return {source: dict.fromkeys(names, empty) for source in maps_from}
 
 
 def _map_nested(nested: PerMethod, func: Callable[[Tensor], Tensor]) -> PerMethod:
@@ -484,9 +488,14 @@ def _shard(
     return loader_batches(), total
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def format_table(rows: Sequence[Mapping[str, Any]], markdown: bool = False) -> str:
+    """Rows (dicts with the same keys) as an aligned text table, or a Markdown table; floats
+    with 4 significant digits."""
     columns = list(rows[0]) if rows else []
     cells = [[_cell(row[c]) for c in columns] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
     widths = [max(len(c), *(len(r[k]) for r in cells)) for k, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
@@ -497,4 +506,11 @@ def _cell(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["BatchScorer", "BatchScores", "EvaluationResult", "LayerCallback", "evaluate_methods"]
+__all__ = [
+    "BatchScorer",
+    "BatchScores",
+    "EvaluationResult",
+    "LayerCallback",
+    "evaluate_methods",
+    "format_table",
+]

@@ -1,0 +1,232 @@
+"""The images of ``camplus compare``, listed up front and decoded lazily by DataLoader workers.
+
+Three kinds of data:
+
+- a folder of class folders (``imagenet/val/n01440764/*.JPEG``): each folder is a class, named
+  by an ImageNet synset id, a class index or a class name of the model (``_`` for spaces), and
+  its images are labelled with that class;
+- image files and flat folders of images, or bundled photographs by name: no labels;
+- nothing: the bundled photographs.
+
+>>> listing = find_images(["imagenet/val"], classifier)    # ImageNet-style class folders
+>>> listing.entries[0]                                     # ImageEntry(name, path, label)
+>>> dataset = ImageDataset(listing.entries, classifier.transform)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .images import IMAGE_SUFFIXES, SAMPLE_IMAGES, image_files, read_image, unique_name
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from .zoo import Classifier
+
+_SYNSET = re.compile(r"n\d{8}")
+
+
+class ImageEntry(NamedTuple):
+    """One image of the data: its unique name, where it is, and its true class if labelled."""
+
+    name: str  #: shown in the tables: a file stem, ``class/file`` or a bundled name
+    path: str | None  #: the file; None for a bundled photograph (``name`` is its key)
+    label: int | None  #: the true class, from its class folder
+
+
+@dataclass
+class Listing:
+    """What :func:`find_images` found."""
+
+    kind: str  #: "class folders", "images" or "bundled photographs"
+    entries: list[ImageEntry]
+    root: Path | None = None  #: the class-folder data set's folder
+    classes: dict[str, int] = field(default_factory=dict)  #: class folder -> class index
+    unmatched: dict[str, str] = field(default_factory=dict)  #: skipped folder -> why
+
+    @property
+    def labelled(self) -> bool:
+        return self.kind == "class folders"
+
+
+def find_images(
+    arguments: Sequence[str | Path], classifier: Classifier, skip_unmatched: bool = False
+) -> Listing:
+    """List the images named on the command line (nothing is decoded here).
+
+    One folder whose sub-folders hold the images is a class-folder data set; files, flat
+    folders and bundled names are unlabelled images; no argument means the bundled photographs.
+
+    Raises:
+        ValueError: class folders that match no class of the model (unless ``skip_unmatched``,
+            and always if none matches), a folder without images, a mix of a class-folder data
+            set with other arguments.
+        FileNotFoundError: a path that does not exist.
+    """
+    if not arguments:
+        names = list(SAMPLE_IMAGES)
+        return Listing("bundled photographs", [ImageEntry(n, None, None) for n in names])
+    folders = [Path(a) for a in arguments if Path(a).is_dir() and is_class_folder_set(Path(a))]
+    if folders:
+        if len(arguments) > 1:
+            raise ValueError(
+                f"{folders[0]} is a data set of class folders; give it alone, not with other "
+                "images or folders"
+            )
+        return _class_folders(folders[0], classifier, skip_unmatched)
+    entries: list[ImageEntry] = []
+    taken: set[str] = set()
+    for argument in arguments:
+        if not Path(argument).exists() and str(argument) in SAMPLE_IMAGES:
+            found = [(str(argument), None)]
+        else:
+            found = [(file.stem, str(file)) for file in image_files([argument])]
+        for name, path in found:
+            name = unique_name(name, taken)
+            taken.add(name)
+            entries.append(ImageEntry(name, path, None))
+    return Listing("images", entries)
+
+
+def is_class_folder_set(folder: Path) -> bool:
+    """A folder with sub-folders and no image files of its own."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    has_images = any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in entries)
+    return not has_images and any(p.is_dir() for p in entries)
+
+
+def folder_class(name: str, classifier: Classifier) -> int:
+    """The class a folder name stands for: an ImageNet synset id (for a 1000-class model), a
+    class index, or a class name (case-insensitive, ``_`` for spaces).
+
+    Raises:
+        ValueError: no class, or several, match.
+    """
+    if _SYNSET.fullmatch(name) and len(classifier.categories) == 1000:
+        synsets = imagenet_synsets()
+        if name not in synsets:
+            raise ValueError(f"{name} is not an ImageNet-1k synset id")
+        return synsets.index(name)
+    return classifier.class_index(name.replace("_", " "))
+
+
+def imagenet_synsets() -> list[str]:
+    """The 1000 ImageNet-1k synset ids in class-index order (shipped with timm, no download)."""
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo().label_names())
+
+
+def _class_folders(root: Path, classifier: Classifier, skip_unmatched: bool) -> Listing:
+    listing = Listing("class folders", [], root=root)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not files:
+            continue
+        try:
+            label = folder_class(folder.name, classifier)
+        except ValueError as error:
+            listing.unmatched[folder.name] = str(error)
+            continue
+        listing.classes[folder.name] = label
+        for file in files:
+            name = file.relative_to(root).with_suffix("").as_posix()
+            listing.entries.append(ImageEntry(name, str(file), label))
+    if listing.unmatched and (not skip_unmatched or not listing.classes):
+        shown = "; ".join(f"{n}: {why}" for n, why in list(listing.unmatched.items())[:5])
+        more = len(listing.unmatched) - 5
+        count = f"{len(listing.unmatched)} of {len(listing.unmatched) + len(listing.classes)}"
+        hint = (
+            "name class folders by ImageNet synset id, class index or class name"
+            if not listing.classes
+            else "pass --skip-unmatched to score the other folders"
+        )
+        raise ValueError(
+            f"{count} class folders of {root} match no class of {classifier.name} "
+            f"({shown}{f'; and {more} more' if more > 0 else ''}): {hint}"
+        )
+    if not listing.entries:
+        suffixes = ", ".join(IMAGE_SUFFIXES)
+        raise ValueError(f"the class folders of {root} hold no images ({suffixes})")
+    return listing
+
+
+def select(count: int, limit: int | None, seed: int) -> list[int]:
+    """Positions of a reproducible random subset of ``limit`` of ``count`` images, in order
+    (all of them without a limit)."""
+    if limit is None or limit >= count:
+        return list(range(count))
+    chosen = np.random.default_rng(seed).permutation(count)[:limit]
+    return sorted(int(i) for i in chosen)
+
+
+class Item(NamedTuple):
+    """One decoded image, or why it could not be decoded."""
+
+    position: int
+    image: Tensor | None
+    error: str | None
+
+
+class ImageDataset(Dataset):
+    """The entries, decoded and preprocessed on access (in DataLoader workers): a file that
+    cannot be read gives an :class:`Item` with the error instead of stopping the run."""
+
+    def __init__(self, entries: Sequence[ImageEntry], transform: Callable[[Image], Tensor]):
+        self.entries = list(entries)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, position: int) -> Item:
+        entry = self.entries[position]
+        try:
+            image = read_image(entry.path) if entry.path else SAMPLE_IMAGES[entry.name]()
+            return Item(position, self.transform(image), None)
+        except Exception as error:  # reported by path and counted, not hidden
+            return Item(position, None, f"{type(error).__name__}: {error}")
+
+
+class Batch(NamedTuple):
+    """A batch as the scorer takes it, and the images of it that could not be read."""
+
+    positions: Tensor  #: (K,) of the readable images
+    images: Tensor | None  #: (K, C, H, W), None if none was readable
+    failed: list[tuple[int, str]]  #: (position, error) of the unreadable ones
+
+
+def collate(items: Sequence[Item]) -> Batch:
+    """Stack the readable images of a batch; keep the errors of the others."""
+    good = [item for item in items if item.image is not None]
+    failed = [(item.position, str(item.error)) for item in items if item.image is None]
+    positions = torch.tensor([item.position for item in good], dtype=torch.long)
+    images = torch.stack([item.image for item in good]) if good else None  # type: ignore[misc]
+    return Batch(positions, images, failed)
+
+
+__all__ = [
+    "Batch",
+    "ImageDataset",
+    "ImageEntry",
+    "Item",
+    "Listing",
+    "collate",
+    "find_images",
+    "folder_class",
+    "imagenet_synsets",
+    "is_class_folder_set",
+    "select",
+]

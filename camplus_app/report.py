@@ -1,0 +1,127 @@
+"""``report.md`` of a ``camplus compare`` run: the settings, the tables and the figures on one page.
+
+The tables have the shape of Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with
+positive gradients" (arXiv:2205.10838), tables 1-2; the figures are their figure 6 (per-image
+relative performance) and figures 3-4 (Grad-CAM++ alphas).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from metrics.evaluate import format_table
+
+if TYPE_CHECKING:
+    from metrics import EvaluationResult
+
+    from .compare import CompareJob
+
+#: Unreadable images listed in the report itself (all are in unreadable.csv).
+SHOWN_UNREADABLE = 20
+
+
+def markdown_report(
+    job: CompareJob,
+    result: EvaluationResult,
+    summary: dict[str, Any],
+    figures: Sequence[str],
+    unreadable: Sequence[dict[str, Any]],
+) -> str:
+    """The report as Markdown; ``figures`` are the image files written beside it."""
+    settings, listing, clf = job.settings, job.listing, job.classifier
+    data = ", ".join(settings.data) if settings.data else "the bundled photographs"
+    if listing.labelled:
+        data += f" ({len(listing.classes)} class folders, {len(listing.entries)} images)"
+    explained = (
+        "the true class (from the class folder)"
+        if listing.labelled
+        else (
+            f"class {settings.target} ({clf.categories[settings.target]})"
+            if settings.target is not None
+            else "the predicted class"
+        )
+    )
+    selection = f"{len(job.entries)} of {len(listing.entries)}"
+    if settings.limit is not None and settings.limit < len(listing.entries):
+        selection += f" (--limit {settings.limit} --seed {settings.seed})"
+    rows = [
+        ("data", data),
+        ("model", f"{clf.name}, CAM layer `{clf.layer_name}`"),
+        ("methods", ", ".join(settings.methods)),
+        ("explained class", explained),
+        ("threshold", "none" if settings.threshold is None else f"softmax > {settings.threshold}"),
+        ("images", selection),
+        ("scored", f"{summary['scored']} (above the threshold)"),
+        ("below the threshold", str(summary["below threshold"])),
+        ("unreadable", str(summary["unreadable"])),
+        ("batch size", str(settings.batch_size)),
+        ("processes (last attempt)", str(summary["processes"])),
+    ]
+    if summary.get("images per second"):
+        rows.append(("images/s (last attempt)", f"{summary['images per second']:.3g}"))
+    lines = [
+        f"# camplus compare: {clf.name} on {data}",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *(f"| {key} | {value} |" for key, value in rows),
+        "",
+        "Each method's explanation map `E = L ⊙ I` (the heatmap, min-max normalised and",
+        "upsampled, times the image) is scored on the explained class: `Y` on the image, `O` on",
+        "`E`, both softmax probabilities. Maps come from the gradients of the logits",
+        "(pre-softmax) and of the softmax output (post-softmax), as in Lerma & Lucas (2022),",
+        "section 4.",
+        "",
+        "## Scores",
+        "",
+        "Average drop (lower is better), increase in confidence and win percentage (higher is",
+        "better), in %.",
+        "",
+        format_table(result.summary(), markdown=True),
+    ]
+    if len(result.methods) > 1:
+        lines += [
+            "",
+            "## Relative performance (Lerma & Lucas, tables 1-2)",
+            "",
+            "The geometric mean over the images of `O'/O` for each pair, and the mean and",
+            "standard deviation of `log(O'/O)`.",
+            "",
+            format_table(result.relative_performance(), markdown=True),
+        ]
+    if "relative_performance.png" in figures:
+        lines += [
+            "",
+            "## Per image (Lerma & Lucas, figure 6)",
+            "",
+            "![Per-image relative performance of each pair of methods](relative_performance.png)",
+        ]
+    if "alphas.png" in figures:
+        lines += [
+            "",
+            "## Grad-CAM++ alphas (Lerma & Lucas, figures 3-4)",
+            "",
+            "The non-zero alphas of the pre-softmax maps of the scored images.",
+            "",
+            "![Histogram of the Grad-CAM++ alphas](alphas.png)",
+        ]
+    if listing.unmatched:
+        lines += ["", "## Class folders left out (--skip-unmatched)", ""]
+        lines += [f"- `{name}`: {why}" for name, why in listing.unmatched.items()]
+    if unreadable:
+        lines += ["", f"## Unreadable images ({len(unreadable)}, all in unreadable.csv)", ""]
+        lines += [f"- `{row['image']}`: {row['error']}" for row in unreadable[:SHOWN_UNREADABLE]]
+        if len(unreadable) > SHOWN_UNREADABLE:
+            lines.append(f"- and {len(unreadable) - SHOWN_UNREADABLE} more")
+    lines += [
+        "",
+        "Files: `scores.csv`, `relative_performance.csv`, `images.csv` (per image, method and",
+        "kind of map), `dataset.csv` (the images scored, by position), `manifest.json` (the",
+        "settings), `parts/` (the raw per-batch results).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["markdown_report"]
