@@ -23,11 +23,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_camplus import METHODS
-from captum_camplus.multi import MethodFactory
-from metrics import functional
-from metrics.explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
-from metrics.explanation import (
+from captum_camplus import METHODS, MethodFactory, method_name
+
+from . import functional
+from .explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
+from .explanation import (
     Preprocess,
     Scores,
     cam_dead_zone_mass,
@@ -220,7 +220,8 @@ def evaluate_methods(
             continue
         store.add_images(index, y)
         for source in maps_from:
-            cams = compute_cams(model, layer, x, y.target, methods or names, source, preprocess)
+            factories = methods if isinstance(methods, Mapping) else names
+            cams = compute_cams(model, layer, x, y.target, factories, source, preprocess)
             for name, cam in cams.items():
                 o = class_scores(forward, explanation_maps(cam, x), y.target, softmax)
                 dead_zone = None if unseen is None else cam_dead_zone_mass(cam, unseen, "none")
@@ -318,7 +319,7 @@ def _method_names(methods: Sequence[str] | Mapping[str, MethodFactory] | None) -
         return list(METHODS)
     if isinstance(methods, str):
         raise TypeError("methods must be a list of names or a mapping, not a single string")
-    names = list(methods.keys() if isinstance(methods, Mapping) else methods)
+    names = list(methods) if isinstance(methods, Mapping) else [method_name(m) for m in methods]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"methods must be distinct and non-empty, got {names}")
     return names

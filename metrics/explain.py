@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import LayerCams, upsample_and_normalize
-from captum_camplus.multi import MethodFactory
-from metrics.explanation import Preprocess, as_target, model_device, model_forward
+from captum_camplus import LayerCams, MethodFactory, method_name, upsample_and_normalize
+
+from .explanation import Preprocess, as_target, model_device, model_forward
 
 #: Which score the CAM gradients are taken of (the two columns of 001 tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
@@ -89,7 +89,8 @@ def cam_explain(
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
     x = x.to(on) if x.is_floating_point() else x.to(on, torch.float32)
     target = as_target(targets, x.shape[0], device=on)
-    maps = compute_cams(model, layer, x, target, [method], maps_from, preprocess)[method]
+    name = method_name(method)
+    maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess)[name]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
 
 

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import LayerCam, spatial_sum
+from captum_camplus.base import CamAttribution, spatial_sum
+from captum_camplus.registry import register_method
 
 AlphaForm = Literal["simplified", "paper", "constant"]
 Stabilizer = Literal["clamp", "zero", "none"]
@@ -61,7 +62,8 @@ class AlphaDiagnostics:
         return dict(zip(names, values, strict=True))
 
 
-class LayerGradCamPlusPlus(LayerCam):
+@register_method("Grad-CAM++", "gradcampp")
+class LayerGradCamPlusPlus(CamAttribution):
     r"""Grad-CAM++: channel weights are alpha-weighted positive gradients (001 eq. 4).
 
     .. math::
