@@ -33,15 +33,29 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .datasets import Batch, ImageDataset, ImageEntry, Listing, collate, find_images, select
-from .runs import PartWriter, RunFolder, RunFolderError, open_run, part_name, read_manifest
-from .runs import read_parts as read_part_records
+from camplus_app.datasets import (
+    Batch,
+    ImageDataset,
+    ImageEntry,
+    Listing,
+    collate,
+    find_images,
+    select,
+)
+from camplus_app.runs import (
+    PartWriter,
+    RunFolder,
+    RunFolderError,
+    open_run,
+    part_name,
+    read_manifest,
+)
+from camplus_app.runs import read_parts as read_part_records
 
 if TYPE_CHECKING:
+    from camplus_app.figures import AlphaHistogram
+    from camplus_app.zoo import Classifier
     from metrics import BatchScorer, EvaluationResult
-
-    from .figures import AlphaHistogram
-    from .zoo import Classifier
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED = 130
@@ -140,7 +154,7 @@ class Processes:
 
 def run_compare(args: argparse.Namespace) -> int:
     """``camplus compare`` from parsed arguments; returns the exit status."""
-    from .cli import PROG, USAGE_ERROR, UsageError
+    from camplus_app.cli import PROG, USAGE_ERROR, UsageError
 
     processes = Processes.from_environment()
     job: CompareJob | None = None
@@ -175,8 +189,8 @@ class CompareJob:
     @classmethod
     def prepare(cls, args: argparse.Namespace, processes: Processes) -> CompareJob:
         """Check the input and load everything, on every process; bad input raises UsageError."""
-        from . import zoo
-        from .cli import UsageError, _device, _methods, output_path
+        from camplus_app import zoo
+        from camplus_app.cli import UsageError, _device, _methods, output_path
 
         error = None
         try:
@@ -222,7 +236,7 @@ class CompareJob:
         return range(number * size, min((number + 1) * size, len(self.entries)))
 
     def run(self) -> int:
-        from .cli import UsageError
+        from camplus_app.cli import UsageError
 
         error = None
         if self.processes.rank == 0:
@@ -362,7 +376,7 @@ class CompareJob:
         )
 
     def resume_command(self) -> str:
-        from .cli import PROG
+        from camplus_app.cli import PROG
 
         words = [PROG, "compare", *self.settings.data, "-o", str(self.output), "--resume"]
         return " ".join(shlex.quote(w) for w in words)
@@ -371,7 +385,7 @@ class CompareJob:
 
     def _finish(self, scored_now: int, elapsed: float) -> int:
         """Merge the part files into the tables, figures and report."""
-        from .cli import PROG, USAGE_ERROR, _write
+        from camplus_app.cli import PROG, USAGE_ERROR, _write
 
         assert self.folder is not None
         records = {record["batch"]: record for record in _records(self.output, self.batches)}
@@ -413,7 +427,7 @@ class _AlphaCounter:
     figures 3-4), counted in an :class:`AlphaHistogram`."""
 
     def __init__(self, scorer: BatchScorer) -> None:
-        from .figures import AlphaHistogram
+        from camplus_app.figures import AlphaHistogram
 
         self.method = scorer.methods[GRAD_CAM_PP]
         self._new = AlphaHistogram
@@ -488,7 +502,7 @@ class Outputs:
         )
 
     def alphas(self) -> AlphaHistogram | None:
-        from .figures import AlphaHistogram
+        from camplus_app.figures import AlphaHistogram
 
         if GRAD_CAM_PP not in self.job.settings.methods:
             return None
@@ -499,8 +513,8 @@ class Outputs:
         return histogram
 
     def write(self, result: EvaluationResult, summary: dict[str, Any]) -> None:
-        from .figures import alpha_histogram, relative_performance_boxplot
-        from .report import markdown_report
+        from camplus_app.figures import alpha_histogram, relative_performance_boxplot
+        from camplus_app.report import markdown_report
 
         folder = self.job.folder
         assert folder is not None

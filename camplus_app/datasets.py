@@ -26,12 +26,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .images import IMAGE_SUFFIXES, SAMPLE_IMAGES, image_files, read_image, unique_name
+from camplus_app.images import IMAGE_SUFFIXES, SAMPLE_IMAGES, image_files, read_image, unique_name
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from .zoo import Classifier
+    from camplus_app.zoo import Classifier
 
 _SYNSET = re.compile(r"n\d{8}")
 

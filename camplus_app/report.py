@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 from metrics.evaluate import format_table
 
 if TYPE_CHECKING:
+    from camplus_app.compare import CompareJob
     from metrics import EvaluationResult
-
-    from .compare import CompareJob
 
 #: Unreadable images listed in the report itself (all are in unreadable.csv).
 SHOWN_UNREADABLE = 20

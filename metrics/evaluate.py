@@ -1,9 +1,9 @@
-"""Score several CAM methods on a data set with every metric: the evaluation of 001 section 4.
+"""Score several CAM methods on a data set with every metric (Lerma & Lucas, section 4).
 
 Per batch (:class:`BatchScorer`): one forward that gives ``Y`` and keeps the layer's output,
 one backward to the layer per kind of map (gradients of the logits and of the softmax, the two
-columns of 001 tables 1-2, both from that forward) that gives every method's map, and one
-forward per method and kind of map for the scores ``O`` of its explanation maps: per image,
+columns of Lerma & Lucas, tables 1-2, both from that forward) that gives every method's map, and
+one forward per method and kind of map for the scores ``O`` of its explanation maps: per image,
 1 forward, 2 backwards to the layer and 2M forwards for M methods. Under ``torch.distributed``
 each rank scores its shard and every rank gets all results.
 
@@ -12,6 +12,10 @@ each rank scores its shard and every rank gets all results.
 >>> result.summary()                  # the same as rows (dicts), e.g. for csv.DictWriter
 >>> scorer = BatchScorer(model, model.layer, threshold=0.5)   # one batch at a time, to stream
 >>> batch = scorer(x, labels, index)  # per-image Y, O, log O of every method
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_camplus import METHODS
-from captum_camplus.multi import MethodFactory
+from captum_camplus import METHODS, MethodFactory, method_name
 
 from . import functional
 from .explain import (
@@ -111,7 +114,7 @@ class EvaluationResult:
         return rows
 
     def relative_performance(self) -> list[dict[str, Any]]:
-        """001 tables 1-2: every later method vs every earlier one, per kind of map."""
+        """Lerma & Lucas, tables 1-2: every later method vs every earlier one, per kind of map."""
         rows = []
         for source in self.maps_from:
             log_o = self.log_o[source]
@@ -161,7 +164,7 @@ class EvaluationResult:
         parts = [f"{kept}, scores: {scores}", format_table(self.summary())]
         if len(self.methods) > 1:
             parts += [
-                "relative performance (001 tables 1-2)",
+                "relative performance (Lerma & Lucas, tables 1-2)",
                 format_table(self.relative_performance()),
             ]
         return "\n\n".join(parts)
@@ -232,7 +235,8 @@ class BatchScorer:
             )
         self.maps_from = list(maps_from)
         self.layer = resolve_layer(model, layer)
-        self.methods = method_instances(model, self.layer, methods or self.names)
+        factories = methods if isinstance(methods, Mapping) else self.names
+        self.methods = method_instances(model, self.layer, factories)
         self.device = model_device(model)
         self.model_forward = model_forward(model, preprocess)
         self.softmax = softmax
@@ -306,20 +310,20 @@ def evaluate_methods(
             ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
             ranks here; an iterable must already be this rank's shard (a DistributedSampler
             without padding, or a manual split).
-        methods: Names of :data:`captum_camplus.METHODS` (default: all four, in 001's order
+        methods: Names of :data:`captum_camplus.METHODS` (default: all four, in Lerma & Lucas' order
             plus HiResCAM) or a mapping name -> class/factory.
         labels: The class to explain per image for tensor ``data``; default the predicted one.
-        maps_from: Maps from gradients of the logits, of the softmax, or both (001 tables 1-2).
-        softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
-        threshold: Keep only images whose score ``Y`` exceeds it (001 uses 0.5 on softmax).
-        preprocess: If given, ``data`` holds images in [0, 1] and the model sees
+        maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas, tables
+        1-2). softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
+        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use 0.5 on
+        softmax). preprocess: If given, ``data`` holds images in [0, 1] and the model sees
             ``preprocess(x)``; ``E = L (.) I`` is taken on the image.
         unseen: Boolean ``(H, W)`` mask of a region the model cannot see, for the dead-zone mass.
         batch_size: For tensor ``data``.
         progress: Show a progress bar (on rank 0).
         on_layer: Called per batch and kind of map with ``(maps_from, index, A, g)`` of the
-            images that passed the threshold, e.g. to collect the Grad-CAM++ alphas of 001
-            figures 3-4 with :meth:`captum_camplus.LayerGradCamPlusPlus.alphas`.
+            images that passed the threshold, e.g. to collect the Grad-CAM++ alphas of Lerma &
+            Lucas, figures 3-4 with :meth:`captum_camplus.LayerGradCamPlusPlus.alphas`.
 
     Raises:
         ValueError: if no image passes the threshold, and for bad arguments.
@@ -441,7 +445,7 @@ def _method_names(methods: Sequence[str] | Mapping[str, MethodFactory] | None) -
         return list(METHODS)
     if isinstance(methods, str):
         raise TypeError("methods must be a list of names or a mapping, not a single string")
-    names = list(methods.keys() if isinstance(methods, Mapping) else methods)
+    names = list(methods) if isinstance(methods, Mapping) else [method_name(m) for m in methods]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"methods must be distinct and non-empty, got {names}")
     return names

@@ -3,6 +3,12 @@
 ``quantus.explain`` only knows a fixed list of Captum methods; :func:`cam_explain` has the
 signature Quantus expects of a custom explain function, so Grad-CAM, Grad-CAM+, Grad-CAM++ and
 HiResCAM can be scored by any Quantus metric and inside ``quantus.evaluate``.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -14,13 +20,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import LayerCams, upsample_and_normalize
-from captum_camplus.base import LayerCam, check_attribution_inputs
-from captum_camplus.multi import MethodFactory
+from captum_camplus import (
+    CamAttribution,
+    LayerCams,
+    MethodFactory,
+    method_name,
+    upsample_and_normalize,
+)
+from captum_camplus.base import check_attribution_inputs
 
 from .explanation import Preprocess, as_target, check_scores, model_device, model_forward
 
-#: Which score the CAM gradients are taken of (the two columns of 001 tables 1-2).
+#: Which score the CAM gradients are taken of (the two columns of Lerma & Lucas, tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
 MAPS_FROM: tuple[MapsFrom, ...] = ("pre-softmax", "post-softmax")
 
@@ -101,15 +112,16 @@ def method_instances(
     model: nn.Module,
     layer: nn.Module,
     methods: Iterable[str] | Mapping[str, MethodFactory] | None = None,
-) -> dict[str, LayerCam]:
+) -> dict[str, CamAttribution]:
     """The CAM methods by name, as :class:`captum_camplus.LayerCams` builds them."""
     return LayerCams(model, layer, methods=methods).methods
 
 
 def cam_maps(
-    methods: Mapping[str, LayerCam], activation: Tensor, gradient: Tensor
+    methods: Mapping[str, CamAttribution], activation: Tensor, gradient: Tensor
 ) -> dict[str, Tensor]:
-    """Each method's ReLU'd CAM (001 eq. 2, 003 def. 6) from the layer's ``A`` and ``g``."""
+    """Each method's ReLU'd CAM (Lerma & Lucas, eq. 2; Taimeskhanov et al.,
+    definition 6) from the layer's ``A`` and ``g``."""
     activation, gradient = activation.detach(), gradient.detach()
     return {
         name: method.map_from_layer(activation, gradient, relu_attributions=True)
@@ -126,7 +138,7 @@ def compute_cams(
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
 ) -> dict[str, Tensor]:
-    """Every method's ReLU'd CAM (001 eq. 2, 003 def. 6) from one forward and backward pass.
+    """Every method's ReLU'd CAM (Lerma & Lucas, eq. 2) from one forward and backward pass.
 
     Args:
         model, layer: The classifier and its layer (a module or its name in the model).
@@ -179,7 +191,8 @@ def cam_explain(
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
     x = x.to(on) if x.is_floating_point() else x.to(on, torch.float32)
     target = as_target(targets, x.shape[0], device=on)
-    maps = compute_cams(model, layer, x, target, [method], maps_from, preprocess)[method]
+    name = method_name(method)
+    maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess)[name]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
 
 

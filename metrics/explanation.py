@@ -5,6 +5,12 @@ Everything runs on the model's device. Two ways to say what ``I`` is:
 - by default ``I`` is the model input as given (what Quantus passes), so ``E = L (.) x``;
 - with ``preprocess``, ``I`` is an image in [0, 1] and the model sees ``preprocess(I)`` and
   ``preprocess(E)``, as in the papers, where ``E = L (.) I`` is defined on the image.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -66,7 +72,7 @@ def check_image(images: Tensor) -> None:
 
 
 def explanation_maps(maps: Tensor, inputs: Tensor) -> Tensor:
-    """``E = L (.) I`` (001 eq. 15): each map min-max normalised to [0, 1] per image, upsampled
+    """``E = L (.) I`` (Lerma & Lucas, eq. 15): each map min-max normalised to [0, 1], upsampled
     to the inputs' size and multiplied into every channel.
 
     An all-zero map gives an all-zero ``E``; a NaN map raises ``ValueError``.
@@ -85,7 +91,7 @@ def explanation_maps(maps: Tensor, inputs: Tensor) -> Tensor:
 
 
 def cam_dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """Dead-zone mass (003 eq. 7) of maps at any resolution: each map is upsampled to the
+    """Dead-zone mass (Taimeskhanov et al., eq. 7) of maps at any resolution, each upsampled to the
     mask's size and min-max normalised first, like ``L`` in the explanation maps."""
     spatial = unseen.shape[-(maps.dim() - 2) :] if maps.dim() > 2 else unseen.shape
     return dead_zone_mass(upsample_and_normalize(maps, spatial), unseen, reduction)
@@ -159,7 +165,7 @@ def as_target(
 
 
 def keep_mask(y: Tensor, threshold: float | None) -> Tensor:
-    """Images whose score ``Y`` exceeds ``threshold`` (001 keeps softmax > 0.5); all if None."""
+    """Images whose score ``Y`` exceeds ``threshold`` (Lerma & Lucas keep > 0.5); all if None."""
     if threshold is None:
         return torch.ones_like(y, dtype=torch.bool)
     return y > threshold

@@ -1,7 +1,8 @@
 """The ``camplus`` command: explain images with every CAM method, and compare the methods.
 
     camplus explain [IMAGE ...]    overlay figures, one per image
-    camplus compare [DATA ...]     001 section 4 experiment: tables, CSV files, figures, report
+    camplus compare [DATA ...]     the experiment of Lerma & Lucas, section 4: tables, CSV
+                                   files, figures and a report
 
 An IMAGE is a file, a folder of images, or the name of a bundled photograph (``chelsea``...);
 without one, the bundled photographs are used. ``compare`` also takes a folder of class folders
@@ -10,6 +11,10 @@ file that is not an image, an unknown method, layer, class or model) ends with a
 and exit status 2, before anything is written. Each run writes into a folder of its own
 (:mod:`camplus_app.runs`): a folder that holds another run or other files is refused unless
 ``--overwrite`` (or, for ``compare``, ``--resume``) says what to do with it.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -26,15 +31,14 @@ from typing import TYPE_CHECKING, NoReturn
 import torch
 from torch import Tensor
 
+from camplus_app.runs import RunFolder, RunFolderError, open_run
+from captum_camplus import METHODS, LayerCams, method_name
 from captum_camplus.maps import upsample_and_normalize
-from captum_camplus.multi import METHODS, LayerCams, method_class
-
-from .runs import RunFolder, RunFolderError, open_run
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from .zoo import Classifier
+    from camplus_app.zoo import Classifier
 
 PROG = "camplus"
 #: Exit status for bad input (as argparse uses).
@@ -77,17 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare = commands.add_parser(
         "compare",
-        help="compare the methods as Lerma & Lucas do (001 section 4)",
+        help="compare the methods as Lerma & Lucas do (section 4)",
         description="Relative performance of each pair of methods with pre- and post-softmax "
-        "explanation maps (001 tables 1-2), average drop, increase in confidence and win %, "
-        "a boxplot of per-image relative performance (001 figure 6) and a histogram of the "
-        "Grad-CAM++ alphas (001 figures 3-4).",
+        "explanation maps (Lerma & Lucas, tables 1-2), average drop, increase in confidence and "
+        "win %, a boxplot of per-image relative performance (Lerma & Lucas, figure 6) and a "
+        "histogram of the Grad-CAM++ alphas (Lerma & Lucas, figures 3-4).",
     )
     compare.add_argument(
         "--threshold",
         type=_probability,
-        help="score only images whose explained class has a softmax above this (001 uses 0.5 "
-        "with the true class; default: every image)",
+        help="score only images whose explained class has a softmax above this (Lerma & Lucas "
+        "use 0.5 with the true class; default: every image)",
     )
     compare.add_argument(
         "--limit", type=_positive_int, help="score a random subset of this many images"
@@ -173,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "compare":
-            from .compare import run_compare
+            from camplus_app.compare import run_compare
 
             return run_compare(args)
         job = prepare(args)
@@ -195,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def prepare(args: argparse.Namespace) -> Job:
     """Check and load everything the command needs; bad input raises :class:`UsageError`."""
-    from . import zoo
-    from .images import resolve_images
+    from camplus_app import zoo
+    from camplus_app.images import resolve_images
 
     try:
         methods = _methods(args.methods)
@@ -223,7 +227,7 @@ def prepare(args: argparse.Namespace) -> Job:
 
 def run_explain(job: Job, run: RunFolder) -> None:
     """Write ``<image>.png``: the image and each method's heatmap, titled with the class."""
-    from .figures import overlay_figure
+    from camplus_app.figures import overlay_figure
 
     clf = job.classifier
     cams = LayerCams(clf.model, clf.layer, job.methods)
@@ -279,8 +283,7 @@ def _methods(text: str | None) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise UsageError("--methods is empty: give at least one method")
-    by_class = {cls: name for name, cls in METHODS.items()}
-    chosen = [by_class[method_class(name)] for name in names]  # ValueError names the bad one
+    chosen = [method_name(name) for name in names]  # ValueError names the bad one
     return list(dict.fromkeys(chosen))
 
 

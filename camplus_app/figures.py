@@ -2,6 +2,10 @@
 
 Each function returns a matplotlib ``Figure`` drawn without a display (Agg canvas), so it can be
 saved from scripts, tests and servers alike.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def overlay_figure(
 
 
 def relative_performance_boxplot(ratios: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
-    """Boxplots of per-image relative performance ``O'_i / O_i`` (001 figure 6), log scale, with
+    """Boxplots of per-image relative performance ``O'_i / O_i`` (Lerma & Lucas, fig. 6), log scale,
     each image drawn as a dot.
 
     Args:
