@@ -53,7 +53,7 @@ def test_explain_writes_a_figure_per_image(tmp_path, monkeypatch) -> None:
     out = tmp_path / "out"
     argv = ["explain", "coffee", "chelsea", "--output", str(out), "--quiet"]
     assert cli.main([*argv, "--methods", "gradcam, Grad-CAM++", "--batch-size", "1"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["chelsea.png", "coffee.png", "predictions.csv"]
+    assert _listing(out) == ["chelsea.png", "coffee.png", "manifest.json", "predictions.csv"]
     rows = {row["image"]: row for row in _rows(out / "predictions.csv")}
     assert rows["coffee"]["class_name"] == "espresso" and rows["coffee"]["class_index"] == "967"
     assert float(rows["coffee"]["probability"]) == pytest.approx(0.95, abs=0.01)
@@ -93,16 +93,55 @@ def test_explain_given_target_and_custom_model(tmp_path) -> None:
     assert (row["image"], row["class_index"], row["class_name"]) == ("blue", "3", "class 3")
 
 
-def test_output_into_existing_folder_replaces_only_its_own_files(tmp_path) -> None:
+def _listing(folder: Path) -> list[str]:
+    """The visible files of an output folder (the run's lock file is hidden)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_output_folder_is_never_mixed_with_another_run_or_other_files(tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
-    (out / "coffee.png").write_text("old")
-    assert cli.main(["explain", "coffee", "--methods", "hirescam", "-q", "--output", str(out)]) == 0
-    assert (out / "keep.txt").read_text() == "mine"
-    with Image.open(out / "coffee.png") as png:
-        assert png.format == "PNG"
-    assert not list(tmp_path.glob(".camplus-*"))
+    argv = ["explain", "coffee", "--methods", "hirescam", "-q", "--output", str(out)]
+    assert cli.main(argv) == 0
+    first = (out / "coffee.png").read_bytes()
+    # a rerun into the same folder is refused, and leaves the earlier run as it was
+    assert cli.main(["explain", "chelsea", *argv[2:]]) == 2
+    err = capsys.readouterr().err
+    assert "holds a complete camplus explain run: pass --overwrite" in err and err.count("\n") == 1
+    assert _listing(out) == ["coffee.png", "manifest.json", "predictions.csv"]
+    # --overwrite replaces the earlier run: no file of it is left beside the new ones
+    assert cli.main(["explain", "chelsea", *argv[2:], "--overwrite"]) == 0
+    assert _listing(out) == ["chelsea.png", "manifest.json", "predictions.csv"]
+    assert first  # written, then removed by the overwrite
+    # a file someone else put there is never touched, not even with --overwrite
+    (out / "notes.txt").write_text("mine")
+    assert cli.main([*argv, "--overwrite"]) == 2
+    assert "holds files camplus did not write (notes.txt)" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "chelsea.png").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "coffee.png").write_text("old")
+    assert cli.main(["explain", "coffee", "-q", "--output", str(other)]) == 2
+    assert (other / "coffee.png").read_text() == "old"
+    assert not list(tmp_path.glob(".camplus-*")) and not list(tmp_path.glob("*/.tmp-*"))
+
+
+def test_empty_output_never_means_the_current_folder(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "coffee.png").write_text("a file of the user's")
+    for command in ("explain", "compare"):
+        assert cli.main([command, "coffee", "-q", "--output", ""]) == 2
+        assert "--output is empty" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coffee.png"]
+
+
+def test_a_second_run_into_a_busy_folder_stops_at_once(tmp_path, capsys) -> None:
+    from camplus_app.runs import open_run
+
+    out = tmp_path / "out"
+    with open_run(out, "explain"):  # another run holds the folder
+        assert cli.main(["explain", "coffee", "-q", "--output", str(out)]) == 2
+    assert "is in use by another camplus run" in capsys.readouterr().err
+    assert cli.main(["explain", "coffee", "--methods", "hirescam", "-q", "-o", str(out)]) == 0
 
 
 def test_failure_during_run_leaves_no_output(tmp_path, monkeypatch) -> None:

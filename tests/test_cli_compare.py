@@ -35,7 +35,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def compared(tmp_path_factory) -> tuple[Path, torch.Tensor]:
+def compared(tmp_path_factory) -> tuple[Path, figures.AlphaHistogram]:
     """The output folder of one run, and the alphas its histogram was drawn from."""
     out = tmp_path_factory.mktemp("compare") / "out"
     drawn = []
@@ -47,7 +47,8 @@ def compared(tmp_path_factory) -> tuple[Path, torch.Tensor]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(figures, "alpha_histogram", spy)
-        assert cli.main(["compare", *IMAGES, "--batch-size", "2", "-q", "-o", str(out)]) == 0
+        argv = ["compare", *IMAGES, "--batch-size", "2", "--workers", "0", "-q", "-o", str(out)]
+        assert cli.main(argv) == 0
     (alphas,) = drawn
     return out, alphas
 
@@ -89,16 +90,23 @@ def _reference(post_softmax: bool) -> tuple[dict[str, torch.Tensor], torch.Tenso
     return scores, alpha
 
 
-def test_compare_writes_tables_and_figures(compared: tuple[Path, torch.Tensor]) -> None:
+def test_compare_writes_tables_and_figures(compared) -> None:
     compared, _ = compared
-    names = sorted(p.name for p in compared.iterdir())
+    names = sorted(p.name for p in compared.iterdir() if not p.name.startswith("."))
     assert names == [
         "alphas.png",
+        "dataset.csv",
         "images.csv",
+        "manifest.json",
+        "parts",
         "relative_performance.csv",
         "relative_performance.png",
+        "report.md",
         "scores.csv",
     ]
+    report = (compared / "report.md").read_text()
+    assert "![Histogram of the Grad-CAM++ alphas](alphas.png)" in report
+    assert "| pre-softmax | Grad-CAM++ vs Grad-CAM+ |" in report
     scores = _rows(compared / "scores.csv")
     assert [(r["maps"], r["method"]) for r in scores] == [
         (maps, m) for maps in ("pre-softmax", "post-softmax") for m in METHODS
@@ -138,28 +146,31 @@ def test_compare_matches_independent_computation(
         assert float(row["log mean"]) == pytest.approx(mean, abs=1e-4)
 
 
-def test_compare_histogram_shows_the_pre_softmax_alphas(
-    compared: tuple[Path, torch.Tensor],
-) -> None:
+def test_compare_histogram_shows_the_pre_softmax_alphas(compared) -> None:
     _, drawn = compared
     _, expected = _reference(post_softmax=False)  # Lerma & Lucas, figures 3-4: alphas of the logit
-    torch.testing.assert_close(drawn.double(), expected.flatten(), rtol=1e-4, atol=1e-6)
-    assert int((drawn != 0).sum()) == int((expected != 0).sum())
+    reference = figures.AlphaHistogram()
+    reference.add(expected)
+    assert drawn.total == reference.total == int((expected != 0).sum())
+    # float32 alphas against float64 ones: an entry may sit on the other side of a bin edge
+    assert int(abs(drawn.counts - reference.counts).sum()) <= 1e-3 * reference.total
+    assert drawn.min == pytest.approx(reference.min, rel=1e-5)
+    assert drawn.max == pytest.approx(reference.max, rel=1e-5)
+    assert drawn.min > 0 and drawn.max <= 0.5  # a layer after ReLU6: alphas in (0, 1/2]
 
 
-def test_compare_alpha_recorder_keeps_pre_softmax_alphas() -> None:
-    clf = zoo.efficientnet_lite0()
-    x = clf.preprocess(list(sample_images(["coffee"]).values()))
-    recorder = cli._AlphaRecorder(clf.model)
-    pre = recorder(clf.model, clf.layer)
-    post = recorder(lambda inputs: clf.model(inputs).softmax(dim=1), clf.layer)
-    pre.attribute(x, target=967)
-    post.attribute(x, target=967)
-    alphas = recorder.pre_softmax()
-    torch.testing.assert_close(alphas, pre.last_diagnostics.alphas.flatten())
-    assert not torch.equal(alphas, post.last_diagnostics.alphas.flatten())
-    nonzero = alphas[alphas != 0]
-    assert float(nonzero.max()) <= 0.5 and float(nonzero.min()) > 0  # post-ReLU6 layer: (0, 1/2]
+def test_alpha_histogram_counts_every_alpha_once() -> None:
+    alphas = torch.tensor([0.0, 0.5, 0.25, -3.0, 1e6, 0.5, 0.4999])
+    histogram = figures.AlphaHistogram()
+    histogram.add(alphas[:4])
+    histogram.add(alphas[4:])
+    merged = figures.AlphaHistogram.from_json(histogram.to_json())
+    assert merged.total == 6 and (merged.min, merged.max) == (-3.0, 1e6)
+    t = torch.tanh(alphas[alphas != 0].double() - 0.5)
+    bins = ((t + 1) * figures.AlphaHistogram.BINS / 2).long().clamp(max=1999)
+    assert merged.counts.nonzero()[0].tolist() == sorted(set(bins.tolist()))
+    assert merged.median() == pytest.approx(0.5, abs=1e-3)
+    figures.alpha_histogram(merged)  # draws outliers too
 
 
 def test_compare_threshold(tmp_path) -> None:
@@ -178,8 +189,9 @@ def test_compare_threshold_nobody_passes(tmp_path, capsys) -> None:
     assert cli.main([*argv, "--threshold", "0.9"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("camplus: error: no image has a score") and err.count("\n") == 1
-    assert not out.exists()
-    assert not list(tmp_path.glob(".camplus-*"))
+    # the run is complete (the image was scored: below the threshold), with no tables
+    assert not (out / "scores.csv").exists()
+    assert '"state": "complete"' in (out / "manifest.json").read_text()
     assert cli.main(["compare", "--threshold", "1.5"]) == 2
     assert "must be in [0, 1)" in capsys.readouterr().err
 
@@ -187,7 +199,15 @@ def test_compare_threshold_nobody_passes(tmp_path, capsys) -> None:
 def test_compare_one_method_has_no_pairs(tmp_path) -> None:
     out = tmp_path / "out"
     assert cli.main(["compare", "coffee", "--methods", "hirescam", "-q", "-o", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["images.csv", "scores.csv"]
+    visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert visible == [
+        "dataset.csv",
+        "images.csv",
+        "manifest.json",
+        "parts",
+        "report.md",
+        "scores.csv",
+    ]
     rows = _rows(out / "scores.csv")
     assert [r["method"] for r in rows] == ["HiResCAM", "HiResCAM"]
     assert all(math.isnan(float(r["win percentage"])) for r in rows)
