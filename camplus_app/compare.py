@@ -132,13 +132,17 @@ class Processes:
             dist.destroy_process_group()
             self.started = False
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's ``value``, in rank order, on every process."""
+        if self.world == 1:
+            return [value]
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
     def agree(self, error: str | None) -> str | None:
         """Every process's error, shared: the first one, or None if all went well."""
-        if self.world == 1:
-            return error
-        errors: list[str | None] = [None] * self.world
-        dist.all_gather_object(errors, error)
-        return next((e for e in errors if e is not None), None)
+        return next((e for e in self.gather(error) if e is not None), None)
 
     def share(self, value: Any) -> Any:
         """Rank 0's ``value`` on every process."""
@@ -255,8 +259,8 @@ class CompareJob:
                 print(f"\n{self._interrupted_message()}", file=sys.stderr)
             self.processes.started = False  # the others are stopping too: no goodbye collective
             return INTERRUPTED
+        scored = sum(self.processes.gather(scored))  # waits for every shard
         elapsed = time.perf_counter() - started
-        self.processes.agree(None)  # wait for every shard
         if self.processes.rank != 0:
             return 0
         return self._finish(scored, elapsed)

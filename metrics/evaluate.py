@@ -270,9 +270,15 @@ class BatchScorer:
         kept_index = index if everything else index[kept.to(index.device)]
         target = y.target[kept]
         activation = passed.activation.detach()[kept]
-        for number, source in enumerate(self.maps_from):
-            last = number == len(self.maps_from) - 1
-            gradient = layer_gradient(passed, y.target, source, retain_graph=not last)[kept]
+        last = len(self.maps_from) - 1
+        gradients = {
+            source: layer_gradient(passed, y.target, source, retain_graph=number < last)[kept]
+            for number, source in enumerate(self.maps_from)
+        }
+        # free the forward's graph before the explanation forwards: measured on a CPU, they run
+        # about twice as slow while it is alive (and it is the largest memory of the batch)
+        del passed
+        for source, gradient in gradients.items():
             if self.on_layer is not None:
                 self.on_layer(source, kept_index, activation, gradient)
             for name, cam in cam_maps(self.methods, activation, gradient).items():

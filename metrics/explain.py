@@ -44,12 +44,15 @@ class LayerPass(NamedTuple):
 
 
 def layer_pass(forward: Callable[[Tensor], Tensor], layer: nn.Module, inputs: Tensor) -> LayerPass:
-    """Run ``forward(inputs)`` once with gradients on, keeping the layer's output.
+    """Run ``forward(inputs)`` once, keeping the layer's output ``A`` in a graph of what follows.
 
     The scores give ``Y`` and every gradient to the layer (:func:`layer_gradient`), so the
-    CAMs and the scores of the images come from one pass. As in Captum, the network continues
-    with a copy of ``A`` (in-place operations after the layer cannot change it), and a layer
-    called several times is read at its last call.
+    CAMs and the scores of the images come from one pass. ``dS/dA`` needs only the operations
+    after the layer, so only those are recorded: the forward runs without gradients up to the
+    layer, whose output becomes the leaf ``A`` of the graph of the rest (a pass costs little more
+    than an inference forward, and the activations before the layer are not kept). As in
+    Captum, the network continues with a copy of ``A`` (in-place operations after the layer
+    cannot change it), and a layer called several times is read at its last call.
 
     Raises:
         ValueError: non-finite input, a layer the forward never calls or that returns several
@@ -65,14 +68,14 @@ def layer_pass(forward: Callable[[Tensor], Tensor], layer: nn.Module, inputs: Te
                 f"the layer {type(module).__name__} returns {type(output).__name__}, not one "
                 "tensor: CAMs need a layer that returns one (N, C, *spatial) tensor"
             )
-        if not output.requires_grad:  # a frozen model: the gradient still reaches A
-            output.requires_grad_()
-        kept[:] = [output]
-        return output.clone()
+        activation = output.detach().requires_grad_()
+        kept[:] = [activation]
+        torch.set_grad_enabled(True)  # record from here on; the no_grad block below restores
+        return activation.clone()
 
     handle = layer.register_forward_hook(keep)
     try:
-        with torch.enable_grad():
+        with torch.no_grad():
             outputs = forward(inputs)
     finally:
         handle.remove()

@@ -232,19 +232,18 @@ def test_bad_arguments(setup) -> None:
 
 
 def _count_passes(model, layer):
-    """Images through the model's forward, and backwards reaching the layer's output."""
+    """Images through the model's forward, and backwards through its output to the layer (a
+    hook on the output tensor runs once per backward that starts there)."""
     counts = {"forward images": 0, "backwards": 0}
 
     def forward(module, args):
         counts["forward images"] += args[0].shape[0]
 
-    def layer_output(module, args, output):
-        if output.requires_grad:
-            output.register_hook(
-                lambda grad: counts.__setitem__("backwards", counts["backwards"] + 1)
-            )
+    def output(module, args, out):
+        if out.requires_grad:
+            out.register_hook(lambda grad: counts.__setitem__("backwards", counts["backwards"] + 1))
 
-    handles = [model.register_forward_pre_hook(forward), layer.register_forward_hook(layer_output)]
+    handles = [model.register_forward_pre_hook(forward), model.register_forward_hook(output)]
     return counts, handles
 
 
