@@ -328,18 +328,17 @@ def read_parts(folder: Path) -> Iterator[dict[str, Any]]:
     that is not JSON means the file was damaged and raises :class:`RunFolderError`.
     """
     for path in sorted((folder / PARTS).glob("*.jsonl")):
-        text = path.read_text(encoding="utf-8")
-        lines = text.split("\n")
-        complete, cut = lines[:-1], lines[-1]  # "" when the file ends with a newline
-        del cut  # an unfinished write: that batch is scored again
-        for number, line in enumerate(complete, start=1):
-            try:
-                yield json.loads(line)
-            except ValueError as error:
-                raise RunFolderError(
-                    f"{path}, line {number}, is damaged ({error}); move the folder aside and "
-                    "start a new run"
-                ) from error
+        with path.open(encoding="utf-8") as file:
+            for number, line in enumerate(file, start=1):
+                if not line.endswith("\n"):
+                    break  # a write cut off by a crash: that batch is scored again
+                try:
+                    yield json.loads(line)
+                except ValueError as error:
+                    raise RunFolderError(
+                        f"{path}, line {number}, is damaged ({error}); move the folder aside "
+                        "and start a new run"
+                    ) from error
 
 
 __all__ = [
