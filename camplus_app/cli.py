@@ -133,10 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
             default=None if resumable else ",".join(METHODS),
             help=f"comma-separated CAM methods (default: {','.join(METHODS)})",
         )
+        true_class = (
+            "the true class of a data set of class folders, otherwise " if resumable else ""
+        )
         sub.add_argument(
             "--target",
-            help="class index or name to explain (default: the true class of a data set of "
-            "class folders, otherwise the predicted class)",
+            help=f"class index or name to explain (default: {true_class}the predicted class)",
         )
         sub.add_argument(
             "--model",

@@ -169,6 +169,12 @@ def run_compare(args: argparse.Namespace) -> int:
         if processes.rank == 0:
             print(f"{PROG}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except KeyboardInterrupt:
+        if processes.rank == 0:
+            message = job.interrupted_message() if job is not None else "interrupted"
+            print(f"\n{message}", file=sys.stderr)
+        processes.started = False  # the others are stopping too: no goodbye collective
+        return INTERRUPTED
     finally:
         if job is not None:
             job.close()
@@ -252,14 +258,7 @@ class CompareJob:
             raise UsageError(error)
         self.attempt, self.plan = self.processes.share((self.attempt, self.plan))
         started = time.perf_counter()
-        try:
-            scored = self._score()
-        except KeyboardInterrupt:
-            if self.processes.rank == 0:
-                print(f"\n{self._interrupted_message()}", file=sys.stderr)
-            self.processes.started = False  # the others are stopping too: no goodbye collective
-            return INTERRUPTED
-        scored = sum(self.processes.gather(scored))  # waits for every shard
+        scored = sum(self.processes.gather(self._score()))  # waits for every shard
         elapsed = time.perf_counter() - started
         if self.processes.rank != 0:
             return 0
@@ -319,6 +318,7 @@ class CompareJob:
             batch_sampler=[list(self.batch_positions(b)) for b in mine],
             num_workers=self.args.workers,
             collate_fn=collate,
+            pin_memory=self.classifier.device.type == "cuda",
         )
         total = sum(len(self.batch_positions(b)) for b in mine)
         where = f" (process {self.processes.rank} of {self.processes.world})"
@@ -373,7 +373,10 @@ class CompareJob:
             return None
         return torch.tensor([self.entries[p].label for p in positions.tolist()], dtype=torch.long)
 
-    def _interrupted_message(self) -> str:
+    def interrupted_message(self) -> str:
+        """What an interrupted run tells the user: how to go on, once the folder is taken."""
+        if self.attempt == 0:
+            return "interrupted before anything was scored"
         return (
             f"interrupted: the batches scored so far are saved in {self.output}; to go on "
             f"with the rest, run:\n  {self.resume_command()}"

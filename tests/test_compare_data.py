@@ -104,6 +104,7 @@ def test_class_folders_explain_the_true_class_above_the_threshold(tmp_path, data
         )
     report = (kept / "report.md").read_text()
     assert f"softmax > {threshold}" in report and "the true class" in report
+    assert cli.main(_argv(dataset, tmp_path / "target", weights, "--target", "3")) == 2
 
 
 def test_folders_that_match_no_class_are_named(tmp_path, dataset, weights, capsys):
@@ -303,3 +304,45 @@ def test_two_gloo_processes_equal_one_process(tmp_path, big_dataset, weights, un
     assert parts == ["001-rank0.jsonl", "001-rank1.jsonl"]
     summary = json.loads((out / "manifest.json").read_text())["summary"]
     assert summary["processes"] == 2
+
+
+class _Stub:
+    """What the listing needs of a classifier: its name, class names and their lookup."""
+
+    name = "stub"
+    categories = [f"class {i}" for i in range(998)] + ["tench", "goldfish"]
+
+    def class_index(self, target: str) -> int:
+        if target.isdigit() and int(target) < len(self.categories):
+            return int(target)
+        if target in self.categories:
+            return self.categories.index(target)
+        raise ValueError(f"unknown class {target!r}")
+
+
+def test_listing_rules(tmp_path):
+    from camplus_app.datasets import find_images, folder_class, is_class_folder_set, select
+
+    stub = _Stub()
+    assert folder_class("n01440764", stub) == 0  # synset ids through timm's ImageNet info
+    assert folder_class("n01443537", stub) == 1
+    assert folder_class("998", stub) == 998 and folder_class("goldfish", stub) == 999
+    with pytest.raises(ValueError, match="not an ImageNet-1k synset id"):
+        folder_class("n00000000", stub)
+    assert select(10, None, 0) == list(range(10)) and select(10, 20, 0) == list(range(10))
+    assert select(10, 4, 7) == select(10, 4, 7) == sorted(select(10, 4, 7))
+    write_dataset(tmp_path / "set", 2, {"coffee": "tench"}, size=16)
+    assert is_class_folder_set(tmp_path / "set") and not is_class_folder_set(
+        tmp_path / "set" / "tench"
+    )
+    flat = find_images([str(tmp_path / "set" / "tench"), "coffee"], stub)
+    assert flat.kind == "images" and [e.label for e in flat.entries] == [None] * 3
+    assert [e.name for e in flat.entries][-1] == "coffee" and flat.entries[-1].path is None
+    with pytest.raises(ValueError, match="give it alone"):
+        find_images([str(tmp_path / "set"), "coffee"], stub)
+    (tmp_path / "set" / "loose.jpg").write_bytes(
+        (tmp_path / "set" / "tench" / "coffee_000000.jpg").read_bytes()
+    )
+    mixed = find_images([str(tmp_path / "set")], stub)  # images of its own: a flat folder
+    assert mixed.kind == "images" and [e.name for e in mixed.entries] == ["loose"]
+    assert find_images([], stub).kind == "bundled photographs"
