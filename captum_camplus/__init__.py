@@ -5,6 +5,13 @@
 """
 
 from captum_camplus.base import LayerCam
+from captum_camplus.layouts import (
+    ChannelsFirstLayout,
+    ChannelsLastLayout,
+    FunctionLayout,
+    Layout,
+    TokenLayout,
+)
 from captum_camplus.maps import normalize_maps, upsample_and_normalize
 from captum_camplus.methods import (
     AlphaDiagnostics,
@@ -20,12 +27,17 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "AlphaDiagnostics",
+    "ChannelsFirstLayout",
+    "ChannelsLastLayout",
+    "FunctionLayout",
+    "Layout",
     "LayerCam",
     "LayerCams",
     "LayerGradCam",
     "LayerGradCamPlus",
     "LayerGradCamPlusPlus",
     "LayerHiResCam",
+    "TokenLayout",
     "method_class",
     "normalize_maps",
     "upsample_and_normalize",

@@ -25,6 +25,8 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
+from captum_camplus.layouts import LayoutSpec, resolve_layout
+
 #: Dtypes whose CAM arithmetic is carried out in float32 (and returned in the original dtype).
 LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -39,10 +41,16 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
     Args:
         forward_func: The model, or any callable returning the scores to explain.
         layer: The layer whose activations are weighted, with output (or input, with
-            ``attribute_to_layer_input=True``) of shape ``(N, C, *spatial)``. As in Captum, a
+            ``attribute_to_layer_input=True``) of shape ``(N, C, *spatial)``, or another shape
+            that ``layout`` turns into it. As in Captum, a
             ``(N, C)`` output is accepted and treated as a single position; the helpers that need
             a spatial map (:func:`upsample_and_normalize`, the metrics) reject it.
         device_ids: Device ids for a model wrapped in ``DataParallel`` (as in Captum).
+        layout: How the layer tensor becomes ``(N, C, *grid)`` before the weighting rule, for
+            activations and gradients alike (:func:`~captum_camplus.layouts.resolve_layout`):
+            ``None`` (channels first), ``"tokens"`` (a ViT's tokens, prefix tokens dropped,
+            grid from the model), ``"channels_last"`` (a timm Swin stage), a
+            :class:`~captum_camplus.layouts.Layout` or a callable.
     """
 
     def __init__(
@@ -50,9 +58,12 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
         forward_func: Callable[..., Tensor],
         layer: Module,
         device_ids: list[int] | None = None,
+        *,
+        layout: LayoutSpec = None,
     ) -> None:
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
+        self.layout = resolve_layout(layout, forward_func, layer)
 
     @abc.abstractmethod
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
@@ -126,6 +137,18 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
         attr_dim_summation: bool = True,
     ) -> Tensor:
         """Turn one layer tensor and its gradient into this method's map (no forward pass)."""
+        return self.map_from_grid(
+            self.layout(activation), self.layout(gradient), relu_attributions, attr_dim_summation
+        )
+
+    def map_from_grid(
+        self,
+        activation: Tensor,
+        gradient: Tensor,
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+    ) -> Tensor:
+        """:meth:`map_from_layer` for tensors already in ``(N, C, *grid)`` (layout applied)."""
         out_dtype = activation.dtype
         a, g = (_working_precision(t) for t in (activation, gradient))
         weights = self.weights(a, g)

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from captum_camplus.base import LayerCam, spatial_sum
+from captum_camplus.layouts import LayoutSpec
 
 AlphaForm = Literal["simplified", "paper", "constant"]
 Stabilizer = Literal["clamp", "zero", "none"]
@@ -69,10 +70,12 @@ class LayerGradCamPlusPlus(LayerCam):
         g^k_{ij} = \frac{\partial S}{\partial A^k_{ij}},\qquad S_k = \sum_{ab} A^k_{ab}
 
     The score ``S`` is what ``forward_func`` returns for the target (the pre-softmax logit for a
-    classifier, as the closed form assumes: 001 eq. 9, paper 002).
+    classifier, as the closed form assumes: 001 eq. 9, paper 002). ``S_k`` and the sum of
+    ``w_k`` run over the positions of the grid that ``layout`` gives: for a transformer's tokens,
+    the patch grid only, prefix tokens (class, distillation, registers) excluded.
 
     Args:
-        forward_func, layer, device_ids: As in :class:`captum.attr.LayerGradCam`.
+        forward_func, layer, device_ids, layout: As in :class:`captum_camplus.LayerCam`.
         alpha: How alpha is computed:
 
             * ``"simplified"`` (default), 001 eq. 13 with the scale of eq. 12:
@@ -125,8 +128,9 @@ class LayerGradCamPlusPlus(LayerCam):
         stabilizer: Stabilizer = "clamp",
         min_denominator: float = 2.0,
         keep_alphas: bool = False,
+        layout: LayoutSpec = None,
     ) -> None:
-        super().__init__(forward_func, layer, device_ids)
+        super().__init__(forward_func, layer, device_ids, layout=layout)
         _check_choice("alpha", alpha, ("simplified", "paper", "constant"))
         _check_choice("stabilizer", stabilizer, ("clamp", "zero", "none"))
         if not exponent_scale > 0:

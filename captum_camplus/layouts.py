@@ -1,0 +1,254 @@
+"""Layer layouts: how a layer's tensor becomes the ``(N, C, *grid)`` tensor the CAM rules read.
+
+A convolution outputs ``(N, C, H, W)``, which the weighting rules take as it is. A vision
+transformer's block outputs tokens ``(N, P + H*W, D)``: ``P`` prefix tokens (class,
+distillation, register tokens) before the ``H x W`` patch grid; a timm Swin stage outputs
+channels-last ``(N, H, W, C)``. A :class:`Layout` turns such a tensor into ``(N, C, H, W)``
+(prefix tokens dropped, grid restored), and the same transform is applied to the activations
+and to their gradients, so every method weights the patch grid only and returns ``(N, 1, H, W)``
+maps. The transforms are views: no copy, no extra pass.
+
+Every CAM class takes ``layout=`` (see :func:`resolve_layout`)::
+
+    LayerGradCamPlusPlus(vit, vit.blocks[-1].norm1, layout="tokens")  # grid from the model
+    LayerCams(swin, swin.layers[-1].blocks[-1].norm1, layout="channels_last")
+    LayerHiResCam(model, layer, layout=reshape_transform)  # a pytorch-grad-cam callback
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+from torch import Tensor
+from torch.nn import Module
+
+#: What ``layout=`` accepts: ``None`` (the default, channels first), a name from
+#: :data:`LAYOUT_NAMES`, a :class:`Layout`, or a callable ``tensor -> (N, C, *grid) tensor``.
+LayoutSpec = Union[str, "Layout", Callable[[Tensor], Tensor], None]
+
+
+class Layout(abc.ABC):
+    """Turns a layer tensor into ``(N, C, *grid)``; applied alike to activations and gradients."""
+
+    @abc.abstractmethod
+    def __call__(self, tensor: Tensor) -> Tensor:
+        """The ``(N, C, *grid)`` view of ``tensor``, or a ``ValueError`` naming the mismatch."""
+
+
+@dataclass(frozen=True)
+class ChannelsFirstLayout(Layout):
+    """``(N, C, *grid)`` taken as it is: convolutional layers."""
+
+    def __call__(self, tensor: Tensor) -> Tensor:
+        return tensor
+
+
+@dataclass(frozen=True)
+class ChannelsLastLayout(Layout):
+    """``(N, *grid, C)`` to ``(N, C, *grid)``, at least two grid dims: timm Swin stages."""
+
+    def __call__(self, tensor: Tensor) -> Tensor:
+        if tensor.dim() < 4:
+            raise ValueError(
+                f"layout 'channels_last' expects a (N, H, W, C) tensor, got shape "
+                f"{tuple(tensor.shape)}; for transformer tokens (N, tokens, D) use layout='tokens'"
+            )
+        return tensor.movedim(-1, 1)
+
+
+@dataclass(frozen=True)
+class TokenLayout(Layout):
+    """Tokens ``(N, P + prod(grid), D)`` to ``(N, D, *grid)``: ViT, DeiT, BEiT, EVA.
+
+    The ``P`` prefix tokens (class, distillation, registers) come first, as in timm, and are
+    dropped; the patch tokens follow in row-major grid order.
+
+    Args:
+        prefix_tokens: ``P``, the number of tokens before the patch grid.
+        grid: The patch grid, e.g. ``(14, 14)``; ``None`` takes the square grid that the token
+            count gives (for models whose grid follows the input size).
+    """
+
+    prefix_tokens: int
+    grid: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.prefix_tokens, int) and self.prefix_tokens >= 0):
+            raise ValueError(f"prefix_tokens must be an int >= 0, got {self.prefix_tokens!r}")
+        if self.grid is not None:
+            grid = tuple(int(size) for size in self.grid)
+            if not grid or min(grid) < 1:
+                raise ValueError(f"grid must be positive sizes such as (14, 14), got {self.grid}")
+            object.__setattr__(self, "grid", grid)
+
+    @classmethod
+    def from_model(cls, model: Any, layer: Module | None = None) -> TokenLayout:
+        """The layout of a timm-style vision transformer's token layers.
+
+        Reads ``num_prefix_tokens`` and ``patch_embed.grid_size`` (duck-typed, no timm import)
+        from ``model`` or, for a wrapper such as ``nn.Sequential(normalize, vit)``, from the
+        submodule that holds ``layer``. A model built with ``dynamic_img_size=True`` gets
+        ``grid=None`` (square grid from the token count).
+        """
+        found = _token_model(model, layer)
+        if found is None:
+            raise ValueError(
+                f"layout='tokens' reads num_prefix_tokens and patch_embed.grid_size from the "
+                f"model, and {type(model).__name__} has no such (sub)module"
+                + ("" if layer is None else " around the layer")
+                + ": pass TokenLayout(prefix_tokens=1, grid=(14, 14)) with your model's numbers"
+            )
+        grid = None if getattr(found, "dynamic_img_size", False) else found.patch_embed.grid_size
+        return cls(int(found.num_prefix_tokens), None if grid is None else tuple(grid))
+
+    def __call__(self, tensor: Tensor) -> Tensor:
+        if tensor.dim() != 3:
+            raise ValueError(
+                f"{self} expects tokens (N, tokens, D), got shape {tuple(tensor.shape)}"
+                + ("; for (N, H, W, C) use layout='channels_last'" if tensor.dim() == 4 else "")
+            )
+        patches = tensor.shape[1] - self.prefix_tokens
+        grid = self.grid if self.grid is not None else _square(patches)
+        if grid is None or patches != math.prod(grid):
+            expected = "a square number of" if grid is None else f"{math.prod(grid)} (grid {grid})"
+            raise ValueError(
+                f"{self} expects {self.prefix_tokens} prefix tokens + {expected} patch tokens, "
+                f"got shape {tuple(tensor.shape)} ({tensor.shape[1]} tokens): the layer's tokens "
+                "do not form the grid; pass TokenLayout(prefix_tokens=..., grid=...) that fit"
+            )
+        n, _, channels = tensor.shape
+        return tensor[:, self.prefix_tokens :].reshape(n, *grid, channels).movedim(-1, 1)
+
+
+@dataclass(frozen=True)
+class FunctionLayout(Layout):
+    """A user callable ``tensor -> (N, C, *grid)``, such as a pytorch-grad-cam
+    ``reshape_transform``; its output is checked to keep the batch and have a grid."""
+
+    function: Callable[[Tensor], Tensor]
+
+    def __call__(self, tensor: Tensor) -> Tensor:
+        out = self.function(tensor)
+        if not isinstance(out, Tensor) or out.dim() < 3 or out.shape[0] != tensor.shape[0]:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"the layout callable {getattr(self.function, '__name__', self.function)!r} turned "
+                f"a {tuple(tensor.shape)} tensor into {shape}; it must return (N, C, *grid) with "
+                f"the same N = {tensor.shape[0]}"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class DefaultLayout(Layout):
+    """Channels first, refusing the tensors that the model's own format says are not.
+
+    Built by :func:`resolve_layout` when no layout is named: a 3-D tensor in a model with
+    prefix tokens (a ViT's tokens) or a 4-D tensor in a model whose ``output_fmt`` is ``"NHWC"``
+    (a timm Swin stage) would be read along the wrong axes, so they raise instead.
+    """
+
+    token_model: bool = False
+    channels_last_model: bool = False
+
+    def __call__(self, tensor: Tensor) -> Tensor:
+        hint = None
+        if self.token_model and tensor.dim() == 3:
+            hint = "transformer tokens (N, tokens, D): pass layout='tokens'"
+        elif self.channels_last_model and tensor.dim() == 4:
+            hint = "channels last (N, H, W, C), as the model's output_fmt says: pass "
+            hint += "layout='channels_last'"
+        if hint is not None:
+            raise ValueError(
+                f"the layer tensor {tuple(tensor.shape)} looks like {hint} (or "
+                "layout='channels_first' if it really is (N, C, *spatial))"
+            )
+        return tensor
+
+
+#: The layouts that ``layout=`` accepts by name.
+LAYOUT_NAMES = ("channels_first", "channels_last", "tokens")
+
+
+def resolve_layout(
+    layout: LayoutSpec, forward_func: Any = None, layer: Module | None = None
+) -> Layout:
+    """The :class:`Layout` for a ``layout=`` argument.
+
+    Args:
+        layout: ``None`` (channels first, with the checks of :class:`DefaultLayout`),
+            ``"channels_first"``, ``"channels_last"``, ``"tokens"`` (:meth:`TokenLayout.from_model`
+            of ``forward_func``), a :class:`Layout`, or a callable (:class:`FunctionLayout`).
+        forward_func, layer: The attribution's model and layer, read by ``"tokens"`` and ``None``.
+    """
+    if isinstance(layout, Layout):
+        return layout
+    if isinstance(layout, str):
+        if layout == "channels_first":
+            return ChannelsFirstLayout()
+        if layout == "channels_last":
+            return ChannelsLastLayout()
+        if layout == "tokens":
+            return TokenLayout.from_model(forward_func, layer)
+        raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUT_NAMES}")
+    if layout is None:
+        module = _as_module(forward_func)
+        return DefaultLayout(
+            token_model=_token_model(forward_func, layer) is not None,
+            channels_last_model=module is not None
+            and any(getattr(m, "output_fmt", None) == "NHWC" for m in module.modules()),
+        )
+    if callable(layout):
+        return FunctionLayout(layout)
+    raise TypeError(
+        f"layout must be None, a name from {LAYOUT_NAMES}, a Layout or a callable, "
+        f"got {type(layout).__name__}"
+    )
+
+
+def _as_module(forward_func: Any) -> Module | None:
+    """The module behind ``forward_func`` (itself, or the owner of a bound ``forward``)."""
+    if isinstance(forward_func, Module):
+        return forward_func
+    owner = getattr(forward_func, "__self__", None)
+    return owner if isinstance(owner, Module) else None
+
+
+def _token_model(forward_func: Any, layer: Module | None) -> Module | None:
+    """The innermost (sub)module with ``num_prefix_tokens`` and ``patch_embed.grid_size`` that
+    holds ``layer`` (any, without a layer)."""
+    module = _as_module(forward_func)
+    if module is None:
+        return None
+    found = None
+    for candidate in module.modules():
+        if not (
+            isinstance(getattr(candidate, "num_prefix_tokens", None), int)
+            and hasattr(getattr(candidate, "patch_embed", None), "grid_size")
+        ):
+            continue
+        if layer is None or any(sub is layer for sub in candidate.modules()):
+            found = candidate  # later candidates are nested deeper
+    return found
+
+
+def _square(count: int) -> tuple[int, int] | None:
+    side = math.isqrt(max(count, 0))
+    return (side, side) if count > 0 and side * side == count else None
+
+
+__all__ = [
+    "LAYOUT_NAMES",
+    "ChannelsFirstLayout",
+    "ChannelsLastLayout",
+    "DefaultLayout",
+    "FunctionLayout",
+    "Layout",
+    "LayoutSpec",
+    "TokenLayout",
+    "resolve_layout",
+]
