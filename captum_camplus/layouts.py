@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -143,23 +143,39 @@ class FunctionLayout(Layout):
         return out
 
 
-@dataclass(frozen=True)
 class DefaultLayout(Layout):
     """Channels first, refusing the tensors that the model's own format says are not.
 
     Built by :func:`resolve_layout` when no layout is named: a 3-D tensor in a model with
     prefix tokens (a ViT's tokens) or a 4-D tensor in a model whose ``output_fmt`` is ``"NHWC"``
-    (a timm Swin stage) would be read along the wrong axes, so they raise instead.
+    (a timm Swin) would be read along the wrong axes, so they raise instead. The model is
+    inspected once, at the first such tensor.
     """
 
-    token_model: bool = False
-    channels_last_model: bool = False
+    def __init__(self, forward_func: Any = None, layer: Module | None = None) -> None:
+        self._source = (forward_func, layer)
+        self._formats: tuple[bool, bool] | None = None  # (token model, channels-last model)
+
+    def __repr__(self) -> str:
+        return "DefaultLayout()"
 
     def __call__(self, tensor: Tensor) -> Tensor:
+        if tensor.dim() not in (3, 4):
+            return tensor
+        if self._formats is None:
+            forward_func, layer = self._source
+            module = _as_module(forward_func)
+            chain = [] if module is None or layer is None else _holders(module, layer)
+            formats = [vars(m)["output_fmt"] for m in chain if "output_fmt" in vars(m)]
+            self._formats = (
+                _find_token_model(reversed(chain)) is not None,
+                bool(formats) and formats[-1] == "NHWC",  # the innermost statement decides
+            )
+        token_model, channels_last_model = self._formats
         hint = None
-        if self.token_model and tensor.dim() == 3:
+        if token_model and tensor.dim() == 3:
             hint = "transformer tokens (N, tokens, D): pass layout='tokens'"
-        elif self.channels_last_model and tensor.dim() == 4:
+        elif channels_last_model and tensor.dim() == 4:
             hint = "channels last (N, H, W, C), as the model's output_fmt says: pass "
             hint += "layout='channels_last'"
         if hint is not None:
@@ -196,12 +212,7 @@ def resolve_layout(
             return TokenLayout.from_model(forward_func, layer)
         raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUT_NAMES}")
     if layout is None:
-        module = _as_module(forward_func)
-        return DefaultLayout(
-            token_model=_token_model(forward_func, layer) is not None,
-            channels_last_model=module is not None
-            and any(getattr(m, "output_fmt", None) == "NHWC" for m in module.modules()),
-        )
+        return DefaultLayout(forward_func, layer)
     if callable(layout):
         return FunctionLayout(layout)
     raise TypeError(
@@ -218,22 +229,36 @@ def _as_module(forward_func: Any) -> Module | None:
     return owner if isinstance(owner, Module) else None
 
 
+def _holders(module: Module, layer: Module) -> list[Module]:
+    """``module`` and its submodules that hold ``layer``, outermost first ([] if none does)."""
+    if module is layer:
+        return [module]
+    for child in module._modules.values():  # a plain walk: named_modules() builds every name
+        chain = [] if child is None else _holders(child, layer)
+        if chain:
+            return [module, *chain]
+    return []
+
+
 def _token_model(forward_func: Any, layer: Module | None) -> Module | None:
     """The innermost (sub)module with ``num_prefix_tokens`` and ``patch_embed.grid_size`` that
-    holds ``layer`` (any, without a layer)."""
+    holds ``layer`` (the first in module order, without a layer)."""
     module = _as_module(forward_func)
     if module is None:
         return None
-    found = None
-    for candidate in module.modules():
-        if not (
-            isinstance(getattr(candidate, "num_prefix_tokens", None), int)
-            and hasattr(getattr(candidate, "patch_embed", None), "grid_size")
+    return _find_token_model(
+        module.modules() if layer is None else reversed(_holders(module, layer))
+    )
+
+
+def _find_token_model(candidates: Iterable[Module]) -> Module | None:
+    for candidate in candidates:
+        # instance attributes read from __dict__: Module.__getattr__ raises for missing names
+        if isinstance(vars(candidate).get("num_prefix_tokens"), int) and hasattr(
+            getattr(candidate, "patch_embed", None), "grid_size"
         ):
-            continue
-        if layer is None or any(sub is layer for sub in candidate.modules()):
-            found = candidate  # later candidates are nested deeper
-    return found
+            return candidate
+    return None
 
 
 def _square(count: int) -> tuple[int, int] | None:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_camplus import METHODS
+from captum_camplus.layouts import LayoutSpec, resolve_layout
 from captum_camplus.multi import MethodFactory
 from metrics import functional
 from metrics.explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
@@ -164,6 +165,7 @@ def evaluate_methods(
     unseen: Tensor | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    layout: LayoutSpec = None,
 ) -> EvaluationResult:
     """Score every method on every image with every metric.
 
@@ -185,6 +187,8 @@ def evaluate_methods(
         unseen: Boolean ``(H, W)`` mask of a region the model cannot see, for the dead-zone mass.
         batch_size: For tensor ``data``.
         progress: Show a progress bar (on rank 0).
+        layout: The layer's layout (``"tokens"`` for a ViT, ``"channels_last"`` for a Swin
+            stage), as :class:`captum_camplus.LayerCam` takes it.
 
     Raises:
         ValueError: if no image passes the threshold, and for bad arguments.
@@ -196,6 +200,7 @@ def evaluate_methods(
         warnings.warn("the model is in training mode; call model.eval() first", stacklevel=2)
     device = model_device(model)
     layer = resolve_layer(model, layer)
+    layout = resolve_layout(layout, model, layer)
     forward = model_forward(model, preprocess)
     unseen = None if unseen is None else torch.as_tensor(unseen).to(device)
     rank, world = _rank_and_world()
@@ -220,7 +225,9 @@ def evaluate_methods(
             continue
         store.add_images(index, y)
         for source in maps_from:
-            cams = compute_cams(model, layer, x, y.target, methods or names, source, preprocess)
+            cams = compute_cams(
+                model, layer, x, y.target, methods or names, source, preprocess, layout
+            )
             for name, cam in cams.items():
                 o = class_scores(forward, explanation_maps(cam, x), y.target, softmax)
                 dead_zone = None if unseen is None else cam_dead_zone_mass(cam, unseen, "none")

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_camplus import LayerCams, upsample_and_normalize
+from captum_camplus.layouts import LayoutSpec, resolve_layout
 from captum_camplus.multi import MethodFactory
 from metrics.explanation import Preprocess, as_target, model_device, model_forward
 
@@ -31,6 +32,7 @@ def compute_cams(
     methods: Iterable[str] | Mapping[str, MethodFactory] | None = None,
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
+    layout: LayoutSpec = None,
 ) -> dict[str, Tensor]:
     """Every method's ReLU'd CAM (001 eq. 2, 003 def. 6) from one forward and backward pass.
 
@@ -41,14 +43,18 @@ def compute_cams(
             name -> class/factory, as :class:`captum_camplus.LayerCams` takes them.
         maps_from: Gradients of the logits (``"pre-softmax"``) or of the softmax output.
         preprocess: See :mod:`metrics.explanation`.
+        layout: The layer's layout, as :class:`captum_camplus.LayerCam` takes it (``"tokens"``
+            for a ViT, ``"channels_last"`` for a Swin stage), resolved against ``model``.
 
     Returns:
-        Name -> ``(N, 1, *layer spatial)`` maps.
+        Name -> ``(N, 1, *layer grid)`` maps.
     """
     if maps_from not in MAPS_FROM:
         raise ValueError(f"maps_from must be one of {MAPS_FROM}, got {maps_from!r}")
     forward = model_forward(model, preprocess, softmax=maps_from == "post-softmax")
-    cams = LayerCams(forward, resolve_layer(model, layer), methods=methods)
+    layer = resolve_layer(model, layer)
+    layout = resolve_layout(layout, model, layer)  # from the model: forward is a wrapper
+    cams = LayerCams(forward, layer, methods=methods, layout=layout)
     maps = cams.attribute(inputs, target=target, relu_attributions=True)
     for name, cam in maps.items():
         if not isinstance(cam, Tensor):
@@ -68,6 +74,7 @@ def cam_explain(
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
     device: str | torch.device | None = None,
+    layout: LayoutSpec = None,
 ) -> np.ndarray:
     """Quantus ``explain_func``: ``method``'s CAM upsampled to the inputs and min-max normalised.
 
@@ -78,7 +85,7 @@ def cam_explain(
     Args:
         method: A name of :data:`captum_camplus.METHODS`, matched leniently ("gradcam++").
         layer: The layer (module or name in ``model``).
-        maps_from, preprocess: See :func:`compute_cams`.
+        maps_from, preprocess, layout: See :func:`compute_cams`.
         device: Accepted because Quantus passes it; the maps are computed on the model's device.
 
     Returns:
@@ -89,7 +96,7 @@ def cam_explain(
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
     x = x.to(on) if x.is_floating_point() else x.to(on, torch.float32)
     target = as_target(targets, x.shape[0], device=on)
-    maps = compute_cams(model, layer, x, target, [method], maps_from, preprocess)[method]
+    maps = compute_cams(model, layer, x, target, [method], maps_from, preprocess, layout)[method]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
 
 

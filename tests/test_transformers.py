@@ -324,3 +324,33 @@ def test_wrong_layouts_raise_errors_that_name_the_shapes(models, images):
     explicit = LayerGradCam(vit, norm1, layout="channels_first").attribute(x, target=0)
     assert explicit.shape == (1, 1, 192)
     assert ChannelsLastLayout()(torch.zeros(2, 3, 4, 5)).shape == (2, 5, 3, 4)
+
+
+def test_metrics_score_transformer_maps(models, images):
+    from metrics import cam_explain, evaluate_methods
+    from metrics.explain import compute_cams
+
+    model = models["vit_tiny"]
+    result = evaluate_methods(
+        model,
+        "blocks.11.norm1",
+        images,
+        labels=torch.tensor(TARGET),
+        maps_from=["pre-softmax"],
+        progress=False,
+        layout="tokens",
+    )
+    assert set(result.o["pre-softmax"]) == {"Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"}
+    assert all(torch.isfinite(o).all() for o in result.o["pre-softmax"].values())
+    heatmaps = cam_explain(
+        model,
+        images.numpy(),
+        np.array(TARGET),
+        method="gradcam++",
+        layer=model.blocks[-1].norm1,
+        layout="tokens",
+    )
+    assert heatmaps.shape == (2, 1, 224, 224) and heatmaps.min() >= 0 and heatmaps.max() <= 1
+    # the metrics wrap the model in a function; the layout is still read from the model
+    with pytest.raises(ValueError, match="looks like transformer tokens"):
+        compute_cams(model, "blocks.11.norm1", images, torch.tensor(TARGET))
