@@ -607,7 +607,7 @@ def build_case(model_name: str, batch: int, size: int, device: str, seed: int) -
         model = getattr(torchvision.models, model_name)(weights=None)  # random init
         layer = model.layer4
     elif model_name == "efficientnet_lite0":
-        from captum_camplus.zoo import efficientnet_lite0
+        from camplus_app.zoo import efficientnet_lite0
 
         classifier = efficientnet_lite0()
         model, layer = classifier.model, classifier.layer  # layer: bn2

@@ -1,6 +1,6 @@
 """The Captum plumbing shared by every CAM method: hooks, targets, formatting, device and dtype.
 
-A CAM method on this base states only its weighting rule, :meth:`LayerCam.weights`: given the
+A CAM method on this base states only its weighting rule, :meth:`CamAttribution.weights`: given the
 layer's activations ``A`` and the gradients ``g = dS/dA`` of the differentiated score ``S``, it
 returns weights ``W`` that broadcast against ``A``, and the map is ``sum_k W^k (.) A^k``
 (001 eq. 2 without its ReLU, which Captum leaves to ``relu_attributions``).
@@ -31,7 +31,7 @@ from captum_camplus.layouts import LayoutSpec, resolve_layout
 LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
 
 
-class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
+class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
     """Base class of the class-activation-map layer attributions.
 
     Subclasses implement :meth:`weights` only. The constructor and :meth:`attribute` have the

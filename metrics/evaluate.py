@@ -23,12 +23,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_camplus import METHODS
+from captum_camplus import METHODS, MethodFactory, method_name
 from captum_camplus.layouts import LayoutSpec, resolve_layout
-from captum_camplus.multi import MethodFactory
-from metrics import functional
-from metrics.explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
-from metrics.explanation import (
+
+from . import functional
+from .explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
+from .explanation import (
     Preprocess,
     Scores,
     cam_dead_zone_mass,
@@ -188,7 +188,7 @@ def evaluate_methods(
         batch_size: For tensor ``data``.
         progress: Show a progress bar (on rank 0).
         layout: The layer's layout (``"tokens"`` for a ViT, ``"channels_last"`` for a Swin
-            stage), as :class:`captum_camplus.LayerCam` takes it.
+            stage), as :class:`captum_camplus.CamAttribution` takes it.
 
     Raises:
         ValueError: if no image passes the threshold, and for bad arguments.
@@ -225,9 +225,8 @@ def evaluate_methods(
             continue
         store.add_images(index, y)
         for source in maps_from:
-            cams = compute_cams(
-                model, layer, x, y.target, methods or names, source, preprocess, layout
-            )
+            factories = methods if isinstance(methods, Mapping) else names
+            cams = compute_cams(model, layer, x, y.target, factories, source, preprocess, layout)
             for name, cam in cams.items():
                 o = class_scores(forward, explanation_maps(cam, x), y.target, softmax)
                 dead_zone = None if unseen is None else cam_dead_zone_mass(cam, unseen, "none")
@@ -325,7 +324,7 @@ def _method_names(methods: Sequence[str] | Mapping[str, MethodFactory] | None) -
         return list(METHODS)
     if isinstance(methods, str):
         raise TypeError("methods must be a list of names or a mapping, not a single string")
-    names = list(methods.keys() if isinstance(methods, Mapping) else methods)
+    names = list(methods) if isinstance(methods, Mapping) else [method_name(m) for m in methods]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"methods must be distinct and non-empty, got {names}")
     return names

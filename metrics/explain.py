@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import LayerCams, upsample_and_normalize
+from captum_camplus import LayerCams, MethodFactory, method_name, upsample_and_normalize
 from captum_camplus.layouts import LayoutSpec, resolve_layout
-from captum_camplus.multi import MethodFactory
-from metrics.explanation import Preprocess, as_target, model_device, model_forward
+
+from .explanation import Preprocess, as_target, model_device, model_forward
 
 #: Which score the CAM gradients are taken of (the two columns of 001 tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
@@ -43,7 +43,7 @@ def compute_cams(
             name -> class/factory, as :class:`captum_camplus.LayerCams` takes them.
         maps_from: Gradients of the logits (``"pre-softmax"``) or of the softmax output.
         preprocess: See :mod:`metrics.explanation`.
-        layout: The layer's layout, as :class:`captum_camplus.LayerCam` takes it (``"tokens"``
+        layout: The layer's layout, as :class:`captum_camplus.CamAttribution` takes it (``"tokens"``
             for a ViT, ``"channels_last"`` for a Swin stage), resolved against ``model``.
 
     Returns:
@@ -96,7 +96,8 @@ def cam_explain(
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
     x = x.to(on) if x.is_floating_point() else x.to(on, torch.float32)
     target = as_target(targets, x.shape[0], device=on)
-    maps = compute_cams(model, layer, x, target, [method], maps_from, preprocess, layout)[method]
+    name = method_name(method)
+    maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout)[name]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
 
 

@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from captum_camplus import upsample_and_normalize
-from metrics.functional import Reduction, dead_zone_mass
+
+from .functional import Reduction, dead_zone_mass
 
 #: A user's preprocessing from an image in [0, 1] to the model input, e.g. a normalisation.
 Preprocess = Callable[[Tensor], Tensor]

@@ -21,7 +21,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType
 from quantus.helpers.model.model_interface import ModelInterface
 from torch import Tensor, nn
 
-from metrics.explanation import (
+from .explanation import (
     Preprocess,
     Scores,
     as_target,

@@ -12,9 +12,9 @@ import torch
 from quantus.helpers.enums import ScoreDirection
 from torch import Tensor
 
-from metrics import functional
-from metrics.explanation import cam_dead_zone_mass
-from metrics.quantus_adapter import CamMetric, MetricBatch, Rival
+from . import functional
+from .explanation import cam_dead_zone_mass
+from .quantus_adapter import CamMetric, MetricBatch, Rival
 
 
 class AverageDrop(CamMetric):

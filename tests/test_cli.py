@@ -20,8 +20,8 @@ pytest.importorskip("matplotlib")
 from captum.attr import LayerGradCam  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from captum_camplus import cli, figures, zoo  # noqa: E402
-from captum_camplus.data import sample_images  # noqa: E402
+from camplus_app import cli, figures, zoo  # noqa: E402
+from camplus_app.images import sample_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,7 +174,7 @@ def test_help_exits_0(capsys) -> None:
 def test_subprocess_bad_input_exit_status(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "captum_camplus", "explain", "missing.jpg"],
+        [sys.executable, "-m", "camplus_app", "explain", "missing.jpg"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

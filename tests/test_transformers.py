@@ -22,22 +22,25 @@ from conftest import capture_layer
 from torch import nn
 
 from captum_camplus import (
-    LayerCam,
+    CamAttribution,
     LayerCams,
     LayerGradCam,
     LayerGradCamPlus,
     LayerGradCamPlusPlus,
     LayerHiResCam,
     TokenLayout,
+    register_method,
     upsample_and_normalize,
 )
 from captum_camplus.layouts import ChannelsLastLayout
+from captum_camplus.registry import _CLASSES, _KEYS
 
 timm = pytest.importorskip("timm")
 
 
-class LayerAbsGradCam(LayerCam):
-    """A user's method, stating only its weighting rule: w_k = mean_ij |g_ij|."""
+class LayerAbsGradCam(CamAttribution):
+    """A user's method, stating only its weighting rule: w_k = mean_ij |g_ij| (registered by the
+    ``user_method`` fixture)."""
 
     def weights(self, activation, gradient):
         return gradient.abs().mean(dim=tuple(range(2, gradient.dim())), keepdim=True)
@@ -61,8 +64,20 @@ REFERENCES = {
         lambda A, g: ref.grad_cam_pp(A, g, form="simplified", stabilizer="clamp"),
     ),
     "HiResCAM": (LayerHiResCam, ref.hires_cam),
-    "AbsGrad-CAM (user)": (LayerAbsGradCam, abs_grad_cam_reference),
+    "AbsGrad-CAM": (LayerAbsGradCam, abs_grad_cam_reference),
 }
+
+
+@pytest.fixture
+def user_method():
+    """LayerAbsGradCam registered as "AbsGrad-CAM" for one test, the registry restored after."""
+    before = (dict(_CLASSES), dict(_KEYS))
+    register_method("AbsGrad-CAM")(LayerAbsGradCam)
+    yield LayerAbsGradCam
+    _CLASSES.clear()
+    _CLASSES.update(before[0])
+    _KEYS.clear()
+    _KEYS.update(before[1])
 
 
 @dataclass(frozen=True)
@@ -143,11 +158,14 @@ def test_float32_maps_match_float64_reference_on_the_grid(name, method, models, 
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_float64_maps_of_every_method_from_one_pass_reproduce_the_reference(name, models, images):
+def test_float64_maps_of_every_method_from_one_pass_reproduce_the_reference(
+    name, models, images, user_method
+):
     case = CASES[name]
     A64, g64, model64 = reference_grid(name, models, images)
-    methods = {method: cls for method, (cls, _) in REFERENCES.items()}
-    cams = LayerCams(model64, model64.get_submodule(case.layer), methods, layout=case.layout)
+    # every registered method by default, the user's included
+    cams = LayerCams(model64, model64.get_submodule(case.layer), layout=case.layout)
+    assert set(cams.methods) == set(REFERENCES)
     forwards = []
     handle = model64.register_forward_pre_hook(lambda *_: forwards.append(1))
     try:
@@ -326,7 +344,7 @@ def test_wrong_layouts_raise_errors_that_name_the_shapes(models, images):
     assert ChannelsLastLayout()(torch.zeros(2, 3, 4, 5)).shape == (2, 5, 3, 4)
 
 
-def test_metrics_score_transformer_maps(models, images):
+def test_metrics_score_transformer_maps(models, images, user_method):
     from metrics import cam_explain, evaluate_methods
     from metrics.explain import compute_cams
 
@@ -340,7 +358,7 @@ def test_metrics_score_transformer_maps(models, images):
         progress=False,
         layout="tokens",
     )
-    assert set(result.o["pre-softmax"]) == {"Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"}
+    assert set(result.o["pre-softmax"]) == set(REFERENCES)  # the user's method included
     assert all(torch.isfinite(o).all() for o in result.o["pre-softmax"].values())
     heatmaps = cam_explain(
         model,

@@ -10,21 +10,18 @@ import torch.nn.functional as F
 from captum.attr import LayerGradCam as CaptumLayerGradCam
 from torch import nn
 
-from captum_camplus import LayerHiResCam
-from captum_camplus.walls import (
+from camplus_app.walls import (
     WALL_METHODS,
     Theorem3CNN,
     WallCNN,
     WalledCNN,
-    bottom_rows,
     dead_zone_masses,
-    mask_linear_input,
-    max_output_change,
     stack_mix_digits,
     theorem3_experiment,
-    unseen_region,
 )
-from captum_camplus.walls.experiment import torch_threads
+from camplus_app.walls.experiment import torch_threads
+from captum_camplus import LayerHiResCam
+from captum_camplus.masking import bottom_rows, mask_linear_input, max_output_change, unseen_region
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -259,7 +256,7 @@ def test_theorem3_grad_cam_sees_through_the_wall_and_hirescam_does_not():
 
 
 def test_stack_mix_digits_pairs_same_class_digits():
-    from captum_camplus.walls import load_digits_tensors
+    from camplus_app.walls import load_digits_tensors
 
     digits, labels = load_digits_tensors()
     test, train = stack_mix_digits("test"), stack_mix_digits("train")
@@ -307,7 +304,7 @@ def test_hirescam_dead_zone_mass_is_exactly_zero_and_grad_cams_is_not():
 
 @pytest.mark.slow
 def test_trained_table():
-    from captum_camplus.walls import run_walls
+    from camplus_app.walls import run_walls
 
     report = run_walls(epochs=10, seed=0)
     assert report.training.test_accuracy > 0.9
@@ -321,7 +318,7 @@ def test_trained_table():
 
 
 def test_command_line_prints_both_results(capsys):
-    from captum_camplus.walls.__main__ import main
+    from camplus_app.walls.__main__ import main
 
     main(["--seeds", "3", "--epochs", "1"])
     out = capsys.readouterr().out

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from captum_camplus.base import LayerCam, spatial_mean
+from captum_camplus.base import CamAttribution, spatial_mean
+from captum_camplus.registry import register_method
 
 
-class LayerGradCam(LayerCam):
+@register_method("Grad-CAM")
+class LayerGradCam(CamAttribution):
     r"""Grad-CAM: channel weights are the spatial mean of the gradients (001 eq. 1).
 
     .. math:: w_k = \frac{1}{Z} \sum_{ij} \frac{\partial S}{\partial A^k_{ij}}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from captum_camplus.base import LayerCam, spatial_mean
+from captum_camplus.base import CamAttribution, spatial_mean
+from captum_camplus.registry import register_method
 
 
-class LayerGradCamPlus(LayerCam):
+@register_method("Grad-CAM+")
+class LayerGradCamPlus(CamAttribution):
     r"""Grad-CAM+: channel weights are the spatial mean of the positive gradients (001 eq. 3).
 
     .. math:: w_k = \frac{1}{Z} \sum_{ij} \mathrm{ReLU}(\partial S / \partial A^k_{ij})

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import LayerCam, spatial_sum
+from captum_camplus.base import CamAttribution, spatial_sum
 from captum_camplus.layouts import LayoutSpec
+from captum_camplus.registry import register_method
 
 AlphaForm = Literal["simplified", "paper", "constant"]
 Stabilizer = Literal["clamp", "zero", "none"]
@@ -62,7 +63,8 @@ class AlphaDiagnostics:
         return dict(zip(names, values, strict=True))
 
 
-class LayerGradCamPlusPlus(LayerCam):
+@register_method("Grad-CAM++", "gradcampp")
+class LayerGradCamPlusPlus(CamAttribution):
     r"""Grad-CAM++: channel weights are alpha-weighted positive gradients (001 eq. 4).
 
     .. math::
@@ -75,7 +77,7 @@ class LayerGradCamPlusPlus(LayerCam):
     the patch grid only, prefix tokens (class, distillation, registers) excluded.
 
     Args:
-        forward_func, layer, device_ids, layout: As in :class:`captum_camplus.LayerCam`.
+        forward_func, layer, device_ids, layout: As in :class:`captum_camplus.CamAttribution`.
         alpha: How alpha is computed:
 
             * ``"simplified"`` (default), 001 eq. 13 with the scale of eq. 12:

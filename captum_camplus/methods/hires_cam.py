@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from captum_camplus.base import LayerCam
+from captum_camplus.base import CamAttribution
+from captum_camplus.registry import register_method
 
 
-class LayerHiResCam(LayerCam):
+@register_method("HiResCAM")
+class LayerHiResCam(CamAttribution):
     r"""HiResCAM: element-wise gradient times activation, summed over channels (003 definition 6).
 
     .. math:: L = \sum_k \frac{\partial S}{\partial A^k} \odot A^k

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from metrics import demo
+from camplus_app import metrics_demo as demo
 
 
 def test_quantus_table_of_the_walled_cnn() -> None:

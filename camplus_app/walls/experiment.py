@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from captum_camplus.walls.cams import WALL_METHODS, wall_maps
-from captum_camplus.walls.data import StackedDigits, stack_mix_digits
-from captum_camplus.walls.models import WallCNN, WalledCNN
+from camplus_app.walls.cams import WALL_METHODS, wall_maps
+from camplus_app.walls.data import StackedDigits, stack_mix_digits
+from camplus_app.walls.models import WallCNN, WalledCNN
 
 
 @dataclass(frozen=True)

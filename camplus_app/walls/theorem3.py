@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_camplus.walls.cams import WALL_METHODS, wall_maps
-from captum_camplus.walls.models import Theorem3CNN
+from camplus_app.walls.cams import WALL_METHODS, wall_maps
+from camplus_app.walls.models import Theorem3CNN
 
 
 @dataclass(frozen=True)

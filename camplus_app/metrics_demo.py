@@ -1,4 +1,4 @@
-"""``python -m metrics.demo``: score Grad-CAM, Grad-CAM+, Grad-CAM++ and HiResCAM with Quantus.
+"""``python -m camplus_app.metrics_demo``: score the CAM methods with Quantus on a walled CNN.
 
 A small CNN is trained for a few seconds on synthetic images (no downloads): each image holds two
 squares of its class's colour, one in the top part and one in the bottom rows, which a "wall"
@@ -16,6 +16,7 @@ import quantus
 import torch
 from torch import Tensor, nn
 
+import captum_camplus
 from metrics import (
     AverageDrop,
     DeadZoneMass,
@@ -27,7 +28,7 @@ from metrics import (
     evaluate_methods,
 )
 
-METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]
+METHODS = list(captum_camplus.METHODS)
 COLOURS = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0], [1.0, 1.0, 0.2]])
 SIZE = 32
 WALL_ROWS = 4  # bottom rows of the 16 x 16 layer map that the classifier cannot see

@@ -1,36 +1,31 @@
 """See through walls (paper 003): masked models, their dead zones, and what each CAM puts there.
 
->>> from captum_camplus.walls import WallCNN, mask_linear_input, bottom_rows, unseen_region
+The masking tools are library features, in the core: :mod:`captum_camplus.masking`.
+
+>>> from camplus_app.walls import WallCNN
 >>> model = WallCNN()                      # the head cannot see the bottom 6 of 8 feature rows
 >>> model.dead_zone()                      # (16, 8) bool: the input pixels it cannot see
 
-``python -m captum_camplus.walls`` runs 003 theorem 3 by simulation and prints the dead-zone-mass
+``python -m camplus_app.walls`` runs 003 theorem 3 by simulation and prints the dead-zone-mass
 table (003 table 1) of a masked CNN trained on STACK-MIX-digits.
 """
 
-from captum_camplus.walls.cams import WALL_METHODS, wall_maps
-from captum_camplus.walls.data import (
+from camplus_app.walls.cams import WALL_METHODS, wall_maps
+from camplus_app.walls.data import (
     StackedDigits,
     load_digits_tensors,
     stack_mix_digits,
     theorem3_images,
 )
-from captum_camplus.walls.experiment import (
+from camplus_app.walls.experiment import (
     TrainingReport,
     WallsReport,
     dead_zone_masses,
     run_walls,
     train_wall_cnn,
 )
-from captum_camplus.walls.masking import (
-    ViewMask,
-    bottom_rows,
-    mask_linear_input,
-    max_output_change,
-    unseen_region,
-)
-from captum_camplus.walls.models import Theorem3CNN, WallCNN, WalledCNN
-from captum_camplus.walls.theorem3 import Theorem3Result, theorem3_experiment
+from camplus_app.walls.models import Theorem3CNN, WallCNN, WalledCNN
+from camplus_app.walls.theorem3 import Theorem3Result, theorem3_experiment
 
 __all__ = [
     "WALL_METHODS",
@@ -38,20 +33,15 @@ __all__ = [
     "Theorem3CNN",
     "Theorem3Result",
     "TrainingReport",
-    "ViewMask",
     "WallCNN",
     "WalledCNN",
     "WallsReport",
-    "bottom_rows",
     "dead_zone_masses",
     "load_digits_tensors",
-    "mask_linear_input",
-    "max_output_change",
     "run_walls",
     "stack_mix_digits",
     "theorem3_experiment",
     "theorem3_images",
     "train_wall_cnn",
-    "unseen_region",
     "wall_maps",
 ]

@@ -8,10 +8,11 @@ from captum._utils.typing import TargetType
 from captum.attr import LayerGradCam as CaptumLayerGradCam
 from torch import Tensor, nn
 
-from captum_camplus.multi import LayerCams
+from captum_camplus import METHODS, LayerCams
 
-#: Rows of the walls tables, in this order. Grad-CAM is Captum's own ``LayerGradCam``.
-WALL_METHODS = ("Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM")
+#: Rows of the walls tables: the registered methods, in order. Grad-CAM is Captum's own
+#: ``LayerGradCam``, the reference the other rows are compared with.
+WALL_METHODS = tuple(METHODS)
 
 
 def wall_maps(

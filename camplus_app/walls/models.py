@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_camplus.walls.masking import ViewMask, bottom_rows, mask_linear_input, unseen_region
+from captum_camplus.masking import ViewMask, bottom_rows, mask_linear_input, unseen_region
 
 
 class WalledCNN(nn.Module):

@@ -1,18 +1,18 @@
-"""``python -m captum_camplus.walls``: 003 theorem 3 by simulation, then 003 table 1 in small."""
+"""``python -m camplus_app.walls``: 003 theorem 3 by simulation, then 003 table 1 in small."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from captum_camplus.walls.data import theorem3_images
-from captum_camplus.walls.experiment import run_walls, torch_threads
-from captum_camplus.walls.theorem3 import theorem3_experiment
+from camplus_app.walls.data import theorem3_images
+from camplus_app.walls.experiment import run_walls, torch_threads
+from camplus_app.walls.theorem3 import theorem3_experiment
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m captum_camplus.walls",
+        prog="python -m camplus_app.walls",
         description="CAM methods see through walls (paper 003): theorem 3 and table 1 in small.",
     )
     parser.add_argument("--seeds", type=int, default=200, help="initializations for theorem 3")

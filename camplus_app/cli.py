@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, NoReturn
 import torch
 from torch import Tensor
 
+from captum_camplus import METHODS, LayerCams, method_name
 from captum_camplus.maps import upsample_and_normalize
 from captum_camplus.methods import LayerGradCamPlusPlus
-from captum_camplus.multi import METHODS, LayerCams, method_class
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from captum_camplus.zoo import Classifier
+    from camplus_app.zoo import Classifier
     from metrics import EvaluationResult
 
 PROG = "camplus"
@@ -152,8 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def prepare(args: argparse.Namespace) -> Job:
     """Check and load everything the command needs; bad input raises :class:`UsageError`."""
-    from captum_camplus import zoo
-    from captum_camplus.data import resolve_images
+    from camplus_app import zoo
+    from camplus_app.images import resolve_images
 
     try:
         methods = _methods(args.methods)
@@ -180,7 +180,7 @@ def prepare(args: argparse.Namespace) -> Job:
 
 def run_explain(job: Job, folder: Path) -> None:
     """Write ``<image>.png``: the image and each method's heatmap, titled with the class."""
-    from captum_camplus.figures import overlay_figure
+    from camplus_app.figures import overlay_figure
 
     clf = job.classifier
     cams = LayerCams(clf.model, clf.layer, job.methods)
@@ -210,7 +210,7 @@ def run_compare(job: Job, folder: Path) -> None:
     ``relative_performance.csv`` (001 tables 1-2) and ``relative_performance.png`` (001 figure
     6); with Grad-CAM++, ``alphas.png`` (001 figures 3-4).
     """
-    from captum_camplus.figures import alpha_histogram, relative_performance_boxplot
+    from camplus_app.figures import alpha_histogram, relative_performance_boxplot
     from metrics import evaluate_methods
 
     clf = job.classifier
@@ -372,8 +372,7 @@ def _methods(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise UsageError("--methods is empty: give at least one method")
-    by_class = {cls: name for name, cls in METHODS.items()}
-    chosen = [by_class[method_class(name)] for name in names]  # ValueError names the bad one
+    chosen = [method_name(name) for name in names]  # ValueError names the bad one
     return list(dict.fromkeys(chosen))
 
 
