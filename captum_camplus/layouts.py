@@ -13,6 +13,10 @@ Every CAM class takes ``layout=`` (see :func:`resolve_layout`)::
     LayerGradCamPlusPlus(vit, vit.blocks[-1].norm1, layout="tokens")  # grid from the model
     LayerCams(swin, swin.layers[-1].blocks[-1].norm1, layout="channels_last")
     LayerHiResCam(model, layer, layout=reshape_transform)  # a pytorch-grad-cam callback
+    LayerCams(model, layer, layout="auto")  # whatever the model's attributes say (timm models)
+
+Without ``layout=``, a layer is read channels first, and a tensor that the model's attributes
+say is tokens or channels last raises an error naming the layout to pass.
 """
 
 from __future__ import annotations
@@ -102,8 +106,7 @@ class TokenLayout(Layout):
                 + ("" if layer is None else " around the layer")
                 + ": pass TokenLayout(prefix_tokens=1, grid=(14, 14)) with your model's numbers"
             )
-        grid = None if getattr(found, "dynamic_img_size", False) else found.patch_embed.grid_size
-        return cls(int(found.num_prefix_tokens), None if grid is None else tuple(grid))
+        return _token_layout_of(found)
 
     def __call__(self, tensor: Tensor) -> Tensor:
         if tensor.dim() != 3:
@@ -143,51 +146,77 @@ class FunctionLayout(Layout):
         return out
 
 
-class DefaultLayout(Layout):
-    """Channels first, refusing the tensors that the model's own format says are not.
+class AutoLayout(Layout):
+    """The layout that the model's own attributes give, chosen per tensor (``layout="auto"``).
 
-    Built by :func:`resolve_layout` when no layout is named: a 3-D tensor in a model with
-    prefix tokens (a ViT's tokens) or a 4-D tensor in a model whose ``output_fmt`` is ``"NHWC"``
-    (a timm Swin) would be read along the wrong axes, so they raise instead. The model is
-    inspected once, at the first such tensor.
+    * a 3-D tensor in a model with ``num_prefix_tokens`` and ``patch_embed.grid_size`` (timm ViT,
+      DeiT, BEiT, EVA): :meth:`TokenLayout.from_model`;
+    * in a model whose ``output_fmt`` is ``"NHWC"`` (timm Swin): a 4-D tensor is channels last,
+      a 3-D one tokens without prefix on a square grid (``TokenLayout(0)``, Swin's MLP branch);
+    * anything else: channels first, as it is.
+
+    The model is inspected once (duck-typed, no timm import): the innermost module holding the
+    layer that has the attribute decides.
     """
 
     def __init__(self, forward_func: Any = None, layer: Module | None = None) -> None:
         self._source = (forward_func, layer)
-        self._formats: tuple[bool, bool] | None = None  # (token model, channels-last model)
+        self._formats: tuple[TokenLayout | None, bool] | None = None  # (tokens, channels last)
 
     def __repr__(self) -> str:
-        return "DefaultLayout()"
+        return f"{type(self).__name__}()"
 
     def __call__(self, tensor: Tensor) -> Tensor:
+        chosen = self.choose(tensor)
+        return tensor if chosen is None else chosen(tensor)
+
+    def choose(self, tensor: Tensor) -> Layout | None:
+        """The layout for ``tensor``, or ``None`` for channels first."""
         if tensor.dim() not in (3, 4):
-            return tensor
+            return None
         if self._formats is None:
             forward_func, layer = self._source
             module = _as_module(forward_func)
-            chain = [] if module is None or layer is None else _holders(module, layer)
+            chain = [] if module is None or layer is None else _holders(module, layer)[::-1]
+            token_model = _find_token_model(chain)
             formats = [vars(m)["output_fmt"] for m in chain if "output_fmt" in vars(m)]
             self._formats = (
-                _find_token_model(reversed(chain)) is not None,
-                bool(formats) and formats[-1] == "NHWC",  # the innermost statement decides
+                None if token_model is None else _token_layout_of(token_model),
+                bool(formats) and formats[0] == "NHWC",
             )
-        token_model, channels_last_model = self._formats
-        hint = None
-        if token_model and tensor.dim() == 3:
-            hint = "transformer tokens (N, tokens, D): pass layout='tokens'"
-        elif channels_last_model and tensor.dim() == 4:
-            hint = "channels last (N, H, W, C), as the model's output_fmt says: pass "
-            hint += "layout='channels_last'"
-        if hint is not None:
+        tokens, channels_last = self._formats
+        if tensor.dim() == 3:
+            return tokens if tokens is not None else TokenLayout(0) if channels_last else None
+        return ChannelsLastLayout() if channels_last else None
+
+
+class DefaultLayout(AutoLayout):
+    """Channels first, refusing a tensor that :class:`AutoLayout` would read otherwise.
+
+    Built by :func:`resolve_layout` when no layout is named: a ViT's tokens or a Swin stage's
+    channels-last tensor would be read along the wrong axes, so they raise an error that names
+    the layout to pass.
+    """
+
+    def __call__(self, tensor: Tensor) -> Tensor:
+        chosen = self.choose(tensor)
+        if chosen is not None:
+            if isinstance(chosen, ChannelsLastLayout):
+                what, name = (
+                    "channels last (N, H, W, C), as the model's output_fmt says",
+                    "'channels_last'",
+                )
+            else:
+                what, name = "transformer tokens (N, tokens, D)", "'tokens' (or 'auto')"
             raise ValueError(
-                f"the layer tensor {tuple(tensor.shape)} looks like {hint} (or "
-                "layout='channels_first' if it really is (N, C, *spatial))"
+                f"the layer tensor {tuple(tensor.shape)} looks like {what}: pass layout={name}, "
+                "or layout='channels_first' if it really is (N, C, *spatial)"
             )
         return tensor
 
 
 #: The layouts that ``layout=`` accepts by name.
-LAYOUT_NAMES = ("channels_first", "channels_last", "tokens")
+LAYOUT_NAMES = ("channels_first", "channels_last", "tokens", "auto")
 
 
 def resolve_layout(
@@ -198,8 +227,10 @@ def resolve_layout(
     Args:
         layout: ``None`` (channels first, with the checks of :class:`DefaultLayout`),
             ``"channels_first"``, ``"channels_last"``, ``"tokens"`` (:meth:`TokenLayout.from_model`
-            of ``forward_func``), a :class:`Layout`, or a callable (:class:`FunctionLayout`).
-        forward_func, layer: The attribution's model and layer, read by ``"tokens"`` and ``None``.
+            of ``forward_func``), ``"auto"`` (:class:`AutoLayout`), a :class:`Layout`, or a
+            callable (:class:`FunctionLayout`).
+        forward_func, layer: The attribution's model and layer, read by ``"tokens"``, ``"auto"``
+            and ``None``.
     """
     if isinstance(layout, Layout):
         return layout
@@ -210,6 +241,8 @@ def resolve_layout(
             return ChannelsLastLayout()
         if layout == "tokens":
             return TokenLayout.from_model(forward_func, layer)
+        if layout == "auto":
+            return AutoLayout(forward_func, layer)
         raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUT_NAMES}")
     if layout is None:
         return DefaultLayout(forward_func, layer)
@@ -251,6 +284,11 @@ def _token_model(forward_func: Any, layer: Module | None) -> Module | None:
     )
 
 
+def _token_layout_of(model: Module) -> TokenLayout:
+    grid = None if getattr(model, "dynamic_img_size", False) else model.patch_embed.grid_size
+    return TokenLayout(int(model.num_prefix_tokens), None if grid is None else tuple(grid))
+
+
 def _find_token_model(candidates: Iterable[Module]) -> Module | None:
     for candidate in candidates:
         # instance attributes read from __dict__: Module.__getattr__ raises for missing names
@@ -268,6 +306,7 @@ def _square(count: int) -> tuple[int, int] | None:
 
 __all__ = [
     "LAYOUT_NAMES",
+    "AutoLayout",
     "ChannelsFirstLayout",
     "ChannelsLastLayout",
     "DefaultLayout",

@@ -312,6 +312,32 @@ def test_tokens_without_prefix_and_a_square_grid_inferred(models, images):
     assert flat.shape == (2, 1, 7, 7)
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_auto_layout_reads_the_model(name, models, images):
+    case, model = CASES[name], models[name]
+    layer = model.get_submodule(case.layer)
+    auto = LayerGradCamPlus(model, layer, layout="auto").attribute(images[:1], target=1)
+    named = LayerGradCamPlus(model, layer, layout=case.layout).attribute(images[:1], target=1)
+    torch.testing.assert_close(auto, named, rtol=0, atol=0)
+
+
+def test_auto_layout_on_swin_tokens_and_on_a_cnn(models, images):
+    swin = models["swin_tiny"]
+    norm2 = swin.layers[-1].blocks[-1].norm2  # (N, 49, 768): tokens, no prefix
+    auto = LayerHiResCam(swin, norm2, layout="auto").attribute(images[:1], target=1)
+    torch.testing.assert_close(
+        auto, LayerHiResCam(swin, norm2, layout=TokenLayout(0, (7, 7))).attribute(images[:1], 1)
+    )
+    with pytest.raises(ValueError, match=r"\(1, 49, 768\) looks like transformer tokens"):
+        LayerHiResCam(swin, norm2).attribute(images[:1], target=1)
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    x = images[:1, :, :16, :16]
+    torch.testing.assert_close(
+        LayerGradCam(cnn, cnn[1], layout="auto").attribute(x, target=2),
+        LayerGradCam(cnn, cnn[1]).attribute(x, target=2),
+    )
+
+
 def test_wrong_layouts_raise_errors_that_name_the_shapes(models, images):
     vit, swin = models["vit_tiny"], models["swin_tiny"]
     x = images[:1]
