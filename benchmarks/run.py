@@ -614,9 +614,15 @@ def build_case(model_name: str, batch: int, size: int, device: str, seed: int) -
     elif model_name == "vit_small":
         import timm
 
-        model = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=size)
-        layer = model.blocks[-1].norm1  # tokens (N, 1 + 14 * 14, 384) at 224 x 224
-        grid = tuple(model.patch_embed.grid_size)
+        from camplus_app.zoo import Normalized
+
+        net = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=size)
+        # timm's normalisation for it (mean = std = 0.5), as the zoo applies to every model: on
+        # raw [0, 1) inputs this random-init ViT gives every image the same class and maps <= 0
+        config = net.pretrained_cfg
+        model = Normalized(net, config["mean"], config["std"])
+        layer = net.blocks[-1].norm1  # tokens (N, 1 + 14 * 14, 384) at 224 x 224
+        grid = tuple(net.patch_embed.grid_size)
         reshape = functools.partial(vit_reshape_transform, prefix_tokens=1, grid=grid)
         layout = "tokens"
     else:
