@@ -132,7 +132,7 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
     ) -> Tensor:
         """Turn one layer tensor and its gradient into this method's map (no forward pass)."""
         out_dtype = activation.dtype
-        a, g = (_working_precision(t) for t in (activation, gradient))
+        a, g = (working_precision(t) for t in (activation, gradient))
         weights = self.weights(a, g)
         if attr_dim_summation and a.dim() > 2 and all(size == 1 for size in weights.shape[2:]):
             # channel weights: sum_k w_k A^k as a batched product, without the (N, C, ...) temporary
@@ -233,7 +233,8 @@ def _check_finite(inputs: Sequence[Tensor]) -> None:
         )
 
 
-def _working_precision(tensor: Tensor) -> Tensor:
+def working_precision(tensor: Tensor) -> Tensor:
+    """The tensor in the precision CAM arithmetic runs in: float32 for float16/bfloat16."""
     return tensor.float() if tensor.dtype in LOW_PRECISION_DTYPES else tensor
 
 
