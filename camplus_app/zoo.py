@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from captum_camplus.modules import find_layer, module_device
+
 if TYPE_CHECKING:
     from PIL.Image import Image
 
@@ -227,17 +229,6 @@ def lite0_to_timm(state: dict[str, Tensor], stage_depths: Sequence[int]) -> dict
     return renamed
 
 
-def find_layer(net: nn.Module, layer_name: str) -> nn.Module:
-    """The submodule called ``layer_name`` (dotted), with a clear error naming candidates."""
-    try:
-        return net.get_submodule(layer_name)
-    except AttributeError:
-        candidates = ", ".join(name for name, _ in list(net.named_children())[-6:])
-        raise ValueError(
-            f"unknown layer {layer_name!r}: give a dotted module name such as {candidates}"
-        ) from None
-
-
 def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
     """The last module, in the order modules finish, whose output is ``(N, C, H, W)``, H*W > 1.
 
@@ -265,7 +256,7 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
     training = net.training
     try:
         with torch.no_grad():
-            net.eval()(torch.zeros(1, 3, image_size, image_size, device=_device_of(net)))
+            net.eval()(torch.zeros(1, 3, image_size, image_size, device=module_device(net)))
     finally:
         net.train(training)
         for handle in handles:
@@ -384,10 +375,6 @@ def _num_classes(state: dict[str, Tensor]) -> int:
     if not matrices:
         raise ValueError("the weights have no classifier (no 2-D weight matrix)")
     return matrices[-1].shape[0]
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 def _timm() -> Any:

@@ -28,9 +28,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_camplus import METHODS, MethodFactory, method_name
+from captum_camplus.modules import find_layer, module_device
 
 from . import functional
-from .explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
+from .explain import MAPS_FROM, MapsFrom, compute_cams
 from .explanation import (
     Preprocess,
     Scores,
@@ -38,7 +39,6 @@ from .explanation import (
     class_scores,
     explanation_maps,
     keep_mask,
-    model_device,
     model_forward,
 )
 
@@ -201,8 +201,8 @@ def evaluate_methods(
         raise ValueError(f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from}")
     if model.training:
         warnings.warn("the model is in training mode; call model.eval() first", stacklevel=2)
-    device = model_device(model)
-    layer = resolve_layer(model, layer)
+    device = module_device(model)
+    layer = find_layer(model, layer)
     forward = model_forward(model, preprocess)
     unseen = None if unseen is None else torch.as_tensor(unseen).to(device)
     rank, world = _rank_and_world()

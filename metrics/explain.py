@@ -21,8 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from captum_camplus import LayerCams, MethodFactory, method_name, upsample_and_normalize
+from captum_camplus.modules import find_layer, module_device
 
-from .explanation import Preprocess, as_target, model_device, model_forward
+from .explanation import Preprocess, as_target, model_forward
 
 #: Which score the CAM gradients are taken of (the two columns of Lerma & Lucas, tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
@@ -54,7 +55,7 @@ def compute_cams(
     if maps_from not in MAPS_FROM:
         raise ValueError(f"maps_from must be one of {MAPS_FROM}, got {maps_from!r}")
     forward = model_forward(model, preprocess, softmax=maps_from == "post-softmax")
-    cams = LayerCams(forward, resolve_layer(model, layer), methods=methods)
+    cams = LayerCams(forward, find_layer(model, layer), methods=methods)
     maps = cams.attribute(inputs, target=target, relu_attributions=True)
     for name, cam in maps.items():
         if not isinstance(cam, Tensor):
@@ -91,22 +92,10 @@ def cam_explain(
         float32 ``(N, 1, *inputs spatial)`` maps in [0, 1].
     """
     del device  # the model's device decides
-    on = model_device(model)
+    on = module_device(model)
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
     x = x.to(on) if x.is_floating_point() else x.to(on, torch.float32)
     target = as_target(targets, x.shape[0], device=on)
     name = method_name(method)
     maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess)[name]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
-
-
-def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
-    """The layer itself, or the submodule of ``model`` with that name."""
-    if isinstance(layer, nn.Module):
-        return layer
-    if isinstance(layer, str):
-        try:
-            return model.get_submodule(layer)
-        except AttributeError as error:
-            raise ValueError(f"the model has no layer named {layer!r}") from error
-    raise TypeError(f"layer must be an nn.Module or its name, got {type(layer).__name__}")

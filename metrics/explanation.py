@@ -15,13 +15,12 @@ References:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_camplus import upsample_and_normalize
 
@@ -157,15 +156,6 @@ def keep_mask(y: Tensor, threshold: float | None) -> Tensor:
     return y > threshold
 
 
-def model_device(model: nn.Module | Callable, fallback: torch.device | str = "cpu") -> torch.device:
-    """The device of the model's first parameter or buffer (``fallback`` for none)."""
-    if isinstance(model, nn.Module):
-        tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-        if tensor is not None:
-            return tensor.device
-    return torch.device(fallback)
-
-
 __all__ = [
     "Preprocess",
     "Scores",
@@ -175,6 +165,5 @@ __all__ = [
     "class_scores",
     "explanation_maps",
     "keep_mask",
-    "model_device",
     "model_forward",
 ]

@@ -25,6 +25,8 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType
 from quantus.helpers.model.model_interface import ModelInterface
 from torch import Tensor, nn
 
+from captum_camplus.modules import module_device
+
 from .explanation import (
     Preprocess,
     Scores,
@@ -32,7 +34,6 @@ from .explanation import (
     class_scores,
     explanation_maps,
     keep_mask,
-    model_device,
     model_forward,
 )
 
@@ -202,7 +203,7 @@ class CamMetric(quantus.Metric):
         raw = model.get_model() if isinstance(model, ModelInterface) else model
         predict_kwargs = getattr(model, "model_predict_kwargs", None) or {}
         net = functools.partial(raw, **predict_kwargs) if predict_kwargs else raw
-        device = model_device(raw)
+        device = module_device(raw)
         x = torch.as_tensor(np.asarray(x_batch), device=device)
         if not x.is_floating_point():
             x = x.float()

@@ -129,7 +129,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "not image": ([str(text)], "not a readable image: .*notes.png"),
         "method": (["coffee", "--methods", "gradcam,scorecam"], "unknown CAM method 'scorecam'"),
         "no method": (["coffee", "--methods", " , "], "--methods is empty"),
-        "layer": (["coffee", "--layer", "bn9"], "unknown layer 'bn9'"),
+        "layer": (["coffee", "--layer", "bn9"], "no layer named 'bn9'"),
         "arch": (["coffee", "--model", "nonet", "--weights", str(weights)], "unknown architecture"),
         "no weights": (["coffee", "--model", "resnet18"], "no weights for 'resnet18'"),
         "weights alone": (["coffee", "--weights", str(weights)], "--weights needs --model"),
