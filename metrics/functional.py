@@ -122,9 +122,9 @@ def dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") 
     no mass anywhere and gets 0.
 
     Args:
-        maps: ``(N, C, *spatial)`` maps at the resolution of the mask (Taimeskhanov et al. use the
-        map
-            upsampled to the image; :func:`metrics.cam_dead_zone_mass` does that for CAMs).
+        maps: ``(N, C, *spatial)`` maps at the resolution of the mask (Taimeskhanov et al. use
+            the map upsampled to the image; :func:`metrics.cam_dead_zone_mass` does that for
+            CAMs).
         unseen: Boolean mask, True where the model cannot see: ``spatial``, ``(N, *spatial)``
             or ``(N, 1, *spatial)``. :func:`captum_camplus.masking.bottom_rows` builds their band.
 

@@ -105,10 +105,9 @@ class CamMetric(quantus.Metric):
     Args:
         preprocess: If given, ``x_batch`` holds images in [0, 1] and the model sees
             ``preprocess(x)``; the explanation map ``E = L (.) I`` is then taken on the image.
-        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use softmax > 0.5).
-        The
-            others get a NaN score that the default aggregation skips; a call in which no image
-            passes raises ``ValueError``.
+        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use softmax >
+            0.5). The others get a NaN score that the default aggregation skips; a call in which
+            no image passes raises ``ValueError``.
         return_aggregate: Return the dataset value (default) rather than per-image scores.
         aggregate_func: Replaces the default aggregation (see :attr:`aggregate`).
         disable_warnings, display_progressbar, kwargs: Passed to ``quantus.Metric``.
