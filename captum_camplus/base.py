@@ -3,7 +3,11 @@
 A CAM method on this base states only its weighting rule, :meth:`CamAttribution.weights`: given the
 layer's activations ``A`` and the gradients ``g = dS/dA`` of the differentiated score ``S``, it
 returns weights ``W`` that broadcast against ``A``, and the map is ``sum_k W^k (.) A^k``
-(001 eq. 2 without its ReLU, which Captum leaves to ``relu_attributions``).
+(Lerma & Lucas, eq. 2 without its ReLU, which Captum leaves to ``relu_attributions``).
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -49,8 +53,8 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         layout: How the layer tensor becomes ``(N, C, *grid)`` before the weighting rule, for
             activations and gradients alike (:func:`~captum_camplus.layouts.resolve_layout`):
             ``None`` (channels first), ``"tokens"`` (a ViT's tokens, prefix tokens dropped,
-            grid from the model), ``"channels_last"`` (a timm Swin stage), a
-            :class:`~captum_camplus.layouts.Layout` or a callable.
+            grid from the model), ``"channels_last"`` (a timm Swin stage), ``"auto"`` (as the
+            model's attributes say), a :class:`~captum_camplus.layouts.Layout` or a callable.
     """
 
     def __init__(
@@ -99,7 +103,8 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
                 tensor of length N).
             additional_forward_args: Extra arguments passed to ``forward_func`` after ``inputs``.
             attribute_to_layer_input: Weight the layer's input instead of its output.
-            relu_attributions: Apply a ReLU to the map, as 001 eq. 2 does. Off by default, as in
+            relu_attributions: Apply a ReLU to the map, as Lerma & Lucas, eq. 2 does. Off by
+            default, as in
                 :class:`captum.attr.LayerGradCam`.
             attr_dim_summation: Sum over the channel dimension (the CAM). If False, return the
                 weighted activations per channel, shape ``(N, C, *spatial)``.
@@ -150,7 +155,7 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
     ) -> Tensor:
         """:meth:`map_from_layer` for tensors already in ``(N, C, *grid)`` (layout applied)."""
         out_dtype = activation.dtype
-        a, g = (_working_precision(t) for t in (activation, gradient))
+        a, g = (working_precision(t) for t in (activation, gradient))
         weights = self.weights(a, g)
         if attr_dim_summation and a.dim() > 2 and all(size == 1 for size in weights.shape[2:]):
             # channel weights: sum_k w_k A^k as a batched product, without the (N, C, ...) temporary
@@ -251,7 +256,8 @@ def _check_finite(inputs: Sequence[Tensor]) -> None:
         )
 
 
-def _working_precision(tensor: Tensor) -> Tensor:
+def working_precision(tensor: Tensor) -> Tensor:
+    """The tensor in the precision CAM arithmetic runs in: float32 for float16/bfloat16."""
     return tensor.float() if tensor.dtype in LOW_PRECISION_DTYPES else tensor
 
 
@@ -267,6 +273,6 @@ def spatial_sum(tensor: Tensor) -> Tensor:
 
 
 def spatial_mean(tensor: Tensor) -> Tensor:
-    """Mean over the spatial positions (Z of 001 eq. 1), kept as size-1 dims."""
+    """Mean over the spatial positions (Z of Lerma & Lucas, eq. 1), kept as size-1 dims."""
     dims = spatial_dims(tensor)
     return tensor.mean(dim=dims, keepdim=True) if dims else tensor

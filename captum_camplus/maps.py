@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_camplus.base import working_precision
+
 _INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
@@ -60,6 +62,6 @@ def upsample_and_normalize(maps: Tensor, size: Sequence[int] | torch.Size) -> Te
         raise ValueError(
             f"size {size} has {len(size)} dims but the maps have {spatial} spatial dims"
         )
-    working = maps.float() if maps.dtype in (torch.float16, torch.bfloat16) else maps
+    working = working_precision(maps)
     upsampled = F.interpolate(working, size=size, mode=_INTERPOLATION[spatial], align_corners=False)
     return normalize_maps(upsampled)

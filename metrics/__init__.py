@@ -7,11 +7,15 @@
   under "Faithfulness" as soon as this package is imported.
 - :func:`cam_explain`: a Quantus ``explain_func`` for the ``captum_camplus`` methods.
 - :func:`evaluate_methods`: every metric for several methods over a data set, one CAM pass per
-  batch, with 001's relative-performance tables; works under ``torch.distributed``.
+  batch, with Lerma & Lucas' relative-performance tables; works under ``torch.distributed``.
 
 The formulas, the explanation maps and the driver need only the core (torch, captum, numpy);
 the Quantus metrics need the ``metrics`` extra. The package is also importable as
 ``captum_camplus.metrics``, a name no module of a user's project can shadow.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from .evaluate import EvaluationResult, evaluate_methods
@@ -20,7 +24,6 @@ from .explanation import cam_dead_zone_mass, class_scores, explanation_maps
 from .functional import (
     RelativePerformanceStats,
     average_drop,
-    band_mask,
     dead_zone_mass,
     increase_in_confidence,
     relative_performance,
@@ -82,7 +85,6 @@ __all__ = [
     "RelativePerformanceStats",
     "WinPercentage",
     "average_drop",
-    "band_mask",
     "cam_dead_zone_mass",
     "cam_explain",
     "class_scores",

@@ -1,13 +1,17 @@
-"""Score several CAM methods on a data set with every metric: the evaluation of 001 section 4.
+"""Score several CAM methods on a data set with every metric (Lerma & Lucas, section 4).
 
-Per batch: one forward for ``Y``, one CAM pass (forward + backward to the layer) per kind of
-map (gradients of the logits and/or of the softmax, the two columns of 001 tables 1-2) that
-gives every method's map, and one forward per method for the scores ``O`` of its explanation
-maps. Under ``torch.distributed`` each rank scores its shard and every rank gets all results.
+Per batch: one forward for ``Y``, one CAM pass (forward + backward to the layer) per kind of map
+(gradients of the logits and/or of the softmax, the two columns of Lerma & Lucas, tables 1-2) that
+gives every method's map, and one forward per method for the scores ``O`` of its explanation maps.
+Under ``torch.distributed`` each rank scores its shard and every rank gets all results.
 
 >>> result = evaluate_methods(model, model.layer4, images, labels=labels, threshold=0.5)
 >>> print(result)                     # aggregates and the relative-performance table
 >>> result.summary()                  # the same as rows (dicts), e.g. for csv.DictWriter
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from tqdm.auto import tqdm
 
 from captum_camplus import METHODS, MethodFactory, method_name
 from captum_camplus.layouts import LayoutSpec, resolve_layout
+from captum_camplus.modules import find_layer, module_device
 
 from . import functional
-from .explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
+from .explain import MAPS_FROM, MapsFrom, compute_cams
 from .explanation import (
     Preprocess,
     Scores,
@@ -35,7 +40,6 @@ from .explanation import (
     class_scores,
     explanation_maps,
     keep_mask,
-    model_device,
     model_forward,
 )
 
@@ -95,7 +99,7 @@ class EvaluationResult:
         return rows
 
     def relative_performance(self) -> list[dict[str, Any]]:
-        """001 tables 1-2: every later method vs every earlier one, per kind of map."""
+        """Lerma & Lucas, tables 1-2: every later method vs every earlier one, per kind of map."""
         rows = []
         for source in self.maps_from:
             log_o = self.log_o[source]
@@ -144,7 +148,10 @@ class EvaluationResult:
             kept += f" (score > {self.threshold})"
         parts = [f"{kept}, scores: {scores}", _table(self.summary())]
         if len(self.methods) > 1:
-            parts += ["relative performance (001 tables 1-2)", _table(self.relative_performance())]
+            parts += [
+                "relative performance (Lerma & Lucas, tables 1-2)",
+                _table(self.relative_performance()),
+            ]
         return "\n\n".join(parts)
 
     def __str__(self) -> str:
@@ -176,13 +183,14 @@ def evaluate_methods(
             ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
             ranks here; an iterable must already be this rank's shard (a DistributedSampler
             without padding, or a manual split).
-        methods: Names of :data:`captum_camplus.METHODS` (default: all four, in 001's order
-            plus HiResCAM) or a mapping name -> class/factory.
+        methods: Names of registered methods (:data:`captum_camplus.METHODS`; default: all of
+            them, the built-ins in the order of Lerma & Lucas plus HiResCAM) or a mapping
+            name -> class/factory.
         labels: The class to explain per image for tensor ``data``; default the predicted one.
-        maps_from: Maps from gradients of the logits, of the softmax, or both (001 tables 1-2).
-        softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
-        threshold: Keep only images whose score ``Y`` exceeds it (001 uses 0.5 on softmax).
-        preprocess: If given, ``data`` holds images in [0, 1] and the model sees
+        maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas, tables
+        1-2). softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
+        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use 0.5 on
+        softmax). preprocess: If given, ``data`` holds images in [0, 1] and the model sees
             ``preprocess(x)``; ``E = L (.) I`` is taken on the image.
         unseen: Boolean ``(H, W)`` mask of a region the model cannot see, for the dead-zone mass.
         batch_size: For tensor ``data``.
@@ -198,8 +206,8 @@ def evaluate_methods(
         raise ValueError(f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from}")
     if model.training:
         warnings.warn("the model is in training mode; call model.eval() first", stacklevel=2)
-    device = model_device(model)
-    layer = resolve_layer(model, layer)
+    device = module_device(model)
+    layer = find_layer(model, layer)
     layout = resolve_layout(layout, model, layer)
     forward = model_forward(model, preprocess)
     unseen = None if unseen is None else torch.as_tensor(unseen).to(device)

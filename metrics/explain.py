@@ -3,6 +3,12 @@
 ``quantus.explain`` only knows a fixed list of Captum methods; :func:`cam_explain` has the
 signature Quantus expects of a custom explain function, so Grad-CAM, Grad-CAM+, Grad-CAM++ and
 HiResCAM can be scored by any Quantus metric and inside ``quantus.evaluate``.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from torch import Tensor, nn
 
 from captum_camplus import LayerCams, MethodFactory, method_name, upsample_and_normalize
 from captum_camplus.layouts import LayoutSpec, resolve_layout
+from captum_camplus.modules import find_layer, module_device
 
-from .explanation import Preprocess, as_target, model_device, model_forward
+from .explanation import Preprocess, as_target, model_forward
 
-#: Which score the CAM gradients are taken of (the two columns of 001 tables 1-2).
+#: Which score the CAM gradients are taken of (the two columns of Lerma & Lucas, tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
 MAPS_FROM: tuple[MapsFrom, ...] = ("pre-softmax", "post-softmax")
 
@@ -34,7 +41,7 @@ def compute_cams(
     preprocess: Preprocess | None = None,
     layout: LayoutSpec = None,
 ) -> dict[str, Tensor]:
-    """Every method's ReLU'd CAM (001 eq. 2, 003 def. 6) from one forward and backward pass.
+    """Every method's ReLU'd CAM (Lerma & Lucas, eq. 2) from one forward and backward pass.
 
     Args:
         model, layer: The classifier and its layer (a module or its name in the model).
@@ -52,7 +59,7 @@ def compute_cams(
     if maps_from not in MAPS_FROM:
         raise ValueError(f"maps_from must be one of {MAPS_FROM}, got {maps_from!r}")
     forward = model_forward(model, preprocess, softmax=maps_from == "post-softmax")
-    layer = resolve_layer(model, layer)
+    layer = find_layer(model, layer)
     layout = resolve_layout(layout, model, layer)  # from the model: forward is a wrapper
     cams = LayerCams(forward, layer, methods=methods, layout=layout)
     maps = cams.attribute(inputs, target=target, relu_attributions=True)
@@ -92,22 +99,10 @@ def cam_explain(
         float32 ``(N, 1, *inputs spatial)`` maps in [0, 1].
     """
     del device  # the model's device decides
-    on = model_device(model)
+    on = module_device(model)
     x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
     x = x.to(on) if x.is_floating_point() else x.to(on, torch.float32)
     target = as_target(targets, x.shape[0], device=on)
     name = method_name(method)
     maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout)[name]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
-
-
-def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
-    """The layer itself, or the submodule of ``model`` with that name."""
-    if isinstance(layer, nn.Module):
-        return layer
-    if isinstance(layer, str):
-        try:
-            return model.get_submodule(layer)
-        except AttributeError as error:
-            raise ValueError(f"the model has no layer named {layer!r}") from error
-    raise TypeError(f"layer must be an nn.Module or its name, got {type(layer).__name__}")

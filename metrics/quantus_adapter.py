@@ -5,6 +5,10 @@ A metric subclasses :class:`CamMetric` and states its name, score direction and 
 class gives it Quantus' constructor and call arguments with defaults, so it works both when
 called directly and inside ``quantus.evaluate``, which passes only the model, the data,
 ``a_batch``, ``s_batch`` and the explain function with its keyword arguments.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType
 from quantus.helpers.model.model_interface import ModelInterface
 from torch import Tensor, nn
 
+from captum_camplus.modules import module_device
+
 from .explanation import (
     Preprocess,
     Scores,
@@ -28,7 +34,6 @@ from .explanation import (
     class_scores,
     explanation_maps,
     keep_mask,
-    model_device,
     model_forward,
 )
 
@@ -100,9 +105,9 @@ class CamMetric(quantus.Metric):
     Args:
         preprocess: If given, ``x_batch`` holds images in [0, 1] and the model sees
             ``preprocess(x)``; the explanation map ``E = L (.) I`` is then taken on the image.
-        threshold: Keep only images whose score ``Y`` exceeds it (001 uses softmax > 0.5). The
-            others get a NaN score that the default aggregation skips; a call in which no image
-            passes raises ``ValueError``.
+        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use softmax >
+            0.5). The others get a NaN score that the default aggregation skips; a call in which
+            no image passes raises ``ValueError``.
         return_aggregate: Return the dataset value (default) rather than per-image scores.
         aggregate_func: Replaces the default aggregation (see :attr:`aggregate`).
         disable_warnings, display_progressbar, kwargs: Passed to ``quantus.Metric``.
@@ -197,7 +202,7 @@ class CamMetric(quantus.Metric):
         raw = model.get_model() if isinstance(model, ModelInterface) else model
         predict_kwargs = getattr(model, "model_predict_kwargs", None) or {}
         net = functools.partial(raw, **predict_kwargs) if predict_kwargs else raw
-        device = model_device(raw)
+        device = module_device(raw)
         x = torch.as_tensor(np.asarray(x_batch), device=device)
         if not x.is_floating_point():
             x = x.float()

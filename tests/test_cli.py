@@ -1,4 +1,9 @@
-"""The ``camplus`` command line, called in-process through ``main(argv)`` (one subprocess test)."""
+"""The ``camplus`` command line, called in-process through ``main(argv)`` (one subprocess test).
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+"""
 
 from __future__ import annotations
 
@@ -124,7 +129,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "not image": ([str(text)], "not a readable image: .*notes.png"),
         "method": (["coffee", "--methods", "gradcam,scorecam"], "unknown CAM method 'scorecam'"),
         "no method": (["coffee", "--methods", " , "], "--methods is empty"),
-        "layer": (["coffee", "--layer", "bn9"], "unknown layer 'bn9'"),
+        "layer": (["coffee", "--layer", "bn9"], "no layer named 'bn9'"),
         "arch": (["coffee", "--model", "nonet", "--weights", str(weights)], "unknown architecture"),
         "no weights": (["coffee", "--model", "resnet18"], "no weights for 'resnet18'"),
         "weights alone": (["coffee", "--weights", str(weights)], "--weights needs --model"),
@@ -168,7 +173,7 @@ def test_help_exits_0(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["compare", "--help"])
     assert exit_info.value.code == 0
-    assert "(001 tables 1-2)" in " ".join(capsys.readouterr().out.split())
+    assert "(Lerma & Lucas, tables 1-2)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_subprocess_bad_input_exit_status(tmp_path) -> None:

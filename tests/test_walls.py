@@ -1,4 +1,9 @@
-"""Masked models, dead zones, 003 theorem 3 and the dead-zone-mass table (paper 003)."""
+"""Masked models, dead zones, theorem 3 and the dead-zone-mass table of Taimeskhanov et al.
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ def generator(seed: int = 0) -> torch.Generator:
 
 
 def dead_zone_mass_reference(maps: torch.Tensor, dead_zone: torch.Tensor) -> torch.Tensor:
-    """003 eq. 7 in float64: mu = ||L on the dead zone||_2 / ||L||_2, L the upsampled map
+    """Eq. 7 of Taimeskhanov et al. in float64: mu = ||L on the dead zone||_2 / ||L||_2, L the map
     min-max normalised to [0, 1] (an all-zero map has mu = 0)."""
     up = F.interpolate(maps.double(), size=dead_zone.shape, mode="bilinear", align_corners=False)
     up = up[:, 0]
@@ -211,11 +216,12 @@ def test_unseen_region_matches_the_gradient_support(layers, size):
         assert torch.equal(unseen_region(nn.Sequential(*layers), size, unseen), expected), rows
 
 
-# --- 003 theorem 3 at initialization ------------------------------------------------------
+# --- Taimeskhanov et al., theorem 3 at initialization
+# ------------------------------------------------------
 
 
 def test_theorem3_closed_form_of_grad_cam():
-    """003 proposition 2 with L = 1: alpha_v = (1/hw) sum_p W_p^(v), GC = ReLU(sum alpha B)."""
+    """Proposition 2, L = 1: alpha_v = (1/hw) sum_p W_p^(v), GC = ReLU(sum a B)."""
     model = Theorem3CNN((10, 10), filters=6, generator=generator(3))
     x = torch.rand(2, 1, 10, 10, generator=generator(4))
     b = F.relu(F.conv2d(x.double(), model.features[0].weight.double()))  # (2, 6, 8, 8)
@@ -237,8 +243,8 @@ def test_theorem3_grad_cam_sees_through_the_wall_and_hirescam_does_not():
     assert result.unseen_mean(result.mean_maps["HiResCAM"]) == 0.0
     for name in ("Grad-CAM", "Grad-CAM+", "Grad-CAM++"):
         assert result.unseen_mean(result.mean_maps[name]) > 0.0, name
-    # 003 eq. 11 from scratch: given the filters, sum_v alpha_v B_v is N(0, s^2) with
-    # s^2 = (tau / hw)^2 (h'w' / 2) sum_v B_v^2, and E[ReLU(N(0, s^2))] = s / sqrt(2 pi).
+    # Taimeskhanov et al., eq. 11 from scratch: given the filters, sum_v alpha_v B_v is N(0, s^2)
+    # with s^2 = (tau / hw)^2 (h'w' / 2) sum_v B_v^2, and E[ReLU(N(0, s^2))] = s / sqrt(2 pi).
     h = w = 8
     expected = torch.zeros(3, h, w, dtype=torch.float64)
     for seed in range(seeds):
@@ -249,7 +255,7 @@ def test_theorem3_grad_cam_sees_through_the_wall_and_hirescam_does_not():
     torch.testing.assert_close(result.predicted, expected)
     empirical = result.unseen_mean(result.mean_maps["Grad-CAM"])
     assert empirical == pytest.approx(result.unseen_mean(expected), rel=0.2)
-    assert empirical >= result.unseen_mean(result.bound) > 0  # 003 eq. 5, V > 20
+    assert empirical >= result.unseen_mean(result.bound) > 0  # Taimeskhanov et al., eq. 5, V > 20
 
 
 # --- STACK-MIX-digits ---------------------------------------------------------------------
@@ -322,7 +328,7 @@ def test_command_line_prints_both_results(capsys):
 
     main(["--seeds", "3", "--epochs", "1"])
     out = capsys.readouterr().out
-    assert "003 theorem 3" in out and "Dead-zone mass" in out
+    assert "Taimeskhanov et al., theorem 3" in out and "Dead-zone mass" in out
     assert "HiResCAM" in out and "0.0 ± 0.0" in out
 
 

@@ -1,4 +1,4 @@
-"""See through walls (paper 003): masked models, their dead zones, and what each CAM puts there.
+"""See through walls: masked models, their dead zones, and what each CAM puts there.
 
 The masking tools are library features, in the core: :mod:`captum_camplus.masking`.
 
@@ -6,8 +6,12 @@ The masking tools are library features, in the core: :mod:`captum_camplus.maskin
 >>> model = WallCNN()                      # the head cannot see the bottom 6 of 8 feature rows
 >>> model.dead_zone()                      # (16, 8) bool: the input pixels it cannot see
 
-``python -m camplus_app.walls`` runs 003 theorem 3 by simulation and prints the dead-zone-mass
-table (003 table 1) of a masked CNN trained on STACK-MIX-digits.
+``python -m camplus_app.walls`` runs Taimeskhanov et al., theorem 3 by simulation and prints the
+dead-zone-mass table (Taimeskhanov et al., table 1) of a masked CNN trained on STACK-MIX-digits.
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from camplus_app.walls.cams import WALL_METHODS, wall_maps

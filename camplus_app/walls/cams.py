@@ -1,4 +1,9 @@
-"""The four maps compared in the walls experiments, as 003 table 1 computes them."""
+"""The four maps compared in the walls experiments, as Taimeskhanov et al., table 1 computes them.
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,17 @@
-"""Grad-CAM++ (Chattopadhay et al. 2018) with the alpha variants discussed in paper 001."""
+"""Grad-CAM++ (Chattopadhay et al. 2018) with the alpha variants discussed in Lerma & Lucas.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- "Discussion: Computation analysis of GradCAM++", a note on the closed form of the Grad-CAM++
+  alphas and its assumptions.
+- Chattopadhay, Sarkar, Howlader & Balasubramanian (2018), "Grad-CAM++: Generalized gradient-based
+  visual explanations for deep convolutional networks", WACV, arXiv:1710.11063.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -10,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import CamAttribution, spatial_sum
+from captum_camplus.base import CamAttribution, spatial_sum, working_precision
 from captum_camplus.layouts import LayoutSpec
 from captum_camplus.registry import register_method
 
@@ -18,22 +28,62 @@ AlphaForm = Literal["simplified", "paper", "constant"]
 Stabilizer = Literal["clamp", "zero", "none"]
 
 
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AlphaOptions:
+    r"""How Grad-CAM++'s alphas are computed (see :class:`LayerGradCamPlusPlus` for each option).
+
+    Attributes:
+        form: ``"simplified"`` (Lerma & Lucas, eq. 13), ``"paper"`` (eq. 9) or ``"constant"``
+            (1/2, eq. 14).
+        exponent_scale: :math:`\lambda` of eq. 12; positive.
+        normalize: Divide alpha by its sum over each channel's positions (reference code).
+        stabilizer: ``"clamp"``, ``"zero"`` or ``"none"``: what happens where the denominator
+            :math:`2 + \lambda S_k g` is below ``min_denominator``.
+        min_denominator: The stabilizer's threshold; positive.
+    """
+
+    form: AlphaForm = "simplified"
+    exponent_scale: float = 1.0
+    normalize: bool = False
+    stabilizer: Stabilizer = "clamp"
+    min_denominator: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_choice("alpha", self.form, ("simplified", "paper", "constant"))
+        _check_choice("stabilizer", self.stabilizer, ("clamp", "zero", "none"))
+        if not isinstance(self.normalize, bool):
+            raise TypeError(f"normalize_alpha must be True or False, got {self.normalize!r}")
+        for name in ("exponent_scale", "min_denominator"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+            object.__setattr__(self, name, float(value))
+
+
 @dataclass(frozen=True)
 class AlphaDiagnostics:
-    """What the last Grad-CAM++ call saw, from the ``S_k`` and ``ReLU(g)`` it kept (no model pass).
+    """What Grad-CAM++ saw in one layer tensor: counts and ranges of its alphas.
 
-    Only entries with a positive gradient reach the weights (001 eq. 4), so only they are counted;
-    with none, the ranges are empty (min ``inf``, max ``-inf``). The fields are tensors on the
-    model's device; ``summary()`` brings them to the host.
+    Only entries with a positive gradient reach the weights (Lerma & Lucas, eq. 4), so only they
+    are counted; with none, the ranges are empty (min ``inf``, max ``-inf``). The fields are
+    tensors on the layer's device; ``summary()`` brings them to the host.
 
     Attributes:
         positive: Number of entries with ``g > 0``.
         unstable: Entries with ``g > 0`` whose denominator ``2 + lambda S_k g`` is below
-            ``min_denominator``: near a pole of 001 eq. 13 or past it (alpha negative).
-        raw_min, raw_max: Range of alpha by the formula, before the stabilizer (001 section 3.4
-            reports -1.4e6 and 5.6e5 on ImageNetV2).
+            ``min_denominator``: near a pole of eq. 13 or past it (alpha negative).
+        raw_min, raw_max: Range of alpha by the formula, before the stabilizer (Lerma & Lucas,
+            section 3.4, report -1.4e6 and 5.6e5 on ImageNetV2).
         min, max: Range of the alphas actually used.
-        alphas: The alphas used (same shape as the layer), kept only with ``keep_alphas=True``.
+        alphas: The alphas used, same shape as the layer, 0 where ``g <= 0`` (for histograms
+            such as Lerma & Lucas, figures 3-4).
     """
 
     positive: Tensor
@@ -42,58 +92,71 @@ class AlphaDiagnostics:
     raw_max: Tensor
     min: Tensor
     max: Tensor
-    alphas: Tensor | None = None
+    alphas: Tensor
 
     def summary(self) -> dict[str, float]:
         """The counts and ranges as Python numbers (one host synchronisation)."""
-        values = torch.stack(
-            [
-                t.double()
-                for t in (
-                    self.positive,
-                    self.unstable,
-                    self.raw_min,
-                    self.raw_max,
-                    self.min,
-                    self.max,
-                )
-            ]
-        ).tolist()
         names = ("positive", "unstable", "raw_min", "raw_max", "min", "max")
+        values = torch.stack([getattr(self, name).double() for name in names]).tolist()
         return dict(zip(names, values, strict=True))
+
+
+def grad_cam_plus_plus_alphas(
+    scaled_sums: Tensor, positive_gradient: Tensor, options: AlphaOptions = AlphaOptions()
+) -> Tensor:
+    r"""The alphas of Grad-CAM++ (Lerma & Lucas, eq. 9 / 12 / 13): a pure function.
+
+    Args:
+        scaled_sums: :math:`\lambda S_k`, shape ``(N, C, 1, ...)`` (per channel).
+        positive_gradient: :math:`\mathrm{ReLU}(g)`, the layer's shape.
+        options: The alpha form, scale and stabilizer.
+
+    Returns:
+        A new tensor of alphas, exactly 0 where ``ReLU(g) = 0``.
+    """
+    alphas = _alphas_where_positive(scaled_sums, positive_gradient, options)
+    return _finish(alphas.masked_fill_(positive_gradient == 0, 0.0), options)
+
+
+def alpha_diagnostics(
+    activation: Tensor, gradient: Tensor, options: AlphaOptions = AlphaOptions()
+) -> AlphaDiagnostics:
+    """:class:`AlphaDiagnostics` of a layer tensor ``A`` and its gradient ``g`` (no model pass)."""
+    return _diagnose(*_alpha_inputs(activation, gradient, options), options)
 
 
 @register_method("Grad-CAM++", "gradcampp")
 class LayerGradCamPlusPlus(CamAttribution):
-    r"""Grad-CAM++: channel weights are alpha-weighted positive gradients (001 eq. 4).
+    r"""Grad-CAM++: channel weights are alpha-weighted positive gradients (Lerma & Lucas, eq. 4).
 
     .. math::
         w_k = \sum_{ij} \alpha^k_{ij}\, \mathrm{ReLU}(g^k_{ij}),\qquad
         g^k_{ij} = \frac{\partial S}{\partial A^k_{ij}},\qquad S_k = \sum_{ab} A^k_{ab}
 
     The score ``S`` is what ``forward_func`` returns for the target (the pre-softmax logit for a
-    classifier, as the closed form assumes: 001 eq. 9, paper 002). ``S_k`` and the sum of
-    ``w_k`` run over the positions of the grid that ``layout`` gives: for a transformer's tokens,
-    the patch grid only, prefix tokens (class, distillation, registers) excluded.
+    classifier, as the closed form assumes: Lerma & Lucas, eq. 9, and the derivation note).
+    ``S_k`` and the sum of ``w_k`` run over the positions of the grid that ``layout`` gives: for
+    a transformer's tokens, the patch grid only, prefix tokens (class, distillation, registers)
+    excluded.
 
     Args:
         forward_func, layer, device_ids, layout: As in :class:`captum_camplus.CamAttribution`.
         alpha: How alpha is computed:
 
-            * ``"simplified"`` (default), 001 eq. 13 with the scale of eq. 12:
+            * ``"simplified"`` (default), Lerma & Lucas, eq. 13 with the scale of eq. 12:
               :math:`\alpha = 1 / (2 + \lambda S_k g)`. No powers of ``g``, so nothing under- or
               overflows.
-            * ``"paper"``, 001 eq. 9 / eq. 12 as published:
+            * ``"paper"``, eq. 9 / eq. 12 as published:
               :math:`\alpha = g^2 / (2 g^2 + \lambda S_k g^3)`. Equal to the simplified form
               wherever ``g != 0``, but ``g^3`` underflows for tiny gradients; where the
               computed numerator is 0, alpha is 0.
-            * ``"constant"``: :math:`\alpha = 1/2`, the limit Lerma & Lucas observe (001 eq. 14).
+            * ``"constant"``: :math:`\alpha = 1/2`, the limit Lerma & Lucas observe (eq. 14).
               The map is then exactly half of Grad-CAM+'s times ``Z``, so proportional to it.
 
             In every form alpha is exactly 0 where ``g = 0`` (the paper's convention for 0/0) and
             no epsilon is added to a denominator (an absolute epsilon such as 1e-6 dominates the
             denominator at typical gradient sizes and turns the weights into ``sum ReLU(g)^3``).
-        exponent_scale: :math:`\lambda` of 001 eq. 12 (assuming ``Y = exp(lambda S)``); the paper's
+        exponent_scale: :math:`\lambda` of eq. 12 (assuming ``Y = exp(lambda S)``); the paper's
             choice is 1. Must be positive.
         normalize_alpha: Divide alpha by its sum over the positions of each channel, as the
             authors' reference code does (in no equation); a channel whose sum is 0 is left as is.
@@ -105,17 +168,16 @@ class LayerGradCamPlusPlus(CamAttribution):
             * ``"clamp"`` (default): :math:`\alpha = 1 / \max(d, d_{min})`. With the default
               ``min_denominator=2`` this is :math:`\alpha = \min(1/2, \alpha)`: alpha stays in
               ``(0, 1/2]``, is continuous in :math:`S_k g`, and is untouched wherever
-              :math:`S_k g \ge 0`, which includes every layer that follows a ReLU. An entry
-              past the pole would otherwise get a large or negative alpha with no meaning as a
-              pixel importance (001 section 3.4), and one such entry can dominate a channel.
+              :math:`S_k g \ge 0`, which includes every layer that follows a ReLU. An entry past
+              the pole would otherwise get a large or negative alpha with no meaning as a pixel
+              importance (Lerma & Lucas, section 3.4), and one such entry can dominate a channel.
             * ``"zero"``: drop such entries (alpha = 0).
             * ``"none"``: the formula as is. A denominator of exactly 0 then raises
               ``FloatingPointError`` rather than returning inf or NaN.
         min_denominator: The threshold ``d_min`` of the stabilizer (default 2). Positive.
-        keep_alphas: Keep the last call's alpha tensor in ``last_diagnostics.alphas`` (for
-            histograms such as 001 figures 3-4).
 
-    After each call, :attr:`last_diagnostics` holds an :class:`AlphaDiagnostics`.
+    The alphas are :func:`grad_cam_plus_plus_alphas` of ``(lambda S_k, ReLU(g))``; after a call,
+    :attr:`last_diagnostics` gives their :class:`AlphaDiagnostics`, computed when read.
     """
 
     def __init__(
@@ -129,88 +191,90 @@ class LayerGradCamPlusPlus(CamAttribution):
         normalize_alpha: bool = False,
         stabilizer: Stabilizer = "clamp",
         min_denominator: float = 2.0,
-        keep_alphas: bool = False,
         layout: LayoutSpec = None,
     ) -> None:
         super().__init__(forward_func, layer, device_ids, layout=layout)
-        _check_choice("alpha", alpha, ("simplified", "paper", "constant"))
-        _check_choice("stabilizer", stabilizer, ("clamp", "zero", "none"))
-        if not exponent_scale > 0:
-            raise ValueError(
-                f"exponent_scale (lambda of 001 eq. 12) must be > 0, got {exponent_scale}"
-            )
-        if not min_denominator > 0:
-            raise ValueError(f"min_denominator must be > 0, got {min_denominator}")
-        self.alpha = alpha
-        self.exponent_scale = float(exponent_scale)
-        self.normalize_alpha = normalize_alpha
-        self.stabilizer = stabilizer
-        self.min_denominator = float(min_denominator)
-        self.keep_alphas = keep_alphas
-        self._last_call: tuple[Tensor, Tensor, Tensor | None] | None = None
+        self.options = AlphaOptions(
+            alpha, exponent_scale, normalize_alpha, stabilizer, min_denominator
+        )
+        self._last_layer: tuple[Tensor, Tensor] | None = None  # (lambda S_k, ReLU(g))
 
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
-        lam_s = self.exponent_scale * spatial_sum(activation)
-        positive_part = gradient.clamp(min=0)
-        # Alphas at g <= 0 multiply ReLU(g) = 0; they are zeroed only where someone reads them.
-        alphas = self._alphas(lam_s, positive_part, exact_zeros=self.keep_alphas)
-        self._last_call = (lam_s, positive_part, alphas if self.keep_alphas else None)
-        weighted = alphas * positive_part if self.keep_alphas else alphas.mul_(positive_part)
-        return spatial_sum(weighted)
+        scaled_sums, positive_gradient = _alpha_inputs(activation, gradient, self.options)
+        self._last_layer = (scaled_sums, positive_gradient)
+        # sum_ij alpha ReLU(g): alphas at g <= 0 are multiplied by 0, so they need not be zeroed
+        if self.options.normalize:
+            alphas = grad_cam_plus_plus_alphas(scaled_sums, positive_gradient, self.options)
+        else:
+            alphas = _alphas_where_positive(scaled_sums, positive_gradient, self.options)
+        return spatial_sum(alphas.mul_(positive_gradient))
 
     def alphas(self, activation: Tensor, gradient: Tensor) -> Tensor:
-        """The alphas of 001 eq. 9 / 12 / 13 with this instance's options (0 where g <= 0)."""
-        return self._alphas(self.exponent_scale * spatial_sum(activation), gradient.clamp(min=0))
+        """The alphas of this instance's options for ``(A, g)`` (0 where ``g <= 0``)."""
+        return grad_cam_plus_plus_alphas(
+            *_alpha_inputs(activation, gradient, self.options), self.options
+        )
 
     @property
     def last_diagnostics(self) -> AlphaDiagnostics | None:
-        """:class:`AlphaDiagnostics` of the last call, computed when first read (no extra pass)."""
-        if self._last_call is None:
+        """:class:`AlphaDiagnostics` of the last call (of its last layer tensor), or None."""
+        if self._last_layer is None:
             return None
-        lam_s, positive_part, alphas = self._last_call
-        if alphas is None:
-            alphas = self._alphas(lam_s, positive_part)
-        return _diagnose(lam_s, positive_part, alphas, self.min_denominator, self.keep_alphas)
+        return _diagnose(*self._last_layer, self.options)
 
-    def _alphas(self, lam_s: Tensor, positive_part: Tensor, exact_zeros: bool = True) -> Tensor:
-        """Alphas where g > 0 from ``lambda S_k`` and ``ReLU(g)``; exactly 0 elsewhere unless
-        ``exact_zeros`` is False (then finite values that ReLU(g) = 0 cancels).
 
-        Working on ``ReLU(g)`` makes the denominator exactly 2 where ``g <= 0``, and the arithmetic
-        runs in place: the layer tensor is large and each temporary costs a pass over memory.
-        """
-        if self.alpha == "constant":
-            return (positive_part > 0).to(positive_part.dtype).mul_(0.5)
-        denominator = (lam_s * positive_part).add_(2)  # 2 + lambda S_k g (eq. 12-13)
-        if self.stabilizer == "none" and bool((denominator == 0).any()):  # syncs in this mode only
-            raise FloatingPointError(
-                "Grad-CAM++ alpha denominator 2 + lambda * S_k * g is exactly 0 for some "
-                "positive gradient; use stabilizer='clamp' or 'zero'"
-            )
-        if self.alpha == "paper":
-            g2 = positive_part.square()
-            alphas = _divide_or_zero(g2, g2.mul(2).addcmul_(lam_s, positive_part.pow(3)))  # eq. 9
-            if self.stabilizer != "none":
-                replacement = 1 / self.min_denominator if self.stabilizer == "clamp" else 0.0
-                alphas.masked_fill_(denominator < self.min_denominator, replacement)
-        else:
-            if self.stabilizer == "clamp":  # 1 / max(d, d_min)
-                denominator.clamp_(min=self.min_denominator)
-            elif self.stabilizer == "zero":  # 1 / inf = 0
-                denominator.masked_fill_(denominator < self.min_denominator, float("inf"))
-            alphas = denominator.reciprocal_()  # eq. 13
-        if exact_zeros or self.normalize_alpha:
-            alphas.masked_fill_(positive_part == 0, 0.0)
-        if self.normalize_alpha:
-            total = spatial_sum(alphas)
-            alphas.div_(torch.where(total == 0, torch.ones_like(total), total))
+def _alpha_inputs(
+    activation: Tensor, gradient: Tensor, options: AlphaOptions
+) -> tuple[Tensor, Tensor]:
+    """``(lambda S_k, ReLU(g))`` of a layer tensor, in the working precision."""
+    activation, gradient = working_precision(activation), working_precision(gradient)
+    return options.exponent_scale * spatial_sum(activation), gradient.clamp(min=0)
+
+
+def _alphas_where_positive(
+    scaled_sums: Tensor, positive_gradient: Tensor, options: AlphaOptions
+) -> Tensor:
+    """Alphas, correct where ``g > 0`` and finite elsewhere, in a new tensor.
+
+    Working on ``ReLU(g)`` makes the denominator exactly 2 where ``g <= 0``, and the arithmetic
+    runs in place on one new tensor: the layer tensor is large and each temporary costs a pass
+    over memory.
+    """
+    if options.form == "constant":
+        return (positive_gradient > 0).to(positive_gradient.dtype).mul_(0.5)
+    denominator = (scaled_sums * positive_gradient).add_(2)  # 2 + lambda S_k g (eq. 12-13)
+    if options.stabilizer == "none" and bool((denominator == 0).any()):  # syncs in this mode only
+        raise FloatingPointError(
+            "Grad-CAM++ alpha denominator 2 + lambda * S_k * g is exactly 0 for some "
+            "positive gradient; use stabilizer='clamp' or 'zero'"
+        )
+    if options.form == "paper":
+        g2 = positive_gradient.square()
+        alphas = _divide_or_zero(g2, g2.mul(2).addcmul_(scaled_sums, positive_gradient.pow(3)))
+        if options.stabilizer != "none":
+            replacement = 1 / options.min_denominator if options.stabilizer == "clamp" else 0.0
+            alphas.masked_fill_(denominator < options.min_denominator, replacement)
         return alphas
+    if options.stabilizer == "clamp":  # 1 / max(d, d_min)
+        denominator.clamp_(min=options.min_denominator)
+    elif options.stabilizer == "zero":  # 1 / inf = 0
+        denominator.masked_fill_(denominator < options.min_denominator, float("inf"))
+    return denominator.reciprocal_()  # eq. 13
+
+
+def _finish(alphas: Tensor, options: AlphaOptions) -> Tensor:
+    """The reference code's per-channel normalisation, if asked for (alphas already 0 at g <= 0)."""
+    if options.normalize:
+        total = spatial_sum(alphas)
+        alphas.div_(torch.where(total == 0, torch.ones_like(total), total))
+    return alphas
 
 
 def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
     """``numerator / denominator`` where both are non-zero, else exactly 0 (no inf/NaN formed).
 
-    The paper's 0/0 := 0 at g = 0 (001 after eq. 9) also covers a ``g^2`` that underflows.
+    The paper's 0/0 := 0 at g = 0 (Lerma & Lucas, after eq. 9) also covers a ``g^2`` that
+    underflows.
     """
     keep = (numerator != 0) & (denominator != 0)
     safe = torch.where(keep, denominator, torch.ones_like(denominator))
@@ -218,10 +282,11 @@ def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
 
 
 def _diagnose(
-    lam_s: Tensor, positive_part: Tensor, alphas: Tensor, min_denominator: float, keep: bool
+    scaled_sums: Tensor, positive_gradient: Tensor, options: AlphaOptions
 ) -> AlphaDiagnostics:
-    positive = positive_part > 0
-    denominator = 2 + lam_s * positive_part
+    alphas = grad_cam_plus_plus_alphas(scaled_sums, positive_gradient, options)
+    positive = positive_gradient > 0
+    denominator = 2 + scaled_sums * positive_gradient
     raw = _divide_or_zero(positive.to(alphas.dtype), denominator)  # eq. 13 without stabilizer
     inf = torch.tensor(float("inf"), dtype=alphas.dtype, device=alphas.device)
 
@@ -232,15 +297,10 @@ def _diagnose(
     used_min, used_max = extrema(alphas)
     return AlphaDiagnostics(
         positive=positive.sum(),
-        unstable=(positive & (denominator < min_denominator)).sum(),
+        unstable=(positive & (denominator < options.min_denominator)).sum(),
         raw_min=raw_min,
         raw_max=raw_max,
         min=used_min,
         max=used_max,
-        alphas=alphas.detach() if keep else None,
+        alphas=alphas,
     )
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
