@@ -1,8 +1,6 @@
 """Explanation maps, class scores and CAMs for the metrics, against float64 computations.
 
-References:
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
+Papers (full references in the README): Taimeskhanov, Sicre & Garreau (2024), arXiv:2404.01964.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
 """The formulas of metrics.functional against values computed by hand in float64.
 
-References:
-- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
-- Singh, Harithas, Khan & Hadi, "Grad-CAM++: generalized gradient-based visual explanations for
-  deep convolutional networks", course report reimplementing CAM, Grad-CAM and Grad-CAM++ (Average
-  Drop % and % Increase in Confidence, section 4.2).
+Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838; Taimeskhanov, Sicre
+& Garreau (2024), arXiv:2404.01964; Singh, Harithas, Khan & Hadi (course report, section 4.2).
 """
 
 from __future__ import annotations
