@@ -47,26 +47,16 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import (
-    LayerCams,
-    LayerGradCam,
-    LayerGradCamPlus,
-    LayerGradCamPlusPlus,
-    LayerHiResCam,
-)
+import tests.reference as ref  # the project's one float64 reference, and the (A, g) capture
+from captum_camplus import METHODS, LayerCams
 
 FLOOR = "floor: forward + autograd.grad to the layer"
-CLAMPED_PP = "Grad-CAM++ (eq. 13, denominator clamped at 2)"
 ALL_FOUR = "LayerCams (all four, one pass)"
 #: Two runs of the same code differ by up to a few hundred KiB of RSS (pages of small objects).
 MEMORY_SLACK_MIB = 1
 
-OURS = {
-    "Grad-CAM": LayerGradCam,
-    "Grad-CAM+": LayerGradCamPlus,
-    "Grad-CAM++": LayerGradCamPlusPlus,
-    "HiResCAM": LayerHiResCam,
-}
+#: Our contenders: every registered method.
+OURS = dict(METHODS)
 
 
 @dataclass
@@ -124,29 +114,17 @@ class Row:
 
 
 def layer_activation_and_gradient(case: Case) -> tuple[Tensor, Tensor]:
-    """One forward and ``autograd.grad`` of the summed target scores w.r.t. the layer output.
-
-    This is the least any gradient CAM must do, done the way Captum does it: a forward hook keeps
-    the layer output and the gradient is taken w.r.t. it only (no parameter gradients).
-    """
-    captured: list[Tensor] = []
-    handle = case.layer.register_forward_hook(lambda module, args, output: captured.append(output))
-    try:
-        scores = case.model(case.inputs)
-    finally:
-        handle.remove()
-    if len(captured) != 1:
-        raise ValueError(f"the CAM layer was called {len(captured)} times; expected once")
-    score = scores.gather(1, case.target[:, None]).sum()
-    (gradient,) = torch.autograd.grad(score, captured[0])
-    return captured[0].detach(), gradient
+    """The floor: one forward and ``autograd.grad`` of the summed target scores w.r.t. the layer
+    output, the least any gradient CAM must do (:func:`tests.reference.capture_layer`, the same
+    capture the tests evaluate the reference formulas on)."""
+    return ref.capture_layer(case.model, case.layer, case.inputs, case.target)
 
 
 # --------------------------------------------------------------------------- the contenders
 
 
 #: Our Grad-CAM++ default clamps the denominator of Lerma & Lucas, eq. 13 at 2: checked as such.
-OUR_FORMULA = {"Grad-CAM++": CLAMPED_PP}
+OUR_FORMULA = {"Grad-CAM++": ref.CLAMPED_PP}
 
 
 def _ours(name: str, cls: type) -> Implementation:
@@ -294,32 +272,11 @@ def implementations(case: Case) -> tuple[list[Implementation], list[str]]:
 
 
 def reference_maps(activation: Tensor, gradient: Tensor) -> dict[str, Tensor]:
-    """Each method's ReLU'd map from float64 copies of ``A`` and ``g`` (``(N, C, H, W)``).
-
-    Written independently of ``captum_camplus``: Lerma & Lucas, eq. 1-2 (Grad-CAM), eq. 3
-    (Grad-CAM+), eq. 4 with the alphas of eq. 9 (Grad-CAM++, alpha = 0 where g = 0), the same
-    with the denominator ``2 + S_k g`` of eq. 13 clamped at 2 (:data:`CLAMPED_PP`, our default;
-    equal to eq. 9 wherever ``S_k g >= 0``, as on every post-ReLU layer) and Taimeskhanov et al.,
-    definition 6 (HiResCAM).
-    """
-    a, g = activation.double(), gradient.double()
-    spatial = tuple(range(2, a.dim()))
-    s_k = a.sum(dim=spatial, keepdim=True)
-    g2 = g * g
-    denominator = 2 * g2 + s_k * g2 * g
-    alpha = torch.where(g != 0, g2 / torch.where(g != 0, denominator, 1.0), 0.0)
-    if not bool(torch.isfinite(alpha).all()):
-        raise ValueError("Lerma & Lucas, eq. 9 has a zero denominator on this layer (S_k g = -2)")
-    positive = g.clamp(min=0)
-    clamped_alpha = torch.where(g > 0, 1 / (2 + s_k * positive).clamp(min=2), 0.0)
-    weights = {
-        "Grad-CAM": g.mean(dim=spatial, keepdim=True),
-        "Grad-CAM+": g.clamp(min=0).mean(dim=spatial, keepdim=True),
-        "Grad-CAM++": (alpha * positive).sum(dim=spatial, keepdim=True),
-        CLAMPED_PP: (clamped_alpha * positive).sum(dim=spatial, keepdim=True),
-        "HiResCAM": g,
+    """Each method's ReLU'd map from float64 ``A`` and ``g`` (``(N, C, H, W)``), by the project's
+    one reference (:func:`tests.reference.reference_maps`), written independently of the library."""
+    return {
+        name: torch.from_numpy(m) for name, m in ref.reference_maps(activation, gradient).items()
     }
-    return {method: torch.relu((w * a).sum(dim=1)) for method, w in weights.items()}
 
 
 def float64_case(case: Case) -> Case:

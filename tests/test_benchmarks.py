@@ -105,7 +105,7 @@ def test_clamped_grad_cam_pp_reference_differs_from_eq_9_only_below_the_clamp():
     # channel 0: S = 3 > 0, alphas as eq. 9: w0 = 0.5 / 3.5
     # channel 1: S = -1, 2 + S g = 1 and 0.5: eq. 9 alphas 1 and 2, clamped ones 1/2 and 1/2
     w0 = 0.5 / 3.5
-    for key, w1 in ((bench.CLAMPED_PP, 0.5 * 1 + 0.5 * 1.5), ("Grad-CAM++", 1 * 1 + 2 * 1.5)):
+    for key, w1 in ((bench.ref.CLAMPED_PP, 0.5 * 1 + 0.5 * 1.5), ("Grad-CAM++", 1 * 1 + 2 * 1.5)):
         expected = torch.tensor([w0 * 1 + w1 * -2, w0 * 2 + w1 * 0.5, w1 * 0.5]).double()
         assert torch.allclose(maps[key][0, 0], torch.relu(expected)), key
 

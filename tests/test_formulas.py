@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import reference as ref
 import torch
-from conftest import capture_layer
 
 from captum_camplus import (
     AlphaOptions,
@@ -142,7 +141,7 @@ def test_float32_models_match_float64_reference(cls, layer_name, request, images
     model = request.getfixturevalue(model_name)
     model64 = _double_model(model)
     target = [1, 4, 7]
-    A64, g64 = capture_layer(model64, pick(model64), images.double(), target)
+    A64, g64 = ref.capture_layer(model64, pick(model64), images.double(), target)
     expected = REFERENCES[cls](A64, g64)
     cam = cls(model, pick(model)).attribute(images, target=target).detach()
     assert cam.dtype == torch.float32 and cam.shape == expected.shape

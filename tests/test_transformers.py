@@ -1,7 +1,7 @@
 """CAM methods on vision-transformer layers: timm ViT and distilled DeiT tokens, Swin channels-last.
 
 Random-init timm models (no hub access). The float64 references take the layer's activations and
-gradients from a float64 copy of the model (tests/conftest.py ``capture_layer``), restore the
+gradients from a float64 copy of the model (``tests/reference.py``), restore the
 patch grid with numpy here, independently of ``captum_camplus.layouts``, and evaluate the
 equations of tests/reference.py on it.
 """
@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import copy
 import functools
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pytest
 import reference as ref
 import torch
 from captum.attr import NoiseTunnel
-from conftest import capture_layer
 from torch import nn
 
 from captum_camplus import (
@@ -80,25 +77,7 @@ def user_method():
     _KEYS.update(before[1])
 
 
-@dataclass(frozen=True)
-class Case:
-    arch: str
-    layer: str  # dotted module name
-    layout: Any
-    prefix: int | None  # prefix tokens to drop; None for channels-last
-    grid: tuple[int, int]
-    kwargs: tuple = ()
-
-
-CASES = {
-    "vit_tiny": Case("vit_tiny_patch16_224", "blocks.11.norm1", "tokens", 1, (14, 14)),
-    "deit_tiny_distilled": Case(
-        "deit_tiny_distilled_patch16_224", "blocks.11.norm1", "tokens", 2, (14, 14)
-    ),
-    "swin_tiny": Case(
-        "swin_tiny_patch4_window7_224", "layers.3.blocks.1.norm1", "channels_last", None, (7, 7)
-    ),
-}
+CASES = ref.GRID_CASES
 TARGET = [3, 7]
 
 
@@ -116,16 +95,6 @@ def images() -> torch.Tensor:
     return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
 
 
-def grid_reference(tensor: torch.Tensor, case: Case) -> np.ndarray:
-    """(N, P + H*W, D) or (N, H, W, C) -> (N, C, H, W), in numpy."""
-    array = tensor.detach().cpu().double().numpy()
-    if case.prefix is None:
-        return np.ascontiguousarray(np.transpose(array, (0, 3, 1, 2)))
-    n, _, d = array.shape
-    patches = array[:, case.prefix :, :]
-    return np.ascontiguousarray(np.transpose(patches.reshape(n, *case.grid, d), (0, 3, 1, 2)))
-
-
 _CAPTURES: dict[str, tuple[np.ndarray, np.ndarray, nn.Module]] = {}
 
 
@@ -134,8 +103,9 @@ def reference_grid(name: str, models, images) -> tuple[np.ndarray, np.ndarray, n
     if name not in _CAPTURES:
         case = CASES[name]
         model64 = copy.deepcopy(models[name]).double()
-        A, g = capture_layer(model64, model64.get_submodule(case.layer), images.double(), TARGET)
-        _CAPTURES[name] = (grid_reference(A, case), grid_reference(g, case), model64)
+        layer = model64.get_submodule(case.layer)
+        A, g = ref.capture_layer(model64, layer, images.double(), TARGET)
+        _CAPTURES[name] = (ref.grid_reference(A, case), ref.grid_reference(g, case), model64)
     return _CAPTURES[name]
 
 
@@ -296,9 +266,9 @@ def test_token_layout_from_model_reads_registers_and_wrappers():
     cams = LayerCams(wrapped, layer, layout="tokens")
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     maps = cams.attribute(x, target=[0, 1])
-    A, g = capture_layer(vit.double(), layer, x.double(), [0, 1])
-    case = Case("", "", "tokens", 5, (4, 4))
-    expected = ref.grad_cam_plus(grid_reference(A, case), grid_reference(g, case))
+    A, g = ref.capture_layer(vit.double(), layer, x.double(), [0, 1])
+    case = ref.GridCase("", "", "tokens", 5, (4, 4))
+    expected = ref.grad_cam_plus(ref.grid_reference(A, case), ref.grid_reference(g, case))
     assert _deviation(maps["Grad-CAM+"], expected) < 1e-4
     dynamic = timm.create_model("vit_tiny_patch16_224", depth=1, dynamic_img_size=True)
     assert TokenLayout.from_model(dynamic) == TokenLayout(1, None)
