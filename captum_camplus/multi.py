@@ -11,7 +11,8 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import LayerCam, layer_gradients_and_activations
+from captum_camplus.base import LayerCam, check_flags, layer_gradients_and_activations
+from captum_camplus.checks import check_hookable
 from captum_camplus.methods import (
     LayerGradCam,
     LayerGradCamPlus,
@@ -73,10 +74,15 @@ class LayerCams(LayerAttribution, GradientAttribution):
         methods: Iterable[str] | Mapping[str, MethodFactory] | None = None,
         device_ids: list[int] | None = None,
     ) -> None:
+        check_hookable(forward_func, layer)
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         if methods is None:
             methods = list(METHODS)
+        if isinstance(methods, str):
+            raise TypeError(
+                f"methods is a list of names, got the single string {methods!r}: pass [{methods!r}]"
+            )
         if not isinstance(methods, Mapping):
             methods = {name: method_class(name) for name in methods}
         if not methods:
@@ -97,6 +103,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         grad_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Tensor | tuple[Tensor, ...]]:
         """Each method's map, by name; arguments and map shapes as :meth:`LayerCam.attribute`."""
+        check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
         gradients, activations = layer_gradients_and_activations(
             self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
         )

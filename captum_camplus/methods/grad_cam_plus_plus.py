@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from captum_camplus.base import LayerCam, spatial_sum
+from captum_camplus.checks import check_flag, check_positive
 
 AlphaForm = Literal["simplified", "paper", "constant"]
 Stabilizer = Literal["clamp", "zero", "none"]
@@ -129,22 +130,18 @@ class LayerGradCamPlusPlus(LayerCam):
         super().__init__(forward_func, layer, device_ids)
         _check_choice("alpha", alpha, ("simplified", "paper", "constant"))
         _check_choice("stabilizer", stabilizer, ("clamp", "zero", "none"))
-        if not exponent_scale > 0:
-            raise ValueError(
-                f"exponent_scale (lambda of 001 eq. 12) must be > 0, got {exponent_scale}"
-            )
-        if not min_denominator > 0:
-            raise ValueError(f"min_denominator must be > 0, got {min_denominator}")
         self.alpha = alpha
-        self.exponent_scale = float(exponent_scale)
-        self.normalize_alpha = normalize_alpha
+        self.exponent_scale = check_positive(
+            "exponent_scale", exponent_scale, " (lambda of 001 eq. 12)"
+        )
+        self.normalize_alpha = check_flag("normalize_alpha", normalize_alpha)
         self.stabilizer = stabilizer
-        self.min_denominator = float(min_denominator)
-        self.keep_alphas = keep_alphas
+        self.min_denominator = check_positive("min_denominator", min_denominator)
+        self.keep_alphas = check_flag("keep_alphas", keep_alphas)
         self._last_call: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
-        lam_s = self.exponent_scale * spatial_sum(activation)
+        lam_s = self._lambda_s(activation)
         positive_part = gradient.clamp(min=0)
         # Alphas at g <= 0 multiply ReLU(g) = 0; they are zeroed only where someone reads them.
         alphas = self._alphas(lam_s, positive_part, exact_zeros=self.keep_alphas)
@@ -154,7 +151,16 @@ class LayerGradCamPlusPlus(LayerCam):
 
     def alphas(self, activation: Tensor, gradient: Tensor) -> Tensor:
         """The alphas of 001 eq. 9 / 12 / 13 with this instance's options (0 where g <= 0)."""
-        return self._alphas(self.exponent_scale * spatial_sum(activation), gradient.clamp(min=0))
+        return self._alphas(self._lambda_s(activation), gradient.clamp(min=0))
+
+    def _lambda_s(self, activation: Tensor) -> Tensor:
+        """``lambda S_k``, an overflow clamped to the dtype's largest value: ``inf * 0`` at
+        ``g = 0`` would be NaN, while the clamped value gives alpha 1/2 there and, where
+        ``g > 0``, an alpha within ``1 / max`` of the true one (both below float resolution).
+        A NaN ``S_k`` (partial sums overflowing both ways) stays NaN, so the map is recomputed
+        in float64 (:func:`captum_camplus.precision.finite_map`)."""
+        big = torch.finfo(activation.dtype).max
+        return (self.exponent_scale * spatial_sum(activation)).clamp_(min=-big, max=big)
 
     @property
     def last_diagnostics(self) -> AlphaDiagnostics | None:
@@ -184,6 +190,9 @@ class LayerGradCamPlusPlus(LayerCam):
         if self.alpha == "paper":
             g2 = positive_part.square()
             alphas = _divide_or_zero(g2, g2.mul(2).addcmul_(lam_s, positive_part.pow(3)))  # eq. 9
+            # where g^2 or lambda S_k g^3 leave the dtype's range eq. 9 is inf/inf or inf - inf;
+            # eq. 13, equal to it for g != 0, has no powers
+            alphas = torch.where(alphas.isfinite(), alphas, denominator.reciprocal())
             if self.stabilizer != "none":
                 replacement = 1 / self.min_denominator if self.stabilizer == "clamp" else 0.0
                 alphas.masked_fill_(denominator < self.min_denominator, replacement)
@@ -236,5 +245,5 @@ def _diagnose(
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
