@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from captum_camplus import LayerCams, upsample_and_normalize
 from captum_camplus.multi import MethodFactory
-from metrics.explanation import Preprocess, as_target, model_device, model_forward
+from metrics.explanation import Preprocess, as_target, model_forward
+from metrics.guards import as_model_input, evaluation_mode, model_device
 
 #: Which score the CAM gradients are taken of (the two columns of 001 tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
@@ -81,15 +82,17 @@ def cam_explain(
         maps_from, preprocess: See :func:`compute_cams`.
         device: Accepted because Quantus passes it; the maps are computed on the model's device.
 
+    The inputs are cast to the model's dtype; a model in training mode is run in eval mode and
+    left as it was (:mod:`metrics.guards`).
+
     Returns:
         float32 ``(N, 1, *inputs spatial)`` maps in [0, 1].
     """
     del device  # the model's device decides
-    on = model_device(model)
-    x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
-    x = x.to(on) if x.is_floating_point() else x.to(on, torch.float32)
-    target = as_target(targets, x.shape[0], device=on)
-    maps = compute_cams(model, layer, x, target, [method], maps_from, preprocess)[method]
+    x = as_model_input(inputs, model)  # float64 arrays (Quantus' fixtures) included
+    target = as_target(targets, x.shape[0], device=model_device(model))
+    with evaluation_mode(model):
+        maps = compute_cams(model, layer, x, target, [method], maps_from, preprocess)[method]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
 
 

@@ -9,16 +9,16 @@ Everything runs on the model's device. Two ways to say what ``I`` is:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_camplus import upsample_and_normalize
 from metrics.functional import Reduction, dead_zone_mass
+from metrics.guards import check_not_probabilities, model_device
 
 #: A user's preprocessing from an image in [0, 1] to the model input, e.g. a normalisation.
 Preprocess = Callable[[Tensor], Tensor]
@@ -49,7 +49,10 @@ def model_forward(
             check_image(inputs)
             inputs = preprocess(inputs)
         outputs = model(inputs)
-        return torch.softmax(outputs, dim=1) if softmax else outputs
+        if not softmax:
+            return outputs
+        check_not_probabilities(outputs)
+        return torch.softmax(outputs, dim=1)
 
     return forward
 
@@ -105,6 +108,8 @@ def class_scores(
             class.
         softmax: Softmax probabilities (the papers' choice) computed as ``log_softmax`` in
             float64; otherwise the raw outputs, whose log is NaN where they are not positive.
+            Outputs that already are probabilities are refused with ``softmax=True``
+            (:func:`metrics.guards.check_not_probabilities`).
     """
     with torch.no_grad():
         outputs = forward(inputs)
@@ -114,6 +119,8 @@ def class_scores(
     if target is None:
         target = outputs.argmax(dim=1)
     target = as_target(target, *outputs.shape, device=outputs.device)
+    if softmax:
+        check_not_probabilities(outputs)
     outputs = outputs.to(torch.float64)
     if softmax:
         log = torch.log_softmax(outputs, dim=1).gather(1, target[:, None])[:, 0]
@@ -148,15 +155,6 @@ def keep_mask(y: Tensor, threshold: float | None) -> Tensor:
     if threshold is None:
         return torch.ones_like(y, dtype=torch.bool)
     return y > threshold
-
-
-def model_device(model: nn.Module | Callable, fallback: torch.device | str = "cpu") -> torch.device:
-    """The device of the model's first parameter or buffer (``fallback`` for none)."""
-    if isinstance(model, nn.Module):
-        tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-        if tensor is not None:
-            return tensor.device
-    return torch.device(fallback)
 
 
 __all__ = [

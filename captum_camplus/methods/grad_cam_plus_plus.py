@@ -170,7 +170,12 @@ class LayerGradCamPlusPlus(LayerCam):
         lam_s, positive_part, alphas = self._last_call
         if alphas is None:
             alphas = self._alphas(lam_s, positive_part)
-        return _diagnose(lam_s, positive_part, alphas, self.min_denominator, self.keep_alphas)
+        d_min = self._min_denominator(lam_s.dtype)
+        return _diagnose(lam_s, positive_part, alphas, d_min, self.keep_alphas)
+
+    def _min_denominator(self, dtype: torch.dtype) -> float:
+        """``min_denominator`` within the dtype's range (a larger one clamps everything)."""
+        return min(self.min_denominator, torch.finfo(dtype).max)
 
     def _alphas(self, lam_s: Tensor, positive_part: Tensor, exact_zeros: bool = True) -> Tensor:
         """Alphas where g > 0 from ``lambda S_k`` and ``ReLU(g)``; exactly 0 elsewhere unless
@@ -181,6 +186,7 @@ class LayerGradCamPlusPlus(LayerCam):
         """
         if self.alpha == "constant":
             return (positive_part > 0).to(positive_part.dtype).mul_(0.5)
+        d_min = self._min_denominator(lam_s.dtype)
         denominator = (lam_s * positive_part).add_(2)  # 2 + lambda S_k g (eq. 12-13)
         if self.stabilizer == "none" and bool((denominator == 0).any()):  # syncs in this mode only
             raise FloatingPointError(
@@ -189,18 +195,19 @@ class LayerGradCamPlusPlus(LayerCam):
             )
         if self.alpha == "paper":
             g2 = positive_part.square()
-            alphas = _divide_or_zero(g2, g2.mul(2).addcmul_(lam_s, positive_part.pow(3)))  # eq. 9
-            # where g^2 or lambda S_k g^3 leave the dtype's range eq. 9 is inf/inf or inf - inf;
-            # eq. 13, equal to it for g != 0, has no powers
-            alphas = torch.where(alphas.isfinite(), alphas, denominator.reciprocal())
+            paper_denominator = g2.mul(2).addcmul_(lam_s, positive_part.pow(3))
+            alphas = _divide_or_zero(g2, paper_denominator)  # eq. 9
+            # where g^2 or lambda S_k g^3 leave the dtype's range, eq. 9 gives 0, inf/inf or
+            # inf - inf; eq. 13, equal to it for g != 0, has no powers
+            alphas = torch.where(paper_denominator.isfinite(), alphas, denominator.reciprocal())
             if self.stabilizer != "none":
-                replacement = 1 / self.min_denominator if self.stabilizer == "clamp" else 0.0
-                alphas.masked_fill_(denominator < self.min_denominator, replacement)
+                replacement = 1 / d_min if self.stabilizer == "clamp" else 0.0
+                alphas.masked_fill_(denominator < d_min, replacement)
         else:
             if self.stabilizer == "clamp":  # 1 / max(d, d_min)
-                denominator.clamp_(min=self.min_denominator)
+                denominator.clamp_(min=d_min)
             elif self.stabilizer == "zero":  # 1 / inf = 0
-                denominator.masked_fill_(denominator < self.min_denominator, float("inf"))
+                denominator.masked_fill_(denominator < d_min, float("inf"))
             alphas = denominator.reciprocal_()  # eq. 13
         if exact_zeros or self.normalize_alpha:
             alphas.masked_fill_(positive_part == 0, 0.0)
