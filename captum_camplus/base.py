@@ -35,7 +35,7 @@ from captum_camplus.checks import (
     not_called_error,
     unreached_layer_error,
 )
-from captum_camplus.precision import finite_map
+from captum_camplus.precision import finite_map, working_dtype
 
 
 class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
@@ -155,7 +155,12 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
                 cam = weights * a
             return torch.relu(cam) if relu_attributions else cam
 
-        return finite_map(compute, activation, gradient)
+        return finite_map(compute, activation, gradient, self.working_dtype(activation.dtype))
+
+    def working_dtype(self, layer_dtype: torch.dtype) -> torch.dtype:
+        """The dtype the map of a ``layer_dtype`` layer is computed in (float32 for half
+        precision); a method whose options need a wider one says so here."""
+        return working_dtype(layer_dtype)
 
 
 def layer_gradients_and_activations(

@@ -3,8 +3,9 @@
 A map is computed in float32 for float16/bfloat16 layers and in the layer's own dtype otherwise.
 Finite activations and gradients can still give an infinite map (``sum_k w_k A^k`` over many
 channels, ``S_k`` over many positions); the map is then computed again in float64. It is
-returned in the layer's dtype, or, when its values do not fit there (float16 stops at 65504), in
-the first wider dtype that holds them, with a warning. No finite layer tensor gives NaN or inf.
+returned in the layer's dtype, or, when its largest value does not fit there (float16 stops at
+65504 and its normal numbers at 6.1e-5), in the first wider dtype that holds it, with a warning.
+No finite layer tensor gives NaN or inf.
 """
 
 from __future__ import annotations
@@ -26,9 +27,15 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def finite_map(
-    compute: Callable[[torch.dtype], Tensor], activation: Tensor, gradient: Tensor
+    compute: Callable[[torch.dtype], Tensor],
+    activation: Tensor,
+    gradient: Tensor,
+    working: torch.dtype | None = None,
 ) -> Tensor:
     """``compute(dtype)`` in the working precision, again in float64 if that overflowed.
+
+    ``working`` overrides :func:`working_dtype` (a method whose options exceed float32 asks for
+    float64).
 
     One host synchronisation (the map's peak). Returns the map in the layer's dtype or the
     narrowest wider float dtype that holds it.
@@ -40,7 +47,7 @@ def finite_map(
     layer_dtype = activation.dtype
     if not layer_dtype.is_floating_point:
         return compute(layer_dtype)
-    working = working_dtype(layer_dtype)
+    working = working or working_dtype(layer_dtype)
     cam = compute(working)
     if cam.numel() == 0:
         return cam.to(layer_dtype)
@@ -52,18 +59,22 @@ def finite_map(
         raise _non_finite_error(activation, gradient)
     out = holding_dtype(peak, layer_dtype)
     if out != layer_dtype:
+        finfo = torch.finfo(layer_dtype)
         warnings.warn(
-            f"the CAM reaches {peak:.3g}, beyond the range of the layer's {layer_dtype}: it is "
-            f"returned in {out}",
+            f"the CAM's largest value lies outside the normal range of the layer's {layer_dtype} "
+            f"([{finfo.tiny:.3g}, {finfo.max:.3g}]): it is returned in {out}",
             stacklevel=2,
         )
     return cam.to(out)
 
 
 def holding_dtype(peak: float, dtype: torch.dtype) -> torch.dtype:
-    """``dtype`` if ``peak`` fits it, else the first of float32, float64 that holds it."""
+    """``dtype`` if a map whose largest magnitude is ``peak`` fits its normal range, else the
+    first of float32, float64 that holds it: beyond the largest value the map would be inf, and
+    below the smallest normal one it would keep only a few bits, or none."""
     for candidate in (dtype, torch.float32, torch.float64):
-        if candidate.itemsize >= dtype.itemsize and peak <= torch.finfo(candidate).max:
+        finfo = torch.finfo(candidate)
+        if candidate.itemsize >= dtype.itemsize and (peak == 0 or finfo.tiny <= peak <= finfo.max):
             return candidate
     return torch.float64
 

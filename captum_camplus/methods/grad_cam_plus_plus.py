@@ -173,6 +173,17 @@ class LayerGradCamPlusPlus(LayerCam):
         d_min = self._min_denominator(lam_s.dtype)
         return _diagnose(lam_s, positive_part, alphas, d_min, self.keep_alphas)
 
+    def working_dtype(self, layer_dtype: torch.dtype) -> torch.dtype:
+        """float64 when ``exponent_scale`` or ``min_denominator`` lie outside the normal range
+        of the usual working dtype (their products would overflow or vanish there)."""
+        working = super().working_dtype(layer_dtype)
+        if working.is_floating_point and working != torch.float64:
+            finfo = torch.finfo(working)
+            options = (self.exponent_scale, self.min_denominator)
+            if not all(finfo.tiny <= value <= finfo.max for value in options):
+                return torch.float64
+        return working
+
     def _min_denominator(self, dtype: torch.dtype) -> float:
         """``min_denominator`` within the dtype's range (a larger one clamps everything)."""
         return min(self.min_denominator, torch.finfo(dtype).max)
