@@ -338,7 +338,11 @@ def test_bad_targets_are_named(cls, net, x, target, error, message):
 
 @pytest.mark.parametrize(
     ("numpy_target", "plain"),
-    [(np.int64(2), 2), (np.array([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3])), ([np.int32(1)] * 4, 1)],
+    [
+        (np.int64(2), 2),
+        (np.array([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3])),
+        ([np.int32(1)] * 4, [1] * 4),
+    ],
 )
 def test_numpy_targets_mean_what_they_say(net, x, numpy_target, plain):
     cam = LayerGradCam(net, net.conv)
@@ -532,9 +536,10 @@ def _bn_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def test_train_mode_model_is_evaluated_in_eval_mode_and_left_unchanged(net, x):
     labels = torch.tensor([0, 1, 2, 3])
+    win = WinPercentage(against=["Grad-CAM", "HiResCAM"])
     expected = {
         "AD": _call(AverageDrop(), net, x, labels, layer=net.conv),
-        "win": _call(WinPercentage(against=["Grad-CAM", "HiResCAM"]), net, x, labels, layer=net.conv),
+        "win": _call(win, net, x, labels, layer=net.conv),
         "maps": cam_explain(net, x.numpy(), labels.numpy(), method="Grad-CAM", layer=net.conv),
         "driver": evaluate_methods(net, net.conv, x, labels=labels, progress=False).o,
     }
@@ -543,9 +548,7 @@ def test_train_mode_model_is_evaluated_in_eval_mode_and_left_unchanged(net, x):
     before = _bn_state(trained)
     got = {
         "AD": _call(AverageDrop(), trained, x, labels, layer=trained.conv),
-        "win": _call(
-            WinPercentage(against=["Grad-CAM", "HiResCAM"]), trained, x, labels, layer=trained.conv
-        ),
+        "win": _call(win, trained, x, labels, layer=trained.conv),
         "maps": cam_explain(
             trained, x.numpy(), labels.numpy(), method="Grad-CAM", layer=trained.conv
         ),
@@ -582,8 +585,9 @@ def test_float64_inputs_work_everywhere(tiny):
     """Quantus' own fixtures give float64 arrays; the model is float32."""
     model, images, labels = tiny
     x64 = images.double().numpy()
-    maps32 = cam_explain(model, images.numpy(), labels.numpy(), method="HiResCAM", layer=model.layer)
-    maps64 = cam_explain(model, x64, labels.numpy(), method="HiResCAM", layer=model.layer)
+    explain = {"method": "HiResCAM", "layer": model.layer}
+    maps32 = cam_explain(model, images.numpy(), labels.numpy(), **explain)
+    maps64 = cam_explain(model, x64, labels.numpy(), **explain)
     np.testing.assert_array_equal(maps64, maps32)
     for metric in (AverageDrop(), RelativePerformance(baseline="Grad-CAM")):
         assert _call(metric, model, x64, labels) == pytest.approx(
