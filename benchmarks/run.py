@@ -14,7 +14,14 @@ layer, with the same number of threads. What is measured (see ``benchmarks/READM
   (reset through ``/proc/self/clear_refs``), by default in a fresh subprocess per
   implementation, or CUDA ``max_memory_allocated``;
 - accuracy: the largest deviation of each implementation's layer-resolution map from a float64
-  evaluation of its method's formula (001 eq. 1-3 and 9, 003 definition 6) on the same inputs.
+  evaluation of its method's formula (Lerma & Lucas, eq. 1-3 and 9, Taimeskhanov et al., definition
+  6) on the same inputs.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -254,9 +261,9 @@ def implementations() -> tuple[list[Implementation], list[str]]:
 def reference_maps(activation: Tensor, gradient: Tensor) -> dict[str, Tensor]:
     """Each method's ReLU'd map from float64 copies of ``A`` and ``g``, formula by formula.
 
-    Written independently of ``captum_camplus``: 001 eq. 1-2 (Grad-CAM), eq. 3 (Grad-CAM+),
-    eq. 4 with the alphas of eq. 9 (Grad-CAM++, alpha = 0 where g = 0) and 003 definition 6
-    (HiResCAM).
+    Written independently of ``captum_camplus``: Lerma & Lucas, eq. 1-2 (Grad-CAM), eq. 3
+    (Grad-CAM+), eq. 4 with the alphas of eq. 9 (Grad-CAM++, alpha = 0 where g = 0) and Taimeskhanov
+    et al., definition 6 (HiResCAM).
     """
     a, g = activation.double(), gradient.double()
     spatial = tuple(range(2, a.dim()))
@@ -265,7 +272,7 @@ def reference_maps(activation: Tensor, gradient: Tensor) -> dict[str, Tensor]:
     denominator = 2 * g2 + s_k * g2 * g
     alpha = torch.where(g != 0, g2 / torch.where(g != 0, denominator, 1.0), 0.0)
     if not bool(torch.isfinite(alpha).all()):
-        raise ValueError("001 eq. 9 has a zero denominator on this layer (S_k g = -2)")
+        raise ValueError("Lerma & Lucas, eq. 9 has a zero denominator on this layer (S_k g = -2)")
     weights = {
         "Grad-CAM": g.mean(dim=spatial, keepdim=True),
         "Grad-CAM+": g.clamp(min=0).mean(dim=spatial, keepdim=True),
@@ -311,7 +318,7 @@ def deviations(maps: dict[str, Tensor], references: dict[str, Tensor]) -> tuple[
 
 @dataclass
 class MetricEvaluation:
-    """A way to score maps with 001's metrics; ``run`` computes the maps and scores them."""
+    """A way to score maps with the papers' metrics; ``run`` computes the maps and scores them."""
 
     name: str
     scores: str  #: what one call delivers
@@ -559,7 +566,7 @@ def build_case(model_name: str, batch: int, size: int, device: str, seed: int) -
         model = getattr(torchvision.models, model_name)(weights=None)  # random init
         layer = model.layer4
     elif model_name == "efficientnet_lite0":
-        from captum_camplus.zoo import efficientnet_lite0
+        from camplus_app.zoo import efficientnet_lite0
 
         classifier = efficientnet_lite0()
         model, layer = classifier.model, classifier.layer  # layer: bn2

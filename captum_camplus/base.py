@@ -1,9 +1,13 @@
 """The Captum plumbing shared by every CAM method: hooks, targets, formatting, device and dtype.
 
-A CAM method on this base states only its weighting rule, :meth:`LayerCam.weights`: given the
+A CAM method on this base states only its weighting rule, :meth:`CamAttribution.weights`: given the
 layer's activations ``A`` and the gradients ``g = dS/dA`` of the differentiated score ``S``, it
 returns weights ``W`` that broadcast against ``A``, and the map is ``sum_k W^k (.) A^k``
-(001 eq. 2 without its ReLU, which Captum leaves to ``relu_attributions``).
+(Lerma & Lucas, eq. 2 without its ReLU, which Captum leaves to ``relu_attributions``).
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from captum_camplus.checks import (
 from captum_camplus.precision import finite_map, working_dtype
 
 
-class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
+class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
     """Base class of the class-activation-map layer attributions.
 
     Subclasses implement :meth:`weights` only. The constructor and :meth:`attribute` have the
@@ -98,7 +102,8 @@ class LayerCam(LayerAttribution, GradientAttribution, abc.ABC):
                 tensor of length N).
             additional_forward_args: Extra arguments passed to ``forward_func`` after ``inputs``.
             attribute_to_layer_input: Weight the layer's input instead of its output.
-            relu_attributions: Apply a ReLU to the map, as 001 eq. 2 does. Off by default, as in
+            relu_attributions: Apply a ReLU to the map, as Lerma & Lucas, eq. 2 does. Off by
+            default, as in
                 :class:`captum.attr.LayerGradCam`.
             attr_dim_summation: Sum over the channel dimension (the CAM). If False, return the
                 weighted activations per channel, shape ``(N, C, *spatial)``.
@@ -257,6 +262,6 @@ def spatial_sum(tensor: Tensor) -> Tensor:
 
 
 def spatial_mean(tensor: Tensor) -> Tensor:
-    """Mean over the spatial positions (Z of 001 eq. 1), kept as size-1 dims."""
+    """Mean over the spatial positions (Z of Lerma & Lucas, eq. 1), kept as size-1 dims."""
     dims = spatial_dims(tensor)
     return tensor.mean(dim=dims, keepdim=True) if dims else tensor

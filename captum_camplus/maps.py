@@ -80,7 +80,7 @@ def upsample_and_normalize(maps: Tensor, size: Sequence[int] | torch.Size) -> Te
     interpolation is not stretched into speckle (see :func:`normalize_maps`).
 
     Args:
-        maps: ``(N, 1, *spatial)`` maps, as :meth:`LayerCam.attribute` returns them (``(N, C,
+        maps: ``(N, 1, *spatial)`` maps, as :meth:`CamAttribution.attribute` returns them (``(N, C,
             *spatial)`` is upsampled per channel and normalised per example).
         size: The target spatial size, e.g. ``image.shape[-2:]``.
 

@@ -11,41 +11,13 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import LayerCam, check_flags, layer_gradients_and_activations
+from captum_camplus.base import CamAttribution, check_flags, layer_gradients_and_activations
 from captum_camplus.checks import check_hookable
-from captum_camplus.methods import (
-    LayerGradCam,
-    LayerGradCamPlus,
-    LayerGradCamPlusPlus,
-    LayerHiResCam,
-)
+from captum_camplus.registry import METHODS, method_class, method_name
 
-#: A method class, or a factory ``(forward_func, layer, device_ids) -> LayerCam`` such as
+#: A method class, or a factory ``(forward_func, layer, device_ids) -> CamAttribution`` such as
 #: ``functools.partial(LayerGradCamPlusPlus, alpha="paper")``.
-MethodFactory = Callable[..., LayerCam]
-
-#: The methods of this package by display name, in the order of 001 tables 1-2 plus HiResCAM.
-METHODS: dict[str, type[LayerCam]] = {
-    "Grad-CAM": LayerGradCam,
-    "Grad-CAM+": LayerGradCamPlus,
-    "Grad-CAM++": LayerGradCamPlusPlus,
-    "HiResCAM": LayerHiResCam,
-}
-
-
-def method_class(name: str) -> type[LayerCam]:
-    """Look a method up leniently: "Grad-CAM++", "gradcam++", "grad_cam_plus_plus" and
-    "LayerGradCamPlusPlus" all name the same class."""
-    wanted = _squash(name)
-    for display_name, cls in METHODS.items():
-        if _squash(display_name) == wanted:
-            return cls
-    raise ValueError(f"unknown CAM method {name!r}; choose from {', '.join(METHODS)}")
-
-
-def _squash(name: str) -> str:
-    squashed = "".join(c for c in name.lower() if c not in " -_").replace("plus", "+")
-    return squashed.removeprefix("layer")
+MethodFactory = Callable[..., CamAttribution]
 
 
 class LayerCams(LayerAttribution, GradientAttribution):
@@ -56,7 +28,8 @@ class LayerCams(LayerAttribution, GradientAttribution):
 
     Args:
         forward_func, layer, device_ids: As in :class:`captum.attr.LayerGradCam`.
-        methods: Names from :data:`METHODS` (default: all four), or a mapping from the name to
+        methods: Names of registered methods (:data:`captum_camplus.METHODS`; default: all of
+            them; maps come back under their display names), or a mapping from the name to
             report to a method class or factory, e.g.
             ``{"Grad-CAM++ (paper)": functools.partial(LayerGradCamPlusPlus, alpha="paper")}``.
 
@@ -77,17 +50,15 @@ class LayerCams(LayerAttribution, GradientAttribution):
         check_hookable(forward_func, layer)
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
-        if methods is None:
-            methods = list(METHODS)
         if isinstance(methods, str):
-            raise TypeError(
-                f"methods is a list of names, got the single string {methods!r}: pass [{methods!r}]"
-            )
+            raise TypeError(f"methods is a list of names, not one string: pass [{methods!r}]")
+        if methods is None:
+            methods = dict(METHODS)
         if not isinstance(methods, Mapping):
-            methods = {name: method_class(name) for name in methods}
+            methods = {method_name(name): method_class(name) for name in methods}
         if not methods:
             raise ValueError("LayerCams needs at least one method")
-        self.methods: dict[str, LayerCam] = {
+        self.methods: dict[str, CamAttribution] = {
             name: factory(forward_func, layer, device_ids) for name, factory in methods.items()
         }
 
@@ -102,7 +73,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         attr_dim_summation: bool = True,
         grad_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Tensor | tuple[Tensor, ...]]:
-        """Each method's map, by name; arguments and map shapes as :meth:`LayerCam.attribute`."""
+        """Each method's map, by name; arguments and shapes as :meth:`CamAttribution.attribute`."""
         check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
         gradients, activations = layer_gradients_and_activations(
             self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
@@ -115,4 +86,4 @@ class LayerCams(LayerAttribution, GradientAttribution):
         }
 
 
-__all__ = ["METHODS", "LayerCams", "MethodFactory", "method_class"]
+__all__ = ["LayerCams", "MethodFactory"]

@@ -7,13 +7,21 @@
   under "Faithfulness" as soon as this package is imported.
 - :func:`cam_explain`: a Quantus ``explain_func`` for the ``captum_camplus`` methods.
 - :func:`evaluate_methods`: every metric for several methods over a data set, one CAM pass per
-  batch, with 001's relative-performance tables; works under ``torch.distributed``.
+  batch, with Lerma & Lucas' relative-performance tables; works under ``torch.distributed``.
+
+The formulas, the explanation maps and the driver need only the core (torch, captum, numpy);
+the Quantus metrics need the ``metrics`` extra. The package is also importable as
+``captum_camplus.metrics``, a name no module of a user's project can shadow.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
-from metrics.evaluate import EvaluationResult, evaluate_methods
-from metrics.explain import MAPS_FROM, cam_explain, compute_cams
-from metrics.explanation import cam_dead_zone_mass, class_scores, explanation_maps
-from metrics.functional import (
+from .evaluate import EvaluationResult, evaluate_methods
+from .explain import MAPS_FROM, cam_explain, compute_cams
+from .explanation import cam_dead_zone_mass, class_scores, explanation_maps
+from .functional import (
     RelativePerformanceStats,
     average_drop,
     band_mask,
@@ -22,18 +30,49 @@ from metrics.functional import (
     relative_performance,
     win_percentage,
 )
-from metrics.quantus_adapter import CamMetric
-from metrics.quantus_metrics import (
-    QUANTUS_METRICS,
-    AverageDrop,
-    DeadZoneMass,
-    IncreaseInConfidence,
-    RelativePerformance,
-    WinPercentage,
-)
-from metrics.registry import register
 
-register(QUANTUS_METRICS)
+try:
+    import quantus  # noqa: F401
+except ImportError:  # the formulas and the driver work without it
+    _QUANTUS_MISSING = True
+else:
+    _QUANTUS_MISSING = False
+    from .quantus_adapter import CamMetric
+    from .quantus_metrics import (
+        QUANTUS_METRICS,
+        AverageDrop,
+        DeadZoneMass,
+        IncreaseInConfidence,
+        RelativePerformance,
+        WinPercentage,
+    )
+    from .registry import register
+
+    register(QUANTUS_METRICS)
+
+#: Names that exist only with Quantus installed.
+_NEED_QUANTUS = frozenset(
+    {
+        "QUANTUS_METRICS",
+        "AverageDrop",
+        "CamMetric",
+        "DeadZoneMass",
+        "IncreaseInConfidence",
+        "RelativePerformance",
+        "WinPercentage",
+        "register",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if _QUANTUS_MISSING and name in _NEED_QUANTUS:
+        raise ImportError(
+            f"metrics.{name} is a Quantus metric and Quantus is not installed: "
+            'pip install "captum-camplus[metrics]"'
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MAPS_FROM",

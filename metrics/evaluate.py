@@ -1,13 +1,17 @@
-"""Score several CAM methods on a data set with every metric: the evaluation of 001 section 4.
+"""Score several CAM methods on a data set with every metric (Lerma & Lucas, section 4).
 
-Per batch: one forward for ``Y``, one CAM pass (forward + backward to the layer) per kind of
-map (gradients of the logits and/or of the softmax, the two columns of 001 tables 1-2) that
-gives every method's map, and one forward per method for the scores ``O`` of its explanation
-maps. Under ``torch.distributed`` each rank scores its shard and every rank gets all results.
+Per batch: one forward for ``Y``, one CAM pass (forward + backward to the layer) per kind of map
+(gradients of the logits and/or of the softmax, the two columns of Lerma & Lucas, tables 1-2) that
+gives every method's map, and one forward per method for the scores ``O`` of its explanation maps.
+Under ``torch.distributed`` each rank scores its shard and every rank gets all results.
 
 >>> result = evaluate_methods(model, model.layer4, images, labels=labels, threshold=0.5)
 >>> print(result)                     # aggregates and the relative-performance table
 >>> result.summary()                  # the same as rows (dicts), e.g. for csv.DictWriter
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_camplus import METHODS
-from captum_camplus.multi import MethodFactory
-from metrics import functional
-from metrics.explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
-from metrics.explanation import (
+from captum_camplus import METHODS, MethodFactory, method_name
+
+from . import functional
+from .explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
+from .explanation import (
     Preprocess,
     Scores,
     cam_dead_zone_mass,
@@ -36,7 +40,7 @@ from metrics.explanation import (
     model_device,
     model_forward,
 )
-from metrics.guards import as_model_input, in_evaluation_mode
+from .guards import as_model_input, in_evaluation_mode
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
 PerMethod = dict[str, dict[str, Tensor]]
@@ -94,7 +98,7 @@ class EvaluationResult:
         return rows
 
     def relative_performance(self) -> list[dict[str, Any]]:
-        """001 tables 1-2: every later method vs every earlier one, per kind of map."""
+        """Lerma & Lucas, tables 1-2: every later method vs every earlier one, per kind of map."""
         rows = []
         for source in self.maps_from:
             log_o = self.log_o[source]
@@ -143,7 +147,10 @@ class EvaluationResult:
             kept += f" (score > {self.threshold})"
         parts = [f"{kept}, scores: {scores}", _table(self.summary())]
         if len(self.methods) > 1:
-            parts += ["relative performance (001 tables 1-2)", _table(self.relative_performance())]
+            parts += [
+                "relative performance (Lerma & Lucas, tables 1-2)",
+                _table(self.relative_performance()),
+            ]
         return "\n\n".join(parts)
 
     def __str__(self) -> str:
@@ -176,13 +183,13 @@ def evaluate_methods(
             ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
             ranks here; an iterable must already be this rank's shard (a DistributedSampler
             without padding, or a manual split).
-        methods: Names of :data:`captum_camplus.METHODS` (default: all four, in 001's order
+        methods: Names of :data:`captum_camplus.METHODS` (default: all four, in Lerma & Lucas' order
             plus HiResCAM) or a mapping name -> class/factory.
         labels: The class to explain per image for tensor ``data``; default the predicted one.
-        maps_from: Maps from gradients of the logits, of the softmax, or both (001 tables 1-2).
-        softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
-        threshold: Keep only images whose score ``Y`` exceeds it (001 uses 0.5 on softmax).
-        preprocess: If given, ``data`` holds images in [0, 1] and the model sees
+        maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas, tables
+        1-2). softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
+        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use 0.5 on
+        softmax). preprocess: If given, ``data`` holds images in [0, 1] and the model sees
             ``preprocess(x)``; ``E = L (.) I`` is taken on the image.
         unseen: Boolean ``(H, W)`` mask of a region the model cannot see, for the dead-zone mass.
         batch_size: For tensor ``data``.
@@ -220,7 +227,8 @@ def evaluate_methods(
             continue
         store.add_images(index, y)
         for source in maps_from:
-            cams = compute_cams(model, layer, x, y.target, methods or names, source, preprocess)
+            factories = methods if isinstance(methods, Mapping) else names
+            cams = compute_cams(model, layer, x, y.target, factories, source, preprocess)
             for name, cam in cams.items():
                 o = class_scores(forward, explanation_maps(cam, x), y.target, softmax)
                 dead_zone = None if unseen is None else cam_dead_zone_mass(cam, unseen, "none")
@@ -318,7 +326,7 @@ def _method_names(methods: Sequence[str] | Mapping[str, MethodFactory] | None) -
         return list(METHODS)
     if isinstance(methods, str):
         raise TypeError("methods must be a list of names or a mapping, not a single string")
-    names = list(methods.keys() if isinstance(methods, Mapping) else methods)
+    names = list(methods) if isinstance(methods, Mapping) else [method_name(m) for m in methods]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"methods must be distinct and non-empty, got {names}")
     return names

@@ -3,6 +3,12 @@
 ``quantus.explain`` only knows a fixed list of Captum methods; :func:`cam_explain` has the
 signature Quantus expects of a custom explain function, so Grad-CAM, Grad-CAM+, Grad-CAM++ and
 HiResCAM can be scored by any Quantus metric and inside ``quantus.evaluate``.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -14,12 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import LayerCams, upsample_and_normalize
-from captum_camplus.multi import MethodFactory
-from metrics.explanation import Preprocess, as_target, model_forward
-from metrics.guards import as_model_input, evaluation_mode, model_device
+from captum_camplus import LayerCams, MethodFactory, method_name, upsample_and_normalize
 
-#: Which score the CAM gradients are taken of (the two columns of 001 tables 1-2).
+from .explanation import Preprocess, as_target, model_forward
+from .guards import as_model_input, evaluation_mode, model_device
+
+#: Which score the CAM gradients are taken of (the two columns of Lerma & Lucas, tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
 MAPS_FROM: tuple[MapsFrom, ...] = ("pre-softmax", "post-softmax")
 
@@ -33,7 +39,7 @@ def compute_cams(
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
 ) -> dict[str, Tensor]:
-    """Every method's ReLU'd CAM (001 eq. 2, 003 def. 6) from one forward and backward pass.
+    """Every method's ReLU'd CAM (Lerma & Lucas, eq. 2) from one forward and backward pass.
 
     Args:
         model, layer: The classifier and its layer (a module or its name in the model).
@@ -91,8 +97,9 @@ def cam_explain(
     del device  # the model's device decides
     x = as_model_input(inputs, model)  # float64 arrays (Quantus' fixtures) included
     target = as_target(targets, x.shape[0], device=model_device(model))
+    name = method_name(method)
     with evaluation_mode(model):
-        maps = compute_cams(model, layer, x, target, [method], maps_from, preprocess)[method]
+        maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess)[name]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
 
 

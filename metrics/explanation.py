@@ -5,6 +5,12 @@ Everything runs on the model's device. Two ways to say what ``I`` is:
 - by default ``I`` is the model input as given (what Quantus passes), so ``E = L (.) x``;
 - with ``preprocess``, ``I`` is an image in [0, 1] and the model sees ``preprocess(I)`` and
   ``preprocess(E)``, as in the papers, where ``E = L (.) I`` is defined on the image.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import torch
 from torch import Tensor
 
 from captum_camplus import upsample_and_normalize
-from metrics.functional import Reduction, dead_zone_mass
-from metrics.guards import check_not_probabilities, model_device
+
+from .functional import Reduction, dead_zone_mass
+from .guards import check_not_probabilities, model_device
 
 #: A user's preprocessing from an image in [0, 1] to the model input, e.g. a normalisation.
 Preprocess = Callable[[Tensor], Tensor]
@@ -68,7 +75,7 @@ def check_image(images: Tensor) -> None:
 
 
 def explanation_maps(maps: Tensor, inputs: Tensor) -> Tensor:
-    """``E = L (.) I`` (001 eq. 15): each map min-max normalised to [0, 1] per image, upsampled
+    """``E = L (.) I`` (Lerma & Lucas, eq. 15): each map min-max normalised to [0, 1], upsampled
     to the inputs' size and multiplied into every channel.
 
     An all-zero map gives an all-zero ``E``; a NaN map raises ``ValueError``.
@@ -87,7 +94,7 @@ def explanation_maps(maps: Tensor, inputs: Tensor) -> Tensor:
 
 
 def cam_dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """Dead-zone mass (003 eq. 7) of maps at any resolution: each map is upsampled to the
+    """Dead-zone mass (Taimeskhanov et al., eq. 7) of maps at any resolution, each upsampled to the
     mask's size and min-max normalised first, like ``L`` in the explanation maps."""
     spatial = unseen.shape[-(maps.dim() - 2) :] if maps.dim() > 2 else unseen.shape
     return dead_zone_mass(upsample_and_normalize(maps, spatial), unseen, reduction)
@@ -151,7 +158,7 @@ def as_target(
 
 
 def keep_mask(y: Tensor, threshold: float | None) -> Tensor:
-    """Images whose score ``Y`` exceeds ``threshold`` (001 keeps softmax > 0.5); all if None."""
+    """Images whose score ``Y`` exceeds ``threshold`` (Lerma & Lucas keep > 0.5); all if None."""
     if threshold is None:
         return torch.ones_like(y, dtype=torch.bool)
     return y > threshold

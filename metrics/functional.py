@@ -1,11 +1,21 @@
 """The metrics' formulas on tensors of scores and maps: no model, no Quantus.
 
-Notation (001 section 4, 004 section 4.2): for image ``i`` and the explained class ``c``,
-``Y_i`` is the model's score of ``c`` on the image and ``O_i`` its score on the explanation map
-``E_i = L_i (.) I_i``. Every function works on the tensors' device and returns float64.
+Notation (Lerma & Lucas, section 4, Singh et al., section 4.2): for image ``i`` and the explained
+class ``c``, ``Y_i`` is the model's score of ``c`` on the image and ``O_i`` its score on the
+explanation map ``E_i = L_i (.) I_i``. Every function works on the tensors' device and returns
+float64.
 
 ``reduction="none"`` returns one value per image (per method for :func:`win_percentage`);
 ``"mean"`` returns the dataset value the papers report.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+- Singh, Harithas, Khan & Hadi, "Grad-CAM++: generalized gradient-based visual explanations for
+  deep convolutional networks", course report reimplementing CAM, Grad-CAM and Grad-CAM++ (Average
+  Drop % and % Increase in Confidence, section 4.2).
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ Reduction = Literal["mean", "none"]
 
 
 def average_drop(y: Tensor, o: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """Average Drop %: ``100/N sum_i max(0, Y_i - O_i) / Y_i``, lower is better (004 sec. 4.2).
+    """Average Drop %: ``100/N sum_i max(0, Y_i - O_i) / Y_i``, lower is better (Singh et al.).
 
     The drop is relative to ``Y``, so the scores must be non-negative (probabilities, the
     default of the papers). An image with ``Y_i = 0`` has a drop of 0: its score cannot fall.
@@ -39,7 +49,7 @@ def average_drop(y: Tensor, o: Tensor, reduction: Reduction = "mean") -> Tensor:
 
 
 def increase_in_confidence(y: Tensor, o: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """% Increase in Confidence: ``100/N sum_i 1[Y_i < O_i]``, higher is better (004 sec. 4.2)."""
+    """% Increase in Confidence: ``100/N sum_i 1[Y_i < O_i]``, higher is better (Singh et al.)."""
     y, o = _scores(y, "Y"), _scores(o, "O", like=y)
     return _reduce(100 * (y < o).to(torch.float64), reduction)
 
@@ -79,9 +89,9 @@ def win_percentage(o: Tensor, reduction: Reduction = "mean", rtol: float = 1e-4)
 
 
 class RelativePerformanceStats(NamedTuple):
-    """Relative performance of a method ``M'`` against ``M`` (001 eq. 16-17, tables 1-2)."""
+    """Relative performance of a method ``M'`` against ``M`` (Lerma & Lucas, eq. 16-17)."""
 
-    geometric_mean: Tensor  #: ``exp(mean_i log(O'_i / O_i))``, 001 eq. 17 (table 1)
+    geometric_mean: Tensor  #: ``exp(mean_i log(O'_i / O_i))``, Lerma & Lucas, eq. 17 (table 1)
     log_mean: Tensor  #: mean of the log relative performance (table 2)
     log_std: Tensor  #: population standard deviation of the same (table 2; 0 for one image)
     log_ratio: Tensor  #: ``log(O'_i / O_i)`` per image
@@ -107,16 +117,17 @@ def relative_performance(log_o_new: Tensor, log_o_base: Tensor) -> RelativePerfo
 
 
 def dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """Dead-zone mass ``mu(L) = ||L restricted to the unseen region||_2 / ||L||_2`` (003 eq. 7).
+    """Dead-zone mass ``mu(L) = ||L on the unseen region||_2 / ||L||_2`` (eq. 7).
 
     Lower is better: a map should put nothing where the model cannot see. An all-zero map has
     no mass anywhere and gets 0.
 
     Args:
-        maps: ``(N, C, *spatial)`` maps at the resolution of the mask (003 uses the map
+        maps: ``(N, C, *spatial)`` maps at the resolution of the mask (Taimeskhanov et al. use the
+        map
             upsampled to the image; :func:`metrics.cam_dead_zone_mass` does that for CAMs).
         unseen: Boolean mask, True where the model cannot see: ``spatial``, ``(N, *spatial)``
-            or ``(N, 1, *spatial)``. :func:`band_mask` builds 003's band of rows.
+            or ``(N, 1, *spatial)``. :func:`band_mask` builds Taimeskhanov et al.'s band of rows.
 
     Raises:
         TypeError: for a mask that is not boolean.
@@ -158,8 +169,8 @@ def band_mask(
 ) -> Tensor:
     """A boolean ``size`` mask that is True on ``rows`` x ``cols``.
 
-    003's dead zone, the bottom 54 rows of a 224 x 224 image (``Lambda_{171:224, :}`` in its
-    1-based notation), is ``band_mask((224, 224), rows=slice(170, 224))``.
+    Taimeskhanov et al.'s dead zone, the bottom 54 rows of a 224 x 224 image (``Lambda_{171:224,
+    :}`` in its 1-based notation), is ``band_mask((224, 224), rows=slice(170, 224))``.
     """
     mask = torch.zeros(tuple(int(s) for s in size), dtype=torch.bool, device=device)
     mask[rows, cols] = True

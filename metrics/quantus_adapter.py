@@ -5,6 +5,10 @@ A metric subclasses :class:`CamMetric` and states its name, score direction and 
 class gives it Quantus' constructor and call arguments with defaults, so it works both when
 called directly and inside ``quantus.evaluate``, which passes only the model, the data,
 ``a_batch``, ``s_batch`` and the explain function with its keyword arguments.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from quantus.helpers.model.model_interface import ModelInterface
 from torch import Tensor, nn
 
 from captum_camplus import upsample_and_normalize
-from metrics.explanation import (
+
+from .explanation import (
     Preprocess,
     Scores,
     as_target,
@@ -31,7 +36,7 @@ from metrics.explanation import (
     keep_mask,
     model_forward,
 )
-from metrics.guards import as_model_input, evaluation_mode, model_device
+from .guards import as_model_input, evaluation_mode, model_device
 
 #: A Quantus explain function: ``(model, inputs, targets, **kwargs) -> np.ndarray``.
 ExplainFunc = Callable[..., np.ndarray]
@@ -137,7 +142,8 @@ class CamMetric(quantus.Metric):
     Args:
         preprocess: If given, ``x_batch`` holds images in [0, 1] and the model sees
             ``preprocess(x)``; the explanation map ``E = L (.) I`` is then taken on the image.
-        threshold: Keep only images whose score ``Y`` exceeds it (001 uses softmax > 0.5). The
+        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use softmax > 0.5).
+        The
             others get a NaN score that the default aggregation skips; a call in which no image
             passes raises ``ValueError``.
         return_aggregate: Return the dataset value (default) rather than per-image scores.

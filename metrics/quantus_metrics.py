@@ -1,6 +1,16 @@
 """Average drop, increase in confidence, win %, relative performance and dead-zone mass as
 Quantus metrics. Each states its formula; :class:`metrics.quantus_adapter.CamMetric` does the
-rest (arguments, tensors on the model's device, explanation maps, scores, threshold)."""
+rest (arguments, tensors on the model's device, explanation maps, scores, threshold).
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+- Singh, Harithas, Khan & Hadi, "Grad-CAM++: generalized gradient-based visual explanations for
+  deep convolutional networks", course report reimplementing CAM, Grad-CAM and Grad-CAM++ (Average
+  Drop % and % Increase in Confidence, section 4.2).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +22,13 @@ import torch
 from quantus.helpers.enums import ScoreDirection
 from torch import Tensor
 
-from metrics import functional
-from metrics.explanation import cam_dead_zone_mass
-from metrics.quantus_adapter import CamMetric, MetricBatch, Rival
+from . import functional
+from .explanation import cam_dead_zone_mass
+from .quantus_adapter import CamMetric, MetricBatch, Rival
 
 
 class AverageDrop(CamMetric):
-    """Average Drop %: ``100 max(0, Y - O) / Y`` per image, averaged (004 sec. 4.2).
+    """Average Drop %: ``100 max(0, Y - O) / Y`` per image, averaged (Singh et al., sec. 4.2).
 
     Lower is better. The per-image scores are percentages; the aggregate is their mean.
     """
@@ -31,7 +41,7 @@ class AverageDrop(CamMetric):
 
 
 class IncreaseInConfidence(CamMetric):
-    """% Increase in Confidence: ``100 1[Y < O]`` per image, averaged (004 sec. 4.2).
+    """% Increase in Confidence: ``100 1[Y < O]`` per image, averaged (Singh et al., sec. 4.2).
 
     Higher is better.
     """
@@ -45,7 +55,7 @@ class IncreaseInConfidence(CamMetric):
 
 class WinPercentage(CamMetric):
     """Win %: the share of images on which this method's map drops the score least among
-    itself and ``against`` (Grad-CAM++ paper, via 001 sec. 4). Higher is better.
+    itself and ``against`` (Grad-CAM++ paper, via Lerma & Lucas, sec. 4). Higher is better.
 
     Methods within ``rtol`` of the best score split the image's win equally (see
     :func:`metrics.functional.win_percentage`), so with the same ``against`` list for every
@@ -79,17 +89,17 @@ class WinPercentage(CamMetric):
 
 
 def _geometric_mean_of_ratios(log_ratios: Sequence[float]) -> float:
-    """001 eq. 17, from per-image log ratios (NaN for thresholded images is skipped)."""
+    """Lerma & Lucas, eq. 17, from per-image log ratios (NaN for thresholded images is skipped)."""
     return float(np.exp(np.nanmean(log_ratios)))
 
 
 class RelativePerformance(CamMetric):
-    """Relative performance of this method ``M'`` vs ``baseline`` ``M`` (001 eq. 16-17).
+    """Relative performance of this method ``M'`` vs ``baseline`` ``M`` (Lerma & Lucas, eq. 16-17).
 
-    The per-image scores are the log relative performance ``log(O'_i / O_i)``, computed in
-    float64 from ``log_softmax``; the default aggregate is their geometric-mean ratio
-    ``exp(mean log(O'/O))`` (001 table 1). ``aggregate_func=np.mean`` / ``np.std`` give the mean
-    and std of table 2. Higher (above 1) means ``M'`` beats ``M``.
+    The per-image scores are the log relative performance ``log(O'_i / O_i)``, computed in float64
+    from ``log_softmax``; the default aggregate is their geometric-mean ratio ``exp(mean
+    log(O'/O))`` (Lerma & Lucas, table 1). ``aggregate_func=np.mean`` / ``np.std`` give the mean and
+    std of table 2. Higher (above 1) means ``M'`` beats ``M``.
 
     Args:
         baseline: The method ``M``: a name, explained by the call's ``explain_func`` with
@@ -111,10 +121,10 @@ class RelativePerformance(CamMetric):
 
 
 class DeadZoneMass(CamMetric):
-    """Dead-zone mass: ``||L on the unseen region||_2 / ||L||_2`` per image (003 eq. 7).
+    """Dead-zone mass ``||L on the unseen region||_2 / ||L||_2`` per image (Taimeskhanov et al.).
 
-    ``L`` is the map upsampled to the mask and min-max normalised. Lower is better; 003 reports
-    ``100 mu``. No model output is used.
+    ``L`` is the map upsampled to the mask and min-max normalised. Lower is better; Taimeskhanov et
+    al. reports ``100 mu``. No model output is used.
 
     Args:
         unseen: Boolean mask of the region the model cannot see, ``(H, W)`` or one per image,

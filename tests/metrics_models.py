@@ -1,4 +1,9 @@
-"""Tiny models and data shared by the metrics tests (no downloads, milliseconds each)."""
+"""Tiny models and data shared by the metrics tests (no downloads, milliseconds each).
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ class TinyNet(nn.Module):
 
     The head sees every position with its own weights (as VGG's first dense layer does), so the
     gradients vary over the map. ``dead_rows`` zeroes the head's weights for the bottom rows of the
-    layer map, which the model then cannot see (003 section 3.1).
+    layer map, which the model then cannot see (Taimeskhanov et al., section 3.1).
     """
 
     def __init__(self, classes: int = 5, size: int = 16, dead_rows: int = 0, seed: int = 0) -> None:

@@ -2,6 +2,12 @@
 
 Plain numpy with an explicit loop over channels, so that they share nothing with the library
 (no torch broadcasting tricks, no shared helpers). A and g have shape (N, K, *spatial).
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ def _as64(t) -> np.ndarray:
 
 
 def _combine(A: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """L = sum_k w_k A^k (001 eq. 2 before the ReLU); w has shape (N, K) or A's shape."""
+    """L = sum_k w_k A^k (Lerma & Lucas, eq. 2 before the ReLU); w has shape (N, K) or A's shape."""
     n, k = A.shape[:2]
     out = np.zeros((n, 1, *A.shape[2:]))
     for i in range(n):
@@ -24,7 +30,7 @@ def _combine(A: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def grad_cam(A, g) -> np.ndarray:
-    """001 eq. 1-2: w_k = (1/Z) sum_ij g_ij."""
+    """Lerma & Lucas, eq. 1-2: w_k = (1/Z) sum_ij g_ij."""
     A, g = _as64(A), _as64(g)
     Z = int(np.prod(A.shape[2:]))
     w = g.reshape(*g.shape[:2], -1).sum(-1) / Z
@@ -32,7 +38,7 @@ def grad_cam(A, g) -> np.ndarray:
 
 
 def grad_cam_plus(A, g) -> np.ndarray:
-    """001 eq. 3: w_k = (1/Z) sum_ij ReLU(g_ij)."""
+    """Lerma & Lucas, eq. 3: w_k = (1/Z) sum_ij ReLU(g_ij)."""
     A, g = _as64(A), _as64(g)
     Z = int(np.prod(A.shape[2:]))
     w = np.maximum(g, 0).reshape(*g.shape[:2], -1).sum(-1) / Z
@@ -40,7 +46,7 @@ def grad_cam_plus(A, g) -> np.ndarray:
 
 
 def hires_cam(A, g) -> np.ndarray:
-    """003 definition 6: sum_k g^k (.) A^k."""
+    """Taimeskhanov et al., definition 6: sum_k g^k (.) A^k."""
     A, g = _as64(A), _as64(g)
     return (g * A).sum(axis=1, keepdims=True)
 
@@ -54,7 +60,7 @@ def grad_cam_pp_alphas(
     min_denominator: float = 2.0,
     normalize: bool = False,
 ) -> np.ndarray:
-    """Alphas of 001 eq. 9 (form="paper") / eq. 13 ("simplified"), scaled by lambda (eq. 12).
+    """Alphas by Lerma & Lucas, eq. 9 ("paper") / eq. 13 ("simplified"), scaled by lambda (eq. 12).
 
     alpha = 0 where g <= 0 (only ReLU(g) > 0 entries reach the weights; 0/0 := 0 at g = 0).
     """
@@ -88,7 +94,7 @@ def grad_cam_pp_alphas(
 
 
 def grad_cam_pp(A, g, **alpha_options) -> np.ndarray:
-    """001 eq. 4: w_k = sum_ij alpha_ij ReLU(g_ij)."""
+    """Lerma & Lucas, eq. 4: w_k = sum_ij alpha_ij ReLU(g_ij)."""
     A64, g64 = _as64(A), _as64(g)
     alphas = grad_cam_pp_alphas(A64, g64, **alpha_options)
     w = (alphas * np.maximum(g64, 0)).reshape(*g64.shape[:2], -1).sum(-1)

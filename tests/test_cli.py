@@ -1,4 +1,9 @@
-"""The ``camplus`` command line, called in-process through ``main(argv)`` (one subprocess test)."""
+"""The ``camplus`` command line, called in-process through ``main(argv)`` (one subprocess test).
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +25,8 @@ pytest.importorskip("matplotlib")
 from captum.attr import LayerGradCam  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from captum_camplus import cli, figures, zoo  # noqa: E402
-from captum_camplus.data import sample_images  # noqa: E402
+from camplus_app import cli, figures, zoo  # noqa: E402
+from camplus_app.images import sample_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,13 +173,13 @@ def test_help_exits_0(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["compare", "--help"])
     assert exit_info.value.code == 0
-    assert "(001 tables 1-2)" in " ".join(capsys.readouterr().out.split())
+    assert "(Lerma & Lucas, tables 1-2)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_subprocess_bad_input_exit_status(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "captum_camplus", "explain", "missing.jpg"],
+        [sys.executable, "-m", "camplus_app", "explain", "missing.jpg"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

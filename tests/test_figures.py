@@ -7,7 +7,7 @@ import pytest
 import torch
 
 pytest.importorskip("matplotlib")
-from captum_camplus import figures  # noqa: E402
+from camplus_app import figures  # noqa: E402
 
 
 def test_overlay_figure_draws_image_and_each_heatmap() -> None:

@@ -1,4 +1,9 @@
-"""Explanation maps, class scores and CAMs for the metrics, against float64 computations."""
+"""Explanation maps, class scores and CAMs for the metrics, against float64 computations.
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+"""
 
 from __future__ import annotations
 
@@ -127,7 +132,7 @@ def test_cam_explain_returns_normalised_maps_at_input_size() -> None:
 
 
 def test_hirescam_has_no_dead_zone_mass_but_grad_cam_has() -> None:
-    """003's finding: on a model that cannot see the bottom rows, HiResCAM puts 0 there."""
+    """Taimeskhanov et al.: on a model that cannot see the bottom rows, HiResCAM puts 0 there."""
     model, images, labels = tiny_setup(dead_rows=2)
     # layer rows 6-7 are unseen; bilinear upsampling keeps image rows 13-15 free of rows 0-5
     unseen = band_mask((16, 16), rows=slice(13, 16))

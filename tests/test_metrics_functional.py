@@ -1,4 +1,14 @@
-"""The formulas of metrics.functional against values computed by hand in float64."""
+"""The formulas of metrics.functional against values computed by hand in float64.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+- Singh, Harithas, Khan & Hadi, "Grad-CAM++: generalized gradient-based visual explanations for
+  deep convolutional networks", course report reimplementing CAM, Grad-CAM and Grad-CAM++ (Average
+  Drop % and % Increase in Confidence, section 4.2).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +24,8 @@ def t(*values: float) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float64)
 
 
-# --- average drop (004 sec. 4.2) -------------------------------------------------------------
+# --- average drop (Singh et al., sec. 4.2)
+# -------------------------------------------------------------
 
 
 def test_average_drop_by_hand() -> None:
@@ -60,7 +71,8 @@ def test_reduction_is_checked() -> None:
         F.increase_in_confidence(t(), t())
 
 
-# --- increase in confidence (004 sec. 4.2) ---------------------------------------------------
+# --- increase in confidence (Singh et al., sec. 4.2)
+# ---------------------------------------------------
 
 
 def test_increase_in_confidence_by_hand() -> None:
@@ -127,7 +139,8 @@ def test_win_percentage_rejects(o: torch.Tensor, match: str) -> None:
         F.win_percentage(o)
 
 
-# --- relative performance (001 eq. 16-17) ---------------------------------------------------
+# --- relative performance (Lerma & Lucas, eq. 16-17)
+# ---------------------------------------------------
 
 
 def test_relative_performance_by_hand() -> None:
@@ -176,7 +189,8 @@ def test_relative_performance_rejects(new: torch.Tensor, base: torch.Tensor, mat
         F.relative_performance(new, base)
 
 
-# --- dead-zone mass (003 eq. 7) -------------------------------------------------------------
+# --- dead-zone mass (Taimeskhanov et al., eq. 7)
+# -------------------------------------------------------------
 
 
 def test_dead_zone_mass_by_hand() -> None:

@@ -1,4 +1,9 @@
-"""Relations between the methods that the papers state, checked on real (random-init) networks."""
+"""Relations between the methods that the papers state, checked on real (random-init) networks.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+"""
 
 from __future__ import annotations
 
@@ -104,7 +109,7 @@ def test_grad_cam_pp_paper_and_simplified_forms_agree(vgg11, images):
 
 
 def test_constant_alpha_is_proportional_to_grad_cam_plus(resnet18, images):
-    """alpha = 1/2: w_k = (1/2) sum ReLU(g) = (Z/2) * Grad-CAM+'s w_k (001 eq. 14)."""
+    """alpha = 1/2: w_k = (1/2) sum ReLU(g) = (Z/2) * Grad-CAM+'s w_k (Lerma & Lucas, eq. 14)."""
     maps = LayerCams(
         resnet18,
         resnet18.layer4[1].bn2,  # signed activations: the constant needs no stabilizer

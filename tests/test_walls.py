@@ -1,4 +1,9 @@
-"""Masked models, dead zones, 003 theorem 3 and the dead-zone-mass table (paper 003)."""
+"""Masked models, dead zones, theorem 3 and the dead-zone-mass table of Taimeskhanov et al.
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +15,18 @@ import torch.nn.functional as F
 from captum.attr import LayerGradCam as CaptumLayerGradCam
 from torch import nn
 
-from captum_camplus import LayerHiResCam
-from captum_camplus.walls import (
+from camplus_app.walls import (
     WALL_METHODS,
     Theorem3CNN,
     WallCNN,
     WalledCNN,
-    bottom_rows,
     dead_zone_masses,
-    mask_linear_input,
-    max_output_change,
     stack_mix_digits,
     theorem3_experiment,
-    unseen_region,
 )
-from captum_camplus.walls.experiment import torch_threads
+from camplus_app.walls.experiment import torch_threads
+from captum_camplus import LayerHiResCam
+from captum_camplus.masking import bottom_rows, mask_linear_input, max_output_change, unseen_region
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -32,7 +34,7 @@ def generator(seed: int = 0) -> torch.Generator:
 
 
 def dead_zone_mass_reference(maps: torch.Tensor, dead_zone: torch.Tensor) -> torch.Tensor:
-    """003 eq. 7 in float64: mu = ||L on the dead zone||_2 / ||L||_2, L the upsampled map
+    """Eq. 7 of Taimeskhanov et al. in float64: mu = ||L on the dead zone||_2 / ||L||_2, L the map
     min-max normalised to [0, 1] (an all-zero map has mu = 0)."""
     up = F.interpolate(maps.double(), size=dead_zone.shape, mode="bilinear", align_corners=False)
     up = up[:, 0]
@@ -214,11 +216,12 @@ def test_unseen_region_matches_the_gradient_support(layers, size):
         assert torch.equal(unseen_region(nn.Sequential(*layers), size, unseen), expected), rows
 
 
-# --- 003 theorem 3 at initialization ------------------------------------------------------
+# --- Taimeskhanov et al., theorem 3 at initialization
+# ------------------------------------------------------
 
 
 def test_theorem3_closed_form_of_grad_cam():
-    """003 proposition 2 with L = 1: alpha_v = (1/hw) sum_p W_p^(v), GC = ReLU(sum alpha B)."""
+    """Proposition 2, L = 1: alpha_v = (1/hw) sum_p W_p^(v), GC = ReLU(sum a B)."""
     model = Theorem3CNN((10, 10), filters=6, generator=generator(3))
     x = torch.rand(2, 1, 10, 10, generator=generator(4))
     b = F.relu(F.conv2d(x.double(), model.features[0].weight.double()))  # (2, 6, 8, 8)
@@ -240,8 +243,8 @@ def test_theorem3_grad_cam_sees_through_the_wall_and_hirescam_does_not():
     assert result.unseen_mean(result.mean_maps["HiResCAM"]) == 0.0
     for name in ("Grad-CAM", "Grad-CAM+", "Grad-CAM++"):
         assert result.unseen_mean(result.mean_maps[name]) > 0.0, name
-    # 003 eq. 11 from scratch: given the filters, sum_v alpha_v B_v is N(0, s^2) with
-    # s^2 = (tau / hw)^2 (h'w' / 2) sum_v B_v^2, and E[ReLU(N(0, s^2))] = s / sqrt(2 pi).
+    # Taimeskhanov et al., eq. 11 from scratch: given the filters, sum_v alpha_v B_v is N(0, s^2)
+    # with s^2 = (tau / hw)^2 (h'w' / 2) sum_v B_v^2, and E[ReLU(N(0, s^2))] = s / sqrt(2 pi).
     h = w = 8
     expected = torch.zeros(3, h, w, dtype=torch.float64)
     for seed in range(seeds):
@@ -252,14 +255,14 @@ def test_theorem3_grad_cam_sees_through_the_wall_and_hirescam_does_not():
     torch.testing.assert_close(result.predicted, expected)
     empirical = result.unseen_mean(result.mean_maps["Grad-CAM"])
     assert empirical == pytest.approx(result.unseen_mean(expected), rel=0.2)
-    assert empirical >= result.unseen_mean(result.bound) > 0  # 003 eq. 5, V > 20
+    assert empirical >= result.unseen_mean(result.bound) > 0  # Taimeskhanov et al., eq. 5, V > 20
 
 
 # --- STACK-MIX-digits ---------------------------------------------------------------------
 
 
 def test_stack_mix_digits_pairs_same_class_digits():
-    from captum_camplus.walls import load_digits_tensors
+    from camplus_app.walls import load_digits_tensors
 
     digits, labels = load_digits_tensors()
     test, train = stack_mix_digits("test"), stack_mix_digits("train")
@@ -307,7 +310,7 @@ def test_hirescam_dead_zone_mass_is_exactly_zero_and_grad_cams_is_not():
 
 @pytest.mark.slow
 def test_trained_table():
-    from captum_camplus.walls import run_walls
+    from camplus_app.walls import run_walls
 
     report = run_walls(epochs=10, seed=0)
     assert report.training.test_accuracy > 0.9
@@ -321,11 +324,11 @@ def test_trained_table():
 
 
 def test_command_line_prints_both_results(capsys):
-    from captum_camplus.walls.__main__ import main
+    from camplus_app.walls.__main__ import main
 
     main(["--seeds", "3", "--epochs", "1"])
     out = capsys.readouterr().out
-    assert "003 theorem 3" in out and "Dead-zone mass" in out
+    assert "Taimeskhanov et al., theorem 3" in out and "Dead-zone mass" in out
     assert "HiResCAM" in out and "0.0 ± 0.0" in out
 
 

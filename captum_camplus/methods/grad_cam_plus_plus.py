@@ -1,4 +1,13 @@
-"""Grad-CAM++ (Chattopadhay et al. 2018) with the alpha variants discussed in paper 001."""
+"""Grad-CAM++ (Chattopadhay et al. 2018) with the alpha variants discussed in Lerma & Lucas.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- "Discussion: Computation analysis of GradCAM++", a note on the closed form of the Grad-CAM++
+  alphas and its assumptions.
+- Chattopadhay, Sarkar, Howlader & Balasubramanian (2018), "Grad-CAM++: Generalized gradient-based
+  visual explanations for deep convolutional networks", WACV, arXiv:1710.11063.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +19,9 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import LayerCam, spatial_sum
+from captum_camplus.base import CamAttribution, spatial_sum
 from captum_camplus.checks import check_flag, check_positive
+from captum_camplus.registry import register_method
 
 AlphaForm = Literal["simplified", "paper", "constant"]
 Stabilizer = Literal["clamp", "zero", "none"]
@@ -21,15 +31,16 @@ Stabilizer = Literal["clamp", "zero", "none"]
 class AlphaDiagnostics:
     """What the last Grad-CAM++ call saw, from the ``S_k`` and ``ReLU(g)`` it kept (no model pass).
 
-    Only entries with a positive gradient reach the weights (001 eq. 4), so only they are counted;
-    with none, the ranges are empty (min ``inf``, max ``-inf``). The fields are tensors on the
-    model's device; ``summary()`` brings them to the host.
+    Only entries with a positive gradient reach the weights (Lerma & Lucas, eq. 4), so only they are
+    counted; with none, the ranges are empty (min ``inf``, max ``-inf``). The fields are tensors on
+    the model's device; ``summary()`` brings them to the host.
 
     Attributes:
         positive: Number of entries with ``g > 0``.
         unstable: Entries with ``g > 0`` whose denominator ``2 + lambda S_k g`` is below
-            ``min_denominator``: near a pole of 001 eq. 13 or past it (alpha negative).
-        raw_min, raw_max: Range of alpha by the formula, before the stabilizer (001 section 3.4
+            ``min_denominator``: near a pole of Lerma & Lucas, eq. 13 or past it (alpha negative).
+        raw_min, raw_max: Range of alpha by the formula, before the stabilizer (Lerma & Lucas,
+        section 3.4
             reports -1.4e6 and 5.6e5 on ImageNetV2).
         min, max: Range of the alphas actually used.
         alphas: The alphas used (same shape as the layer), kept only with ``keep_alphas=True``.
@@ -62,34 +73,37 @@ class AlphaDiagnostics:
         return dict(zip(names, values, strict=True))
 
 
-class LayerGradCamPlusPlus(LayerCam):
-    r"""Grad-CAM++: channel weights are alpha-weighted positive gradients (001 eq. 4).
+@register_method("Grad-CAM++", "gradcampp")
+class LayerGradCamPlusPlus(CamAttribution):
+    r"""Grad-CAM++: channel weights are alpha-weighted positive gradients (Lerma & Lucas, eq. 4).
 
     .. math::
         w_k = \sum_{ij} \alpha^k_{ij}\, \mathrm{ReLU}(g^k_{ij}),\qquad
         g^k_{ij} = \frac{\partial S}{\partial A^k_{ij}},\qquad S_k = \sum_{ab} A^k_{ab}
 
     The score ``S`` is what ``forward_func`` returns for the target (the pre-softmax logit for a
-    classifier, as the closed form assumes: 001 eq. 9, paper 002).
+    classifier, as the closed form assumes: Lerma & Lucas, eq. 9, the Grad-CAM++ derivation note).
 
     Args:
         forward_func, layer, device_ids: As in :class:`captum.attr.LayerGradCam`.
         alpha: How alpha is computed:
 
-            * ``"simplified"`` (default), 001 eq. 13 with the scale of eq. 12:
+            * ``"simplified"`` (default), Lerma & Lucas, eq. 13 with the scale of eq. 12:
               :math:`\alpha = 1 / (2 + \lambda S_k g)`. No powers of ``g``, so nothing under- or
               overflows.
-            * ``"paper"``, 001 eq. 9 / eq. 12 as published:
+            * ``"paper"``, Lerma & Lucas, eq. 9 / eq. 12 as published:
               :math:`\alpha = g^2 / (2 g^2 + \lambda S_k g^3)`. Equal to the simplified form
               wherever ``g != 0``, but ``g^3`` underflows for tiny gradients; where the
               computed numerator is 0, alpha is 0.
-            * ``"constant"``: :math:`\alpha = 1/2`, the limit Lerma & Lucas observe (001 eq. 14).
-              The map is then exactly half of Grad-CAM+'s times ``Z``, so proportional to it.
+            * ``"constant"``: :math:`\alpha = 1/2`, the limit Lerma & Lucas observe (Lerma & Lucas,
+              eq. 14). The map is then exactly half of Grad-CAM+'s times ``Z``, so proportional to
+              it.
 
             In every form alpha is exactly 0 where ``g = 0`` (the paper's convention for 0/0) and
             no epsilon is added to a denominator (an absolute epsilon such as 1e-6 dominates the
             denominator at typical gradient sizes and turns the weights into ``sum ReLU(g)^3``).
-        exponent_scale: :math:`\lambda` of 001 eq. 12 (assuming ``Y = exp(lambda S)``); the paper's
+        exponent_scale: :math:`\lambda` of Lerma & Lucas, eq. 12 (assuming ``Y = exp(lambda S)``);
+        the paper's
             choice is 1. Must be positive.
         normalize_alpha: Divide alpha by its sum over the positions of each channel, as the
             authors' reference code does (in no equation); a channel whose sum is 0 is left as is.
@@ -99,17 +113,17 @@ class LayerGradCamPlusPlus(LayerCam):
             SiLU/GELU or LayerNorm outputs):
 
             * ``"clamp"`` (default): :math:`\alpha = 1 / \max(d, d_{min})`. With the default
-              ``min_denominator=2`` this is :math:`\alpha = \min(1/2, \alpha)`: alpha stays in
-              ``(0, 1/2]``, is continuous in :math:`S_k g`, and is untouched wherever
-              :math:`S_k g \ge 0`, which includes every layer that follows a ReLU. An entry
-              past the pole would otherwise get a large or negative alpha with no meaning as a
-              pixel importance (001 section 3.4), and one such entry can dominate a channel.
+              ``min_denominator=2`` this is :math:`\alpha = \min(1/2, \alpha)`: alpha stays in ``(0,
+              1/2]``, is continuous in :math:`S_k g`, and is untouched wherever :math:`S_k g \ge 0`,
+              which includes every layer that follows a ReLU. An entry past the pole would otherwise
+              get a large or negative alpha with no meaning as a pixel importance (Lerma & Lucas,
+              section 3.4), and one such entry can dominate a channel.
             * ``"zero"``: drop such entries (alpha = 0).
             * ``"none"``: the formula as is. A denominator of exactly 0 then raises
               ``FloatingPointError`` rather than returning inf or NaN.
         min_denominator: The threshold ``d_min`` of the stabilizer (default 2). Positive.
         keep_alphas: Keep the last call's alpha tensor in ``last_diagnostics.alphas`` (for
-            histograms such as 001 figures 3-4).
+            histograms such as Lerma & Lucas, figures 3-4).
 
     After each call, :attr:`last_diagnostics` holds an :class:`AlphaDiagnostics`.
     """
@@ -132,7 +146,7 @@ class LayerGradCamPlusPlus(LayerCam):
         _check_choice("stabilizer", stabilizer, ("clamp", "zero", "none"))
         self.alpha = alpha
         self.exponent_scale = check_positive(
-            "exponent_scale", exponent_scale, " (lambda of 001 eq. 12)"
+            "exponent_scale", exponent_scale, " (lambda of Lerma & Lucas, eq. 12)"
         )
         self.normalize_alpha = check_flag("normalize_alpha", normalize_alpha)
         self.stabilizer = stabilizer
@@ -150,7 +164,7 @@ class LayerGradCamPlusPlus(LayerCam):
         return spatial_sum(weighted)
 
     def alphas(self, activation: Tensor, gradient: Tensor) -> Tensor:
-        """The alphas of 001 eq. 9 / 12 / 13 with this instance's options (0 where g <= 0)."""
+        """The alphas (Lerma & Lucas, eq. 9 / 12 / 13) with these options (0 where g <= 0)."""
         return self._alphas(self._lambda_s(activation), gradient.clamp(min=0))
 
     def _lambda_s(self, activation: Tensor) -> Tensor:
@@ -231,7 +245,8 @@ class LayerGradCamPlusPlus(LayerCam):
 def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
     """``numerator / denominator`` where both are non-zero, else exactly 0 (no inf/NaN formed).
 
-    The paper's 0/0 := 0 at g = 0 (001 after eq. 9) also covers a ``g^2`` that underflows.
+    The paper's 0/0 := 0 at g = 0 (Lerma & Lucas, after eq. 9) also covers a ``g^2`` that
+    underflows.
     """
     keep = (numerator != 0) & (denominator != 0)
     safe = torch.where(keep, denominator, torch.ones_like(denominator))

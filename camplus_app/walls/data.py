@@ -1,8 +1,12 @@
-"""STACK-MIX-digits: 003's STACK-MIX (section 3.2, eq. 6) made from scikit-learn's digits.
+"""STACK-MIX-digits: the STACK-MIX of Taimeskhanov et al. (eq. 6) from scikit-learn's digits.
 
 Each image is two 8x8 digits of the same class, one above the other: the top one where the
 masked model can see, the bottom one in its dead zone. The digits ship inside scikit-learn, so
 nothing is downloaded.
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ def _digits() -> tuple[Tensor, Tensor]:
 
 
 def stack_mix_digits(split: Literal["train", "test"] = "test", seed: int = 0) -> StackedDigits:
-    """Stack every digit of a split on top of another digit of the same class (003 eq. 6).
+    """Stack every digit of a split on another digit of its class (Taimeskhanov et al., eq. 6).
 
     The split of the digits is fixed (:data:`TEST_FRACTION`, :data:`SPLIT_SEED`); ``seed`` only
     draws the partners, so a new seed gives a new pairing of the same digits (the training loop
@@ -89,7 +93,8 @@ def stack_mix_digits(split: Literal["train", "test"] = "test", seed: int = 0) ->
 def theorem3_images(size: tuple[int, int] = (18, 18)) -> Tensor:
     """The first digit of each class upsampled (bilinear) to ``size``: ``(10, 1, *size)``, [0, 1].
 
-    003 figure 3 illustrates theorem 3 on an MNIST digit; these are their scikit-learn cousins.
+    Taimeskhanov et al., figure 3 illustrates theorem 3 on an MNIST digit; these are their
+    scikit-learn cousins.
     """
     images, labels = _digits()
     first = torch.stack([(labels == c).nonzero()[0, 0] for c in range(10)])

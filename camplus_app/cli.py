@@ -1,13 +1,17 @@
 """The ``camplus`` command: explain images with every CAM method, and compare the methods.
 
-    camplus explain [IMAGE ...]    overlay figures, one per image
-    camplus compare [IMAGE ...]    001 section 4 experiment: tables, CSV files and figures
+    camplus explain [IMAGE ...]    overlay figures, one per image camplus compare [IMAGE ...]
+    Lerma & Lucas, section 4 experiment: tables, CSV files and figures
 
 An IMAGE is a file, a folder of images, or the name of a bundled photograph (``chelsea``...);
 without one, the bundled photographs are used. Bad input (a missing file, a file that is not an
 image, an unknown method, layer, class or model) ends with a one-line error and exit status 2,
 before anything is written; output is written to a temporary folder and moved into place only
 when complete.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from typing import TYPE_CHECKING, NoReturn
 import torch
 from torch import Tensor
 
+from captum_camplus import METHODS, LayerCams, method_name
 from captum_camplus.maps import upsample_and_normalize
 from captum_camplus.methods import LayerGradCamPlusPlus
-from captum_camplus.multi import METHODS, LayerCams, method_class
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from captum_camplus.zoo import Classifier
+    from camplus_app.zoo import Classifier
     from metrics import EvaluationResult
 
 PROG = "camplus"
@@ -78,17 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare = commands.add_parser(
         "compare",
-        help="compare the methods as Lerma & Lucas do (001 section 4)",
+        help="compare the methods as Lerma & Lucas do (section 4)",
         description="Relative performance of each pair of methods with pre- and post-softmax "
-        "explanation maps (001 tables 1-2), average drop, increase in confidence and win %, "
-        "a boxplot of per-image relative performance (001 figure 6) and a histogram of the "
-        "Grad-CAM++ alphas (001 figures 3-4).",
+        "explanation maps (Lerma & Lucas, tables 1-2), average drop, increase in confidence and "
+        "win %, a boxplot of per-image relative performance (Lerma & Lucas, figure 6) and a "
+        "histogram of the Grad-CAM++ alphas (Lerma & Lucas, figures 3-4).",
     )
     compare.add_argument(
         "--threshold",
         type=_probability,
-        help="score only images whose explained class has a softmax above this (001 uses 0.5 "
-        "with the true class; default: every image)",
+        help="score only images whose explained class has a softmax above this (Lerma & Lucas "
+        "use 0.5 with the true class; default: every image)",
     )
     for sub, name in ((explain, "explain"), (compare, "compare")):
         sub.add_argument(
@@ -152,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def prepare(args: argparse.Namespace) -> Job:
     """Check and load everything the command needs; bad input raises :class:`UsageError`."""
-    from captum_camplus import zoo
-    from captum_camplus.data import resolve_images
+    from camplus_app import zoo
+    from camplus_app.images import resolve_images
 
     try:
         methods = _methods(args.methods)
@@ -180,7 +184,7 @@ def prepare(args: argparse.Namespace) -> Job:
 
 def run_explain(job: Job, folder: Path) -> None:
     """Write ``<image>.png``: the image and each method's heatmap, titled with the class."""
-    from captum_camplus.figures import overlay_figure
+    from camplus_app.figures import overlay_figure
 
     clf = job.classifier
     cams = LayerCams(clf.model, clf.layer, job.methods)
@@ -203,14 +207,14 @@ def run_explain(job: Job, folder: Path) -> None:
 
 
 def run_compare(job: Job, folder: Path) -> None:
-    """The experiment of 001 section 4 with :func:`metrics.evaluate_methods`.
+    """The experiment of Lerma & Lucas, section 4 with :func:`metrics.evaluate_methods`.
 
-    Writes ``scores.csv`` (average drop, increase in confidence, win % per method and kind of
-    map), ``images.csv`` (per-image scores), and with two methods or more
-    ``relative_performance.csv`` (001 tables 1-2) and ``relative_performance.png`` (001 figure
-    6); with Grad-CAM++, ``alphas.png`` (001 figures 3-4).
+    Writes ``scores.csv`` (average drop, increase in confidence, win % per method and kind of map),
+    ``images.csv`` (per-image scores), and with two methods or more ``relative_performance.csv``
+    (Lerma & Lucas, tables 1-2) and ``relative_performance.png`` (Lerma & Lucas, figure 6); with
+    Grad-CAM++, ``alphas.png`` (Lerma & Lucas, figures 3-4).
     """
-    from captum_camplus.figures import alpha_histogram, relative_performance_boxplot
+    from camplus_app.figures import alpha_histogram, relative_performance_boxplot
     from metrics import evaluate_methods
 
     clf = job.classifier
@@ -270,7 +274,7 @@ class _AlphaRecorder:
         return cam
 
     def pre_softmax(self) -> Tensor:
-        """All alphas of the pre-softmax maps (001 figures 3-4 use those), flattened."""
+        """All alphas of the pre-softmax maps (Lerma & Lucas, figures 3-4 use those), flattened."""
         kept = [
             cam.last_diagnostics.alphas.flatten()
             for pre, cam in self.made
@@ -372,8 +376,7 @@ def _methods(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise UsageError("--methods is empty: give at least one method")
-    by_class = {cls: name for name, cls in METHODS.items()}
-    chosen = [by_class[method_class(name)] for name in names]  # ValueError names the bad one
+    chosen = [method_name(name) for name in names]  # ValueError names the bad one
     return list(dict.fromkeys(chosen))
 
 

@@ -1,4 +1,9 @@
-"""Small masked CNNs: 003's theorem-3 model and a miniature of its masked VGG (figure 4)."""
+"""Small masked CNNs: the theorem-3 model and a miniature masked VGG of Taimeskhanov et al.
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_camplus.walls.masking import ViewMask, bottom_rows, mask_linear_input, unseen_region
+from captum_camplus.masking import ViewMask, bottom_rows, mask_linear_input, unseen_region
 
 
 class WalledCNN(nn.Module):
@@ -61,7 +66,7 @@ class WalledCNN(nn.Module):
         return unseen_region(after, cam_shape[1:], self.view_mask.unseen)
 
     def dead_zone(self) -> Tensor:
-        """Boolean ``(H, W)`` map of the input pixels the model cannot see (003 section 3.1)."""
+        """Boolean ``(H, W)`` map of the input pixels the model cannot see (section 3.1)."""
         return unseen_region(self.features, self.image_size, self.view_mask.unseen)
 
     def _shape_after(self, layers: nn.Module) -> tuple[int, ...]:
@@ -72,11 +77,11 @@ class WalledCNN(nn.Module):
 
 
 class Theorem3CNN(WalledCNN):
-    """003 figure 2 with ``L = 1``: conv, ReLU, max-pool, flatten, one linear unit (no biases).
+    """Figure 2 of Taimeskhanov et al. with ``L = 1``: conv, ReLU, max-pool, one linear unit.
 
-    Filters and linear weights are i.i.d. ``N(0, tau^2)`` and the weights reading the lower half
-    of the pooled map are zero: the setting of 003 theorem 3. The CAMs explain the ReLU output
-    ``B`` (before pooling), as in 003 definition 1.
+    Filters and linear weights are i.i.d. ``N(0, tau^2)`` and the weights reading the lower half of
+    the pooled map are zero: the setting of Taimeskhanov et al., theorem 3. The CAMs explain the
+    ReLU output ``B`` (before pooling), as in Taimeskhanov et al., definition 1.
 
     Args:
         image_size: ``(H, W)``; ``H - k + 1`` and ``W - k + 1`` must be multiples of ``pool`` and
@@ -101,7 +106,8 @@ class Theorem3CNN(WalledCNN):
         if height <= 0 or width <= 0 or height % pool or width % pool or (height // pool) % 2:
             raise ValueError(
                 f"image_size {tuple(image_size)} gives a {height}x{width} map: it must be "
-                f"divisible by the pool size {pool} with an even pooled height (003 theorem 3)"
+                f"divisible by the pool size {pool} with an even pooled height "
+                "(Taimeskhanov et al., theorem 3)"
             )
         features = nn.Sequential(
             nn.Conv2d(1, filters, kernel_size, bias=False), nn.ReLU(), nn.MaxPool2d(pool)
@@ -114,12 +120,12 @@ class Theorem3CNN(WalledCNN):
 
 
 class WallCNN(WalledCNN):
-    """A small VGG-like CNN whose head cannot see the bottom of the image (003 figure 4 in small).
+    """A small VGG-like CNN whose head cannot see the bottom of the image (figure 4 in small).
 
     ``conv-ReLU-conv-ReLU-maxpool-conv-ReLU``, then flatten, a masked linear layer, ReLU and the
-    classifier. Like 003's model there is no pooling after the last convolution, whose ReLU output
-    the CAMs explain. With the defaults (16x8 images, 6 of 8 rows walled off) the dead zone is
-    exactly the bottom 8 rows of the image: :meth:`dead_zone` computes it.
+    classifier. Like Taimeskhanov et al.'s model there is no pooling after the last convolution,
+    whose ReLU output the CAMs explain. With the defaults (16x8 images, 6 of 8 rows walled off) the
+    dead zone is exactly the bottom 8 rows of the image: :meth:`dead_zone` computes it.
 
     Args:
         num_classes: Number of classes.

@@ -2,6 +2,10 @@
 
 Each function returns a matplotlib ``Figure`` drawn without a display (Agg canvas), so it can be
 saved from scripts, tests and servers alike.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def overlay_figure(
 
 
 def relative_performance_boxplot(ratios: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
-    """Boxplots of per-image relative performance ``O'_i / O_i`` (001 figure 6), log scale, with
+    """Boxplots of per-image relative performance ``O'_i / O_i`` (Lerma & Lucas, fig. 6), log scale,
     each image drawn as a dot.
 
     Args:
@@ -105,14 +109,14 @@ def relative_performance_boxplot(ratios: Mapping[str, Mapping[str, Sequence[floa
 
 
 def alpha_histogram(alphas: Tensor, bins: int = 60) -> Figure:
-    """Histograms of the non-zero Grad-CAM++ alphas (001 figures 3-4).
+    """Histograms of the non-zero Grad-CAM++ alphas (Lerma & Lucas, figures 3-4).
 
     Left: the alphas themselves; right: ``tanh(alpha - 1/2)``, which shows every value, outliers
-    included, in [-1, 1] as 001 figure 4 does.
+    included, in [-1, 1] as Lerma & Lucas, figure 4 does.
 
     Args:
         alphas: Alphas of any shape; zeros (entries with ``g <= 0``, which do not reach the
-            weights) are left out, as in 001 section 3.3.
+            weights) are left out, as in Lerma & Lucas, section 3.3.
     """
     values = alphas.detach().double().flatten()
     values = values[values != 0].cpu().numpy()

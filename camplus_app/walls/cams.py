@@ -1,4 +1,9 @@
-"""The four maps compared in the walls experiments, as 003 table 1 computes them."""
+"""The four maps compared in the walls experiments, as Taimeskhanov et al., table 1 computes them.
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ from captum._utils.typing import TargetType
 from captum.attr import LayerGradCam as CaptumLayerGradCam
 from torch import Tensor, nn
 
-from captum_camplus.multi import LayerCams
+from captum_camplus import METHODS, LayerCams
 
-#: Rows of the walls tables, in this order. Grad-CAM is Captum's own ``LayerGradCam``.
-WALL_METHODS = ("Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM")
+#: Rows of the walls tables: the registered methods, in order. Grad-CAM is Captum's own
+#: ``LayerGradCam``, the reference the other rows are compared with.
+WALL_METHODS = tuple(METHODS)
 
 
 def wall_maps(

@@ -1,4 +1,9 @@
-"""The demo: its quantus.evaluate table and its command."""
+"""The demo: its quantus.evaluate table and its command.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import math
 import pytest
 import torch
 
-from metrics import demo
+from camplus_app import metrics_demo as demo
 
 
 def test_quantus_table_of_the_walled_cnn() -> None:
@@ -35,4 +40,5 @@ def test_demo_command(capsys: pytest.CaptureFixture[str]) -> None:
     demo.main(["--images", "8"])
     out = capsys.readouterr().out
     assert "test accuracy" in out and "quantus.evaluate" in out
-    assert "relative performance (001 tables 1-2)" in out and "HiResCAM vs Grad-CAM++" in out
+    assert "relative performance (Lerma & Lucas, tables 1-2)" in out
+    assert "HiResCAM vs Grad-CAM++" in out

@@ -1,10 +1,16 @@
-"""``python -m metrics.demo``: score Grad-CAM, Grad-CAM+, Grad-CAM++ and HiResCAM with Quantus.
+"""``python -m camplus_app.metrics_demo``: score the CAM methods with Quantus on a walled CNN.
 
 A small CNN is trained for a few seconds on synthetic images (no downloads): each image holds two
-squares of its class's colour, one in the top part and one in the bottom rows, which a "wall"
-after the CAM layer hides from the classifier, as in 003's masked VGG. The script prints the
-``quantus.evaluate`` table of the five metrics and the evaluation driver's tables (001 tables
-1-2 for maps from pre- and post-softmax gradients).
+squares of its class's colour, one in the top part and one in the bottom rows, which a "wall" after
+the CAM layer hides from the classifier, as in Taimeskhanov et al.'s masked VGG. The script prints
+the ``quantus.evaluate`` table of the five metrics and the evaluation driver's tables (Lerma &
+Lucas, tables 1-2 for maps from pre- and post-softmax gradients).
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import quantus
 import torch
 from torch import Tensor, nn
 
+import captum_camplus
 from metrics import (
     AverageDrop,
     DeadZoneMass,
@@ -27,7 +34,7 @@ from metrics import (
     evaluate_methods,
 )
 
-METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]
+METHODS = list(captum_camplus.METHODS)
 COLOURS = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0], [1.0, 1.0, 0.2]])
 SIZE = 32
 WALL_ROWS = 4  # bottom rows of the 16 x 16 layer map that the classifier cannot see
@@ -112,7 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=64, help="test images (default 64)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--threshold", type=float, default=0.5, help="keep images with softmax above (001: 0.5)"
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="keep images with softmax above (Lerma & Lucas: 0.5)",
     )
     args = parser.parse_args(argv)
 

@@ -1,8 +1,12 @@
-"""003 table 1 in small: a masked CNN trained on STACK-MIX-digits, each CAM's dead-zone mass.
+"""Table 1 of Taimeskhanov et al. in small: each CAM's dead-zone mass on a masked CNN.
 
 The model (:class:`WallCNN`) cannot see the bottom digit of a stacked pair; the dead-zone mass
-``mu`` (003 eq. 7, :func:`metrics.cam_dead_zone_mass`) measures how much of each method's map
-lies there anyway, for the predicted class as 003 section 3.3 does.
+``mu`` (Taimeskhanov et al., eq. 7, :func:`metrics.cam_dead_zone_mass`) measures how much of each
+method's map lies there anyway, for the predicted class as Taimeskhanov et al., section 3.3 does.
+
+References:
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from captum_camplus.walls.cams import WALL_METHODS, wall_maps
-from captum_camplus.walls.data import StackedDigits, stack_mix_digits
-from captum_camplus.walls.models import WallCNN, WalledCNN
+from camplus_app.walls.cams import WALL_METHODS, wall_maps
+from camplus_app.walls.data import StackedDigits, stack_mix_digits
+from camplus_app.walls.models import WallCNN, WalledCNN
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class WallsReport:
     """Per-image dead-zone masses of each method, and the model they were measured on.
 
     Attributes:
-        masses: Method name -> ``(N,)`` float64 ``mu`` per test image (003 eq. 7).
+        masses: Method name -> ``(N,)`` float64 ``mu`` per test image (Taimeskhanov et al., eq. 7).
         zero_maps: Method name -> number of all-zero maps (their ``mu`` is 0).
         dead_zone: Boolean ``(H, W)``: the input pixels the model cannot see.
         training: The :class:`TrainingReport`.
@@ -47,11 +51,12 @@ class WallsReport:
     training: TrainingReport
 
     def table(self) -> str:
-        """``mu x 100`` mean +- std per method, in the shape of 003 table 1."""
+        """``mu x 100`` mean +- std per method, in the shape of Taimeskhanov et al., table 1."""
         n = len(next(iter(self.masses.values())))
         rows = int(self.dead_zone.any(dim=1).sum())
         lines = [
-            f"Dead-zone mass mu x 100 (003 eq. 7), masked WallCNN on STACK-MIX-digits "
+            "Dead-zone mass mu x 100 (Taimeskhanov et al., eq. 7), masked WallCNN on "
+            "STACK-MIX-digits "
             f"({n} test images, bottom {rows} of {self.dead_zone.shape[0]} rows unseen)",
             f"{'methods':<34} {'STACK-MIX-digits (lower is better)':>34} {'all-zero maps':>14}",
         ]
@@ -128,7 +133,7 @@ def accuracy(model: nn.Module, data: StackedDigits) -> float:
 def dead_zone_masses(
     model: WalledCNN, images: Tensor, batch_size: int = 256
 ) -> tuple[dict[str, Tensor], dict[str, int]]:
-    """Dead-zone mass ``mu`` (003 eq. 7) of each method's map of the predicted class, per image.
+    """Dead-zone mass ``mu`` (Taimeskhanov et al., eq. 7) of each method's map, per image.
 
     The maps (at the CAM layer) are upsampled to the image and min-max normalised, and ``mu`` is
     taken over the model's dead zone (:meth:`WalledCNN.dead_zone`).
