@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from captum_camplus import upsample_and_normalize
+from captum_camplus.maps import require_spatial
 
 from .functional import Reduction, dead_zone_mass
 from .guards import check_not_probabilities, model_device
@@ -80,6 +81,7 @@ def explanation_maps(maps: Tensor, inputs: Tensor) -> Tensor:
 
     An all-zero map gives an all-zero ``E``; a NaN map raises ``ValueError``.
     """
+    require_spatial(maps)  # a layer such as nn.Linear: say so, not that the shapes differ
     if maps.dim() != inputs.dim() or maps.shape[0] != inputs.shape[0]:
         raise ValueError(
             f"maps of shape {tuple(maps.shape)} do not fit inputs of shape "
