@@ -4,10 +4,9 @@
     Lerma & Lucas, section 4 experiment: tables, CSV files and figures
 
 An IMAGE is a file, a folder of images, or the name of a bundled photograph (``chelsea``...);
-without one, the bundled photographs are used. Bad input (a missing file, a file that is not an
-image, an unknown method, layer, class or model) ends with a one-line error and exit status 2,
-before anything is written; output is written to a temporary folder and moved into place only
-when complete.
+without one, the bundled photographs are used. Every failure (bad input, or one met while
+running) ends with a one-line error and exit status 2; output is written to a temporary folder
+and moved into place only when complete.
 
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",

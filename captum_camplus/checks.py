@@ -169,7 +169,14 @@ def check_output(output: Any, target: TargetType, batch_size: int) -> None:
             "returns one, e.g. lambda x: model(x).logits"
         )
     shape = tuple(output.shape)
-    if output.dim() == 0 or shape[0] != batch_size:
+    if output.dim() == 0:
+        raise ValueError(
+            "the model returns a 0-dim scalar: return one score per example, shape (N,), or "
+            "one for the whole batch as shape (1,)"
+        )
+    if target is None and output.numel() == 1:
+        return  # one score for the whole batch, e.g. a sum: its gradients are per example
+    if shape[0] != batch_size:
         raise ValueError(
             f"the model returns shape {shape} for a batch of {batch_size} examples: the first "
             "dimension must be the batch (an input without its batch dimension? add it with "

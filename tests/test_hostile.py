@@ -1008,3 +1008,11 @@ def test_sixteen_bit_photograph_gets_the_class_of_the_eight_bit_one(tmp_path):
         rows = {row["image"]: row for row in csv.DictReader(file)}
     assert rows["sixteen"]["class_name"] == rows["eight"]["class_name"]
     assert rows["sixteen"]["probability"] == rows["eight"]["probability"]
+
+
+def test_one_score_for_the_whole_batch_is_still_accepted(net, x):
+    """Captum allows a forward that sums the batch's scores; the gradients are per example."""
+    summed = LayerGradCam(lambda inp: net(inp)[:, 2].sum().view(1), net.conv).attribute(x)
+    torch.testing.assert_close(summed, LayerGradCam(net, net.conv).attribute(x, target=2))
+    with pytest.raises(ValueError, match="returns a 0-dim scalar"):
+        LayerGradCam(lambda inp: net(inp)[:, 2].sum(), net.conv).attribute(x)
