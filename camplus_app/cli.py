@@ -280,7 +280,7 @@ class _AlphaRecorder:
         layer: torch.nn.Module,
         device_ids: list[int] | None = None,
     ) -> LayerGradCamPlusPlus:
-        cam = LayerGradCamPlusPlus(forward_func, layer, device_ids, keep_alphas=True)
+        cam = LayerGradCamPlusPlus(forward_func, layer, device_ids)
         self.made.append((forward_func is self.model, cam))
         return cam
 

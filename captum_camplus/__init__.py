@@ -12,10 +12,13 @@ from captum_camplus.base import CamAttribution
 from captum_camplus.maps import normalize_maps, upsample_and_normalize
 from captum_camplus.methods import (
     AlphaDiagnostics,
+    AlphaOptions,
     LayerGradCam,
     LayerGradCamPlus,
     LayerGradCamPlusPlus,
     LayerHiResCam,
+    alpha_diagnostics,
+    grad_cam_plus_plus_alphas,
 )
 from captum_camplus.multi import LayerCams, MethodFactory
 from captum_camplus.registry import METHODS, method_class, method_name, register_method
@@ -25,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "AlphaDiagnostics",
+    "AlphaOptions",
     "CamAttribution",
     "LayerCams",
     "LayerGradCam",
@@ -32,6 +36,8 @@ __all__ = [
     "LayerGradCamPlusPlus",
     "LayerHiResCam",
     "MethodFactory",
+    "alpha_diagnostics",
+    "grad_cam_plus_plus_alphas",
     "method_class",
     "method_name",
     "normalize_maps",

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_camplus.precision import working_precision
+
 _INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
@@ -97,7 +99,7 @@ def upsample_and_normalize(maps: Tensor, size: Sequence[int] | torch.Size) -> Te
         )
     if not bool(torch.isfinite(maps).all()):
         raise ValueError("the maps contain NaN or inf values; they cannot be normalised")
-    working = maps.float() if maps.dtype in (torch.float16, torch.bfloat16) else maps
+    working = working_precision(maps)
     if maps.shape[0] > 0:
         working = _unit_scale(working)
     upsampled = F.interpolate(working, size=size, mode=_INTERPOLATION[spatial], align_corners=False)

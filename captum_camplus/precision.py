@@ -26,6 +26,11 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in LOW_PRECISION_DTYPES else dtype
 
 
+def working_precision(tensor: Tensor) -> Tensor:
+    """The tensor in the precision CAM arithmetic runs in: float32 for float16/bfloat16."""
+    return tensor.to(working_dtype(tensor.dtype))
+
+
 def finite_map(
     compute: Callable[[torch.dtype], Tensor],
     activation: Tensor,
@@ -93,4 +98,10 @@ def _non_finite_error(activation: Tensor, gradient: Tensor) -> FloatingPointErro
     return FloatingPointError("the CAM exceeds the float64 range; scale the inputs")
 
 
-__all__ = ["LOW_PRECISION_DTYPES", "finite_map", "holding_dtype", "working_dtype"]
+__all__ = [
+    "LOW_PRECISION_DTYPES",
+    "finite_map",
+    "holding_dtype",
+    "working_dtype",
+    "working_precision",
+]

@@ -285,7 +285,7 @@ def test_float16_model_that_overflows_says_so():
         ("min_denominator", float("inf"), ValueError),
         ("min_denominator", None, TypeError),
         ("normalize_alpha", "no", TypeError),
-        ("keep_alphas", 1, TypeError),
+        ("normalize_alpha", 1, TypeError),
         ("alpha", None, ValueError),
         ("alpha", ["paper"], ValueError),
         ("stabilizer", 0, ValueError),
