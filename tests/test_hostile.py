@@ -300,7 +300,7 @@ def test_numpy_real_options_are_accepted(net):
     method = LayerGradCamPlusPlus(
         net, net.conv, exponent_scale=np.float32(2.0), normalize_alpha=np.bool_(True)
     )
-    assert method.exponent_scale == 2.0 and method.normalize_alpha is True
+    assert method.options.exponent_scale == 2.0 and method.options.normalize is True
 
 
 # --- 1. the attribution API: errors in our terms ---------------------------------------------
