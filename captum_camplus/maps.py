@@ -40,25 +40,32 @@ def normalize_maps(maps: Tensor, precision: torch.dtype | None = None) -> Tensor
     Args:
         maps: ``(N, ...)`` maps.
         precision: The dtype the maps were computed in, whose rounding decides what is constant
-            (default: the maps' dtype; :func:`upsample_and_normalize` passes the layer map's).
+            (default: the maps' dtype).
 
     Raises:
         ValueError: if a map contains NaN or inf.
     """
-    if not bool(torch.isfinite(maps).all()):
-        raise ValueError("the maps contain NaN or inf values; they cannot be normalised")
+    _require_finite(maps)
     if not maps.is_floating_point():
         maps = maps.double()
+    return _min_max(_unit_scale(maps), precision or maps.dtype)
+
+
+def _require_finite(maps: Tensor) -> None:
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("the maps contain NaN or inf values; they cannot be normalised")
+
+
+def _min_max(maps: Tensor, precision: torch.dtype) -> Tensor:
+    """Per-map min-max of maps of magnitude about 1 (see :func:`normalize_maps`)."""
     if maps.numel() == 0:
         return maps.clone()
-    maps = _unit_scale(maps)
     shape = (-1, *[1] * (maps.dim() - 1))
     low, high = (v.view(shape) for v in maps.flatten(start_dim=1).aminmax(dim=1))
     spread = high - low
-    noise = ROUNDING_ULPS * torch.finfo(precision or maps.dtype).eps * torch.maximum(-low, high)
-    varies = spread > noise
-    scaled = (maps - low) / torch.where(varies, spread, torch.ones_like(spread))
-    flat_value = torch.where(high > 0, torch.ones_like(maps), torch.zeros_like(maps))
+    varies = spread > ROUNDING_ULPS * torch.finfo(precision).eps * torch.maximum(-low, high)
+    scaled = (maps - low).div_(torch.where(varies, spread, torch.ones_like(spread)))
+    flat_value = (high > 0).to(maps.dtype)  # a constant map: 1 if positive, else 0
     return torch.where(varies, scaled, flat_value)
 
 
@@ -69,10 +76,12 @@ def _unit_scale(maps: Tensor) -> Tensor:
     the interpolation sums from overflowing (maps near the dtype's largest value) and tiny maps
     out of subnormal range. The factor is applied in two halves, each representable.
     """
+    if maps.numel() == 0:
+        return maps
     peak = maps.flatten(start_dim=1).abs().amax(dim=1).view(-1, *[1] * (maps.dim() - 1))
     exponent = torch.where(peak > 0, torch.log2(peak).round(), torch.zeros_like(peak))
     half = torch.trunc(exponent / 2)
-    return maps * torch.exp2(-half) * torch.exp2(half - exponent)
+    return maps * (torch.exp2(-half) * torch.exp2(half - exponent))
 
 
 def upsample_and_normalize(maps: Tensor, size: Sequence[int] | torch.Size) -> Tensor:
@@ -97,10 +106,7 @@ def upsample_and_normalize(maps: Tensor, size: Sequence[int] | torch.Size) -> Te
         raise ValueError(
             f"size {size} has {len(size)} dims but the maps have {spatial} spatial dims"
         )
-    if not bool(torch.isfinite(maps).all()):
-        raise ValueError("the maps contain NaN or inf values; they cannot be normalised")
-    working = working_precision(maps)
-    if maps.shape[0] > 0:
-        working = _unit_scale(working)
+    _require_finite(maps)
+    working = _unit_scale(working_precision(maps))  # on the small maps, before upsampling
     upsampled = F.interpolate(working, size=size, mode=_INTERPOLATION[spatial], align_corners=False)
-    return normalize_maps(upsampled, precision=maps.dtype)
+    return _min_max(upsampled, maps.dtype)
