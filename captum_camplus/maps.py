@@ -81,7 +81,7 @@ def _unit_scale(maps: Tensor) -> Tensor:
     peak = maps.flatten(start_dim=1).abs().amax(dim=1).view(-1, *[1] * (maps.dim() - 1))
     exponent = torch.where(peak > 0, torch.log2(peak).round(), torch.zeros_like(peak))
     half = torch.trunc(exponent / 2)
-    return maps * (torch.exp2(-half) * torch.exp2(half - exponent))
+    return maps * torch.exp2(-half) * torch.exp2(half - exponent)  # left to right
 
 
 def upsample_and_normalize(maps: Tensor, size: Sequence[int] | torch.Size) -> Tensor:
