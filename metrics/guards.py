@@ -75,9 +75,18 @@ def as_model_input(inputs: np.ndarray | Tensor, model: nn.Module | Callable[...,
     """``inputs`` as a tensor on the model's device, in the model's floating dtype.
 
     Integer images (uint8 pixels) become floats with the same values, as before.
+
+    Raises:
+        ValueError: for NaN or inf inputs (their scores are undefined), or values beyond the
+            model's dtype (float64 data past 65504 for a float16 model).
     """
     x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(np.asarray(inputs))
-    return x.to(device=model_device(model), dtype=model_dtype(model))
+    finite_before = not x.is_floating_point() or bool(torch.isfinite(x).all())
+    x = x.to(device=model_device(model), dtype=model_dtype(model))
+    if not (finite_before and bool(torch.isfinite(x).all())):
+        what = "contain NaN or inf" if not finite_before else f"overflow the model's {x.dtype}"
+        raise ValueError(f"the inputs {what}: the model's scores of them are undefined")
+    return x
 
 
 def check_not_probabilities(outputs: Tensor) -> None:

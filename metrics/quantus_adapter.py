@@ -100,30 +100,31 @@ class MetricBatch:
 def input_sized(
     a_batch: np.ndarray | None, x_batch: np.ndarray, channel_first: bool | None
 ) -> np.ndarray | None:
-    """``a_batch`` of any resolution as input-sized maps, before Quantus checks its shape.
+    """``a_batch`` of any resolution as channel-first, input-sized maps, before Quantus checks it.
 
-    For channel-first inputs, ``(N, 1, h, w)`` or ``(N, h, w)`` maps of another size are
-    upsampled and min-max normalised per image here, as the metrics do anyway; anything else is
-    passed on as given, for Quantus to check.
+    One-channel maps, ``(N, 1, h, w)`` or ``(N, h, w)`` (``(N, h, w, 1)`` for channel-last
+    inputs, which Quantus turns channel-first but leaves the maps as given), come back as
+    ``(N, 1, H, W)``, upsampled and min-max normalised per image if their size differs, as the
+    metrics do anyway; anything else is passed on as given, for Quantus to check.
     """
     if a_batch is None:
         return None
     x_shape = np.shape(x_batch)
-    if channel_first is None and len(x_shape) >= 3:
+    if len(x_shape) < 3:
+        return a_batch
+    if channel_first is None:
         channel_first = quantus.helpers.utils.infer_channel_first(np.asarray(x_batch))
+    spatial = x_shape[2:] if channel_first else x_shape[1:-1]
     maps = np.asarray(a_batch)
     if maps.ndim == len(x_shape) - 1:
         maps = maps[:, None]
-    if (
-        not channel_first
-        or maps.ndim != len(x_shape)
-        or maps.ndim < 3
-        or maps.shape[1] != 1
-        or maps.shape[0] != x_shape[0]
-        or maps.shape[2:] == x_shape[2:]
-    ):
+    elif not channel_first and maps.ndim == len(x_shape) and maps.shape[-1] == 1:
+        maps = np.moveaxis(maps, -1, 1)
+    if maps.ndim != len(x_shape) or maps.shape[1] != 1 or maps.shape[0] != x_shape[0]:
         return a_batch
-    return upsample_and_normalize(torch.as_tensor(maps), x_shape[2:]).numpy()
+    if maps.shape[2:] == spatial:
+        return maps
+    return upsample_and_normalize(torch.as_tensor(maps), spatial).numpy()
 
 
 class CamMetric(quantus.Metric):
@@ -207,6 +208,8 @@ class CamMetric(quantus.Metric):
     ) -> list[float]:
         """Score ``a_batch`` (or the maps of ``explain_func``) of ``model`` on the data."""
         self.softmax = True if softmax is None else bool(softmax)
+        if len(x_batch) == 0:  # Quantus would call the empty a_batch "all zero"
+            raise ValueError(f"{self.name}: x_batch is empty, there is nothing to score")
         with evaluation_mode(model):
             return super().__call__(
                 model=model,

@@ -650,6 +650,52 @@ def test_all_zero_a_batch_is_refused_by_quantus_but_one_zero_map_is_scored(tiny)
     assert scores[2] == pytest.approx(expected, rel=1e-5)
 
 
+def test_channel_last_inputs_with_channel_last_maps(tiny):
+    """Quantus turns channel-last inputs channel-first but leaves a_batch as given."""
+    model, images, labels = tiny
+    maps = np.random.default_rng(1).random((4, 1, 16, 16)).astype(np.float32)
+    expected = AverageDrop()(model, images.numpy(), labels.numpy(), maps)
+    last = np.moveaxis(images.numpy(), 1, -1)
+    assert AverageDrop()(model, last, labels.numpy(), np.moveaxis(maps, 1, -1)) == pytest.approx(
+        expected
+    )
+    small = np.moveaxis(maps[:, :, ::4, ::4], 1, -1)  # (N, 4, 4, 1): any resolution here too
+    assert np.isfinite(AverageDrop()(model, last, labels.numpy(), small)[0])
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ("nan", ValueError, "inputs contain NaN or inf"),
+        ("empty", ValueError, "x_batch is empty"),
+        ("float labels", TypeError, "integer class indices"),
+        ("label out of range", ValueError, r"targets must lie in \[0, 5\)"),
+    ],
+)
+def test_metric_inputs_named_in_our_terms(tiny, change, error, message):
+    model, images, labels = tiny
+    x, y = images.numpy().copy(), labels.numpy()
+    maps = np.random.default_rng(2).random((4, 1, 16, 16)).astype(np.float32)
+    if change == "nan":
+        x[1, 0, 3, 3] = np.nan
+    elif change == "empty":
+        x, y, maps = x[:0], y[:0], maps[:0]
+    elif change == "float labels":
+        y = y.astype(np.float32)
+    else:
+        y = np.array([0, 1, 2, 99])
+    with pytest.raises(error, match=message):
+        AverageDrop()(model, x, y, maps)
+
+
+def test_method_lists_given_as_one_string_in_the_metrics(tiny):
+    model, images, _ = tiny
+    with pytest.raises(TypeError, match="against must be a sequence"):
+        WinPercentage(against="Grad-CAM")
+    with pytest.raises(TypeError, match="not a single string"):
+        evaluate_methods(model, model.layer, images, methods="Grad-CAM", progress=False)
+
+
 # --- 3. the application: images of every mode ------------------------------------------------
 
 PIL_Image = pytest.importorskip("PIL.Image")
