@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 PROG = "camplus"
 #: Exit status for bad input (as argparse uses).
 USAGE_ERROR = 2
+#: How the CAM layer's tensor is read: as the model's attributes say (timm ViT tokens, Swin
+#: channels last; every other layer channels first).
+LAYOUT = "auto"
 
 
 class UsageError(Exception):
@@ -117,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--weights", type=Path, help="local weights file (a state dict)")
         sub.add_argument(
             "--layer",
-            help="CAM layer, a dotted module name (default: bn2 for the bundled "
-            "model, otherwise the last layer with a spatial output)",
+            help="CAM layer, a dotted module name (default: bn2 for the bundled model; the "
+            "last block's norm1 for a vision transformer (ViT, DeiT, Swin...); otherwise the "
+            "last layer with a spatial output). Token and channels-last layers are read as "
+            "the model's attributes say",
         )
         sub.add_argument(
             "-o",
@@ -198,7 +203,7 @@ def run_explain(job: Job, folder: Path) -> None:
     from camplus_app.figures import overlay_figure
 
     clf = job.classifier
-    cams = LayerCams(clf.model, clf.layer, job.methods)
+    cams = LayerCams(clf.model, clf.layer, job.methods, layout=LAYOUT)
     rows = [("image", "class_index", "class_name", "probability")]
     for names, x in _batches(job, progress="explain"):
         targets, probabilities = _targets(job, x)
@@ -241,6 +246,7 @@ def run_compare(job: Job, folder: Path) -> None:
             methods=methods,
             threshold=job.threshold,
             progress=job.progress,
+            layout=LAYOUT,
         )
     except ValueError as error:
         if job.threshold is not None and "threshold" in str(error):  # no image passed it

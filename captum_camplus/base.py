@@ -39,6 +39,7 @@ from captum_camplus.checks import (
     not_called_error,
     unreached_layer_error,
 )
+from captum_camplus.layouts import LayoutSpec, resolve_layout
 from captum_camplus.precision import finite_map, working_dtype
 
 
@@ -52,10 +53,16 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
     Args:
         forward_func: The model, or any callable returning the scores to explain.
         layer: The layer whose activations are weighted, with output (or input, with
-            ``attribute_to_layer_input=True``) of shape ``(N, C, *spatial)``. As in Captum, a
+            ``attribute_to_layer_input=True``) of shape ``(N, C, *spatial)``, or another shape
+            that ``layout`` turns into it. As in Captum, a
             ``(N, C)`` output is accepted and treated as a single position; the helpers that need
             a spatial map (:func:`upsample_and_normalize`, the metrics) reject it.
         device_ids: Device ids for a model wrapped in ``DataParallel`` (as in Captum).
+        layout: How the layer tensor becomes ``(N, C, *grid)`` before the weighting rule, for
+            activations and gradients alike (:func:`~captum_camplus.layouts.resolve_layout`):
+            ``None`` (channels first), ``"tokens"`` (a ViT's tokens, prefix tokens dropped,
+            grid from the model), ``"channels_last"`` (a timm Swin stage), ``"auto"`` (as the
+            model's attributes say), a :class:`~captum_camplus.layouts.Layout` or a callable.
     """
 
     def __init__(
@@ -63,10 +70,13 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         forward_func: Callable[..., Tensor],
         layer: Module,
         device_ids: list[int] | None = None,
+        *,
+        layout: LayoutSpec = None,
     ) -> None:
         check_hookable(forward_func, layer)
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
+        self.layout = resolve_layout(layout, forward_func, layer)
 
     @abc.abstractmethod
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
@@ -141,7 +151,19 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         relu_attributions: bool = False,
         attr_dim_summation: bool = True,
     ) -> Tensor:
-        """Turn one layer tensor and its gradient into this method's map (no forward pass).
+        """Turn one layer tensor and its gradient into this method's map (no forward pass)."""
+        return self.map_from_grid(
+            self.layout(activation), self.layout(gradient), relu_attributions, attr_dim_summation
+        )
+
+    def map_from_grid(
+        self,
+        activation: Tensor,
+        gradient: Tensor,
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+    ) -> Tensor:
+        """:meth:`map_from_layer` for tensors already in ``(N, C, *grid)`` (layout applied).
 
         Computed in float32 for half-precision layers, again in float64 if that overflows, and
         returned in the layer's dtype unless the map does not fit it (see

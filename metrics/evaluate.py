@@ -27,9 +27,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_camplus import METHODS, MethodFactory, method_name
+from captum_camplus.layouts import LayoutSpec, resolve_layout
+from captum_camplus.modules import find_layer, module_device
 
 from . import functional
-from .explain import MAPS_FROM, MapsFrom, compute_cams, resolve_layer
+from .explain import MAPS_FROM, MapsFrom, compute_cams
 from .explanation import (
     Preprocess,
     Scores,
@@ -37,7 +39,6 @@ from .explanation import (
     class_scores,
     explanation_maps,
     keep_mask,
-    model_device,
     model_forward,
 )
 from .guards import as_model_input, in_evaluation_mode
@@ -172,6 +173,7 @@ def evaluate_methods(
     unseen: Tensor | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    layout: LayoutSpec = None,
 ) -> EvaluationResult:
     """Score every method on every image with every metric.
 
@@ -183,8 +185,9 @@ def evaluate_methods(
             ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
             ranks here; an iterable must already be this rank's shard (a DistributedSampler
             without padding, or a manual split).
-        methods: Names of :data:`captum_camplus.METHODS` (default: all four, in Lerma & Lucas' order
-            plus HiResCAM) or a mapping name -> class/factory.
+        methods: Names of registered methods (:data:`captum_camplus.METHODS`; default: all of
+            them, the built-ins in the order of Lerma & Lucas plus HiResCAM) or a mapping
+            name -> class/factory.
         labels: The class to explain per image for tensor ``data``; default the predicted one.
         maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas, tables
         1-2). softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
@@ -194,6 +197,8 @@ def evaluate_methods(
         unseen: Boolean ``(H, W)`` mask of a region the model cannot see, for the dead-zone mass.
         batch_size: For tensor ``data``.
         progress: Show a progress bar (on rank 0).
+        layout: The layer's layout (``"tokens"`` for a ViT, ``"channels_last"`` for a Swin
+            stage), as :class:`captum_camplus.CamAttribution` takes it.
 
     Raises:
         ValueError: if no image passes the threshold, and for bad arguments.
@@ -201,8 +206,9 @@ def evaluate_methods(
     names = _method_names(methods)
     if not maps_from or any(source not in MAPS_FROM for source in maps_from):
         raise ValueError(f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from}")
-    device = model_device(model)
-    layer = resolve_layer(model, layer)
+    device = module_device(model)
+    layer = find_layer(model, layer)
+    layout = resolve_layout(layout, model, layer)
     forward = model_forward(model, preprocess)
     unseen = None if unseen is None else torch.as_tensor(unseen).to(device)
     rank, world = _rank_and_world()
@@ -228,7 +234,7 @@ def evaluate_methods(
         store.add_images(index, y)
         for source in maps_from:
             factories = methods if isinstance(methods, Mapping) else names
-            cams = compute_cams(model, layer, x, y.target, factories, source, preprocess)
+            cams = compute_cams(model, layer, x, y.target, factories, source, preprocess, layout)
             for name, cam in cams.items():
                 o = class_scores(forward, explanation_maps(cam, x), y.target, softmax)
                 dead_zone = None if unseen is None else cam_dead_zone_mass(cam, unseen, "none")

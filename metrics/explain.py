@@ -21,9 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from captum_camplus import LayerCams, MethodFactory, method_name, upsample_and_normalize
+from captum_camplus.layouts import LayoutSpec, resolve_layout
+from captum_camplus.modules import find_layer, module_device
 
 from .explanation import Preprocess, as_target, model_forward
-from .guards import as_model_input, evaluation_mode, model_device
+from .guards import as_model_input, evaluation_mode
 
 #: Which score the CAM gradients are taken of (the two columns of Lerma & Lucas, tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
@@ -38,6 +40,7 @@ def compute_cams(
     methods: Iterable[str] | Mapping[str, MethodFactory] | None = None,
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
+    layout: LayoutSpec = None,
 ) -> dict[str, Tensor]:
     """Every method's ReLU'd CAM (Lerma & Lucas, eq. 2) from one forward and backward pass.
 
@@ -48,14 +51,18 @@ def compute_cams(
             name -> class/factory, as :class:`captum_camplus.LayerCams` takes them.
         maps_from: Gradients of the logits (``"pre-softmax"``) or of the softmax output.
         preprocess: See :mod:`metrics.explanation`.
+        layout: The layer's layout, as :class:`captum_camplus.CamAttribution` takes it (``"tokens"``
+            for a ViT, ``"channels_last"`` for a Swin stage), resolved against ``model``.
 
     Returns:
-        Name -> ``(N, 1, *layer spatial)`` maps.
+        Name -> ``(N, 1, *layer grid)`` maps.
     """
     if maps_from not in MAPS_FROM:
         raise ValueError(f"maps_from must be one of {MAPS_FROM}, got {maps_from!r}")
     forward = model_forward(model, preprocess, softmax=maps_from == "post-softmax")
-    cams = LayerCams(forward, resolve_layer(model, layer), methods=methods)
+    layer = find_layer(model, layer)
+    layout = resolve_layout(layout, model, layer)  # from the model: forward is a wrapper
+    cams = LayerCams(forward, layer, methods=methods, layout=layout)
     maps = cams.attribute(inputs, target=target, relu_attributions=True)
     for name, cam in maps.items():
         if not isinstance(cam, Tensor):
@@ -75,6 +82,7 @@ def cam_explain(
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
     device: str | torch.device | None = None,
+    layout: LayoutSpec = None,
 ) -> np.ndarray:
     """Quantus ``explain_func``: ``method``'s CAM upsampled to the inputs and min-max normalised.
 
@@ -85,7 +93,7 @@ def cam_explain(
     Args:
         method: A name of :data:`captum_camplus.METHODS`, matched leniently ("gradcam++").
         layer: The layer (module or name in ``model``).
-        maps_from, preprocess: See :func:`compute_cams`.
+        maps_from, preprocess, layout: See :func:`compute_cams`.
         device: Accepted because Quantus passes it; the maps are computed on the model's device.
 
     The inputs are cast to the model's dtype; a model in training mode is run in eval mode and
@@ -96,20 +104,8 @@ def cam_explain(
     """
     del device  # the model's device decides
     x = as_model_input(inputs, model)  # float64 arrays (Quantus' fixtures) included
-    target = as_target(targets, x.shape[0], device=model_device(model))
+    target = as_target(targets, x.shape[0], device=module_device(model))
     name = method_name(method)
     with evaluation_mode(model):
-        maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess)[name]
+        maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout)[name]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
-
-
-def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
-    """The layer itself, or the submodule of ``model`` with that name."""
-    if isinstance(layer, nn.Module):
-        return layer
-    if isinstance(layer, str):
-        try:
-            return model.get_submodule(layer)
-        except AttributeError as error:
-            raise ValueError(f"the model has no layer named {layer!r}") from error
-    raise TypeError(f"layer must be an nn.Module or its name, got {type(layer).__name__}")

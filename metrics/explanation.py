@@ -26,7 +26,7 @@ from captum_camplus import upsample_and_normalize
 from captum_camplus.maps import require_spatial
 
 from .functional import Reduction, dead_zone_mass
-from .guards import check_not_probabilities, model_device
+from .guards import check_not_probabilities
 
 #: A user's preprocessing from an image in [0, 1] to the model input, e.g. a normalisation.
 Preprocess = Callable[[Tensor], Tensor]
@@ -175,6 +175,5 @@ __all__ = [
     "class_scores",
     "explanation_maps",
     "keep_mask",
-    "model_device",
     "model_forward",
 ]

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from captum_camplus.modules import module_device
+
 R = TypeVar("R")
 
 
@@ -53,15 +55,6 @@ def in_evaluation_mode(function: Callable[..., R]) -> Callable[..., R]:
     return wrapper
 
 
-def model_device(model: nn.Module | Callable, fallback: torch.device | str = "cpu") -> torch.device:
-    """The device of the model's first parameter or buffer (``fallback`` for none)."""
-    if isinstance(model, nn.Module):
-        tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-        if tensor is not None:
-            return tensor.device
-    return torch.device(fallback)
-
-
 def model_dtype(model: nn.Module | Callable[..., Any]) -> torch.dtype:
     """The floating dtype of the model's first floating parameter or buffer (float32 if none)."""
     if isinstance(model, nn.Module):
@@ -82,7 +75,7 @@ def as_model_input(inputs: np.ndarray | Tensor, model: nn.Module | Callable[...,
     """
     x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(np.asarray(inputs))
     finite_before = not x.is_floating_point() or bool(torch.isfinite(x).all())
-    x = x.to(device=model_device(model), dtype=model_dtype(model))
+    x = x.to(device=module_device(model), dtype=model_dtype(model))
     if not (finite_before and bool(torch.isfinite(x).all())):
         what = "contain NaN or inf" if not finite_before else f"overflow the model's {x.dtype}"
         raise ValueError(f"the inputs {what}: the model's scores of them are undefined")
@@ -115,6 +108,5 @@ __all__ = [
     "check_not_probabilities",
     "evaluation_mode",
     "in_evaluation_mode",
-    "model_device",
     "model_dtype",
 ]

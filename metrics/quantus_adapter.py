@@ -26,6 +26,7 @@ from quantus.helpers.model.model_interface import ModelInterface
 from torch import Tensor, nn
 
 from captum_camplus import upsample_and_normalize
+from captum_camplus.modules import module_device
 
 from .explanation import (
     Preprocess,
@@ -36,7 +37,7 @@ from .explanation import (
     keep_mask,
     model_forward,
 )
-from .guards import as_model_input, evaluation_mode, model_device
+from .guards import as_model_input, evaluation_mode
 
 #: A Quantus explain function: ``(model, inputs, targets, **kwargs) -> np.ndarray``.
 ExplainFunc = Callable[..., np.ndarray]
@@ -143,10 +144,9 @@ class CamMetric(quantus.Metric):
     Args:
         preprocess: If given, ``x_batch`` holds images in [0, 1] and the model sees
             ``preprocess(x)``; the explanation map ``E = L (.) I`` is then taken on the image.
-        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use softmax > 0.5).
-        The
-            others get a NaN score that the default aggregation skips; a call in which no image
-            passes raises ``ValueError``.
+        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use softmax >
+            0.5). The others get a NaN score that the default aggregation skips; a call in which
+            no image passes raises ``ValueError``.
         return_aggregate: Return the dataset value (default) rather than per-image scores.
         aggregate_func: Replaces the default aggregation (see :attr:`aggregate`).
         disable_warnings, display_progressbar, kwargs: Passed to ``quantus.Metric``.
@@ -244,7 +244,7 @@ class CamMetric(quantus.Metric):
         raw = model.get_model() if isinstance(model, ModelInterface) else model
         predict_kwargs = getattr(model, "model_predict_kwargs", None) or {}
         net = functools.partial(raw, **predict_kwargs) if predict_kwargs else raw
-        device = model_device(raw)
+        device = module_device(raw)
         x = as_model_input(x_batch, raw)  # float64 arrays (Quantus' fixtures) included
         batch = MetricBatch(
             model=raw,

@@ -128,8 +128,8 @@ class DeadZoneMass(CamMetric):
 
     Args:
         unseen: Boolean mask of the region the model cannot see, ``(H, W)`` or one per image,
-            e.g. :func:`metrics.band_mask`. Without it, the call's ``s_batch`` (non-zero =
-            unseen) is used.
+            e.g. :func:`captum_camplus.masking.bottom_rows`. Without it, the call's ``s_batch``
+            (non-zero = unseen) is used.
         kwargs: See :class:`CamMetric`.
     """
 

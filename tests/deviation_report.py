@@ -1,4 +1,5 @@
-"""Print each method's maximum deviation from the float64 reference on resnet18 and vgg11.
+"""Print each method's maximum deviation from the float64 reference on resnet18 and vgg11, then on
+timm ViT, distilled DeiT and Swin layers.
 
 Run from the repository root: ``python tests/deviation_report.py``. Deviation = max |map_float32 -
 map_float64_reference| / max |map_float64_reference|, where the reference evaluates the paper's
@@ -71,5 +72,30 @@ def main() -> None:
                 print(f"| {model_name} | {layer_name} | {method_name} | {deviation:.2e} |")
 
 
+def transformers() -> None:
+    """The same on the transformer layers of tests/test_transformers.py (reshaped references)."""
+    import timm
+    from test_transformers import CASES, REFERENCES, grid_reference
+
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    target = [207, 281]
+    print("| model | layer | layout | method | max relative deviation |")
+    print("|---|---|---|---|---|")
+    for name, case in CASES.items():
+        torch.manual_seed(0)
+        model = timm.create_model(case.arch, pretrained=False).eval()
+        model64 = copy.deepcopy(model).double()
+        A, g = capture_layer(model64, model64.get_submodule(case.layer), x.double(), target)
+        A64, g64 = grid_reference(A, case), grid_reference(g, case)
+        for method_name, (cls, reference) in REFERENCES.items():
+            expected = reference(A64, g64)
+            layer = model.get_submodule(case.layer)
+            cam = cls(model, layer, layout=case.layout).attribute(x, target=target)
+            deviation = np.abs(cam.double().numpy() - expected).max() / np.abs(expected).max()
+            row = f"| {name} | {case.layer} | {case.layout} | {method_name} | {deviation:.2e} |"
+            print(row)
+
+
 if __name__ == "__main__":
     main()
+    transformers()

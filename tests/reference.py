@@ -3,11 +3,8 @@
 Plain numpy with an explicit loop over channels, so that they share nothing with the library
 (no torch broadcasting tricks, no shared helpers). A and g have shape (N, K, *spatial).
 
-References:
-- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
+Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838; Taimeskhanov, Sicre
+& Garreau (2024), arXiv:2404.01964.
 """
 
 from __future__ import annotations

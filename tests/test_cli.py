@@ -1,8 +1,6 @@
 """The ``camplus`` command line, called in-process through ``main(argv)`` (one subprocess test).
 
-References:
-- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
+Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -129,7 +127,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "not image": ([str(text)], "not a readable image: .*notes.png"),
         "method": (["coffee", "--methods", "gradcam,scorecam"], "unknown CAM method 'scorecam'"),
         "no method": (["coffee", "--methods", " , "], "--methods is empty"),
-        "layer": (["coffee", "--layer", "bn9"], "unknown layer 'bn9'"),
+        "layer": (["coffee", "--layer", "bn9"], "no layer named 'bn9'"),
         "arch": (["coffee", "--model", "nonet", "--weights", str(weights)], "unknown architecture"),
         "no weights": (["coffee", "--model", "resnet18"], "no weights for 'resnet18'"),
         "weights alone": (["coffee", "--weights", str(weights)], "--weights needs --model"),

@@ -32,12 +32,12 @@ from captum_camplus import (
     normalize_maps,
     upsample_and_normalize,
 )
+from captum_camplus.masking import bottom_rows
 from metrics import (
     AverageDrop,
     DeadZoneMass,
     RelativePerformance,
     WinPercentage,
-    band_mask,
     cam_explain,
     class_scores,
     compute_cams,
@@ -631,7 +631,7 @@ def test_a_batch_of_any_resolution(tiny, shape):
     model, images, labels = tiny
     layer_maps = torch.rand(*shape, generator=torch.Generator().manual_seed(3))
     as_input = upsample_and_normalize(layer_maps.view(4, 1, *shape[-2:]), (16, 16)).numpy()
-    for metric in (AverageDrop(), DeadZoneMass(unseen=band_mask((16, 16), rows=slice(12, 16)))):
+    for metric in (AverageDrop(), DeadZoneMass(unseen=bottom_rows(16, 16, 4))):
         got = metric(model, images.numpy(), labels.numpy(), layer_maps.numpy())
         assert got == pytest.approx(metric(model, images.numpy(), labels.numpy(), as_input))
 

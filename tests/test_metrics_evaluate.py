@@ -11,7 +11,8 @@ from metrics_models import tiny_setup
 from torch.utils.data import DataLoader, TensorDataset
 
 from captum_camplus import LayerGradCam, LayerGradCamPlusPlus, LayerHiResCam
-from metrics import EvaluationResult, band_mask, evaluate_methods
+from captum_camplus.masking import bottom_rows
+from metrics import EvaluationResult, evaluate_methods
 
 METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]
 
@@ -37,7 +38,7 @@ def setup():
         model.layer,
         images,
         labels=labels,
-        unseen=band_mask((16, 16), rows=slice(12, 16)),
+        unseen=bottom_rows(16, 16, 4),
         batch_size=3,  # batches of 3, 3 and 1
         progress=False,
     )

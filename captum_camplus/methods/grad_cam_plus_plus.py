@@ -21,6 +21,7 @@ from torch.nn import Module
 
 from captum_camplus.base import CamAttribution, spatial_sum
 from captum_camplus.checks import check_flag, check_positive
+from captum_camplus.layouts import LayoutSpec
 from captum_camplus.precision import working_precision
 from captum_camplus.registry import register_method
 
@@ -144,9 +145,12 @@ class LayerGradCamPlusPlus(CamAttribution):
 
     The score ``S`` is what ``forward_func`` returns for the target (the pre-softmax logit for a
     classifier, as the closed form assumes: Lerma & Lucas, eq. 9, and the derivation note).
+    ``S_k`` and the sum of ``w_k`` run over the positions of the grid that ``layout`` gives: for
+    a transformer's tokens, the patch grid only, prefix tokens (class, distillation, registers)
+    excluded.
 
     Args:
-        forward_func, layer, device_ids: As in :class:`captum.attr.LayerGradCam`.
+        forward_func, layer, device_ids, layout: As in :class:`captum_camplus.CamAttribution`.
         alpha: How alpha is computed:
 
             * ``"simplified"`` (default), Lerma & Lucas, eq. 13 with the scale of eq. 12:
@@ -197,8 +201,9 @@ class LayerGradCamPlusPlus(CamAttribution):
         normalize_alpha: bool = False,
         stabilizer: Stabilizer = "clamp",
         min_denominator: float = 2.0,
+        layout: LayoutSpec = None,
     ) -> None:
-        super().__init__(forward_func, layer, device_ids)
+        super().__init__(forward_func, layer, device_ids, layout=layout)
         self.options = AlphaOptions(
             alpha, exponent_scale, normalize_alpha, stabilizer, min_denominator
         )
