@@ -4,10 +4,9 @@
     Lerma & Lucas, section 4 experiment: tables, CSV files and figures
 
 An IMAGE is a file, a folder of images, or the name of a bundled photograph (``chelsea``...);
-without one, the bundled photographs are used. Bad input (a missing file, a file that is not an
-image, an unknown method, layer, class or model) ends with a one-line error and exit status 2,
-before anything is written; output is written to a temporary folder and moved into place only
-when complete.
+without one, the bundled photographs are used. Every failure (bad input, or one met while
+running) ends with a one-line error and exit status 2; output is written to a temporary folder
+and moved into place only when complete.
 
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
@@ -140,23 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for bad input)."""
+    """Run the command line; returns the exit status (2 for any failure).
+
+    Every failure, in the arguments or while running (an image Pillow refuses, a folder that
+    cannot be written, a layer without a spatial output, a device torch cannot use...), is one
+    line on stderr. Set the environment variable ``CAMPLUS_TRACEBACK=1`` to get the traceback.
+    """
     try:
         args = build_parser().parse_args(argv)
         job = prepare(args)
-    except UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    run = {"explain": run_explain, "compare": run_compare}[args.command]
-    try:
+        run = {"explain": run_explain, "compare": run_compare}[args.command]
         with staged_output(job.output) as folder:
             run(job, folder)
-    except UsageError as error:  # found only while running, e.g. no image above --threshold
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+    except Exception as error:
+        if os.environ.get("CAMPLUS_TRACEBACK") and not isinstance(error, UsageError):
+            raise
+        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
         return USAGE_ERROR
     if job.progress:
         print(f"results in {job.output}")
     return 0
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one line: our messages as they are, others prefixed with their type."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else "(no message)"
+    if isinstance(error, (UsageError, ValueError, OSError)):
+        return text
+    return f"{type(error).__name__}: {text}"
 
 
 def prepare(args: argparse.Namespace) -> Job:
@@ -400,12 +411,27 @@ def _device(text: str | None) -> torch.device:
     }
     if not available.get(device.type, lambda: True)():
         raise UsageError(f"device {text!r} is not available on this machine")
+    if device.type == "meta":
+        raise UsageError("device 'meta' holds no data: choose cpu or cuda")
+    try:  # an index past the last GPU, a backend torch was not built with
+        torch.zeros(1, device=device).add_(1).cpu()
+    except Exception as error:
+        raise UsageError(f"device {text!r} cannot be used: {one_line(error)}") from error
     return device
 
 
 def _output_folder(path: Path) -> Path:
     if path.exists() and not path.is_dir():
         raise UsageError(f"output {path} exists and is not a folder")
+    ancestor = _existing_ancestor(path)
+    if not ancestor.is_dir():
+        raise UsageError(f"output {path} cannot be created: {ancestor} is a file, not a folder")
+    try:  # the one reliable test (os.access is wrong for root and for read-only file systems)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{PROG}-probe-", dir=ancestor))
+    except OSError as error:
+        raise UsageError(
+            f"output {path} cannot be written: {error.strerror or error} in {ancestor}"
+        ) from error
     return path
 
 

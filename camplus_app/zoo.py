@@ -16,6 +16,8 @@ References:
 
 from __future__ import annotations
 
+import difflib
+import pickle
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from camplus_app.images import check_aspect, to_rgb
 from captum_camplus.modules import find_layer, module_device
 
 if TYPE_CHECKING:
@@ -87,10 +90,13 @@ class Classifier:
         return self
 
     def preprocess(self, images: Sequence[Image]) -> Tensor:
-        """Resize and crop PIL images into one batch in [0, 1] on the model's device."""
+        """Resize and crop PIL images of any mode (as :func:`camplus_app.images.to_rgb` shows
+        them) into one batch in [0, 1] on the model's device."""
         if not images:
             raise ValueError("preprocess() got no images")
-        return torch.stack([self.transform(img.convert("RGB")) for img in images]).to(self.device)
+        for image in images:
+            check_aspect(image)
+        return torch.stack([self.transform(to_rgb(img)) for img in images]).to(self.device)
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Prediction:
@@ -104,20 +110,42 @@ class Classifier:
         return replace(self, layer=find_layer(self.model.net, layer_name), layer_name=layer_name)
 
     def class_index(self, target: int | str) -> int:
-        """A class index from an index or a class name (case-insensitive); ValueError if unknown."""
-        if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
-            index = int(target)
-            if not 0 <= index < len(self.categories):
-                raise ValueError(
-                    f"class index {index} is out of range: {self.name} has "
-                    f"{len(self.categories)} classes (0 to {len(self.categories) - 1})"
-                )
-            return index
-        wanted = str(target).strip().lower()
-        for index, category in enumerate(self.categories):
-            if category.lower() == wanted:
-                return index
-        raise ValueError(f"unknown class {target!r} for {self.name}: give a class index or name")
+        """A class index from an index or a class name (case-insensitive).
+
+        Raises:
+            ValueError: an index out of range, an unknown name (with the closest names), or a
+                name that several classes match (ImageNet has "Cardigan", the corgi, and
+                "cardigan", the sweater): all of them are listed, none is picked.
+        """
+        text = str(target).strip()
+        try:
+            index = int(text)
+        except ValueError:
+            return self._index_of_name(text)
+        if not 0 <= index < len(self.categories):
+            raise ValueError(
+                f"class index {index} is out of range: {self.name} has "
+                f"{len(self.categories)} classes (0 to {len(self.categories) - 1})"
+            )
+        return index
+
+    def _index_of_name(self, name: str) -> int:
+        wanted = name.lower()
+        matches = [(i, c) for i, c in enumerate(self.categories) if c.lower() == wanted]
+        if len(matches) == 1:
+            return matches[0][0]
+        if matches:
+            listed = ", ".join(f"{i} ({c!r})" for i, c in matches)
+            raise ValueError(
+                f"class name {name!r} matches {len(matches)} classes of {self.name}: {listed}; "
+                "give the class index"
+            )
+        lowered = {c.lower(): c for c in self.categories}
+        close = [lowered[c] for c in difflib.get_close_matches(wanted, lowered, n=3)]
+        hint = f" (closest: {', '.join(map(repr, close))})" if close else ""
+        raise ValueError(
+            f"unknown class {name!r} for {self.name}{hint}: give a class index or name"
+        )
 
 
 def efficientnet_lite0(layer: str | None = None) -> Classifier:
@@ -182,10 +210,12 @@ def load_classifier(
         net = _torchvision_model(arch, num_classes)
     try:
         net.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
+    except RuntimeError as error:  # the first line only says "Error(s) in loading state_dict"
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise ValueError(
-            f"the weights in {weights} do not fit {library} {arch!r} ({first}); check the "
+            f"the weights in {weights} do not fit {library} {arch!r} ({detail}); check the "
             "architecture name or choose the library with a timm/ or torchvision/ prefix"
         ) from error
     net.eval()
@@ -376,8 +406,16 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"cannot read weights from {path}: {error}") from error
+    except pickle.UnpicklingError as error:  # random bytes, text, or a pickle of other objects
+        raise ValueError(
+            f"cannot read weights from {path}: not a torch.save file of tensors (a corrupt file, "
+            "or one holding other Python objects, which are not loaded for safety)"
+        ) from error
+    except Exception as error:  # a truncated zip, an old format...
+        raise ValueError(
+            f"cannot read weights from {path}: the file is damaged or not a torch.save file "
+            f"({_first_sentence(error)})"
+        ) from error
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):
@@ -385,6 +423,11 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return state
+
+
+def _first_sentence(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text.split(". ")[0]
 
 
 def _num_classes(state: dict[str, Tensor]) -> int:

@@ -12,7 +12,8 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import CamAttribution, layer_gradients_and_activations
+from captum_camplus.base import CamAttribution, check_flags, layer_gradients_and_activations
+from captum_camplus.checks import check_hookable
 from captum_camplus.layouts import DefaultLayout, LayoutSpec, resolve_layout
 from captum_camplus.registry import METHODS, method_class, method_name
 
@@ -52,6 +53,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         *,
         layout: LayoutSpec = None,
     ) -> None:
+        check_hookable(forward_func, layer)
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         self.layout = resolve_layout(layout, forward_func, layer)
@@ -85,6 +87,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         grad_kwargs: dict[str, Any] | None = None,
     ) -> dict[str, Tensor | tuple[Tensor, ...]]:
         """Each method's map, by name; arguments and shapes as :meth:`CamAttribution.attribute`."""
+        check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
         gradients, activations = layer_gradients_and_activations(
             self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
         )

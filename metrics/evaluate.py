@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +41,7 @@ from .explanation import (
     keep_mask,
     model_forward,
 )
+from .guards import as_model_input, in_evaluation_mode
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
 PerMethod = dict[str, dict[str, Tensor]]
@@ -158,6 +158,7 @@ class EvaluationResult:
         return self.format()
 
 
+@in_evaluation_mode
 def evaluate_methods(
     model: nn.Module,
     layer: nn.Module | str,
@@ -177,7 +178,8 @@ def evaluate_methods(
     """Score every method on every image with every metric.
 
     Args:
-        model: The classifier (in eval mode), returning ``(N, classes)`` logits.
+        model: The classifier, returning ``(N, classes)`` logits. One in training mode is
+            evaluated in eval mode and left as it was (:mod:`metrics.guards`).
         layer: Its CAM layer (module or name).
         data: Images ``(N, C, H, W)``, or an iterable (DataLoader) of batches ``x`` or
             ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
@@ -204,8 +206,6 @@ def evaluate_methods(
     names = _method_names(methods)
     if not maps_from or any(source not in MAPS_FROM for source in maps_from):
         raise ValueError(f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from}")
-    if model.training:
-        warnings.warn("the model is in training mode; call model.eval() first", stacklevel=2)
     device = module_device(model)
     layer = find_layer(model, layer)
     layout = resolve_layout(layout, model, layer)
@@ -218,7 +218,7 @@ def evaluate_methods(
     for x, batch_labels, index in tqdm(
         batches, total=total, desc="scoring", unit="batch", disable=not progress or rank != 0
     ):
-        x = x.to(device)
+        x = as_model_input(x, model)  # on its device, in its dtype (float64 data included)
         if unseen is not None and unseen.dim() != x.dim() - 2:
             raise ValueError(
                 f"unseen must be one mask of the images' spatial shape {tuple(x.shape[2:])}, "

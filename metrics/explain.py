@@ -25,6 +25,7 @@ from captum_camplus.layouts import LayoutSpec, resolve_layout
 from captum_camplus.modules import find_layer, module_device
 
 from .explanation import Preprocess, as_target, model_forward
+from .guards import as_model_input, evaluation_mode
 
 #: Which score the CAM gradients are taken of (the two columns of Lerma & Lucas, tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
@@ -95,14 +96,16 @@ def cam_explain(
         maps_from, preprocess, layout: See :func:`compute_cams`.
         device: Accepted because Quantus passes it; the maps are computed on the model's device.
 
+    The inputs are cast to the model's dtype; a model in training mode is run in eval mode and
+    left as it was (:mod:`metrics.guards`).
+
     Returns:
         float32 ``(N, 1, *inputs spatial)`` maps in [0, 1].
     """
     del device  # the model's device decides
-    on = module_device(model)
-    x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
-    x = x.to(on) if x.is_floating_point() else x.to(on, torch.float32)
-    target = as_target(targets, x.shape[0], device=on)
+    x = as_model_input(inputs, model)  # float64 arrays (Quantus' fixtures) included
+    target = as_target(targets, x.shape[0], device=module_device(model))
     name = method_name(method)
-    maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout)[name]
+    with evaluation_mode(model):
+        maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout)[name]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)

@@ -23,8 +23,10 @@ import torch
 from torch import Tensor
 
 from captum_camplus import upsample_and_normalize
+from captum_camplus.maps import require_spatial
 
 from .functional import Reduction, dead_zone_mass
+from .guards import check_not_probabilities
 
 #: A user's preprocessing from an image in [0, 1] to the model input, e.g. a normalisation.
 Preprocess = Callable[[Tensor], Tensor]
@@ -55,7 +57,10 @@ def model_forward(
             check_image(inputs)
             inputs = preprocess(inputs)
         outputs = model(inputs)
-        return torch.softmax(outputs, dim=1) if softmax else outputs
+        if not softmax:
+            return outputs
+        check_not_probabilities(outputs)
+        return torch.softmax(outputs, dim=1)
 
     return forward
 
@@ -76,6 +81,7 @@ def explanation_maps(maps: Tensor, inputs: Tensor) -> Tensor:
 
     An all-zero map gives an all-zero ``E``; a NaN map raises ``ValueError``.
     """
+    require_spatial(maps)  # a layer such as nn.Linear: say so, not that the shapes differ
     if maps.dim() != inputs.dim() or maps.shape[0] != inputs.shape[0]:
         raise ValueError(
             f"maps of shape {tuple(maps.shape)} do not fit inputs of shape "
@@ -111,6 +117,8 @@ def class_scores(
             class.
         softmax: Softmax probabilities (the papers' choice) computed as ``log_softmax`` in
             float64; otherwise the raw outputs, whose log is NaN where they are not positive.
+            Outputs that already are probabilities are refused with ``softmax=True``
+            (:func:`metrics.guards.check_not_probabilities`).
     """
     with torch.no_grad():
         outputs = forward(inputs)
@@ -120,6 +128,8 @@ def class_scores(
     if target is None:
         target = outputs.argmax(dim=1)
     target = as_target(target, *outputs.shape, device=outputs.device)
+    if softmax:
+        check_not_probabilities(outputs)
     outputs = outputs.to(torch.float64)
     if softmax:
         log = torch.log_softmax(outputs, dim=1).gather(1, target[:, None])[:, 0]

@@ -103,14 +103,14 @@ def test_output_into_existing_folder_replaces_only_its_own_files(tmp_path) -> No
     assert not list(tmp_path.glob(".camplus-*"))
 
 
-def test_failure_during_run_leaves_no_output(tmp_path, monkeypatch) -> None:
+def test_failure_during_run_leaves_no_output(tmp_path, monkeypatch, capsys) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("drawing failed")
 
     monkeypatch.setattr(figures, "overlay_figure", broken)
     out = tmp_path / "new" / "out"
-    with pytest.raises(RuntimeError, match="drawing failed"):
-        cli.main(["explain", "coffee", "--quiet", "--output", str(out)])
+    assert cli.main(["explain", "coffee", "--quiet", "--output", str(out)]) == 2
+    assert capsys.readouterr().err == "camplus: error: RuntimeError: drawing failed\n"
     assert not (tmp_path / "new").exists()
     assert not list(tmp_path.glob(".camplus-*"))
 

@@ -11,7 +11,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -20,8 +19,10 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import CamAttribution, spatial_sum, working_precision
+from captum_camplus.base import CamAttribution, spatial_sum
+from captum_camplus.checks import check_flag, check_positive
 from captum_camplus.layouts import LayoutSpec
+from captum_camplus.precision import working_precision
 from captum_camplus.registry import register_method
 
 AlphaForm = Literal["simplified", "paper", "constant"]
@@ -29,7 +30,7 @@ Stabilizer = Literal["clamp", "zero", "none"]
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
@@ -56,15 +57,24 @@ class AlphaOptions:
     def __post_init__(self) -> None:
         _check_choice("alpha", self.form, ("simplified", "paper", "constant"))
         _check_choice("stabilizer", self.stabilizer, ("clamp", "zero", "none"))
-        if not isinstance(self.normalize, bool):
-            raise TypeError(f"normalize_alpha must be True or False, got {self.normalize!r}")
-        for name in ("exponent_scale", "min_denominator"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value}")
-            object.__setattr__(self, name, float(value))
+        object.__setattr__(self, "normalize", check_flag("normalize_alpha", self.normalize))
+        for name in ("exponent_scale", "min_denominator"):  # inf could only give NaN or 0 maps
+            object.__setattr__(self, name, check_positive(name, getattr(self, name)))
+
+    def working_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """``dtype``, or float64 if ``exponent_scale`` or ``min_denominator`` lies outside its
+        normal range (their products would overflow or vanish there)."""
+        if dtype.is_floating_point and dtype != torch.float64:
+            finfo = torch.finfo(dtype)
+            if not all(
+                finfo.tiny <= v <= finfo.max for v in (self.exponent_scale, self.min_denominator)
+            ):
+                return torch.float64
+        return dtype
+
+    def min_denominator_in(self, dtype: torch.dtype) -> float:
+        """``min_denominator`` within the dtype's range (a larger one clamps every entry)."""
+        return min(self.min_denominator, torch.finfo(dtype).max)
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,10 @@ class LayerGradCamPlusPlus(CamAttribution):
         )
         self._last_layer: tuple[Tensor, Tensor] | None = None  # (lambda S_k, ReLU(g))
 
+    def working_dtype(self, layer_dtype: torch.dtype) -> torch.dtype:
+        """float64 when the options lie outside the usual working dtype's range."""
+        return self.options.working_dtype(super().working_dtype(layer_dtype))
+
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
         scaled_sums, positive_gradient = _alpha_inputs(activation, gradient, self.options)
         self._last_layer = (scaled_sums, positive_gradient)
@@ -226,9 +240,18 @@ class LayerGradCamPlusPlus(CamAttribution):
 def _alpha_inputs(
     activation: Tensor, gradient: Tensor, options: AlphaOptions
 ) -> tuple[Tensor, Tensor]:
-    """``(lambda S_k, ReLU(g))`` of a layer tensor, in the working precision."""
+    """``(lambda S_k, ReLU(g))`` of a layer tensor, in the working precision.
+
+    An overflow of ``lambda S_k`` is clamped to the dtype's largest value: ``inf * 0`` at
+    ``g = 0`` would be NaN, while the clamped value gives the right alpha there and, where
+    ``g > 0``, one within ``1 / max`` of the true one. A NaN ``S_k`` (partial sums overflowing
+    both ways) stays NaN, so the map is computed again in float64
+    (:func:`captum_camplus.precision.finite_map`).
+    """
     activation, gradient = working_precision(activation), working_precision(gradient)
-    return options.exponent_scale * spatial_sum(activation), gradient.clamp(min=0)
+    big = torch.finfo(activation.dtype).max
+    scaled_sums = (options.exponent_scale * spatial_sum(activation)).clamp_(min=-big, max=big)
+    return scaled_sums, gradient.clamp(min=0)
 
 
 def _alphas_where_positive(
@@ -242,6 +265,7 @@ def _alphas_where_positive(
     """
     if options.form == "constant":
         return (positive_gradient > 0).to(positive_gradient.dtype).mul_(0.5)
+    d_min = options.min_denominator_in(positive_gradient.dtype)
     denominator = (scaled_sums * positive_gradient).add_(2)  # 2 + lambda S_k g (eq. 12-13)
     if options.stabilizer == "none" and bool((denominator == 0).any()):  # syncs in this mode only
         raise FloatingPointError(
@@ -250,15 +274,19 @@ def _alphas_where_positive(
         )
     if options.form == "paper":
         g2 = positive_gradient.square()
-        alphas = _divide_or_zero(g2, g2.mul(2).addcmul_(scaled_sums, positive_gradient.pow(3)))
+        paper_denominator = g2.mul(2).addcmul_(scaled_sums, positive_gradient.pow(3))
+        alphas = _divide_or_zero(g2, paper_denominator)
+        # where g^2 or lambda S_k g^3 leave the dtype's range, eq. 9 gives 0, inf/inf or
+        # inf - inf; eq. 13, equal to it for g != 0, has no powers
+        alphas = torch.where(paper_denominator.isfinite(), alphas, denominator.reciprocal())
         if options.stabilizer != "none":
-            replacement = 1 / options.min_denominator if options.stabilizer == "clamp" else 0.0
-            alphas.masked_fill_(denominator < options.min_denominator, replacement)
+            replacement = 1 / d_min if options.stabilizer == "clamp" else 0.0
+            alphas.masked_fill_(denominator < d_min, replacement)
         return alphas
     if options.stabilizer == "clamp":  # 1 / max(d, d_min)
-        denominator.clamp_(min=options.min_denominator)
+        denominator.clamp_(min=d_min)
     elif options.stabilizer == "zero":  # 1 / inf = 0
-        denominator.masked_fill_(denominator < options.min_denominator, float("inf"))
+        denominator.masked_fill_(denominator < d_min, float("inf"))
     return denominator.reciprocal_()  # eq. 13
 
 
@@ -297,7 +325,7 @@ def _diagnose(
     used_min, used_max = extrema(alphas)
     return AlphaDiagnostics(
         positive=positive.sum(),
-        unstable=(positive & (denominator < options.min_denominator)).sum(),
+        unstable=(positive & (denominator < options.min_denominator_in(alphas.dtype))).sum(),
         raw_min=raw_min,
         raw_max=raw_max,
         min=used_min,
