@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from captum_camplus import upsample_and_normalize
+from captum_camplus.checks import check_target
 from captum_camplus.maps import require_spatial
 
 from .functional import Reduction, dead_zone_mass
@@ -144,17 +145,22 @@ def as_target(
     classes: int | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """The explained class of each of ``n`` images as a long tensor on ``device``."""
-    if not isinstance(target, Tensor):
-        target = torch.as_tensor(np.asarray(target))
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"targets must be integer class indices, got {target.dtype}")
-    target = target.to(device=device, dtype=torch.long).flatten()
+    """The explained class of each of ``n`` images as a long tensor on ``device``.
+
+    The core's :func:`~captum_camplus.checks.check_target` decides what a valid target is (integer
+    classes, one for the batch or one per image, none negative); ``classes`` bounds them above.
+    """
+    checked = check_target(target, n)
+    if checked is None:
+        raise ValueError("no target given: pass the class to explain, one or one per image")
+    if isinstance(checked, tuple) or (
+        isinstance(checked, list) and checked and isinstance(checked[0], tuple)
+    ):
+        raise ValueError(f"the metrics take one class index per image, not tuples: {target!r}")
+    target = torch.as_tensor(checked, dtype=torch.long, device=device).flatten()
     if target.numel() == 1:
         target = target.expand(n)
-    if target.numel() != n:
-        raise ValueError(f"got {target.numel()} targets for a batch of {n} images")
-    if classes is not None and bool(((target < 0) | (target >= classes)).any()):
+    if classes is not None and bool((target >= classes).any()):
         raise ValueError(f"targets must lie in [0, {classes}), got {target.tolist()}")
     return target
 
