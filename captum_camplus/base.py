@@ -156,14 +156,9 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
             self.layout(activation), self.layout(gradient), relu_attributions, attr_dim_summation
         )
 
-    def map_from_grid(
-        self,
-        activation: Tensor,
-        gradient: Tensor,
-        relu_attributions: bool = False,
-        attr_dim_summation: bool = True,
-    ) -> Tensor:
-        """:meth:`map_from_layer` for tensors already in ``(N, C, *grid)`` (layout applied).
+    def map_from_grid(self, activation: Tensor, gradient: Tensor, relu: bool, sum_: bool) -> Tensor:
+        """:meth:`map_from_layer` for tensors already in ``(N, C, *grid)`` (layout applied), with
+        ``relu_attributions`` and ``attr_dim_summation`` given as ``relu`` and ``sum_``.
 
         Computed in float32 for half-precision layers, again in float64 if that overflows, and
         returned in the layer's dtype unless the map does not fit it (see
@@ -173,14 +168,14 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         def compute(dtype: torch.dtype) -> Tensor:
             a, g = activation.to(dtype), gradient.to(dtype)
             weights = self.weights(a, g)
-            if attr_dim_summation and a.dim() > 2 and all(s == 1 for s in weights.shape[2:]):
+            if sum_ and a.dim() > 2 and all(s == 1 for s in weights.shape[2:]):
                 # channel weights: sum_k w_k A^k as a batched product, no (N, C, ...) temporary
                 cam = torch.einsum("nc...,nc->n...", a, weights.flatten(1)).unsqueeze(1)
-            elif attr_dim_summation:
+            elif sum_:
                 cam = (weights * a).sum(dim=1, keepdim=True)
             else:
                 cam = weights * a
-            return torch.relu(cam) if relu_attributions else cam
+            return torch.relu(cam) if relu else cam
 
         return finite_map(compute, activation, gradient, self.working_dtype(activation.dtype))
 
