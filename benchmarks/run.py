@@ -30,6 +30,7 @@ import argparse
 import copy
 import csv
 import ctypes
+import functools
 import gc
 import json
 import math
@@ -40,41 +41,42 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import (
-    LayerCams,
-    LayerGradCam,
-    LayerGradCamPlus,
-    LayerGradCamPlusPlus,
-    LayerHiResCam,
-)
+import tests.reference as ref  # the project's one float64 reference, and the (A, g) capture
+from captum_camplus import METHODS, LayerCams
 
 FLOOR = "floor: forward + autograd.grad to the layer"
 ALL_FOUR = "LayerCams (all four, one pass)"
 #: Two runs of the same code differ by up to a few hundred KiB of RSS (pages of small objects).
 MEMORY_SLACK_MIB = 1
 
-OURS = {
-    "Grad-CAM": LayerGradCam,
-    "Grad-CAM+": LayerGradCamPlus,
-    "Grad-CAM++": LayerGradCamPlusPlus,
-    "HiResCAM": LayerHiResCam,
-}
+#: Our contenders: every registered method.
+OURS = dict(METHODS)
 
 
 @dataclass
 class Case:
-    """One benchmark problem: a model, its CAM layer, a batch and one target per example."""
+    """One benchmark problem: a model, its CAM layer, a batch and one target per example.
+
+    For a transformer, ``layout`` is what our classes take and ``reshape_transform`` the
+    pytorch-grad-cam callback that turns the layer tensor into ``(N, C, H, W)`` (also used for the
+    float64 reference); both are ``None`` for a CNN.
+    """
 
     model: nn.Module
     layer: nn.Module
     inputs: Tensor
     target: Tensor
+    layout: str | None = None
+    reshape_transform: Callable[[Tensor], Tensor] | None = None
+
+    def to_grid(self, tensor: Tensor) -> Tensor:
+        return tensor if self.reshape_transform is None else self.reshape_transform(tensor)
 
 
 @dataclass
@@ -91,6 +93,7 @@ class Implementation:
     run: Callable[[Case], object]
     maps: Callable[[Case], dict[str, Tensor]]
     arithmetic: Callable[[Case, Tensor, Tensor], object] | None = None
+    reads_tokens: bool = True  #: whether it can explain a transformer's token layer
 
 
 @dataclass
@@ -111,53 +114,51 @@ class Row:
 
 
 def layer_activation_and_gradient(case: Case) -> tuple[Tensor, Tensor]:
-    """One forward and ``autograd.grad`` of the summed target scores w.r.t. the layer output.
-
-    This is the least any gradient CAM must do, done the way Captum does it: a forward hook keeps
-    the layer output and the gradient is taken w.r.t. it only (no parameter gradients).
-    """
-    captured: list[Tensor] = []
-    handle = case.layer.register_forward_hook(lambda module, args, output: captured.append(output))
-    try:
-        scores = case.model(case.inputs)
-    finally:
-        handle.remove()
-    if len(captured) != 1:
-        raise ValueError(f"the CAM layer was called {len(captured)} times; expected once")
-    score = scores.gather(1, case.target[:, None]).sum()
-    (gradient,) = torch.autograd.grad(score, captured[0])
-    return captured[0].detach(), gradient
+    """The floor: one forward and ``autograd.grad`` of the summed target scores w.r.t. the layer
+    output, the least any gradient CAM must do (:func:`tests.reference.capture_layer`, the same
+    capture the tests evaluate the reference formulas on)."""
+    return ref.capture_layer(case.model, case.layer, case.inputs, case.target)
 
 
 # --------------------------------------------------------------------------- the contenders
 
 
+#: Our Grad-CAM++ default clamps the denominator of Lerma & Lucas, eq. 13 at 2: checked as such.
+OUR_FORMULA = {"Grad-CAM++": ref.CLAMPED_PP}
+
+
 def _ours(name: str, cls: type) -> Implementation:
     def run(case: Case) -> Tensor:
-        return cls(case.model, case.layer).attribute(
+        return cls(case.model, case.layer, layout=case.layout).attribute(
             case.inputs, target=case.target, relu_attributions=True
         )
 
     def arithmetic(case: Case, activation: Tensor, gradient: Tensor) -> Tensor:
-        return cls(case.model, case.layer).map_from_layer(activation, gradient, True)
+        method = cls(case.model, case.layer, layout=case.layout)
+        return method.map_from_layer(activation, gradient, True)
 
     return Implementation(
-        name, "captum-camplus", run, lambda case: {name: run(case)[:, 0]}, arithmetic
+        name,
+        "captum-camplus",
+        run,
+        lambda case: {OUR_FORMULA.get(name, name): run(case)[:, 0]},
+        arithmetic,
     )
 
 
 def _all_four() -> Implementation:
     def run(case: Case) -> dict[str, Tensor]:
-        return LayerCams(case.model, case.layer).attribute(
+        return LayerCams(case.model, case.layer, layout=case.layout).attribute(
             case.inputs, target=case.target, relu_attributions=True
         )
 
     def maps(case: Case) -> dict[str, Tensor]:
-        return {method: cam[:, 0] for method, cam in run(case).items()}
+        return {OUR_FORMULA.get(method, method): cam[:, 0] for method, cam in run(case).items()}
 
     def arithmetic(case: Case, activation: Tensor, gradient: Tensor) -> dict[str, Tensor]:
-        methods = LayerCams(case.model, case.layer).methods
-        return {n: m.map_from_layer(activation, gradient, True) for n, m in methods.items()}
+        cams = LayerCams(case.model, case.layer, layout=case.layout)
+        a, g = cams.layout(activation), cams.layout(gradient)
+        return {n: m.map_from_grid(a, g, True, True) for n, m in cams.methods.items()}
 
     return Implementation(ALL_FOUR, "captum-camplus", run, maps, arithmetic)
 
@@ -171,7 +172,11 @@ def _captum() -> Implementation:
         )
 
     return Implementation(
-        "Captum LayerGradCam", "captum", run, lambda case: {"Grad-CAM": run(case)[:, 0]}
+        "Captum LayerGradCam",
+        "captum",
+        run,
+        lambda case: {"Grad-CAM": run(case)[:, 0]},
+        reads_tokens=False,
     )
 
 
@@ -190,7 +195,9 @@ def _pytorch_grad_cam(class_name: str, method: str) -> Implementation:
 
     def call(case: Case, keep_layer_map: bool) -> object:
         targets = [ClassifierOutputTarget(int(t)) for t in case.target.tolist()]
-        with cls(model=case.model, target_layers=[case.layer]) as cam:
+        with cls(
+            model=case.model, target_layers=[case.layer], reshape_transform=case.reshape_transform
+        ) as cam:
             heatmaps = cam(input_tensor=case.inputs, targets=targets)
             if not keep_layer_map:
                 return heatmaps
@@ -226,6 +233,7 @@ def _torchcam_gradcampp() -> Implementation:
         "torchcam",
         lambda case: call(case, True),
         lambda case: {"Grad-CAM++": call(case, False)},
+        reads_tokens=False,
     )
 
 
@@ -240,8 +248,9 @@ PEERS: dict[str, Callable[[], list[Implementation]]] = {
 }
 
 
-def implementations() -> tuple[list[Implementation], list[str]]:
-    """Every contender, and a note for each peer library that is not installed."""
+def implementations(case: Case) -> tuple[list[Implementation], list[str]]:
+    """Every contender for ``case``, and a note for each peer that is not installed or that
+    cannot read the case's layer (Captum and torchcam have no token layout)."""
     floor = Implementation(
         FLOOR, "-", layer_activation_and_gradient, lambda case: {}
     )  # the floor makes no map
@@ -252,6 +261,10 @@ def implementations() -> tuple[list[Implementation], list[str]]:
             found.extend(make())
         except ImportError as error:
             missing.append(f"{library} not installed ({error.name}): pip install -e '.[bench]'")
+    if case.reshape_transform is not None:
+        unable = [impl.name for impl in found if not impl.reads_tokens]
+        found = [impl for impl in found if impl.reads_tokens]
+        missing += [f"{name} left out: it has no way to read a token layer" for name in unable]
     return found, missing
 
 
@@ -259,34 +272,19 @@ def implementations() -> tuple[list[Implementation], list[str]]:
 
 
 def reference_maps(activation: Tensor, gradient: Tensor) -> dict[str, Tensor]:
-    """Each method's ReLU'd map from float64 copies of ``A`` and ``g``, formula by formula.
-
-    Written independently of ``captum_camplus``: Lerma & Lucas, eq. 1-2 (Grad-CAM), eq. 3
-    (Grad-CAM+), eq. 4 with the alphas of eq. 9 (Grad-CAM++, alpha = 0 where g = 0) and Taimeskhanov
-    et al., definition 6 (HiResCAM).
-    """
-    a, g = activation.double(), gradient.double()
-    spatial = tuple(range(2, a.dim()))
-    s_k = a.sum(dim=spatial, keepdim=True)
-    g2 = g * g
-    denominator = 2 * g2 + s_k * g2 * g
-    alpha = torch.where(g != 0, g2 / torch.where(g != 0, denominator, 1.0), 0.0)
-    if not bool(torch.isfinite(alpha).all()):
-        raise ValueError("Lerma & Lucas, eq. 9 has a zero denominator on this layer (S_k g = -2)")
-    weights = {
-        "Grad-CAM": g.mean(dim=spatial, keepdim=True),
-        "Grad-CAM+": g.clamp(min=0).mean(dim=spatial, keepdim=True),
-        "Grad-CAM++": (alpha * g.clamp(min=0)).sum(dim=spatial, keepdim=True),
-        "HiResCAM": g,
+    """Each method's ReLU'd map from float64 ``A`` and ``g`` (``(N, C, H, W)``), by the project's
+    one reference (:func:`tests.reference.reference_maps`), written independently of the library."""
+    return {
+        name: torch.from_numpy(m) for name, m in ref.reference_maps(activation, gradient).items()
     }
-    return {method: torch.relu((w * a).sum(dim=1)) for method, w in weights.items()}
 
 
 def float64_case(case: Case) -> Case:
     """The same model, layer, inputs and targets in float64."""
     model = copy.deepcopy(case.model).double()
     layer_name = next(name for name, m in case.model.named_modules() if m is case.layer)
-    return Case(model, model.get_submodule(layer_name), case.inputs.double(), case.target)
+    layer = model.get_submodule(layer_name)
+    return replace(case, model=model, layer=layer, inputs=case.inputs.double())
 
 
 def minmax(maps: Tensor) -> Tensor:
@@ -347,6 +345,7 @@ def _evaluate_methods() -> MetricEvaluation:
             maps_from=["pre-softmax"],
             batch_size=len(case.inputs),
             progress=False,
+            layout=case.layout,
         )
         return result.summary(), result.relative_performance()
 
@@ -363,7 +362,11 @@ def _quantus_average_drop() -> MetricEvaluation:
             x_batch=case.inputs.cpu().numpy(),
             y_batch=case.target.cpu().numpy(),
             explain_func=cam_explain,
-            explain_func_kwargs={"method": "Grad-CAM++", "layer": case.layer},
+            explain_func_kwargs={
+                "method": "Grad-CAM++",
+                "layer": case.layer,
+                "layout": case.layout,
+            },
             batch_size=len(case.inputs),
         )
 
@@ -377,7 +380,9 @@ def _pytorch_grad_cam_drop() -> MetricEvaluation:
 
     def run(case: Case) -> object:
         targets = [ClassifierOutputTarget(int(t)) for t in case.target.tolist()]
-        with GradCAMPlusPlus(model=case.model, target_layers=[case.layer]) as cam:
+        with GradCAMPlusPlus(
+            model=case.model, target_layers=[case.layer], reshape_transform=case.reshape_transform
+        ) as cam:
             heatmaps = cam(input_tensor=case.inputs, targets=targets)
         return DropInConfidence()(case.inputs, heatmaps, targets, case.model)
 
@@ -560,6 +565,7 @@ def peak_extra_mib_isolated(impl_name: str, argv: Sequence[str]) -> float:
 def build_case(model_name: str, batch: int, size: int, device: str, seed: int) -> Case:
     """The model in eval mode, its CAM layer, a random batch in [0, 1) and its top classes."""
     torch.manual_seed(seed)
+    layout, reshape = None, None
     if model_name in ("resnet18", "resnet50"):
         import torchvision
 
@@ -570,13 +576,34 @@ def build_case(model_name: str, batch: int, size: int, device: str, seed: int) -
 
         classifier = efficientnet_lite0()
         model, layer = classifier.model, classifier.layer  # layer: bn2
+    elif model_name == "vit_small":
+        import timm
+
+        from camplus_app.zoo import Normalized
+
+        net = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=size)
+        # timm's normalisation for it (mean = std = 0.5), as the zoo applies to every model: on
+        # raw [0, 1) inputs this random-init ViT gives every image the same class and maps <= 0
+        config = net.pretrained_cfg
+        model = Normalized(net, config["mean"], config["std"])
+        layer = net.blocks[-1].norm1  # tokens (N, 1 + 14 * 14, 384) at 224 x 224
+        grid = tuple(net.patch_embed.grid_size)
+        reshape = functools.partial(vit_reshape_transform, prefix_tokens=1, grid=grid)
+        layout = "tokens"
     else:
         raise ValueError(f"unknown model {model_name!r}")
     model = model.eval().to(device)
     inputs = torch.rand(batch, 3, size, size, device=device)
     with torch.no_grad():
         target = model(inputs).argmax(dim=1)  # each image's top class, as users explain
-    return Case(model, layer, inputs, target)
+    return Case(model, layer, inputs, target, layout, reshape)
+
+
+def vit_reshape_transform(tokens: Tensor, prefix_tokens: int, grid: tuple[int, int]) -> Tensor:
+    """The ``reshape_transform`` a pytorch-grad-cam user writes for a ViT: drop the class token,
+    restore the patch grid, channels first."""
+    patches = tokens[:, prefix_tokens:, :]
+    return patches.reshape(tokens.size(0), *grid, tokens.size(2)).permute(0, 3, 1, 2)
 
 
 # --------------------------------------------------------------------------- report
@@ -660,7 +687,9 @@ def targets(rows: Sequence[Row], device: str) -> list[tuple[str, str, bool]]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--model", default="resnet50", choices=["resnet50", "efficientnet_lite0", "resnet18"]
+        "--model",
+        default="resnet50",
+        choices=["resnet50", "efficientnet_lite0", "resnet18", "vit_small"],
     )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
@@ -701,7 +730,7 @@ def _benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> list[Row
     if args.memory_of is not None and not args.device.startswith("cuda"):
         return_freed_memory_to_the_os()  # before anything large exists in this process
     case = build_case(args.model, args.batch, args.size, args.device, args.seed)
-    impls, missing = implementations()
+    impls, missing = implementations(case)
     gc.collect()
     gc.freeze()
 
@@ -712,7 +741,9 @@ def _benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> list[Row
 
     rows = {impl.name: Row(impl.name, impl.library) for impl in impls}
     progress(f"accuracy against float64 ({args.model}, batch {args.batch}, {args.size}px)")
-    references = reference_maps(*layer_activation_and_gradient(float64_case(case)))
+    references = reference_maps(
+        *map(case.to_grid, layer_activation_and_gradient(float64_case(case)))
+    )
     for impl in impls:
         if maps := impl.maps(case):
             rows[impl.name].max_dev_raw, rows[impl.name].max_dev_minmax = deviations(

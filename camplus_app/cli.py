@@ -6,11 +6,11 @@
 
 An IMAGE is a file, a folder of images, or the name of a bundled photograph (``chelsea``...);
 without one, the bundled photographs are used. ``compare`` also takes a folder of class folders
-(a labelled data set) and streams it (:mod:`camplus_app.compare`). Bad input (a missing file, a
-file that is not an image, an unknown method, layer, class or model) ends with a one-line error
-and exit status 2, before anything is written. Each run writes into a folder of its own
-(:mod:`camplus_app.runs`): a folder that holds another run or other files is refused unless
-``--overwrite`` (or, for ``compare``, ``--resume``) says what to do with it.
+(a labelled data set) and streams it (:mod:`camplus_app.compare`). Every failure (bad input, or
+one met while running) ends with a one-line error and exit status 2; bad input is found before
+anything is written. Each run writes into a folder of its own (:mod:`camplus_app.runs`): a
+folder that holds another run or other files is refused unless ``--overwrite`` (or, for
+``compare``, ``--resume``) says what to do with it.
 
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,11 @@ if TYPE_CHECKING:
 PROG = "camplus"
 #: Exit status for bad input (as argparse uses).
 USAGE_ERROR = 2
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+#: How the CAM layer's tensor is read: as the model's attributes say (timm ViT tokens, Swin
+#: channels last; every other layer channels first).
+LAYOUT = "auto"
 
 
 class UsageError(Exception):
@@ -149,8 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--weights", type=Path, help="local weights file (a state dict)")
         sub.add_argument(
             "--layer",
-            help="CAM layer, a dotted module name (default: bn2 for the bundled "
-            "model, otherwise the last layer with a spatial output)",
+            help="CAM layer, a dotted module name (default: bn2 for the bundled model; the "
+            "last block's norm1 for a vision transformer (ViT, DeiT, Swin...); otherwise the "
+            "last layer with a spatial output). Token and channels-last layers are read as "
+            "the model's attributes say",
         )
         sub.add_argument(
             "-o",
@@ -175,7 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for bad input)."""
+    """Run the command line; returns the exit status (2 for any failure).
+
+    Every failure, in the arguments or while running (an image Pillow refuses, a folder that
+    cannot be written, a layer without a spatial output, a device torch cannot use...), is one
+    line on stderr. Set the environment variable ``CAMPLUS_TRACEBACK=1`` to get the traceback.
+    """
     try:
         args = build_parser().parse_args(argv)
         if args.command == "compare":
@@ -184,19 +198,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_compare(args)
         job = prepare(args)
         run = open_run(job.output, "explain", overwrite=job.overwrite)
-    except (UsageError, RunFolderError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        try:
+            run.start("explain", {"images": [str(a) for a in args.images]})
+            run_explain(job, run)
+        except BaseException:
+            run.discard()  # a failed run leaves nothing behind
+            raise
+        run.complete()
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as error:
+        ours = (UsageError, RunFolderError)
+        if os.environ.get("CAMPLUS_TRACEBACK") and not isinstance(error, ours):
+            raise
+        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
         return USAGE_ERROR
-    try:
-        run.start("explain", {"images": [str(a) for a in args.images]})
-        run_explain(job, run)
-    except BaseException:
-        run.discard()  # a failed run leaves nothing behind
-        raise
-    run.complete()
     if job.progress:
         print(f"results in {job.output}")
     return 0
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one line: our messages as they are, others prefixed with their type."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else "(no message)"
+    if isinstance(error, (UsageError, RunFolderError, ValueError, OSError)):
+        return text
+    return f"{type(error).__name__}: {text}"
 
 
 def prepare(args: argparse.Namespace) -> Job:
@@ -232,7 +261,7 @@ def run_explain(job: Job, run: RunFolder) -> None:
     from camplus_app.figures import overlay_figure
 
     clf = job.classifier
-    cams = LayerCams(clf.model, clf.layer, job.methods)
+    cams = LayerCams(clf.model, clf.layer, job.methods, layout=LAYOUT)
     rows = [("image", "class_index", "class_name", "probability")]
     for names, x in _batches(job, progress="explain"):
         targets, probabilities = _targets(job, x)
@@ -303,6 +332,12 @@ def _device(text: str | None) -> torch.device:
     }
     if not available.get(device.type, lambda: True)():
         raise UsageError(f"device {text!r} is not available on this machine")
+    if device.type == "meta":
+        raise UsageError("device 'meta' holds no data: choose cpu or cuda")
+    try:  # an index past the last GPU, a backend torch was not built with
+        torch.zeros(1, device=device).add_(1).cpu()
+    except Exception as error:
+        raise UsageError(f"device {text!r} cannot be used: {one_line(error)}") from error
     return device
 
 
@@ -313,6 +348,22 @@ def output_path(text: str) -> Path:
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise UsageError(f"output {path} exists and is not a folder")
+    ancestor = _existing_ancestor(path)
+    if not ancestor.is_dir():
+        raise UsageError(f"output {path} cannot be created: {ancestor} is a file, not a folder")
+    try:  # the one reliable test (os.access is wrong for root and for read-only file systems)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{PROG}-probe-", dir=ancestor))
+    except OSError as error:
+        raise UsageError(
+            f"output {path} cannot be written: {error.strerror or error} in {ancestor}"
+        ) from error
+    return path
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
     return path
 
 

@@ -258,7 +258,11 @@ class CompareJob:
             raise UsageError(error)
         self.attempt, self.plan = self.processes.share((self.attempt, self.plan))
         started = time.perf_counter()
-        scored = sum(self.processes.gather(self._score()))  # waits for every shard
+        try:
+            scored = sum(self.processes.gather(self._score()))  # waits for every shard
+        except Exception:
+            self._discard_if_empty()
+            raise
         elapsed = time.perf_counter() - started
         if self.processes.rank != 0:
             return 0
@@ -267,6 +271,12 @@ class CompareJob:
     def close(self) -> None:
         if self.folder is not None:
             self.folder.close()
+
+    def _discard_if_empty(self) -> None:
+        """After a failure: a new run that scored nothing leaves nothing behind (one that
+        scored some batches stays, to be resumed)."""
+        if self.folder is not None and next(read_part_records(self.output), None) is None:
+            self.folder.discard()
 
     # ----------------------------------------------------------------------- rank 0: folder
 
@@ -305,11 +315,16 @@ class CompareJob:
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
+        from camplus_app.cli import LAYOUT
         from metrics import BatchScorer
 
         clf = self.classifier
         scorer = BatchScorer(
-            clf.model, clf.layer, self.settings.methods, threshold=self.settings.threshold
+            clf.model,
+            clf.layer,
+            self.settings.methods,
+            threshold=self.settings.threshold,
+            layout=LAYOUT,
         )
         alphas = _AlphaCounter(scorer) if GRAD_CAM_PP in scorer.methods else None
         scorer.on_layer = alphas
@@ -415,7 +430,11 @@ class CompareJob:
         outputs = Outputs(self, rows, records.values())
         try:
             result = outputs.result()
-        except ValueError as error:  # no image above the threshold
+        except NothingReadable as error:  # nothing worth keeping: a new run leaves nothing
+            self.folder.discard()
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+            return USAGE_ERROR
+        except ValueError as error:  # no image above the threshold: a complete run, no tables
             self.folder.complete(summary)
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return USAGE_ERROR
@@ -427,6 +446,10 @@ class CompareJob:
             _write(_summary_line(counts, scored_now, elapsed, self.processes.world))
             _write(f"results in {self.output}")
         return 0
+
+
+class NothingReadable(ValueError):
+    """Not one image of the run could be decoded."""
 
 
 class _AlphaCounter:
@@ -473,7 +496,11 @@ class Outputs:
         read = [row for row in self.rows if "error" not in row]
         kept = [row for row in read if row["kept"]]
         if not read:
-            raise ValueError(f"none of the {len(self.rows)} images could be read")
+            first = self.rows[0]
+            raise NothingReadable(
+                f"none of the {len(self.rows)} images could be read (the first: "
+                f"{self.job.entries[first['position']].path}: {first['error']})"
+            )
         if not kept:
             raise ValueError(
                 f"no image has a score Y above the threshold {settings.threshold}: nothing to "

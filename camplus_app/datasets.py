@@ -197,7 +197,8 @@ class ImageDataset(Dataset):
             image = read_image(entry.path) if entry.path else SAMPLE_IMAGES[entry.name]()
             return Item(position, self.transform(image), None)
         except Exception as error:  # reported by path and counted, not hidden
-            return Item(position, None, f"{type(error).__name__}: {error}")
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            return Item(position, None, f"{type(error).__name__}: {first_line}")
 
 
 class Batch(NamedTuple):

@@ -4,6 +4,9 @@ or the user's own files and folders. Everything is read from local disk.
 >>> images = sample_images()                      # {"chelsea": <PIL.Image>, ...}
 >>> images = load_images(["cat.jpg", "photos/"])  # files, and the images inside folders
 >>> images = resolve_images(["cat.jpg", "coffee"])  # files, folders or bundled names
+
+Every image becomes the 8-bit RGB picture a viewer shows (:func:`to_rgb`): EXIF orientation
+applied, 16-bit images scaled by their range (not clipped), transparency composited over white.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -66,6 +71,82 @@ SAMPLE_IMAGES: dict[str, Callable[[], Image]] = {
     "flower": _sklearn("flower.jpg"),
     "grace_hopper": _matplotlib("grace_hopper.jpg"),
 }
+
+
+#: Integer modes holding 16-bit samples (Pillow opens 16-bit PNG, TIFF and PGM files so).
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+#: What transparent pixels are shown over, as most viewers and browsers do.
+BACKGROUND = (255, 255, 255)
+
+
+def to_rgb(image: Image) -> Image:
+    """The 8-bit RGB picture a viewer shows for a PIL image of any mode, or a clear error.
+
+    - EXIF orientation is applied (a phone photo stored sideways is shown upright).
+    - 16-bit grayscale (``I;16*``, and ``I`` with values in [0, 65535], as Pillow opens 16-bit
+      files) is scaled by the 16-bit range: 65535 is white. Pillow's own conversion clips every
+      value above 255 to white.
+    - 32-bit float (``F``) is taken in [0, 1], the float convention of scikit-image, matplotlib
+      and torchvision; other values have no implied display range and raise ``ValueError``.
+    - Transparency (``RGBA``, ``LA``, ``PA``, a palette or colour key with transparency) is
+      composited over white, :data:`BACKGROUND`.
+    - Everything else (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``...) goes
+      through Pillow's conversion.
+
+    Raises:
+        ValueError: a float image outside [0, 1], a 32-bit integer image outside [0, 65535], or
+            a mode Pillow cannot convert.
+    """
+    from PIL import Image as PILImage
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in _SIXTEEN_BIT:
+        return _gray(_scaled(np.asarray(image), 65535, "an integer", mode))
+    if mode == "F":
+        return _gray(_scaled(np.asarray(image), 1, "a float", mode))
+    try:
+        if "A" in mode or "a" in mode or "transparency" in image.info:
+            rgba = image.convert("LA").convert("RGBA") if mode == "La" else image.convert("RGBA")
+            background = PILImage.new("RGBA", rgba.size, (*BACKGROUND, 255))
+            return PILImage.alpha_composite(background, rgba).convert("RGB")
+        return image.convert("RGB")
+    except ValueError as error:
+        raise ValueError(f"cannot show an image of mode {mode!r} as RGB ({error})") from error
+
+
+#: The most elongated image accepted (long side / short side). The model sees a square crop
+#: after its short side is resized to about 256 pixels, so a strip shows it almost nothing,
+#: while resizing a 10000 x 1 strip alone takes 3.5 GB.
+MAX_ASPECT = 100
+
+
+def check_aspect(image: Image) -> None:
+    """Raise ``ValueError`` for an image more than :data:`MAX_ASPECT` times longer than wide."""
+    width, height = image.size
+    if min(width, height) == 0 or max(width, height) > MAX_ASPECT * min(width, height):
+        raise ValueError(
+            f"image of {width} x {height} pixels is too elongated to classify (more than "
+            f"{MAX_ASPECT}:1): the model sees a square crop after resizing its short side"
+        )
+
+
+def _scaled(values: np.ndarray, top: float, kind: str, mode: str) -> np.ndarray:
+    """``values`` in [0, top] as 8-bit, ``255 * value / top`` rounded; ValueError outside."""
+    if values.size and not (np.isfinite(values).all() and 0 <= values.min() <= values.max() <= top):
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        raise ValueError(
+            f"{kind} image (mode {mode}) with values in [{low:.4g}, {high:.4g}]: only [0, "
+            f"{top:g}] has a display range ({top:g} is white); rescale it first"
+        )
+    return np.rint(values.astype(np.float64) * (255 / top)).astype(np.uint8)
+
+
+def _gray(pixels: np.ndarray) -> Image:
+    from PIL import Image as PILImage
+
+    return PILImage.fromarray(pixels, mode="L").convert("RGB")
 
 
 def sample_images(names: Iterable[str] | None = None) -> dict[str, Image]:
@@ -127,7 +208,7 @@ def load_images(paths: Sequence[str | Path]) -> dict[str, Image]:
 
 
 def read_image(path: str | Path) -> Image:
-    """Decode one image file into an RGB PIL image.
+    """Decode one image file into an RGB PIL image, as a viewer shows it (:func:`to_rgb`).
 
     Raises:
         ValueError: a file that is not a readable image, naming the file.
@@ -136,9 +217,16 @@ def read_image(path: str | Path) -> Image:
 
     try:
         with Image.open(path) as opened:
-            return opened.convert("RGB")
+            return to_rgb(opened)
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"image too large: {path} ({error}); Pillow refuses images of more than twice "
+            f"Image.MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS}) pixels"
+        ) from error
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"not a readable image: {path} ({error})") from error
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
 
 
 def resolve_images(arguments: Sequence[str | Path]) -> dict[str, Image]:

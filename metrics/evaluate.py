@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +31,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_camplus import METHODS, MethodFactory, method_name
+from captum_camplus.layouts import LayoutSpec
+from captum_camplus.modules import find_layer, module_device
 
 from . import functional
 from .explain import (
@@ -41,7 +42,6 @@ from .explain import (
     layer_gradient,
     layer_pass,
     method_instances,
-    resolve_layer,
 )
 from .explanation import (
     Preprocess,
@@ -49,10 +49,10 @@ from .explanation import (
     class_scores,
     explanation_maps,
     keep_mask,
-    model_device,
     model_forward,
     target_scores,
 )
+from .guards import as_model_input, evaluation_mode, in_evaluation_mode
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
 PerMethod = dict[str, dict[str, Tensor]]
@@ -227,6 +227,7 @@ class BatchScorer:
         preprocess: Preprocess | None = None,
         unseen: Tensor | None = None,
         on_layer: LayerCallback | None = None,
+        layout: LayoutSpec = None,
     ) -> None:
         self.names = _method_names(methods)
         if not maps_from or any(source not in MAPS_FROM for source in maps_from):
@@ -234,10 +235,12 @@ class BatchScorer:
                 f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from}"
             )
         self.maps_from = list(maps_from)
-        self.layer = resolve_layer(model, layer)
+        self.model = model
+        self.layer = find_layer(model, layer)
         factories = methods if isinstance(methods, Mapping) else self.names
-        self.methods = method_instances(model, self.layer, factories)
-        self.device = model_device(model)
+        self.cams = method_instances(model, self.layer, factories, layout)
+        self.methods = self.cams.methods
+        self.device = module_device(model)
         self.model_forward = model_forward(model, preprocess)
         self.softmax = softmax
         self.threshold = threshold
@@ -248,8 +251,13 @@ class BatchScorer:
         self, x: Tensor, labels: Tensor | None = None, index: Tensor | None = None
     ) -> BatchScores:
         """Score ``x`` (``labels``: the classes to explain, default the predicted ones;
-        ``index``: the images' positions in the data, default ``0..N-1``)."""
-        x = x.to(self.device)
+        ``index``: the images' positions in the data, default ``0..N-1``). A model in training
+        mode is run in eval mode and left as it was (:mod:`metrics.guards`)."""
+        with evaluation_mode(self.model):
+            return self._score(x, labels, index)
+
+    def _score(self, x: Tensor, labels: Tensor | None, index: Tensor | None) -> BatchScores:
+        x = as_model_input(x, self.model)  # on its device, in its dtype
         if self.unseen is not None and self.unseen.dim() != x.dim() - 2:
             raise ValueError(
                 f"unseen must be one mask of the images' spatial shape {tuple(x.shape[2:])}, "
@@ -269,10 +277,11 @@ class BatchScorer:
         x = x if everything else x[kept]
         kept_index = index if everything else index[kept.to(index.device)]
         target = y.target[kept]
-        activation = passed.activation.detach()[kept]
+        layout = self.cams.layout  # (N, C, *grid) for the weighting rules and the callback
+        activation = layout(passed.activation.detach()[kept])
         last = len(self.maps_from) - 1
         gradients = {
-            source: layer_gradient(passed, y.target, source, retain_graph=number < last)[kept]
+            source: layout(layer_gradient(passed, y.target, source, number < last)[kept])
             for number, source in enumerate(self.maps_from)
         }
         # free the forward's graph before the explanation forwards: measured on a CPU, they run
@@ -291,6 +300,7 @@ class BatchScorer:
         return scores
 
 
+@in_evaluation_mode
 def evaluate_methods(
     model: nn.Module,
     layer: nn.Module | str,
@@ -306,30 +316,38 @@ def evaluate_methods(
     batch_size: int = 32,
     progress: bool = True,
     on_layer: LayerCallback | None = None,
+    layout: LayoutSpec = None,
 ) -> EvaluationResult:
     """Score every method on every image with every metric.
 
     Args:
-        model: The classifier (in eval mode), returning ``(N, classes)`` logits.
+        model: The classifier, returning ``(N, classes)`` logits. One in training mode is
+            evaluated in eval mode and left as it was (:mod:`metrics.guards`).
         layer: Its CAM layer (module or name).
         data: Images ``(N, C, H, W)``, or an iterable (DataLoader) of batches ``x`` or
             ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
             ranks here; an iterable must already be this rank's shard (a DistributedSampler
             without padding, or a manual split).
-        methods: Names of :data:`captum_camplus.METHODS` (default: all four, in Lerma & Lucas' order
-            plus HiResCAM) or a mapping name -> class/factory.
+        methods: Names of registered methods (:data:`captum_camplus.METHODS`; default: all of
+            them, the built-ins in the order of Lerma & Lucas plus HiResCAM) or a mapping
+            name -> class/factory.
         labels: The class to explain per image for tensor ``data``; default the predicted one.
-        maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas, tables
-        1-2). softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
+        maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas,
+            tables 1-2).
+        softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
         threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use 0.5 on
-        softmax). preprocess: If given, ``data`` holds images in [0, 1] and the model sees
+            softmax).
+        preprocess: If given, ``data`` holds images in [0, 1] and the model sees
             ``preprocess(x)``; ``E = L (.) I`` is taken on the image.
         unseen: Boolean ``(H, W)`` mask of a region the model cannot see, for the dead-zone mass.
         batch_size: For tensor ``data``.
         progress: Show a progress bar (on rank 0).
         on_layer: Called per batch and kind of map with ``(maps_from, index, A, g)`` of the
-            images that passed the threshold, e.g. to collect the Grad-CAM++ alphas of Lerma &
-            Lucas, figures 3-4 with :meth:`captum_camplus.LayerGradCamPlusPlus.alphas`.
+            images that passed the threshold, on the layer's grid ``(N, C, *grid)``, e.g. to
+            collect the Grad-CAM++ alphas of Lerma & Lucas, figures 3-4, with
+            :meth:`captum_camplus.LayerGradCamPlusPlus.alphas`.
+        layout: The layer's layout (``"tokens"`` for a ViT, ``"channels_last"`` for a Swin
+            stage), as :class:`captum_camplus.CamAttribution` takes it.
 
     Raises:
         ValueError: if no image passes the threshold, and for bad arguments.
@@ -344,9 +362,8 @@ def evaluate_methods(
         preprocess=preprocess,
         unseen=unseen,
         on_layer=on_layer,
+        layout=layout,
     )
-    if model.training:
-        warnings.warn("the model is in training mode; call model.eval() first", stacklevel=2)
     rank, world = _rank_and_world()
     batches, total = _shard(data, labels, batch_size, rank, world)
     scored = [

@@ -28,8 +28,12 @@ from captum_camplus import (
     upsample_and_normalize,
 )
 from captum_camplus.base import check_attribution_inputs
+from captum_camplus.checks import not_called_error, unreached_layer_error
+from captum_camplus.layouts import LayoutSpec, resolve_layout
+from captum_camplus.modules import find_layer, module_device
 
-from .explanation import Preprocess, as_target, check_scores, model_device, model_forward
+from .explanation import Preprocess, as_target, check_scores, model_forward
+from .guards import as_model_input, check_not_probabilities, evaluation_mode
 
 #: Which score the CAM gradients are taken of (the two columns of Lerma & Lucas, tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
@@ -39,8 +43,9 @@ MAPS_FROM: tuple[MapsFrom, ...] = ("pre-softmax", "post-softmax")
 class LayerPass(NamedTuple):
     """One forward pass of a batch that keeps the layer's output ``A`` in the graph."""
 
-    outputs: Tensor  #: ``(N, classes)`` scores, attached to the graph
-    activation: Tensor  #: ``A``, the layer's output, attached to the graph
+    outputs: Tensor  #: ``(N, classes)`` scores, attached to the graph of what follows ``A``
+    activation: Tensor  #: ``A``, the layer's output: the leaf of that graph
+    layer: nn.Module
 
 
 def layer_pass(forward: Callable[[Tensor], Tensor], layer: nn.Module, inputs: Tensor) -> LayerPass:
@@ -66,7 +71,7 @@ def layer_pass(forward: Callable[[Tensor], Tensor], layer: nn.Module, inputs: Te
         if not isinstance(output, Tensor):
             raise ValueError(
                 f"the layer {type(module).__name__} returns {type(output).__name__}, not one "
-                "tensor: CAMs need a layer that returns one (N, C, *spatial) tensor"
+                "tensor: CAMs need a layer that returns one tensor"
             )
         activation = output.detach().requires_grad_()
         kept[:] = [activation]
@@ -80,12 +85,9 @@ def layer_pass(forward: Callable[[Tensor], Tensor], layer: nn.Module, inputs: Te
     finally:
         handle.remove()
     if not kept:
-        raise ValueError(
-            f"the layer {type(layer).__name__} was not called by the forward pass: pass a "
-            "module that the model uses when computing its output"
-        )
+        raise not_called_error(layer, forward)
     check_scores(outputs)
-    return LayerPass(outputs, kept[0])
+    return LayerPass(outputs, kept[0], layer)
 
 
 def layer_gradient(
@@ -98,16 +100,16 @@ def layer_gradient(
     gradient taken from ``passed``.
     """
     _check_maps_from(maps_from)
-    scores = passed.outputs if maps_from == "pre-softmax" else torch.softmax(passed.outputs, 1)
+    if maps_from == "post-softmax":
+        check_not_probabilities(passed.outputs)  # a softmax on top would squash them
+        scores = torch.softmax(passed.outputs, dim=1)
+    else:
+        scores = passed.outputs
     selected = scores.gather(1, target[:, None]).sum()
-    (gradient,) = torch.autograd.grad(
-        selected, passed.activation, retain_graph=retain_graph, allow_unused=True
-    )
-    if gradient is None:
-        raise ValueError(
-            "the scores do not depend on the layer's output: pass a layer that the path to the "
-            "model's output goes through"
-        )
+    try:
+        (gradient,) = torch.autograd.grad(selected, passed.activation, retain_graph=retain_graph)
+    except RuntimeError as error:
+        raise (unreached_layer_error(error, passed.layer) or error) from error
     return gradient
 
 
@@ -115,21 +117,20 @@ def method_instances(
     model: nn.Module,
     layer: nn.Module,
     methods: Iterable[str] | Mapping[str, MethodFactory] | None = None,
-) -> dict[str, CamAttribution]:
-    """The CAM methods by name, as :class:`captum_camplus.LayerCams` builds them."""
-    return LayerCams(model, layer, methods=methods).methods
+    layout: LayoutSpec = None,
+) -> LayerCams:
+    """The CAM methods and the layer's layout, as :class:`captum_camplus.LayerCams` holds them
+    (``.methods`` by name, ``.layout``); ``layout`` is resolved against ``model``."""
+    return LayerCams(model, layer, methods=methods, layout=resolve_layout(layout, model, layer))
 
 
 def cam_maps(
     methods: Mapping[str, CamAttribution], activation: Tensor, gradient: Tensor
 ) -> dict[str, Tensor]:
-    """Each method's ReLU'd CAM (Lerma & Lucas, eq. 2; Taimeskhanov et al.,
-    definition 6) from the layer's ``A`` and ``g``."""
-    activation, gradient = activation.detach(), gradient.detach()
-    return {
-        name: method.map_from_layer(activation, gradient, relu_attributions=True)
-        for name, method in methods.items()
-    }
+    """Each method's ReLU'd CAM (Lerma & Lucas, eq. 2; Taimeskhanov et al., definition 6) from
+    the layer's ``A`` and ``g`` already on its grid (``LayerCams.layout`` applied)."""
+    a, g = activation.detach(), gradient.detach()
+    return {name: method.map_from_grid(a, g, True, True) for name, method in methods.items()}
 
 
 def compute_cams(
@@ -140,6 +141,7 @@ def compute_cams(
     methods: Iterable[str] | Mapping[str, MethodFactory] | None = None,
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
+    layout: LayoutSpec = None,
 ) -> dict[str, Tensor]:
     """Every method's ReLU'd CAM (Lerma & Lucas, eq. 2) from one forward and backward pass.
 
@@ -150,17 +152,19 @@ def compute_cams(
             name -> class/factory, as :class:`captum_camplus.LayerCams` takes them.
         maps_from: Gradients of the logits (``"pre-softmax"``) or of the softmax output.
         preprocess: See :mod:`metrics.explanation`.
+        layout: The layer's layout, as :class:`captum_camplus.CamAttribution` takes it (``"tokens"``
+            for a ViT, ``"channels_last"`` for a Swin stage), resolved against ``model``.
 
     Returns:
-        Name -> ``(N, 1, *layer spatial)`` maps, detached.
+        Name -> ``(N, 1, *layer grid)`` maps, detached.
     """
     _check_maps_from(maps_from)
-    layer = resolve_layer(model, layer)
-    instances = method_instances(model, layer, methods)
+    layer = find_layer(model, layer)
+    cams = method_instances(model, layer, methods, layout)
     passed = layer_pass(model_forward(model, preprocess), layer, inputs)
     target = as_target(target, *passed.outputs.shape, device=passed.outputs.device)
     gradient = layer_gradient(passed, target, maps_from)
-    return cam_maps(instances, passed.activation, gradient)
+    return cam_maps(cams.methods, cams.layout(passed.activation), cams.layout(gradient))
 
 
 def cam_explain(
@@ -173,6 +177,7 @@ def cam_explain(
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
     device: str | torch.device | None = None,
+    layout: LayoutSpec = None,
 ) -> np.ndarray:
     """Quantus ``explain_func``: ``method``'s CAM upsampled to the inputs and min-max normalised.
 
@@ -183,32 +188,22 @@ def cam_explain(
     Args:
         method: A name of :data:`captum_camplus.METHODS`, matched leniently ("gradcam++").
         layer: The layer (module or name in ``model``).
-        maps_from, preprocess: See :func:`compute_cams`.
+        maps_from, preprocess, layout: See :func:`compute_cams`.
         device: Accepted because Quantus passes it; the maps are computed on the model's device.
+
+    The inputs are cast to the model's dtype; a model in training mode is run in eval mode and
+    left as it was (:mod:`metrics.guards`).
 
     Returns:
         float32 ``(N, 1, *inputs spatial)`` maps in [0, 1].
     """
     del device  # the model's device decides
-    on = model_device(model)
-    x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, Tensor) else inputs)
-    x = x.to(on) if x.is_floating_point() else x.to(on, torch.float32)
-    target = as_target(targets, x.shape[0], device=on)
+    x = as_model_input(inputs, model)  # float64 arrays (Quantus' fixtures) included
+    target = as_target(targets, x.shape[0], device=module_device(model))
     name = method_name(method)
-    maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess)[name]
+    with evaluation_mode(model):
+        maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout)[name]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
-
-
-def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
-    """The layer itself, or the submodule of ``model`` with that name."""
-    if isinstance(layer, nn.Module):
-        return layer
-    if isinstance(layer, str):
-        try:
-            return model.get_submodule(layer)
-        except AttributeError as error:
-            raise ValueError(f"the model has no layer named {layer!r}") from error
-    raise TypeError(f"layer must be an nn.Module or its name, got {type(layer).__name__}")
 
 
 def _check_maps_from(maps_from: str) -> None:

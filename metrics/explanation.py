@@ -15,17 +15,19 @@ References:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_camplus import upsample_and_normalize
+from captum_camplus.checks import check_target
+from captum_camplus.maps import require_spatial
 
 from .functional import Reduction, dead_zone_mass
+from .guards import check_not_probabilities
 
 #: A user's preprocessing from an image in [0, 1] to the model input, e.g. a normalisation.
 Preprocess = Callable[[Tensor], Tensor]
@@ -56,7 +58,10 @@ def model_forward(
             check_image(inputs)
             inputs = preprocess(inputs)
         outputs = model(inputs)
-        return torch.softmax(outputs, dim=1) if softmax else outputs
+        if not softmax:
+            return outputs
+        check_not_probabilities(outputs)
+        return torch.softmax(outputs, dim=1)
 
     return forward
 
@@ -77,6 +82,7 @@ def explanation_maps(maps: Tensor, inputs: Tensor) -> Tensor:
 
     An all-zero map gives an all-zero ``E``; a NaN map raises ``ValueError``.
     """
+    require_spatial(maps)  # a layer such as nn.Linear: say so, not that the shapes differ
     if maps.dim() != inputs.dim() or maps.shape[0] != inputs.shape[0]:
         raise ValueError(
             f"maps of shape {tuple(maps.shape)} do not fit inputs of shape "
@@ -112,6 +118,8 @@ def class_scores(
             class.
         softmax: Softmax probabilities (the papers' choice) computed as ``log_softmax`` in
             float64; otherwise the raw outputs, whose log is NaN where they are not positive.
+            Outputs that already are probabilities are refused with ``softmax=True``
+            (:func:`metrics.guards.check_not_probabilities`).
     """
     with torch.no_grad():
         outputs = forward(inputs)
@@ -125,10 +133,13 @@ def target_scores(
 ) -> Scores:
     """:func:`class_scores` from outputs already computed (e.g. by the CAM pass's forward)."""
     check_scores(outputs)
+    outputs = outputs.detach()
     if target is None:
         target = outputs.argmax(dim=1)
     target = as_target(target, *outputs.shape, device=outputs.device)
-    outputs = outputs.detach().to(torch.float64)
+    if softmax:
+        check_not_probabilities(outputs)
+    outputs = outputs.to(torch.float64)
     if softmax:
         log = torch.log_softmax(outputs, dim=1).gather(1, target[:, None])[:, 0]
         return Scores(log.exp(), log, target)
@@ -149,17 +160,22 @@ def as_target(
     classes: int | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """The explained class of each of ``n`` images as a long tensor on ``device``."""
-    if not isinstance(target, Tensor):
-        target = torch.as_tensor(np.asarray(target))
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"targets must be integer class indices, got {target.dtype}")
-    target = target.to(device=device, dtype=torch.long).flatten()
+    """The explained class of each of ``n`` images as a long tensor on ``device``.
+
+    The core's :func:`~captum_camplus.checks.check_target` decides what a valid target is (integer
+    classes, one for the batch or one per image, none negative); ``classes`` bounds them above.
+    """
+    checked = check_target(target, n)
+    if checked is None:
+        raise ValueError("no target given: pass the class to explain, one or one per image")
+    if isinstance(checked, tuple) or (
+        isinstance(checked, list) and checked and isinstance(checked[0], tuple)
+    ):
+        raise ValueError(f"the metrics take one class index per image, not tuples: {target!r}")
+    target = torch.as_tensor(checked, dtype=torch.long, device=device).flatten()
     if target.numel() == 1:
         target = target.expand(n)
-    if target.numel() != n:
-        raise ValueError(f"got {target.numel()} targets for a batch of {n} images")
-    if classes is not None and bool(((target < 0) | (target >= classes)).any()):
+    if classes is not None and bool((target >= classes).any()):
         raise ValueError(f"targets must lie in [0, {classes}), got {target.tolist()}")
     return target
 
@@ -169,15 +185,6 @@ def keep_mask(y: Tensor, threshold: float | None) -> Tensor:
     if threshold is None:
         return torch.ones_like(y, dtype=torch.bool)
     return y > threshold
-
-
-def model_device(model: nn.Module | Callable, fallback: torch.device | str = "cpu") -> torch.device:
-    """The device of the model's first parameter or buffer (``fallback`` for none)."""
-    if isinstance(model, nn.Module):
-        tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-        if tensor is not None:
-            return tensor.device
-    return torch.device(fallback)
 
 
 __all__ = [
@@ -190,7 +197,6 @@ __all__ = [
     "class_scores",
     "explanation_maps",
     "keep_mask",
-    "model_device",
     "model_forward",
     "target_scores",
 ]

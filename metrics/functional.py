@@ -20,7 +20,6 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -123,11 +122,11 @@ def dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") 
     no mass anywhere and gets 0.
 
     Args:
-        maps: ``(N, C, *spatial)`` maps at the resolution of the mask (Taimeskhanov et al. use the
-        map
-            upsampled to the image; :func:`metrics.cam_dead_zone_mass` does that for CAMs).
+        maps: ``(N, C, *spatial)`` maps at the resolution of the mask (Taimeskhanov et al. use
+            the map upsampled to the image; :func:`metrics.cam_dead_zone_mass` does that for
+            CAMs).
         unseen: Boolean mask, True where the model cannot see: ``spatial``, ``(N, *spatial)``
-            or ``(N, 1, *spatial)``. :func:`band_mask` builds Taimeskhanov et al.'s band of rows.
+            or ``(N, 1, *spatial)``. :func:`captum_camplus.masking.bottom_rows` builds their band.
 
     Raises:
         TypeError: for a mask that is not boolean.
@@ -161,22 +160,6 @@ def dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") 
     return _reduce(mass, reduction)
 
 
-def band_mask(
-    size: Sequence[int],
-    rows: slice = slice(None),
-    cols: slice = slice(None),
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """A boolean ``size`` mask that is True on ``rows`` x ``cols``.
-
-    Taimeskhanov et al.'s dead zone, the bottom 54 rows of a 224 x 224 image (``Lambda_{171:224,
-    :}`` in its 1-based notation), is ``band_mask((224, 224), rows=slice(170, 224))``.
-    """
-    mask = torch.zeros(tuple(int(s) for s in size), dtype=torch.bool, device=device)
-    mask[rows, cols] = True
-    return mask
-
-
 def _scores(scores: Tensor, what: str, like: Tensor | None = None) -> Tensor:
     """Validate a 1-D tensor of per-image scores and promote it to float64."""
     if not isinstance(scores, Tensor):
@@ -206,7 +189,6 @@ def _reduce(values: Tensor, reduction: Reduction, dim: int = 0) -> Tensor:
 __all__ = [
     "RelativePerformanceStats",
     "average_drop",
-    "band_mask",
     "dead_zone_mass",
     "increase_in_confidence",
     "relative_performance",

@@ -25,6 +25,9 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType
 from quantus.helpers.model.model_interface import ModelInterface
 from torch import Tensor, nn
 
+from captum_camplus import upsample_and_normalize
+from captum_camplus.modules import module_device
+
 from .explanation import (
     Preprocess,
     Scores,
@@ -32,9 +35,9 @@ from .explanation import (
     class_scores,
     explanation_maps,
     keep_mask,
-    model_device,
     model_forward,
 )
+from .guards import as_model_input, evaluation_mode
 
 #: A Quantus explain function: ``(model, inputs, targets, **kwargs) -> np.ndarray``.
 ExplainFunc = Callable[..., np.ndarray]
@@ -95,19 +98,55 @@ class MetricBatch:
         )
 
 
+def input_sized(
+    a_batch: np.ndarray | None, x_batch: np.ndarray, channel_first: bool | None
+) -> np.ndarray | None:
+    """``a_batch`` of any resolution as channel-first, input-sized maps, before Quantus checks it.
+
+    One-channel maps, ``(N, 1, h, w)`` or ``(N, h, w)`` (``(N, h, w, 1)`` for channel-last
+    inputs, which Quantus turns channel-first but leaves the maps as given), come back as
+    ``(N, 1, H, W)``, upsampled and min-max normalised per image if their size differs, as the
+    metrics do anyway; anything else is passed on as given, for Quantus to check.
+    """
+    if a_batch is None:
+        return None
+    x_shape = np.shape(x_batch)
+    if len(x_shape) < 3:
+        return a_batch
+    if channel_first is None:
+        channel_first = quantus.helpers.utils.infer_channel_first(np.asarray(x_batch))
+    spatial = x_shape[2:] if channel_first else x_shape[1:-1]
+    maps = np.asarray(a_batch)
+    if maps.ndim == len(x_shape) - 1:
+        maps = maps[:, None]
+    elif not channel_first and maps.ndim == len(x_shape) and maps.shape[-1] == 1:
+        maps = np.moveaxis(maps, -1, 1)
+    if maps.ndim != len(x_shape) or maps.shape[1] != 1 or maps.shape[0] != x_shape[0]:
+        return a_batch
+    if maps.shape[2:] == spatial:
+        return maps
+    return upsample_and_normalize(torch.as_tensor(maps), spatial).numpy()
+
+
 class CamMetric(quantus.Metric):
     """Base class of the metrics of the Grad-CAM++ and Grad-CAM+ papers as Quantus metrics.
 
-    Attributions (``a_batch``, any resolution) are upsampled to the input and min-max normalised
-    per image here, so Quantus' own ``normalise`` (by the batch maximum) is off.
+    Attributions are upsampled to the input and min-max normalised per image here, so Quantus'
+    own ``normalise`` (by the batch maximum) is off. ``a_batch`` may hold ``(N, 1, h, w)`` or
+    ``(N, h, w)`` maps of any resolution for channel-first inputs; Quantus refuses an
+    ``a_batch`` that is all zero or all one value as a whole, before this code runs (one
+    all-zero map in a batch is fine and gives ``E = 0``). An ``explain_func`` returns maps of
+    the input's size, as :func:`metrics.cam_explain` does.
+
+    The model is never changed: one in training mode is evaluated in eval mode and its modes are
+    restored; inputs are cast to its dtype (:mod:`metrics.guards`).
 
     Args:
         preprocess: If given, ``x_batch`` holds images in [0, 1] and the model sees
             ``preprocess(x)``; the explanation map ``E = L (.) I`` is then taken on the image.
-        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use softmax > 0.5).
-        The
-            others get a NaN score that the default aggregation skips; a call in which no image
-            passes raises ``ValueError``.
+        threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use softmax >
+            0.5). The others get a NaN score that the default aggregation skips; a call in which
+            no image passes raises ``ValueError``.
         return_aggregate: Return the dataset value (default) rather than per-image scores.
         aggregate_func: Replaces the default aggregation (see :attr:`aggregate`).
         disable_warnings, display_progressbar, kwargs: Passed to ``quantus.Metric``.
@@ -169,22 +208,25 @@ class CamMetric(quantus.Metric):
     ) -> list[float]:
         """Score ``a_batch`` (or the maps of ``explain_func``) of ``model`` on the data."""
         self.softmax = True if softmax is None else bool(softmax)
-        return super().__call__(
-            model=model,
-            x_batch=x_batch,
-            y_batch=y_batch,
-            a_batch=a_batch,
-            s_batch=s_batch,
-            channel_first=channel_first,
-            explain_func=explain_func,
-            explain_func_kwargs=explain_func_kwargs,
-            model_predict_kwargs=model_predict_kwargs,
-            softmax=self.softmax,
-            device=device,
-            batch_size=batch_size,
-            custom_batch=custom_batch,
-            **kwargs,
-        )
+        if len(x_batch) == 0:  # Quantus would call the empty a_batch "all zero"
+            raise ValueError(f"{self.name}: x_batch is empty, there is nothing to score")
+        with evaluation_mode(model):
+            return super().__call__(
+                model=model,
+                x_batch=x_batch,
+                y_batch=y_batch,
+                a_batch=input_sized(a_batch, x_batch, channel_first),
+                s_batch=s_batch,
+                channel_first=channel_first,
+                explain_func=explain_func,
+                explain_func_kwargs=explain_func_kwargs,
+                model_predict_kwargs=model_predict_kwargs,
+                softmax=self.softmax,
+                device=device,
+                batch_size=batch_size,
+                custom_batch=custom_batch,
+                **kwargs,
+            )
 
     def score(self, batch: MetricBatch) -> Tensor:
         """The metric's formula: one value per image of ``batch``."""
@@ -202,10 +244,8 @@ class CamMetric(quantus.Metric):
         raw = model.get_model() if isinstance(model, ModelInterface) else model
         predict_kwargs = getattr(model, "model_predict_kwargs", None) or {}
         net = functools.partial(raw, **predict_kwargs) if predict_kwargs else raw
-        device = model_device(raw)
-        x = torch.as_tensor(np.asarray(x_batch), device=device)
-        if not x.is_floating_point():
-            x = x.float()
+        device = module_device(raw)
+        x = as_model_input(x_batch, raw)  # float64 arrays (Quantus' fixtures) included
         batch = MetricBatch(
             model=raw,
             forward=model_forward(net, self.preprocess),

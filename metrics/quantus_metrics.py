@@ -2,14 +2,12 @@
 Quantus metrics. Each states its formula; :class:`metrics.quantus_adapter.CamMetric` does the
 rest (arguments, tensors on the model's device, explanation maps, scores, threshold).
 
-References:
-- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
-- Singh, Harithas, Khan & Hadi, "Grad-CAM++: generalized gradient-based visual explanations for
-  deep convolutional networks", course report reimplementing CAM, Grad-CAM and Grad-CAM++ (Average
-  Drop % and % Increase in Confidence, section 4.2).
+The formulas are those of :mod:`metrics.functional`, after three sources: average drop and
+increase in confidence from the course report of Singh, Harithas, Khan & Hadi that reimplements
+Grad-CAM++ (section 4.2); win % and relative performance from Lerma & Lucas (2022), "Grad-CAM++
+is equivalent to Grad-CAM with positive gradients" (arXiv:2205.10838); the dead-zone mass from
+Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls"
+(arXiv:2404.01964).
 """
 
 from __future__ import annotations
@@ -128,8 +126,8 @@ class DeadZoneMass(CamMetric):
 
     Args:
         unseen: Boolean mask of the region the model cannot see, ``(H, W)`` or one per image,
-            e.g. :func:`metrics.band_mask`. Without it, the call's ``s_batch`` (non-zero =
-            unseen) is used.
+            e.g. :func:`captum_camplus.masking.bottom_rows`. Without it, the call's ``s_batch``
+            (non-zero = unseen) is used.
         kwargs: See :class:`CamMetric`.
     """
 

@@ -1,8 +1,6 @@
 """Tiny models and data shared by the metrics tests (no downloads, milliseconds each).
 
-References:
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
+Papers (full references in the README): Taimeskhanov, Sicre & Garreau (2024), arXiv:2404.01964.
 """
 
 from __future__ import annotations

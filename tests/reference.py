@@ -1,18 +1,52 @@
-"""Independent float64 references of the CAM formulas, written from the papers' equations.
+"""Independent float64 references of the CAM formulas, written from the papers' equations, and
+the capture of a layer's activations and gradients they are evaluated on.
 
-Plain numpy with an explicit loop over channels, so that they share nothing with the library
-(no torch broadcasting tricks, no shared helpers). A and g have shape (N, K, *spatial).
+The one reference of the project: the tests, the benchmark (``benchmarks/run.py``) and the
+deviation report (``benchmarks/deviation.py``) all use it. The formulas are plain numpy with an
+explicit loop over channels, so that they share nothing with the library (no torch broadcasting
+tricks, no shared helpers). A and g have shape (N, K, *spatial).
 
-References:
-- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
+Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838; Taimeskhanov, Sicre
+& Garreau (2024), arXiv:2404.01964.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
+import torch
+from torch import nn
+
+#: Our Grad-CAM++ default: the denominator of Lerma & Lucas, eq. 13 clamped at 2.
+CLAMPED_PP = "Grad-CAM++ (eq. 13, denominator clamped at 2)"
+
+
+def capture_layer(model: nn.Module, layer: nn.Module, x: torch.Tensor, target) -> tuple:
+    """Activations A of ``layer`` and gradients dS/dA of the summed target scores, by hand.
+
+    Independent of Captum and of the library: a forward hook, one forward and one
+    ``autograd.grad`` w.r.t. the layer output (no parameter gradients), the least any gradient
+    CAM must do. ``target``: one class, or one per example (list or 1-D tensor).
+    """
+    captured: list[torch.Tensor] = []
+
+    def keep_output(_module, _inputs, out):
+        captured.append(out)
+        return out.clone()  # later in-place ops (ReLU(inplace), +=) must not change A
+
+    handle = layer.register_forward_hook(keep_output)
+    try:
+        scores = model(x)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise ValueError(f"the layer was called {len(captured)} times; expected once")
+    targets = torch.as_tensor(target, device=scores.device).expand(x.shape[0])
+    score = scores[torch.arange(x.shape[0]), targets].sum()
+    (grad,) = torch.autograd.grad(score, captured[0])
+    return captured[0].detach(), grad.detach()
 
 
 def _as64(t) -> np.ndarray:
@@ -99,3 +133,52 @@ def grad_cam_pp(A, g, **alpha_options) -> np.ndarray:
     alphas = grad_cam_pp_alphas(A64, g64, **alpha_options)
     w = (alphas * np.maximum(g64, 0)).reshape(*g64.shape[:2], -1).sum(-1)
     return _combine(A64, w)
+
+
+def reference_maps(A, g) -> dict[str, np.ndarray]:
+    """Each method's ReLU'd ``(N, *spatial)`` map; Grad-CAM++ both as published (eq. 9, the
+    peers' formula) and as our default computes it (:data:`CLAMPED_PP`)."""
+    maps = {
+        "Grad-CAM": grad_cam(A, g),
+        "Grad-CAM+": grad_cam_plus(A, g),
+        "Grad-CAM++": grad_cam_pp(A, g, form="paper", stabilizer="none"),
+        CLAMPED_PP: grad_cam_pp(A, g, form="simplified", stabilizer="clamp"),
+        "HiResCAM": hires_cam(A, g),
+    }
+    return {name: np.maximum(cam[:, 0], 0.0) for name, cam in maps.items()}
+
+
+# --------------------------------------------------------------- transformer layers on the grid
+
+
+@dataclass(frozen=True)
+class GridCase:
+    """A timm transformer layer and how its tensor maps onto the patch grid."""
+
+    arch: str
+    layer: str  # dotted module name
+    layout: Any
+    prefix: int | None  # prefix tokens to drop; None for channels-last
+    grid: tuple[int, int]
+    kwargs: tuple = ()
+
+
+GRID_CASES = {
+    "vit_tiny": GridCase("vit_tiny_patch16_224", "blocks.11.norm1", "tokens", 1, (14, 14)),
+    "deit_tiny_distilled": GridCase(
+        "deit_tiny_distilled_patch16_224", "blocks.11.norm1", "tokens", 2, (14, 14)
+    ),
+    "swin_tiny": GridCase(
+        "swin_tiny_patch4_window7_224", "layers.3.blocks.1.norm1", "channels_last", None, (7, 7)
+    ),
+}
+
+
+def grid_reference(tensor: torch.Tensor, case: GridCase) -> np.ndarray:
+    """(N, P + H*W, D) or (N, H, W, C) -> (N, C, H, W), in numpy."""
+    array = tensor.detach().cpu().double().numpy()
+    if case.prefix is None:
+        return np.ascontiguousarray(np.transpose(array, (0, 3, 1, 2)))
+    n, _, d = array.shape
+    patches = array[:, case.prefix :, :]
+    return np.ascontiguousarray(np.transpose(patches.reshape(n, *case.grid, d), (0, 3, 1, 2)))

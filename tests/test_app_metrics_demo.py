@@ -1,8 +1,6 @@
 """The demo: its quantus.evaluate table and its command.
 
-References:
-- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
+Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from camplus_app import metrics_demo as demo
 
 def test_quantus_table_of_the_walled_cnn() -> None:
     torch.manual_seed(0)
-    model = demo.WalledCNN().eval()  # untrained: the wall alone makes HiResCAM's dead zone empty
+    model = demo.walled_cnn().eval()  # untrained: the wall alone makes HiResCAM's dead zone empty
     images, labels = demo.synthetic_images(4, torch.Generator().manual_seed(0))
     table = demo.quantus_table(model, images, labels, threshold=None)
     assert list(table.columns) == demo.METHODS

@@ -98,6 +98,30 @@ def test_reference_maps_follow_the_papers_by_hand():
     assert torch.allclose(maps["HiResCAM"][0, 0], torch.tensor([1.0, 0.0, 0.0]).double())
 
 
+def test_clamped_grad_cam_pp_reference_differs_from_eq_9_only_below_the_clamp():
+    a = torch.tensor([[[[1.0, 2.0, 0.0]], [[-2.0, 0.5, 0.5]]]], dtype=torch.float64)
+    g = torch.tensor([[[[0.5, -1.0, 0.0]], [[1.0, 1.5, -0.5]]]], dtype=torch.float64)
+    maps = bench.reference_maps(a, g)
+    # channel 0: S = 3 > 0, alphas as eq. 9: w0 = 0.5 / 3.5
+    # channel 1: S = -1, 2 + S g = 1 and 0.5: eq. 9 alphas 1 and 2, clamped ones 1/2 and 1/2
+    w0 = 0.5 / 3.5
+    for key, w1 in ((bench.ref.CLAMPED_PP, 0.5 * 1 + 0.5 * 1.5), ("Grad-CAM++", 1 * 1 + 2 * 1.5)):
+        expected = torch.tensor([w0 * 1 + w1 * -2, w0 * 2 + w1 * 0.5, w1 * 0.5]).double()
+        assert torch.allclose(maps[key][0, 0], torch.relu(expected)), key
+
+
+def test_quick_run_on_a_vision_transformer_with_peers_that_read_tokens():
+    pytest.importorskip("pytorch_grad_cam")
+    pytest.importorskip("timm")
+    argv = ["--model", "vit_small", "--batch", "2", "--size", "64", "--threads", "1", "--quick"]
+    rows = {row.name: row for row in bench.main(argv)}
+    assert "Captum LayerGradCam" not in rows and "torchcam GradCAMpp" not in rows
+    for name in ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM", bench.ALL_FOUR]:
+        assert rows[name].max_dev_raw < 1e-4, name
+    for peer in ["GradCAM", "HiResCAM"]:  # with reshape_transform: the same maps
+        assert rows[f"pytorch-grad-cam {peer}"].max_dev_minmax < 1e-4, peer
+
+
 def test_deviations_are_relative_to_the_reference_max_and_after_min_max():
     ref = torch.tensor([[[0.0, 2.0], [1.0, 4.0]]], dtype=torch.float64)
     cam = ref.clone()

@@ -1,10 +1,7 @@
 """``camplus compare``: the experiment of Lerma & Lucas (section 4), checked by a computation here.
 
-References:
-- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
+Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838; Taimeskhanov, Sicre
+& Garreau (2024), arXiv:2404.01964.
 """
 
 from __future__ import annotations

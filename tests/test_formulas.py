@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import reference as ref
 import torch
-from conftest import capture_layer
 
-from captum_camplus import LayerGradCam, LayerGradCamPlus, LayerGradCamPlusPlus, LayerHiResCam
+from captum_camplus import (
+    AlphaOptions,
+    LayerGradCam,
+    LayerGradCamPlus,
+    LayerGradCamPlusPlus,
+    LayerHiResCam,
+    alpha_diagnostics,
+)
 
 REFERENCES = {
     LayerGradCam: ref.grad_cam,
@@ -135,7 +141,7 @@ def test_float32_models_match_float64_reference(cls, layer_name, request, images
     model = request.getfixturevalue(model_name)
     model64 = _double_model(model)
     target = [1, 4, 7]
-    A64, g64 = capture_layer(model64, pick(model64), images.double(), target)
+    A64, g64 = ref.capture_layer(model64, pick(model64), images.double(), target)
     expected = REFERENCES[cls](A64, g64)
     cam = cls(model, pick(model)).attribute(images, target=target).detach()
     assert cam.dtype == torch.float32 and cam.shape == expected.shape
@@ -146,3 +152,47 @@ def test_float32_models_match_float64_reference(cls, layer_name, request, images
     # The same class on the float64 model reproduces the reference to rounding.
     cam64 = cls(model64, pick(model64)).attribute(images.double(), target=target).detach()
     np.testing.assert_allclose(cam64.numpy(), expected, rtol=1e-9, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("options", PP_OPTIONS, ids=str)
+def test_alpha_function_and_diagnostics_are_pure_and_match_reference(options):
+    """The alphas are a function of (lambda S_k, ReLU(g), options): the same on (A, g) directly,
+    after a call (diagnostics read later) and in the reference; reading changes nothing."""
+    A, g = hand_made(signed=True)
+    alpha_options = AlphaOptions(
+        options.get("alpha", "simplified"),
+        options.get("exponent_scale", 1.0),
+        options.get("normalize_alpha", False),
+        options.get("stabilizer", "clamp"),
+        options.get("min_denominator", 2.0),
+    )
+    expected = ref.grad_cam_pp_alphas(A, g, **_reference_options(options))
+    direct = alpha_diagnostics(A, g, alpha_options)
+    np.testing.assert_allclose(direct.alphas.numpy(), expected, rtol=1e-10, atol=0)
+
+    method = LayerGradCamPlusPlus(torch.nn.Identity(), torch.nn.Identity(), **options)
+    assert method.last_diagnostics is None
+    before = method.map_from_layer(A, g)
+    after_call = method.last_diagnostics
+    np.testing.assert_allclose(after_call.alphas.numpy(), expected, rtol=1e-10, atol=0)
+    assert after_call.summary() == direct.summary()
+    torch.testing.assert_close(method.map_from_layer(A, g), before, rtol=0, atol=0)
+    np.testing.assert_allclose(method.alphas(A, g).numpy(), expected, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize(
+    "options, error",
+    [
+        (dict(alpha="eq13"), ValueError),
+        (dict(stabilizer="eps"), ValueError),
+        (dict(exponent_scale=0.0), ValueError),
+        (dict(exponent_scale=float("nan")), ValueError),
+        (dict(min_denominator=-1.0), ValueError),
+        (dict(min_denominator="2"), TypeError),
+        (dict(normalize_alpha="yes"), TypeError),
+    ],
+    ids=str,
+)
+def test_alpha_options_are_checked_when_built(options, error):
+    with pytest.raises(error):
+        LayerGradCamPlusPlus(torch.nn.Identity(), torch.nn.Identity(), **options)

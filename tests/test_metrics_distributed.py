@@ -11,11 +11,12 @@ import torch.multiprocessing as mp
 from metrics_models import tiny_setup
 from torch.utils.data import DataLoader, TensorDataset
 
-from metrics import EvaluationResult, band_mask, evaluate_methods
+from captum_camplus.masking import bottom_rows
+from metrics import EvaluationResult, evaluate_methods
 
 WORLD = 2
 N_IMAGES = 7  # an odd count: the shards differ in size
-OPTIONS = {"unseen": band_mask((16, 16), rows=slice(12, 16)), "batch_size": 2, "progress": False}
+OPTIONS = {"unseen": bottom_rows(16, 16, 4), "batch_size": 2, "progress": False}
 
 
 def _evaluate_tensor() -> EvaluationResult:

@@ -1,8 +1,6 @@
 """Explanation maps, class scores and CAMs for the metrics, against float64 computations.
 
-References:
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
+Papers (full references in the README): Taimeskhanov, Sicre & Garreau (2024), arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -16,8 +14,10 @@ import torch.nn.functional as tF
 from metrics_models import tiny_setup
 
 from captum_camplus import LayerGradCam, LayerHiResCam
-from metrics import band_mask, cam_dead_zone_mass, cam_explain, class_scores, explanation_maps
-from metrics.explain import compute_cams, resolve_layer
+from captum_camplus.masking import bottom_rows
+from captum_camplus.modules import find_layer
+from metrics import cam_dead_zone_mass, cam_explain, class_scores, explanation_maps
+from metrics.explain import compute_cams
 from metrics.explanation import as_target, keep_mask, model_forward
 
 
@@ -112,12 +112,12 @@ def test_compute_cams_are_the_method_classes_relu_maps() -> None:
         compute_cams(model, model.layer, images, labels, maps_from="softmax")  # type: ignore[arg-type]
 
 
-def test_resolve_layer_errors() -> None:
+def test_find_layer_errors() -> None:
     model, _, _ = tiny_setup(n=1)
     with pytest.raises(ValueError, match="no layer named 'nope'"):
-        resolve_layer(model, "nope")
+        find_layer(model, "nope")
     with pytest.raises(TypeError, match="nn.Module or its name"):
-        resolve_layer(model, 3)  # type: ignore[arg-type]
+        find_layer(model, 3)  # type: ignore[arg-type]
 
 
 def test_cam_explain_returns_normalised_maps_at_input_size() -> None:
@@ -135,7 +135,7 @@ def test_hirescam_has_no_dead_zone_mass_but_grad_cam_has() -> None:
     """Taimeskhanov et al.: on a model that cannot see the bottom rows, HiResCAM puts 0 there."""
     model, images, labels = tiny_setup(dead_rows=2)
     # layer rows 6-7 are unseen; bilinear upsampling keeps image rows 13-15 free of rows 0-5
-    unseen = band_mask((16, 16), rows=slice(13, 16))
+    unseen = bottom_rows(16, 16, 3)
     cams = compute_cams(model, model.layer, images, labels, ["Grad-CAM", "HiResCAM"])
     assert cam_dead_zone_mass(cams["HiResCAM"], unseen, "none").eq(0).all()
     assert cam_dead_zone_mass(cams["Grad-CAM"], unseen, "none").gt(0).all()

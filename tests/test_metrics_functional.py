@@ -1,13 +1,7 @@
 """The formulas of metrics.functional against values computed by hand in float64.
 
-References:
-- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
-- Singh, Harithas, Khan & Hadi, "Grad-CAM++: generalized gradient-based visual explanations for
-  deep convolutional networks", course report reimplementing CAM, Grad-CAM and Grad-CAM++ (Average
-  Drop % and % Increase in Confidence, section 4.2).
+Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838; Taimeskhanov, Sicre
+& Garreau (2024), arXiv:2404.01964; Singh, Harithas, Khan & Hadi (course report, section 4.2).
 """
 
 from __future__ import annotations
@@ -17,6 +11,7 @@ import math
 import pytest
 import torch
 
+from captum_camplus.masking import bottom_rows
 from metrics import functional as F
 
 
@@ -195,7 +190,7 @@ def test_relative_performance_rejects(new: torch.Tensor, base: torch.Tensor, mat
 
 def test_dead_zone_mass_by_hand() -> None:
     maps = torch.tensor([[[[3.0, 0.0], [0.0, 4.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
-    bottom_row = F.band_mask((2, 2), rows=slice(1, 2))
+    bottom_row = bottom_rows(2, 2, 1)
     # image 0: ||(0, 4)|| / ||(3, 0, 0, 4)|| = 4 / 5; image 1: sqrt(2) / sqrt(4)
     expected = t(4 / 5, math.sqrt(2) / 2)
     torch.testing.assert_close(F.dead_zone_mass(maps, bottom_row, "none"), expected)
@@ -220,9 +215,3 @@ def test_dead_zone_mass_rejects() -> None:
         F.dead_zone_mass(maps, torch.ones(3, 4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="NaN"):
         F.dead_zone_mass(torch.full((1, 1, 4, 4), math.nan), torch.ones(4, 4, dtype=torch.bool))
-
-
-def test_band_mask_is_003s_dead_zone() -> None:
-    mask = F.band_mask((224, 224), rows=slice(170, 224))
-    assert mask.dtype == torch.bool and mask.sum().item() == 54 * 224
-    assert mask[170:].all() and not mask[:170].any()

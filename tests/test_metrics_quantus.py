@@ -13,20 +13,20 @@ from metrics_models import tiny_setup
 from quantus.helpers import constants
 
 import metrics
+from captum_camplus.masking import bottom_rows
 from metrics import (
     AverageDrop,
     DeadZoneMass,
     IncreaseInConfidence,
     RelativePerformance,
     WinPercentage,
-    band_mask,
     cam_explain,
     evaluate_methods,
     functional,
 )
 
 METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]
-UNSEEN = band_mask((16, 16), rows=slice(12, 16))
+UNSEEN = bottom_rows(16, 16, 4)
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def test_custom_methods_and_names(resnet18, images):
     cams = LayerCams(
         resnet18,
         resnet18.layer4,
-        {"eq. 9": functools.partial(LayerGradCamPlusPlus, alpha="paper", keep_alphas=True)},
+        {"eq. 9": functools.partial(LayerGradCamPlusPlus, alpha="paper")},
     )
     maps = cams.attribute(images, target=0)
     assert list(maps) == ["eq. 9"]

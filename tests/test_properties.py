@@ -1,8 +1,6 @@
 """Relations between the methods that the papers state, checked on real (random-init) networks.
 
-References:
-- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
+Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838.
 """
 
 from __future__ import annotations

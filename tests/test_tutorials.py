@@ -1,4 +1,5 @@
-"""Tutorials 1-3 run top to bottom, offline, in a fresh kernel (each well under two minutes)."""
+"""Tutorials 1-3 and 5 run top to bottom, offline, in a fresh kernel (each well under two
+minutes)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ NOTEBOOKS = [  # tutorial 04 has a test of its own (test_walls_tutorial.py)
         "01_explain_with_captum.ipynb",
         "02_score_with_quantus.ipynb",
         "03_add_a_cam_method.ipynb",
+        "05_vision_transformers.ipynb",
     )
 ]
 

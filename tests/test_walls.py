@@ -1,8 +1,6 @@
 """Masked models, dead zones, theorem 3 and the dead-zone-mass table of Taimeskhanov et al.
 
-References:
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
+Papers (full references in the README): Taimeskhanov, Sicre & Garreau (2024), arXiv:2404.01964.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def test_class_index(lite0: zoo.Classifier) -> None:
 def test_with_layer(lite0: zoo.Classifier) -> None:
     other = lite0.with_layer("blocks.6")
     assert other.layer is lite0.model.net.blocks[6] and other.layer_name == "blocks.6"
-    with pytest.raises(ValueError, match="unknown layer 'bn9'"):
+    with pytest.raises(ValueError, match="no layer named 'bn9'"):
         lite0.with_layer("bn9")
 
 
@@ -162,7 +162,7 @@ def test_load_classifier_errors(tmp_path) -> None:
         zoo.load_classifier("keras/resnet18", weights)
     with pytest.raises(ValueError, match="do not fit torchvision 'resnet34'"):
         zoo.load_classifier("torchvision/resnet34", weights)
-    with pytest.raises(ValueError, match="unknown layer 'layer9'"):
+    with pytest.raises(ValueError, match="no layer named 'layer9'"):
         zoo.load_classifier("torchvision/resnet18", weights, layer="layer9")
     no_head = tmp_path / "nohead.pt"
     torch.save({"conv.weight": torch.zeros(2, 3, 1, 1)}, no_head)

@@ -37,8 +37,7 @@ class Theorem3Result:
         max_unseen: Method name -> largest map value on ``unseen`` over every initialization
             and image (0.0 means the map is exactly zero there every time).
         predicted: ``(N, h, w)`` expected Grad-CAM map by Taimeskhanov et al., eq. 11, with
-        ``E[sqrt(Y)]``
-            estimated over the same filters.
+            ``E[sqrt(Y)]`` estimated over the same filters.
         bound: ``(N, h, w)`` lower bound of Taimeskhanov et al., eq. 5, or None when ``V <= 20``.
     """
 

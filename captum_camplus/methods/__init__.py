@@ -3,13 +3,22 @@
 
 from captum_camplus.methods.grad_cam import LayerGradCam
 from captum_camplus.methods.grad_cam_plus import LayerGradCamPlus
-from captum_camplus.methods.grad_cam_plus_plus import AlphaDiagnostics, LayerGradCamPlusPlus
+from captum_camplus.methods.grad_cam_plus_plus import (
+    AlphaDiagnostics,
+    AlphaOptions,
+    LayerGradCamPlusPlus,
+    alpha_diagnostics,
+    grad_cam_plus_plus_alphas,
+)
 from captum_camplus.methods.hires_cam import LayerHiResCam
 
 __all__ = [
     "AlphaDiagnostics",
+    "AlphaOptions",
     "LayerGradCam",
     "LayerGradCamPlus",
     "LayerGradCamPlusPlus",
     "LayerHiResCam",
+    "alpha_diagnostics",
+    "grad_cam_plus_plus_alphas",
 ]

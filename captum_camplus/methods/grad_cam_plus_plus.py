@@ -20,29 +20,80 @@ from torch import Tensor
 from torch.nn import Module
 
 from captum_camplus.base import CamAttribution, spatial_sum
+from captum_camplus.checks import check_flag, check_positive
+from captum_camplus.layouts import LayoutSpec
+from captum_camplus.precision import working_precision
 from captum_camplus.registry import register_method
 
 AlphaForm = Literal["simplified", "paper", "constant"]
 Stabilizer = Literal["clamp", "zero", "none"]
 
 
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AlphaOptions:
+    r"""How Grad-CAM++'s alphas are computed (see :class:`LayerGradCamPlusPlus` for each option).
+
+    Attributes:
+        form: ``"simplified"`` (Lerma & Lucas, eq. 13), ``"paper"`` (eq. 9) or ``"constant"``
+            (1/2, eq. 14).
+        exponent_scale: :math:`\lambda` of eq. 12; positive.
+        normalize: Divide alpha by its sum over each channel's positions (reference code).
+        stabilizer: ``"clamp"``, ``"zero"`` or ``"none"``: what happens where the denominator
+            :math:`2 + \lambda S_k g` is below ``min_denominator``.
+        min_denominator: The stabilizer's threshold; positive.
+    """
+
+    form: AlphaForm = "simplified"
+    exponent_scale: float = 1.0
+    normalize: bool = False
+    stabilizer: Stabilizer = "clamp"
+    min_denominator: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_choice("alpha", self.form, ("simplified", "paper", "constant"))
+        _check_choice("stabilizer", self.stabilizer, ("clamp", "zero", "none"))
+        object.__setattr__(self, "normalize", check_flag("normalize_alpha", self.normalize))
+        for name in ("exponent_scale", "min_denominator"):  # inf could only give NaN or 0 maps
+            object.__setattr__(self, name, check_positive(name, getattr(self, name)))
+
+    def working_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """``dtype``, or float64 if ``exponent_scale`` or ``min_denominator`` lies outside its
+        normal range (their products would overflow or vanish there)."""
+        if dtype.is_floating_point and dtype != torch.float64:
+            finfo = torch.finfo(dtype)
+            if not all(
+                finfo.tiny <= v <= finfo.max for v in (self.exponent_scale, self.min_denominator)
+            ):
+                return torch.float64
+        return dtype
+
+    def min_denominator_in(self, dtype: torch.dtype) -> float:
+        """``min_denominator`` within the dtype's range (a larger one clamps every entry)."""
+        return min(self.min_denominator, torch.finfo(dtype).max)
+
+
 @dataclass(frozen=True)
 class AlphaDiagnostics:
-    """What the last Grad-CAM++ call saw, from the ``S_k`` and ``ReLU(g)`` it kept (no model pass).
+    """What Grad-CAM++ saw in one layer tensor: counts and ranges of its alphas.
 
-    Only entries with a positive gradient reach the weights (Lerma & Lucas, eq. 4), so only they are
-    counted; with none, the ranges are empty (min ``inf``, max ``-inf``). The fields are tensors on
-    the model's device; ``summary()`` brings them to the host.
+    Only entries with a positive gradient reach the weights (Lerma & Lucas, eq. 4), so only they
+    are counted; with none, the ranges are empty (min ``inf``, max ``-inf``). The fields are
+    tensors on the layer's device; ``summary()`` brings them to the host.
 
     Attributes:
         positive: Number of entries with ``g > 0``.
         unstable: Entries with ``g > 0`` whose denominator ``2 + lambda S_k g`` is below
-            ``min_denominator``: near a pole of Lerma & Lucas, eq. 13 or past it (alpha negative).
+            ``min_denominator``: near a pole of eq. 13 or past it (alpha negative).
         raw_min, raw_max: Range of alpha by the formula, before the stabilizer (Lerma & Lucas,
-        section 3.4
-            reports -1.4e6 and 5.6e5 on ImageNetV2).
+            section 3.4, report -1.4e6 and 5.6e5 on ImageNetV2).
         min, max: Range of the alphas actually used.
-        alphas: The alphas used (same shape as the layer), kept only with ``keep_alphas=True``.
+        alphas: The alphas used, same shape as the layer, 0 where ``g <= 0`` (for histograms
+            such as Lerma & Lucas, figures 3-4).
     """
 
     positive: Tensor
@@ -51,25 +102,37 @@ class AlphaDiagnostics:
     raw_max: Tensor
     min: Tensor
     max: Tensor
-    alphas: Tensor | None = None
+    alphas: Tensor
 
     def summary(self) -> dict[str, float]:
         """The counts and ranges as Python numbers (one host synchronisation)."""
-        values = torch.stack(
-            [
-                t.double()
-                for t in (
-                    self.positive,
-                    self.unstable,
-                    self.raw_min,
-                    self.raw_max,
-                    self.min,
-                    self.max,
-                )
-            ]
-        ).tolist()
         names = ("positive", "unstable", "raw_min", "raw_max", "min", "max")
+        values = torch.stack([getattr(self, name).double() for name in names]).tolist()
         return dict(zip(names, values, strict=True))
+
+
+def grad_cam_plus_plus_alphas(
+    scaled_sums: Tensor, positive_gradient: Tensor, options: AlphaOptions = AlphaOptions()
+) -> Tensor:
+    r"""The alphas of Grad-CAM++ (Lerma & Lucas, eq. 9 / 12 / 13): a pure function.
+
+    Args:
+        scaled_sums: :math:`\lambda S_k`, shape ``(N, C, 1, ...)`` (per channel).
+        positive_gradient: :math:`\mathrm{ReLU}(g)`, the layer's shape.
+        options: The alpha form, scale and stabilizer.
+
+    Returns:
+        A new tensor of alphas, exactly 0 where ``ReLU(g) = 0``.
+    """
+    alphas = _alphas_where_positive(scaled_sums, positive_gradient, options)
+    return _finish(alphas.masked_fill_(positive_gradient == 0, 0.0), options)
+
+
+def alpha_diagnostics(
+    activation: Tensor, gradient: Tensor, options: AlphaOptions = AlphaOptions()
+) -> AlphaDiagnostics:
+    """:class:`AlphaDiagnostics` of a layer tensor ``A`` and its gradient ``g`` (no model pass)."""
+    return _diagnose(*_alpha_inputs(activation, gradient, options), options)
 
 
 @register_method("Grad-CAM++", "gradcampp")
@@ -81,28 +144,29 @@ class LayerGradCamPlusPlus(CamAttribution):
         g^k_{ij} = \frac{\partial S}{\partial A^k_{ij}},\qquad S_k = \sum_{ab} A^k_{ab}
 
     The score ``S`` is what ``forward_func`` returns for the target (the pre-softmax logit for a
-    classifier, as the closed form assumes: Lerma & Lucas, eq. 9, the Grad-CAM++ derivation note).
+    classifier, as the closed form assumes: Lerma & Lucas, eq. 9, and the derivation note).
+    ``S_k`` and the sum of ``w_k`` run over the positions of the grid that ``layout`` gives: for
+    a transformer's tokens, the patch grid only, prefix tokens (class, distillation, registers)
+    excluded.
 
     Args:
-        forward_func, layer, device_ids: As in :class:`captum.attr.LayerGradCam`.
+        forward_func, layer, device_ids, layout: As in :class:`captum_camplus.CamAttribution`.
         alpha: How alpha is computed:
 
             * ``"simplified"`` (default), Lerma & Lucas, eq. 13 with the scale of eq. 12:
               :math:`\alpha = 1 / (2 + \lambda S_k g)`. No powers of ``g``, so nothing under- or
               overflows.
-            * ``"paper"``, Lerma & Lucas, eq. 9 / eq. 12 as published:
+            * ``"paper"``, eq. 9 / eq. 12 as published:
               :math:`\alpha = g^2 / (2 g^2 + \lambda S_k g^3)`. Equal to the simplified form
               wherever ``g != 0``, but ``g^3`` underflows for tiny gradients; where the
               computed numerator is 0, alpha is 0.
-            * ``"constant"``: :math:`\alpha = 1/2`, the limit Lerma & Lucas observe (Lerma & Lucas,
-              eq. 14). The map is then exactly half of Grad-CAM+'s times ``Z``, so proportional to
-              it.
+            * ``"constant"``: :math:`\alpha = 1/2`, the limit Lerma & Lucas observe (eq. 14).
+              The map is then exactly half of Grad-CAM+'s times ``Z``, so proportional to it.
 
             In every form alpha is exactly 0 where ``g = 0`` (the paper's convention for 0/0) and
             no epsilon is added to a denominator (an absolute epsilon such as 1e-6 dominates the
             denominator at typical gradient sizes and turns the weights into ``sum ReLU(g)^3``).
-        exponent_scale: :math:`\lambda` of Lerma & Lucas, eq. 12 (assuming ``Y = exp(lambda S)``);
-        the paper's
+        exponent_scale: :math:`\lambda` of eq. 12 (assuming ``Y = exp(lambda S)``); the paper's
             choice is 1. Must be positive.
         normalize_alpha: Divide alpha by its sum over the positions of each channel, as the
             authors' reference code does (in no equation); a channel whose sum is 0 is left as is.
@@ -112,19 +176,18 @@ class LayerGradCamPlusPlus(CamAttribution):
             SiLU/GELU or LayerNorm outputs):
 
             * ``"clamp"`` (default): :math:`\alpha = 1 / \max(d, d_{min})`. With the default
-              ``min_denominator=2`` this is :math:`\alpha = \min(1/2, \alpha)`: alpha stays in ``(0,
-              1/2]``, is continuous in :math:`S_k g`, and is untouched wherever :math:`S_k g \ge 0`,
-              which includes every layer that follows a ReLU. An entry past the pole would otherwise
-              get a large or negative alpha with no meaning as a pixel importance (Lerma & Lucas,
-              section 3.4), and one such entry can dominate a channel.
+              ``min_denominator=2`` this is :math:`\alpha = \min(1/2, \alpha)`: alpha stays in
+              ``(0, 1/2]``, is continuous in :math:`S_k g`, and is untouched wherever
+              :math:`S_k g \ge 0`, which includes every layer that follows a ReLU. An entry past
+              the pole would otherwise get a large or negative alpha with no meaning as a pixel
+              importance (Lerma & Lucas, section 3.4), and one such entry can dominate a channel.
             * ``"zero"``: drop such entries (alpha = 0).
             * ``"none"``: the formula as is. A denominator of exactly 0 then raises
               ``FloatingPointError`` rather than returning inf or NaN.
         min_denominator: The threshold ``d_min`` of the stabilizer (default 2). Positive.
-        keep_alphas: Keep the last call's alpha tensor in ``last_diagnostics.alphas`` (for
-            histograms such as Lerma & Lucas, figures 3-4).
 
-    After each call, :attr:`last_diagnostics` holds an :class:`AlphaDiagnostics`.
+    The alphas are :func:`grad_cam_plus_plus_alphas` of ``(lambda S_k, ReLU(g))``; after a call,
+    :attr:`last_diagnostics` gives their :class:`AlphaDiagnostics`, computed when read.
     """
 
     def __init__(
@@ -138,82 +201,101 @@ class LayerGradCamPlusPlus(CamAttribution):
         normalize_alpha: bool = False,
         stabilizer: Stabilizer = "clamp",
         min_denominator: float = 2.0,
-        keep_alphas: bool = False,
+        layout: LayoutSpec = None,
     ) -> None:
-        super().__init__(forward_func, layer, device_ids)
-        _check_choice("alpha", alpha, ("simplified", "paper", "constant"))
-        _check_choice("stabilizer", stabilizer, ("clamp", "zero", "none"))
-        if not exponent_scale > 0:
-            raise ValueError(
-                "exponent_scale (lambda of Lerma & Lucas, eq. 12) must be > 0, "
-                f"got {exponent_scale}"
-            )
-        if not min_denominator > 0:
-            raise ValueError(f"min_denominator must be > 0, got {min_denominator}")
-        self.alpha = alpha
-        self.exponent_scale = float(exponent_scale)
-        self.normalize_alpha = normalize_alpha
-        self.stabilizer = stabilizer
-        self.min_denominator = float(min_denominator)
-        self.keep_alphas = keep_alphas
-        self._last_call: tuple[Tensor, Tensor, Tensor | None] | None = None
+        super().__init__(forward_func, layer, device_ids, layout=layout)
+        self.options = AlphaOptions(
+            alpha, exponent_scale, normalize_alpha, stabilizer, min_denominator
+        )
+        self._last_layer: tuple[Tensor, Tensor] | None = None  # (lambda S_k, ReLU(g))
+
+    def working_dtype(self, layer_dtype: torch.dtype) -> torch.dtype:
+        """float64 when the options lie outside the usual working dtype's range."""
+        return self.options.working_dtype(super().working_dtype(layer_dtype))
 
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
-        lam_s = self.exponent_scale * spatial_sum(activation)
-        positive_part = gradient.clamp(min=0)
-        # Alphas at g <= 0 multiply ReLU(g) = 0; they are zeroed only where someone reads them.
-        alphas = self._alphas(lam_s, positive_part, exact_zeros=self.keep_alphas)
-        self._last_call = (lam_s, positive_part, alphas if self.keep_alphas else None)
-        weighted = alphas * positive_part if self.keep_alphas else alphas.mul_(positive_part)
-        return spatial_sum(weighted)
+        scaled_sums, positive_gradient = _alpha_inputs(activation, gradient, self.options)
+        self._last_layer = (scaled_sums, positive_gradient)
+        # sum_ij alpha ReLU(g): alphas at g <= 0 are multiplied by 0, so they need not be zeroed
+        if self.options.normalize:
+            alphas = grad_cam_plus_plus_alphas(scaled_sums, positive_gradient, self.options)
+        else:
+            alphas = _alphas_where_positive(scaled_sums, positive_gradient, self.options)
+        return spatial_sum(alphas.mul_(positive_gradient))
 
     def alphas(self, activation: Tensor, gradient: Tensor) -> Tensor:
-        """The alphas (Lerma & Lucas, eq. 9 / 12 / 13) with these options (0 where g <= 0)."""
-        return self._alphas(self.exponent_scale * spatial_sum(activation), gradient.clamp(min=0))
+        """The alphas of this instance's options for ``(A, g)`` (0 where ``g <= 0``)."""
+        return grad_cam_plus_plus_alphas(
+            *_alpha_inputs(activation, gradient, self.options), self.options
+        )
 
     @property
     def last_diagnostics(self) -> AlphaDiagnostics | None:
-        """:class:`AlphaDiagnostics` of the last call, computed when first read (no extra pass)."""
-        if self._last_call is None:
+        """:class:`AlphaDiagnostics` of the last call (of its last layer tensor), or None."""
+        if self._last_layer is None:
             return None
-        lam_s, positive_part, alphas = self._last_call
-        if alphas is None:
-            alphas = self._alphas(lam_s, positive_part)
-        return _diagnose(lam_s, positive_part, alphas, self.min_denominator, self.keep_alphas)
+        return _diagnose(*self._last_layer, self.options)
 
-    def _alphas(self, lam_s: Tensor, positive_part: Tensor, exact_zeros: bool = True) -> Tensor:
-        """Alphas where g > 0 from ``lambda S_k`` and ``ReLU(g)``; exactly 0 elsewhere unless
-        ``exact_zeros`` is False (then finite values that ReLU(g) = 0 cancels).
 
-        Working on ``ReLU(g)`` makes the denominator exactly 2 where ``g <= 0``, and the arithmetic
-        runs in place: the layer tensor is large and each temporary costs a pass over memory.
-        """
-        if self.alpha == "constant":
-            return (positive_part > 0).to(positive_part.dtype).mul_(0.5)
-        denominator = (lam_s * positive_part).add_(2)  # 2 + lambda S_k g (eq. 12-13)
-        if self.stabilizer == "none" and bool((denominator == 0).any()):  # syncs in this mode only
-            raise FloatingPointError(
-                "Grad-CAM++ alpha denominator 2 + lambda * S_k * g is exactly 0 for some "
-                "positive gradient; use stabilizer='clamp' or 'zero'"
-            )
-        if self.alpha == "paper":
-            g2 = positive_part.square()
-            alphas = _divide_or_zero(g2, g2.mul(2).addcmul_(lam_s, positive_part.pow(3)))  # eq. 9
-            if self.stabilizer != "none":
-                replacement = 1 / self.min_denominator if self.stabilizer == "clamp" else 0.0
-                alphas.masked_fill_(denominator < self.min_denominator, replacement)
-        else:
-            if self.stabilizer == "clamp":  # 1 / max(d, d_min)
-                denominator.clamp_(min=self.min_denominator)
-            elif self.stabilizer == "zero":  # 1 / inf = 0
-                denominator.masked_fill_(denominator < self.min_denominator, float("inf"))
-            alphas = denominator.reciprocal_()  # eq. 13
-        if exact_zeros or self.normalize_alpha:
-            alphas.masked_fill_(positive_part == 0, 0.0)
-        if self.normalize_alpha:
-            total = spatial_sum(alphas)
-            alphas.div_(torch.where(total == 0, torch.ones_like(total), total))
+def _alpha_inputs(
+    activation: Tensor, gradient: Tensor, options: AlphaOptions
+) -> tuple[Tensor, Tensor]:
+    """``(lambda S_k, ReLU(g))`` of a layer tensor, in the working precision.
+
+    An overflow of ``lambda S_k`` is clamped to the dtype's largest value: ``inf * 0`` at
+    ``g = 0`` would be NaN, while the clamped value gives the right alpha there and, where
+    ``g > 0``, one within ``1 / max`` of the true one. A NaN ``S_k`` (partial sums overflowing
+    both ways) stays NaN, so the map is computed again in float64
+    (:func:`captum_camplus.precision.finite_map`).
+    """
+    activation, gradient = working_precision(activation), working_precision(gradient)
+    big = torch.finfo(activation.dtype).max
+    scaled_sums = (options.exponent_scale * spatial_sum(activation)).clamp_(min=-big, max=big)
+    return scaled_sums, gradient.clamp(min=0)
+
+
+def _alphas_where_positive(
+    scaled_sums: Tensor, positive_gradient: Tensor, options: AlphaOptions
+) -> Tensor:
+    """Alphas, correct where ``g > 0`` and finite elsewhere, in a new tensor.
+
+    Working on ``ReLU(g)`` makes the denominator exactly 2 where ``g <= 0``, and the arithmetic
+    runs in place on one new tensor: the layer tensor is large and each temporary costs a pass
+    over memory.
+    """
+    if options.form == "constant":
+        return (positive_gradient > 0).to(positive_gradient.dtype).mul_(0.5)
+    d_min = options.min_denominator_in(positive_gradient.dtype)
+    denominator = (scaled_sums * positive_gradient).add_(2)  # 2 + lambda S_k g (eq. 12-13)
+    if options.stabilizer == "none" and bool((denominator == 0).any()):  # syncs in this mode only
+        raise FloatingPointError(
+            "Grad-CAM++ alpha denominator 2 + lambda * S_k * g is exactly 0 for some "
+            "positive gradient; use stabilizer='clamp' or 'zero'"
+        )
+    if options.form == "paper":
+        g2 = positive_gradient.square()
+        paper_denominator = g2.mul(2).addcmul_(scaled_sums, positive_gradient.pow(3))
+        alphas = _divide_or_zero(g2, paper_denominator)
+        # where g^2 or lambda S_k g^3 leave the dtype's range, eq. 9 gives 0, inf/inf or
+        # inf - inf; eq. 13, equal to it for g != 0, has no powers
+        alphas = torch.where(paper_denominator.isfinite(), alphas, denominator.reciprocal())
+        if options.stabilizer != "none":
+            replacement = 1 / d_min if options.stabilizer == "clamp" else 0.0
+            alphas.masked_fill_(denominator < d_min, replacement)
         return alphas
+    if options.stabilizer == "clamp":  # 1 / max(d, d_min)
+        denominator.clamp_(min=d_min)
+    elif options.stabilizer == "zero":  # 1 / inf = 0
+        denominator.masked_fill_(denominator < d_min, float("inf"))
+    return denominator.reciprocal_()  # eq. 13
+
+
+def _finish(alphas: Tensor, options: AlphaOptions) -> Tensor:
+    """The reference code's per-channel normalisation, if asked for (alphas already 0 at g <= 0)."""
+    if options.normalize:
+        total = spatial_sum(alphas)
+        alphas.div_(torch.where(total == 0, torch.ones_like(total), total))
+    return alphas
 
 
 def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
@@ -228,10 +310,11 @@ def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
 
 
 def _diagnose(
-    lam_s: Tensor, positive_part: Tensor, alphas: Tensor, min_denominator: float, keep: bool
+    scaled_sums: Tensor, positive_gradient: Tensor, options: AlphaOptions
 ) -> AlphaDiagnostics:
-    positive = positive_part > 0
-    denominator = 2 + lam_s * positive_part
+    alphas = grad_cam_plus_plus_alphas(scaled_sums, positive_gradient, options)
+    positive = positive_gradient > 0
+    denominator = 2 + scaled_sums * positive_gradient
     raw = _divide_or_zero(positive.to(alphas.dtype), denominator)  # eq. 13 without stabilizer
     inf = torch.tensor(float("inf"), dtype=alphas.dtype, device=alphas.device)
 
@@ -242,15 +325,10 @@ def _diagnose(
     used_min, used_max = extrema(alphas)
     return AlphaDiagnostics(
         positive=positive.sum(),
-        unstable=(positive & (denominator < min_denominator)).sum(),
+        unstable=(positive & (denominator < options.min_denominator_in(alphas.dtype))).sum(),
         raw_min=raw_min,
         raw_max=raw_max,
         min=used_min,
         max=used_max,
-        alphas=alphas.detach() if keep else None,
+        alphas=alphas,
     )
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
