@@ -613,34 +613,30 @@ def fmt(value: float, spec: str) -> str:
     return "n/a" if math.isnan(value) else format(value, spec)
 
 
+def _markdown(header: Sequence[str], left: int, cells: Sequence[Sequence[str]]) -> str:
+    """A markdown table whose first ``left`` columns are left-aligned, the rest right-aligned."""
+    align = ["---"] * left + ["---:"] * (len(header) - left)
+    return "\n".join("| " + " | ".join(line) + " |" for line in (header, align, *cells))
+
+
 def markdown_table(rows: Sequence[Row]) -> str:
-    lines = [
-        "| implementation | median ms | IQR % | x floor | map ms | peak extra MiB | max dev raw "
-        "| max dev min-max |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row.name} | {fmt(row.median_ms, '.1f')} | {fmt(row.iqr_pct, '.0f')} "
-            f"| {fmt(row.ratio_to_floor, '.3f')} | {fmt(row.map_ms, '.1f')} "
-            f"| {fmt(row.peak_extra_mib, '.1f')} | {fmt(row.max_dev_raw, '.2e')} "
-            f"| {fmt(row.max_dev_minmax, '.2e')} |"
-        )
-    return "\n".join(lines)
+    header = ["implementation", "median ms", "IQR %", "x floor", "map ms", "peak extra MiB"]
+    header += ["max dev raw", "max dev min-max"]
+    formats = {"median_ms": ".1f", "iqr_pct": ".0f", "ratio_to_floor": ".3f", "map_ms": ".1f"}
+    formats |= {"peak_extra_mib": ".1f", "max_dev_raw": ".2e", "max_dev_minmax": ".2e"}
+    cells = [[row.name, *(fmt(getattr(row, k), f) for k, f in formats.items())] for row in rows]
+    return _markdown(header, 1, cells)
 
 
 def metric_table(rows: Sequence[MetricRow]) -> str:
-    lines = [
-        "| metric evaluation (maps included) | scores | forwards per image | ms per image "
-        "| x floor |",
-        "|---|---|---:|---:|---:|",
+    header = ["metric evaluation (maps included)", "scores", "forwards per image"]
+    header += ["ms per image", "x floor"]
+    formats = {"forwards_per_image": ".2f", "ms_per_image": ".1f", "ratio_to_floor": ".2f"}
+    cells = [
+        [row.name, row.scores, *(fmt(getattr(row, k), f) for k, f in formats.items())]
+        for row in rows
     ]
-    for row in rows:
-        lines.append(
-            f"| {row.name} | {row.scores} | {fmt(row.forwards_per_image, '.2f')} "
-            f"| {fmt(row.ms_per_image, '.1f')} | {fmt(row.ratio_to_floor, '.2f')} |"
-        )
-    return "\n".join(lines)
+    return _markdown(header, 2, cells)
 
 
 def targets(rows: Sequence[Row], device: str) -> list[tuple[str, str, bool]]:

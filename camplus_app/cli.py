@@ -284,13 +284,10 @@ def run_explain(job: Job, run: RunFolder) -> None:
 
 def _targets(job: Job, x: Tensor) -> tuple[Tensor, list[float]]:
     """The classes to explain (given or predicted) and their softmax probabilities."""
-    with torch.no_grad():
-        probabilities = job.classifier.model(x).softmax(dim=-1)
-    if job.target is None:
-        targets = probabilities.argmax(dim=-1)
-    else:
-        targets = torch.full((x.shape[0],), job.target, device=x.device)
-    return targets, probabilities.gather(1, targets[:, None]).squeeze(1).tolist()
+    from metrics import class_scores
+
+    scores = class_scores(job.classifier.model, x, job.target)
+    return scores.target, scores.value.tolist()
 
 
 def _batches(job: Job, progress: str | None = None) -> Iterator[tuple[list[str], Tensor]]:
@@ -367,24 +364,23 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _probability(text: str) -> float:

@@ -562,7 +562,12 @@ class Outputs:
         figures = {}
         if len(result.methods) > 1:
             folder.write_text("relative_performance.csv", _csv(result.relative_performance()))
-            boxplot = relative_performance_boxplot(per_image_ratios(result))
+            boxplot = relative_performance_boxplot(
+                {
+                    f"{source} maps": {pair: r.tolist() for pair, r in ratios.items()}
+                    for source, ratios in result.relative_performance_per_image().items()
+                }
+            )
             figures["relative_performance.png"] = boxplot
         alphas = self.alphas()
         if alphas is not None and alphas.total:
@@ -581,19 +586,6 @@ class Outputs:
             folder.write_text("unreadable.csv", _csv(unreadable))
         report = markdown_report(self.job, result, summary, list(figures), unreadable)
         folder.write_text("report.md", report)
-
-
-def per_image_ratios(result: EvaluationResult) -> dict[str, dict[str, list[float]]]:
-    """``O'_i / O_i`` for each pair of ``result.relative_performance()``, per kind of map."""
-    ratios: dict[str, dict[str, list[float]]] = {}
-    for source in result.maps_from:
-        log_o = result.log_o[source]
-        ratios[f"{source} maps"] = {
-            f"{new} vs {base}": (log_o[new] - log_o[base]).exp().tolist()
-            for j, new in enumerate(result.methods)
-            for base in result.methods[:j]
-        }
-    return ratios
 
 
 # --------------------------------------------------------------------------- helpers
@@ -749,4 +741,4 @@ def _csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-__all__ = ["CompareJob", "Processes", "Settings", "per_image_ratios", "run_compare"]
+__all__ = ["CompareJob", "Processes", "Settings", "run_compare"]

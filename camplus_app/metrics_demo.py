@@ -2,15 +2,11 @@
 
 A small CNN is trained for a few seconds on synthetic images (no downloads): each image holds two
 squares of its class's colour, one in the top part and one in the bottom rows, which a "wall" after
-the CAM layer hides from the classifier, as in Taimeskhanov et al.'s masked VGG. The script prints
-the ``quantus.evaluate`` table of the five metrics and the evaluation driver's tables (Lerma &
-Lucas, tables 1-2 for maps from pre- and post-softmax gradients).
-
-References:
-- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
-- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
+the CAM layer hides from the classifier, as in the masked VGG of Taimeskhanov, Sicre & Garreau
+(2024, "CAM-based methods can see through walls", arXiv:2404.01964). The script prints the
+``quantus.evaluate`` table of the five metrics and the evaluation driver's tables in the shape of
+tables 1-2 of Lerma & Lucas (2022, "Grad-CAM++ is equivalent to Grad-CAM with positive
+gradients", arXiv:2205.10838), for maps from pre- and post-softmax gradients.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from camplus_app.images import check_aspect, to_rgb
 from captum_camplus.modules import find_layer, module_device
+from metrics.explanation import class_scores
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -101,9 +102,8 @@ class Classifier:
     @torch.no_grad()
     def predict(self, images: Tensor) -> Prediction:
         """Top-1 class and its softmax probability for a preprocessed batch."""
-        probabilities = self.model(images).softmax(dim=-1)
-        top = probabilities.max(dim=-1)
-        return Prediction(indices=top.indices, probabilities=top.values)
+        top = class_scores(self.model, images)  # the predicted class and its softmax
+        return Prediction(indices=top.target, probabilities=top.value)
 
     def with_layer(self, layer_name: str) -> Classifier:
         """The same classifier with another CAM layer (a dotted module name in ``model.net``)."""

@@ -115,22 +115,37 @@ class EvaluationResult:
 
     def relative_performance(self) -> list[dict[str, Any]]:
         """Lerma & Lucas, tables 1-2: every later method vs every earlier one, per kind of map."""
-        rows = []
+        return [
+            {
+                "maps": source,
+                "methods": f"{new} vs {base}",
+                "relative performance": float(stats.geometric_mean),
+                "log mean": float(stats.log_mean),
+                "log std": float(stats.log_std),
+            }
+            for source, new, base, stats in self._pairs()
+        ]
+
+    def relative_performance_per_image(self) -> dict[str, dict[str, Tensor]]:
+        """``O'_i / O_i`` per image for each pair of :meth:`relative_performance`, by kind of map
+        (the boxplots of Lerma & Lucas, figure 6)."""
+        ratios: dict[str, dict[str, Tensor]] = {source: {} for source in self.maps_from}
+        for source, new, base, stats in self._pairs():
+            ratios[source][f"{new} vs {base}"] = stats.log_ratio.exp()
+        return ratios
+
+    def _pairs(self) -> Iterator[tuple[str, str, str, functional.RelativePerformanceStats]]:
+        """Every later method vs every earlier one, per kind of map, with their statistics."""
         for source in self.maps_from:
             log_o = self.log_o[source]
             for j, new in enumerate(self.methods):
                 for base in self.methods[:j]:
-                    stats = functional.relative_performance(log_o[new], log_o[base])
-                    rows.append(
-                        {
-                            "maps": source,
-                            "methods": f"{new} vs {base}",
-                            "relative performance": float(stats.geometric_mean),
-                            "log mean": float(stats.log_mean),
-                            "log std": float(stats.log_std),
-                        }
+                    yield (
+                        source,
+                        new,
+                        base,
+                        functional.relative_performance(log_o[new], log_o[base]),
                     )
-        return rows
 
     def image_rows(self) -> list[dict[str, Any]]:
         """One row per image, kind of map and method, with the per-image values."""
