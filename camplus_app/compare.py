@@ -418,7 +418,7 @@ class CompareJob:
                 f"to score them, run:\n  {self.resume_command()}",
                 file=sys.stderr,
             )
-            return 1
+            return USAGE_ERROR
         rows = [row for b in range(self.batches) for row in records[b]["images"]]
         counts = _counts(rows)
         summary = {
