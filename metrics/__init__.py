@@ -46,7 +46,7 @@ else:
         RelativePerformance,
         WinPercentage,
     )
-    from .registry import register
+    from .quantus_registry import register
 
     register(QUANTUS_METRICS)
 
