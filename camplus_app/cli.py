@@ -20,8 +20,6 @@ References:
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import sys
 import tempfile
@@ -262,7 +260,7 @@ def run_explain(job: Job, run: RunFolder) -> None:
 
     clf = job.classifier
     cams = LayerCams(clf.model, clf.layer, job.methods, layout=LAYOUT)
-    rows = [("image", "class_index", "class_name", "probability")]
+    rows = []
     for names, x in _batches(job, progress="explain"):
         targets, probabilities = _targets(job, x)
         maps = cams.attribute(x, target=targets, relu_attributions=True)
@@ -274,12 +272,17 @@ def run_explain(job: Job, run: RunFolder) -> None:
                 x[i], {m: h[i] for m, h in heatmaps.items()}, f"{name}: explaining {label}"
             )
             figure.savefig(run.file(f"{name}.png"), dpi=100)
-            rows.append((name, index, clf.categories[index], f"{probabilities[i]:.6f}"))
+            rows.append(
+                {
+                    "image": name,
+                    "class_index": index,
+                    "class_name": clf.categories[index],
+                    "probability": f"{probabilities[i]:.6f}",
+                }
+            )
             if job.progress:
                 _write(f"{name}: {label}")
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
-    run.write_text("predictions.csv", buffer.getvalue())
+    run.write_csv("predictions.csv", rows)
 
 
 def _targets(job: Job, x: Tensor) -> tuple[Tensor, list[float]]:

@@ -16,7 +16,6 @@ them: the same batches, hence the same tables, as one process.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import math
 import os
@@ -46,6 +45,7 @@ from camplus_app.runs import (
     PartWriter,
     RunFolder,
     RunFolderError,
+    csv_text,
     open_run,
     part_name,
     read_manifest,
@@ -557,11 +557,11 @@ class Outputs:
             {"image": entries[row["index"]].name, **row, "class name": categories[row["target"]]}
             for row in result.image_rows()
         ]
-        folder.write_text("scores.csv", _csv(result.summary()))
-        folder.write_text("images.csv", _csv(image_rows))
+        folder.write_csv("scores.csv", result.summary())
+        folder.write_csv("images.csv", image_rows)
         figures = {}
         if len(result.methods) > 1:
-            folder.write_text("relative_performance.csv", _csv(result.relative_performance()))
+            folder.write_csv("relative_performance.csv", result.relative_performance())
             boxplot = relative_performance_boxplot(
                 {
                     f"{source} maps": {pair: r.tolist() for pair, r in ratios.items()}
@@ -583,7 +583,7 @@ class Outputs:
             for p in (row["position"],)
         ]
         if unreadable:
-            folder.write_text("unreadable.csv", _csv(unreadable))
+            folder.write_csv("unreadable.csv", unreadable)
         report = markdown_report(self.job, result, summary, list(figures), unreadable)
         folder.write_text("report.md", report)
 
@@ -661,7 +661,7 @@ def _listing_csv(entries: Sequence[ImageEntry], listing: Listing) -> str:
         }
         for position, entry in enumerate(entries)
     ]
-    return _csv(rows)
+    return csv_text(rows)
 
 
 def _relative(path: str | None, root: Path | None) -> str:
@@ -731,14 +731,6 @@ def _summary_line(counts: dict[str, int], scored_now: int, elapsed: float, world
     rate = scored_now / elapsed if elapsed > 0 else math.inf
     timing = f"{scored_now} images in {elapsed:.1f} s ({rate:.2f} images/s{processes})"
     return "; ".join(parts) + f"; this attempt: {timing}"
-
-
-def _csv(rows: Sequence[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 __all__ = ["CompareJob", "Processes", "Settings", "run_compare"]

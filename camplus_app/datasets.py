@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from camplus_app.images import IMAGE_SUFFIXES, SAMPLE_IMAGES, image_files, read_image, unique_name
+from camplus_app.images import IMAGE_SUFFIXES, SAMPLE_IMAGES, name_images, read_image
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -84,17 +84,10 @@ def find_images(
                 "images or folders"
             )
         return _class_folders(folders[0], classifier, skip_unmatched)
-    entries: list[ImageEntry] = []
-    taken: set[str] = set()
-    for argument in arguments:
-        if not Path(argument).exists() and str(argument) in SAMPLE_IMAGES:
-            found = [(str(argument), None)]
-        else:
-            found = [(file.stem, str(file)) for file in image_files([argument])]
-        for name, path in found:
-            name = unique_name(name, taken)
-            taken.add(name)
-            entries.append(ImageEntry(name, path, None))
+    entries = [
+        ImageEntry(name, str(source) if isinstance(source, Path) else None, None)
+        for name, source in name_images(arguments)
+    ]
     return Listing("images", entries)
 
 

@@ -4,6 +4,7 @@ or the user's own files and folders. Everything is read from local disk.
 >>> images = sample_images()                      # {"chelsea": <PIL.Image>, ...}
 >>> images = load_images(["cat.jpg", "photos/"])  # files, and the images inside folders
 >>> images = resolve_images(["cat.jpg", "coffee"])  # files, folders or bundled names
+>>> named = name_images(["cat.jpg", "coffee"])  # the same, not decoded: (name, file or key)
 
 Every image becomes the 8-bit RGB picture a viewer shows (:func:`to_rgb`): EXIF orientation
 applied, 16-bit images scaled by their range (not clipped), transparency composited over white.
@@ -229,23 +230,38 @@ def read_image(path: str | Path) -> Image:
         raise ValueError(f"{path}: {error}") from error
 
 
-def resolve_images(arguments: Sequence[str | Path]) -> dict[str, Image]:
-    """Images named on a command line: files and folders, or bundled photographs by name.
+def name_images(arguments: Sequence[str | Path]) -> list[tuple[str, Path | str]]:
+    """The images named on a command line, not decoded: ``(unique name, source)`` where the
+    source is a file, or the key of a bundled photograph.
 
-    A path that exists wins over a bundled name; no argument means every bundled photograph.
-    Errors as in :func:`load_images`.
+    A path that exists wins over a bundled name; a folder gives its image files; no argument
+    means every bundled photograph. Errors as in :func:`image_files`.
     """
     if not arguments:
-        return sample_images()
-    images: dict[str, Image] = {}
+        return [(name, name) for name in SAMPLE_IMAGES]
+    named: list[tuple[str, Path | str]] = []
+    taken: set[str] = set()
     for argument in arguments:
         if not Path(argument).exists() and str(argument) in SAMPLE_IMAGES:
-            loaded = sample_images([str(argument)])
+            found: list[tuple[str, Path | str]] = [(str(argument), str(argument))]
         else:
-            loaded = load_images([argument])
-        for name, image in loaded.items():
-            images[unique_name(name, images)] = image
-    return images
+            found = [(file.stem, file) for file in image_files([argument])]
+        for name, source in found:
+            name = unique_name(name, taken)
+            taken.add(name)
+            named.append((name, source))
+    return named
+
+
+def resolve_images(arguments: Sequence[str | Path]) -> dict[str, Image]:
+    """Images named on a command line (:func:`name_images`), decoded.
+
+    Errors as in :func:`load_images`.
+    """
+    return {
+        name: read_image(source) if isinstance(source, Path) else SAMPLE_IMAGES[source]()
+        for name, source in name_images(arguments)
+    }
 
 
 def unique_name(name: str, taken: Iterable[str]) -> str:

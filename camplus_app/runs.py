@@ -15,10 +15,12 @@ most the batch being written, whose cut-off line is recognised and dropped on re
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,6 +86,10 @@ class RunFolder:
 
     def write_text(self, name: str, text: str) -> Path:
         return self.write_bytes(name, text.encode())
+
+    def write_csv(self, name: str, rows: Sequence[dict[str, Any]]) -> Path:
+        """Write rows (dicts with the same keys) as a CSV file with a header."""
+        return self.write_text(name, csv_text(rows))
 
     def complete(self, summary: dict[str, Any] | None = None) -> None:
         """Mark the run complete (with an optional summary) and release the folder."""
@@ -353,3 +359,12 @@ __all__ = [
     "read_manifest",
     "read_parts",
 ]
+
+
+def csv_text(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows (dicts with the same keys) as CSV text with a header line."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

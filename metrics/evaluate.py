@@ -52,7 +52,7 @@ from .explanation import (
     model_forward,
     target_scores,
 )
-from .guards import as_model_input, evaluation_mode, in_evaluation_mode
+from .guards import as_model_input, evaluation_mode
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
 PerMethod = dict[str, dict[str, Tensor]]
@@ -315,7 +315,6 @@ class BatchScorer:
         return scores
 
 
-@in_evaluation_mode
 def evaluate_methods(
     model: nn.Module,
     layer: nn.Module | str,

@@ -15,7 +15,6 @@ it inputs of its own dtype, and never put a second softmax on outputs that are p
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -41,18 +40,6 @@ def evaluation_mode(model: nn.Module | Callable[..., Any]) -> Iterator[None]:
     finally:
         for module, mode in zip(modules, modes, strict=True):
             module.training = mode
-
-
-def in_evaluation_mode(function: Callable[..., R]) -> Callable[..., R]:
-    """Decorate a function whose first argument is the model to run it in
-    :func:`evaluation_mode`."""
-
-    @functools.wraps(function)
-    def wrapper(model: Any, *args: Any, **kwargs: Any) -> R:
-        with evaluation_mode(model):
-            return function(model, *args, **kwargs)
-
-    return wrapper
 
 
 def model_dtype(model: nn.Module | Callable[..., Any]) -> torch.dtype:
@@ -107,6 +94,5 @@ __all__ = [
     "as_model_input",
     "check_not_probabilities",
     "evaluation_mode",
-    "in_evaluation_mode",
     "model_dtype",
 ]
