@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.run import proc_memory_kib
+
 MIB = 2**20
 
 
@@ -201,7 +203,7 @@ def _sample_memory(process: subprocess.Popen, every: float = 0.2) -> dict[str, f
         tree = _descendants(process.pid)
         total = 0
         for pid in tree:
-            status = _status(pid)
+            status = proc_memory_kib(pid)
             if status:
                 total += status.get("VmRSS", 0)
                 high_water[pid] = max(high_water.get(pid, 0), status.get("VmHWM", 0))
@@ -229,19 +231,6 @@ def _descendants(root: int) -> list[int]:
         found.append(pid)
         todo += children.get(pid, [])
     return found
-
-
-def _status(pid: int) -> dict[str, int]:
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    values = {}
-    for line in lines:
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])  # kB
-    return values
 
 
 # --------------------------------------------------------------------------- report

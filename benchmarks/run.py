@@ -501,9 +501,15 @@ def rss_available() -> bool:
     return Path("/proc/self/clear_refs").exists() and Path("/proc/self/status").exists()
 
 
-def _proc_status_kib(key: str) -> int:
-    with open("/proc/self/status") as status:
-        return int(re.search(rf"^{key}:\s+(\d+) kB", status.read(), re.M).group(1))
+def proc_memory_kib(pid: int | str = "self") -> dict[str, int]:
+    """``VmRSS`` (resident now) and ``VmHWM`` (its peak) of a process in KiB, from
+    ``/proc/PID/status``; empty if the process is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    found = re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.M)
+    return {key: int(value) for key, value in found}
 
 
 def return_freed_memory_to_the_os() -> None:
@@ -542,9 +548,9 @@ def peak_extra_mib(impl: Implementation, case: Case) -> float:
     return_freed_memory_to_the_os()
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")  # reset the RSS high-water mark (VmHWM) to the current RSS
-    before = _proc_status_kib("VmRSS")
+    before = proc_memory_kib()["VmRSS"]
     result = impl.run(case)
-    peak = _proc_status_kib("VmHWM") - before
+    peak = proc_memory_kib()["VmHWM"] - before
     del result
     return peak / 1024
 
