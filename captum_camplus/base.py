@@ -54,9 +54,9 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         forward_func: The model, or any callable returning the scores to explain.
         layer: The layer whose activations are weighted, with output (or input, with
             ``attribute_to_layer_input=True``) of shape ``(N, C, *spatial)``, or another shape
-            that ``layout`` turns into it. As in Captum, a
-            ``(N, C)`` output is accepted and treated as a single position; the helpers that need
-            a spatial map (:func:`upsample_and_normalize`, the metrics) reject it.
+            that ``layout`` turns into it. As in Captum, a ``(N, C)`` output is accepted and
+            treated as a single position; the helpers that need a spatial map
+            (:func:`upsample_and_normalize`, the metrics) reject it.
         device_ids: Device ids for a model wrapped in ``DataParallel`` (as in Captum).
         layout: How the layer tensor becomes ``(N, C, *grid)`` before the weighting rule, for
             activations and gradients alike (:func:`~captum_camplus.layouts.resolve_layout`):
@@ -113,8 +113,7 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
             additional_forward_args: Extra arguments passed to ``forward_func`` after ``inputs``.
             attribute_to_layer_input: Weight the layer's input instead of its output.
             relu_attributions: Apply a ReLU to the map, as Lerma & Lucas, eq. 2 does. Off by
-            default, as in
-                :class:`captum.attr.LayerGradCam`.
+                default, as in :class:`captum.attr.LayerGradCam`.
             attr_dim_summation: Sum over the channel dimension (the CAM). If False, return the
                 weighted activations per channel, shape ``(N, C, *spatial)``.
             grad_kwargs: Keyword arguments for ``torch.autograd.grad``.
