@@ -40,8 +40,9 @@ class ImageEntry(NamedTuple):
     """One image of the data: its unique name, where it is, and its true class if labelled."""
 
     name: str  #: shown in the tables: a file stem, ``class/file`` or a bundled name
-    path: str | None  #: the file; None for a bundled photograph (``name`` is its key)
+    path: str | None  #: the file; None for a bundled photograph
     label: int | None  #: the true class, from its class folder
+    bundled: str | None = None  #: a bundled photograph's key, if not ``name`` (``coffee-2``)
 
 
 @dataclass
@@ -85,7 +86,9 @@ def find_images(
             )
         return _class_folders(folders[0], classifier, skip_unmatched)
     entries = [
-        ImageEntry(name, str(source) if isinstance(source, Path) else None, None)
+        ImageEntry(name, str(source), None)
+        if isinstance(source, Path)
+        else ImageEntry(name, None, None, None if source == name else source)
         for name, source in name_images(arguments)
     ]
     return Listing("images", entries)
@@ -187,7 +190,10 @@ class ImageDataset(Dataset):
     def __getitem__(self, position: int) -> Item:
         entry = self.entries[position]
         try:
-            image = read_image(entry.path) if entry.path else SAMPLE_IMAGES[entry.name]()
+            if entry.path:
+                image = read_image(entry.path)
+            else:
+                image = SAMPLE_IMAGES[entry.bundled or entry.name]()
             return Item(position, self.transform(image), None)
         except Exception as error:  # reported by path and counted, not hidden
             first_line = (str(error).strip().splitlines() or [""])[0]

@@ -346,3 +346,12 @@ def test_listing_rules(tmp_path):
     mixed = find_images([str(tmp_path / "set")], stub)  # images of its own: a flat folder
     assert mixed.kind == "images" and [e.name for e in mixed.entries] == ["loose"]
     assert find_images([], stub).kind == "bundled photographs"
+
+
+def test_a_bundled_photograph_named_twice_is_read_twice():
+    from camplus_app.datasets import ImageDataset, find_images
+
+    listing = find_images(["coffee", "coffee"], _Stub())
+    assert [e.name for e in listing.entries] == ["coffee", "coffee-2"]
+    dataset = ImageDataset(listing.entries, lambda image: torch.zeros(1))
+    assert [dataset[i].error for i in range(2)] == [None, None]
