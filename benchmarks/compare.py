@@ -50,7 +50,7 @@ def passes(batch: int, rounds: int) -> dict[str, Any]:
     from camplus_app.images import sample_images
     from camplus_app.zoo import efficientnet_lite0
     from metrics import BatchScorer
-    from metrics.explain import layer_gradient, layer_pass
+    from metrics.heatmaps import layer_gradient, layer_pass
 
     clf = efficientnet_lite0()
     photos = list(sample_images().values())

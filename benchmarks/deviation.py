@@ -3,7 +3,8 @@ timm ViT, distilled DeiT and Swin layers.
 
 Run from the repository root: ``python -m benchmarks.deviation``. Deviation = max |map_float32 -
 map_float64_reference| / max |map_float64_reference|, where the reference evaluates the paper's
-equation (tests/reference.py) in float64 on activations and gradients of the float64 model.
+equation (``captum_camplus.testing.reference``) in float64 on activations and gradients of the
+float64 model.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torchvision.models import resnet18, vgg11
 
-import tests.reference as ref
+import captum_camplus.testing.reference as ref
 from captum_camplus import (
     LayerGradCam,
     LayerGradCamPlus,

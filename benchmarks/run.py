@@ -47,7 +47,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-import tests.reference as ref  # the project's one float64 reference, and the (A, g) capture
+# the project's one float64 reference, and the (A, g) capture
+import captum_camplus.testing.reference as ref
 from captum_camplus import METHODS, LayerCams
 
 FLOOR = "floor: forward + autograd.grad to the layer"
@@ -115,8 +116,9 @@ class Row:
 
 def layer_activation_and_gradient(case: Case) -> tuple[Tensor, Tensor]:
     """The floor: one forward and ``autograd.grad`` of the summed target scores w.r.t. the layer
-    output, the least any gradient CAM must do (:func:`tests.reference.capture_layer`, the same
-    capture the tests evaluate the reference formulas on)."""
+    output, the least any gradient CAM must do
+    (:func:`captum_camplus.testing.reference.capture_layer`, the same capture the tests evaluate
+    the reference formulas on)."""
     return ref.capture_layer(case.model, case.layer, case.inputs, case.target)
 
 
@@ -273,7 +275,8 @@ def implementations(case: Case) -> tuple[list[Implementation], list[str]]:
 
 def reference_maps(activation: Tensor, gradient: Tensor) -> dict[str, Tensor]:
     """Each method's ReLU'd map from float64 ``A`` and ``g`` (``(N, C, H, W)``), by the project's
-    one reference (:func:`tests.reference.reference_maps`), written independently of the library."""
+    one reference (:func:`captum_camplus.testing.reference.reference_maps`), written
+    independently of the library."""
     return {
         name: torch.from_numpy(m) for name, m in ref.reference_maps(activation, gradient).items()
     }

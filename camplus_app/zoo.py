@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from camplus_app.images import check_aspect, to_rgb
 from captum_camplus.modules import find_layer, module_device
-from metrics.explanation import class_scores
+from metrics.confidence import class_scores
 
 if TYPE_CHECKING:
     from PIL.Image import Image

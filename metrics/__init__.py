@@ -19,9 +19,8 @@ References:
   arXiv:2205.10838.
 """
 
+from .confidence import cam_dead_zone_mass, class_scores, explanation_maps
 from .evaluate import BatchScorer, BatchScores, EvaluationResult, evaluate_methods
-from .explain import MAPS_FROM, cam_explain, compute_cams
-from .explanation import cam_dead_zone_mass, class_scores, explanation_maps
 from .functional import (
     RelativePerformanceStats,
     average_drop,
@@ -30,6 +29,7 @@ from .functional import (
     relative_performance,
     win_percentage,
 )
+from .heatmaps import MAPS_FROM, cam_explain, compute_cams
 
 try:
     import quantus  # noqa: F401

@@ -35,15 +35,7 @@ from captum_camplus.layouts import LayoutSpec
 from captum_camplus.modules import find_layer, module_device
 
 from . import functional
-from .explain import (
-    MAPS_FROM,
-    MapsFrom,
-    cam_maps,
-    layer_gradient,
-    layer_pass,
-    method_instances,
-)
-from .explanation import (
+from .confidence import (
     Preprocess,
     cam_dead_zone_mass,
     class_scores,
@@ -53,6 +45,14 @@ from .explanation import (
     target_scores,
 )
 from .guards import as_model_input, evaluation_mode
+from .heatmaps import (
+    MAPS_FROM,
+    MapsFrom,
+    cam_maps,
+    layer_gradient,
+    layer_pass,
+    method_instances,
+)
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
 PerMethod = dict[str, dict[str, Tensor]]

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from captum_camplus import upsample_and_normalize
 from captum_camplus.modules import module_device
 
-from .explanation import (
+from .confidence import (
     Preprocess,
     Scores,
     as_target,

@@ -21,7 +21,7 @@ from quantus.helpers.enums import ScoreDirection
 from torch import Tensor
 
 from . import functional
-from .explanation import cam_dead_zone_mass
+from .confidence import cam_dead_zone_mass
 from .quantus_adapter import CamMetric, MetricBatch, Rival
 
 

@@ -2,7 +2,7 @@
 
 Three parts: the attribution API (``captum_camplus``), the metrics (``metrics``, with Quantus), the
 ``camplus`` command. Each numeric case is checked against an independent float64 computation
-(``tests/reference.py``) or against the same computation on ordinary input.
+(``captum_camplus/testing/reference.py``) or against the same computation on ordinary input.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import quantus
-import reference
 import torch
 from captum.attr import NoiseTunnel
 from metrics_models import tiny_setup
 from torch import nn
 
+import captum_camplus.testing.reference as reference
 from captum_camplus import (
     LayerCams,
     LayerGradCam,

@@ -1,12 +1,13 @@
-"""Each method against the independent float64 reference of its equation (tests/reference.py)."""
+"""Each method against the independent float64 reference of its equation
+(``captum_camplus.testing.reference``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference as ref
 import torch
 
+import captum_camplus.testing.reference as ref
 from captum_camplus import (
     AlphaOptions,
     LayerGradCam,

@@ -17,8 +17,8 @@ from captum_camplus import LayerGradCam, LayerHiResCam
 from captum_camplus.masking import bottom_rows
 from captum_camplus.modules import find_layer
 from metrics import cam_dead_zone_mass, cam_explain, class_scores, explanation_maps
-from metrics.explain import compute_cams
-from metrics.explanation import as_target, keep_mask, model_forward
+from metrics.confidence import as_target, keep_mask, model_forward
+from metrics.heatmaps import compute_cams
 
 
 def minmax64(maps: torch.Tensor) -> torch.Tensor:

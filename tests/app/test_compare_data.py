@@ -28,7 +28,7 @@ from benchmarks.make_dataset import write_dataset  # noqa: E402
 from camplus_app import cli, zoo  # noqa: E402
 from camplus_app.images import read_image  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARCH = "test_efficientnet"
 #: Photograph -> class folder: a synset id (class 0), a class name (1), a class index (2).
 FOLDERS = {"coffee": "n01440764", "chelsea": "goldfish", "camera": "2"}

@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 from camplus_app import cli, figures, zoo  # noqa: E402
 from camplus_app.images import sample_images  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -1,9 +1,9 @@
 """CAM methods on vision-transformer layers: timm ViT and distilled DeiT tokens, Swin channels-last.
 
 Random-init timm models (no hub access). The float64 references take the layer's activations and
-gradients from a float64 copy of the model (``tests/reference.py``), restore the
+gradients from a float64 copy of the model (``captum_camplus/testing/reference.py``), restore the
 patch grid with numpy here, independently of ``captum_camplus.layouts``, and evaluate the
-equations of tests/reference.py on it.
+equations of captum_camplus/testing/reference.py on it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import functools
 
 import numpy as np
 import pytest
-import reference as ref
 import torch
 from captum.attr import NoiseTunnel
 from torch import nn
 
+import captum_camplus.testing.reference as ref
 from captum_camplus import (
     CamAttribution,
     LayerCams,
@@ -342,7 +342,7 @@ def test_wrong_layouts_raise_errors_that_name_the_shapes(models, images):
 
 def test_metrics_score_transformer_maps(models, images, user_method):
     from metrics import cam_explain, evaluate_methods
-    from metrics.explain import compute_cams
+    from metrics.heatmaps import compute_cams
 
     model = models["vit_tiny"]
     result = evaluate_methods(
