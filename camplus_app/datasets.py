@@ -15,6 +15,8 @@ Three kinds of data:
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +56,8 @@ class Listing:
     root: Path | None = None  #: the class-folder data set's folder
     classes: dict[str, int] = field(default_factory=dict)  #: class folder -> class index
     unmatched: dict[str, str] = field(default_factory=dict)  #: skipped folder -> why
+    #: files of the class folders that are not read, relative to ``root`` -> why
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def labelled(self) -> bool:
@@ -126,9 +130,13 @@ def imagenet_synsets() -> list[str]:
 def _class_folders(root: Path, classifier: Classifier, skip_unmatched: bool) -> Listing:
     listing = Listing("class folders", [], root=root)
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(
-            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = []
+        for path in sorted(folder.rglob("*")):
+            why = _not_read(path)
+            if why is None:
+                files.append(path)
+            elif why:
+                listing.skipped[path.relative_to(root).as_posix()] = why
         if not files:
             continue
         try:
@@ -157,6 +165,44 @@ def _class_folders(root: Path, classifier: Classifier, skip_unmatched: bool) -> 
         suffixes = ", ".join(IMAGE_SUFFIXES)
         raise ValueError(f"the class folders of {root} hold no images ({suffixes})")
     return listing
+
+
+def _not_read(path: Path) -> str | None:
+    """Why a file of a class folder is not read ("" for folders and hidden files), or None."""
+    if path.name.startswith("."):
+        return ""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except (RuntimeError, OSError) as error:  # RuntimeError: a loop, Python < 3.13
+            loops = isinstance(error, RuntimeError) or "loop" in str(error).lower()
+            return "a symbolic link that loops" if loops else "a symbolic link to nothing"
+        if path.is_dir():
+            return "a symbolic link to a folder (not followed)"
+    if path.is_dir():
+        return ""
+    if not path.is_file():
+        return "not a regular file"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image by its name ({', '.join(IMAGE_SUFFIXES)})"
+    return None
+
+
+class Fingerprint(NamedTuple):
+    """What identifies a file's content cheaply: its size, modification time and a hash of its
+    bytes (BLAKE2b, 128 bits). The hash decides; size and time say what changed."""
+
+    size: int
+    mtime_ns: int
+    blake2b: str
+
+    @classmethod
+    def of(cls, path: str | Path) -> Fingerprint:
+        """Raises OSError if the file cannot be read."""
+        with open(path, "rb") as file:
+            status = os.fstat(file.fileno())
+            digest = hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16))
+        return cls(status.st_size, status.st_mtime_ns, digest.hexdigest())
 
 
 def select(count: int, limit: int | None, seed: int) -> list[int]:
@@ -220,6 +266,7 @@ def collate(items: Sequence[Item]) -> Batch:
 __all__ = [
     "Batch",
     "ImageDataset",
+    "Fingerprint",
     "ImageEntry",
     "Item",
     "Listing",
