@@ -148,10 +148,19 @@ def target_scores(
 
 
 def check_scores(outputs: object) -> None:
-    """Raise unless the model's outputs are ``(N, classes)`` scores."""
+    """Raise unless the model's outputs are ``(N, classes)`` scores, none of them NaN (a NaN
+    score is neither above nor below a threshold, and has no drop or ratio)."""
     if not isinstance(outputs, Tensor) or outputs.dim() != 2:
         shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
         raise ValueError(f"the model must return (N, classes) scores, got {shape}")
+    if outputs.is_floating_point() and not outputs.is_meta:
+        bad = torch.isnan(outputs.detach()).any(dim=1).nonzero().flatten().tolist()
+        if bad:
+            shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+            raise ValueError(
+                f"the model returned NaN scores for {len(bad)} of {len(outputs)} images "
+                f"(batch positions {shown}): check the model and its inputs"
+            )
 
 
 def as_target(
