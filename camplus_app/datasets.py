@@ -28,7 +28,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from camplus_app.images import IMAGE_SUFFIXES, SAMPLE_IMAGES, name_images, read_image
+from camplus_app.images import (
+    IMAGE_SUFFIXES,
+    SAMPLE_IMAGES,
+    name_images,
+    read_image,
+    unique_name,
+)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -129,6 +135,7 @@ def imagenet_synsets() -> list[str]:
 
 def _class_folders(root: Path, classifier: Classifier, skip_unmatched: bool) -> Listing:
     listing = Listing("class folders", [], root=root)
+    taken: set[str] = set()
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = []
         for path in sorted(folder.rglob("*")):
@@ -145,8 +152,9 @@ def _class_folders(root: Path, classifier: Classifier, skip_unmatched: bool) -> 
             listing.unmatched[folder.name] = str(error)
             continue
         listing.classes[folder.name] = label
-        for file in files:
-            name = file.relative_to(root).with_suffix("").as_posix()
+        for file in files:  # a.jpg and a.png in one folder: cat/a and cat/a-2
+            name = unique_name(file.relative_to(root).with_suffix("").as_posix(), taken)
+            taken.add(name)
             listing.entries.append(ImageEntry(name, str(file), label))
     if listing.unmatched and (not skip_unmatched or not listing.classes):
         shown = "; ".join(f"{n}: {why}" for n, why in list(listing.unmatched.items())[:5])

@@ -222,10 +222,19 @@ def _read_manifest_file(path: Path) -> dict[str, Any] | None:
         for key, kind in shapes.items()
         if not isinstance(manifest, dict) or not isinstance(manifest.get(key), kind)
     ]
-    if wrong or not all(isinstance(name, str) for name in manifest["files"]):
-        what = f"no valid {', '.join(wrong)}" if wrong else "a file name that is not text"
+    if wrong or not all(_inside(name) for name in manifest["files"]):
+        what = f"no valid {', '.join(wrong)}" if wrong else "a file outside its folder"
         raise RunFolderError(f"{path} is not a camplus manifest ({what})")
     return manifest
+
+
+def _inside(name: object) -> bool:
+    """A file name a run may list: relative, inside the folder (a tampered manifest must not
+    make ``--overwrite`` delete files elsewhere)."""
+    if not isinstance(name, str) or not name or name.startswith("/"):
+        return False
+    parts = name.split("/")
+    return ".." not in parts and "" not in parts and parts[0] not in (LOCK, MANIFEST)
 
 
 def read_manifest_or_none(folder: Path) -> dict[str, Any] | None:
