@@ -151,6 +151,8 @@ def dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") 
             f"the mask of shape {tuple(unseen.shape)} does not fit maps of shape "
             f"{tuple(maps.shape)}: pass one mask for all images or one per image"
         ) from error
+    if not maps.is_floating_point():  # a boolean or integer map: its values, as numbers
+        maps = maps.to(torch.float64)
     if not bool(torch.isfinite(maps).all()):
         raise ValueError("the maps contain NaN or inf values; their dead-zone mass is undefined")
     dims = tuple(range(1, maps.dim()))
