@@ -113,6 +113,12 @@ class RunFolder:
         """Write rows (dicts with the same keys) as a CSV file with a header (:func:`csv_text`)."""
         return self.write_text(name, csv_text(rows))
 
+    def record(self, key: str, value: Any) -> None:
+        """Record ``value`` under ``key`` in the manifest (for what the run must find again
+        on resume, such as the digest of its data listing)."""
+        self.manifest[key] = value
+        self._save()
+
     def complete(self, summary: dict[str, Any] | None = None) -> None:
         """Mark the run complete (with an optional summary) and release the folder."""
         self.manifest["state"] = "complete"
@@ -263,6 +269,26 @@ def _recovered_manifest(folder: Path, damage: RunFolderError) -> dict[str, Any]:
     return copies[0]
 
 
+def run_manifest(folder: Path, ours: bool | None = None) -> dict[str, Any] | None:
+    """The manifest of the run in ``folder`` (None if there is none), recovered from its copy
+    if ``manifest.json`` is damaged or missing in a folder camplus has taken (``ours``: it
+    holds the lock file; found out if None).
+
+    Raises:
+        RunFolderError: a manifest that is not ours, or damaged without an intact copy.
+    """
+    ours = (folder / LOCK).exists() if ours is None else ours
+    try:
+        manifest = read_manifest(folder)
+    except RunFolderError as damage:
+        if not ours:
+            raise
+        return _recovered_manifest(folder, damage)
+    if manifest is None and ours and any(folder.glob(f"{TEMPORARY}*/{MANIFEST}")):
+        return _recovered_manifest(folder, RunFolderError(f"{folder / MANIFEST} is missing"))
+    return manifest
+
+
 def _inspect(
     folder: Path, command: str, *, resume: bool, overwrite: bool, ours: bool
 ) -> dict | None:
@@ -270,15 +296,7 @@ def _inspect(
     ``overwrite``. Returns the previous manifest for ``resume``. ``ours``: the folder held a
     camplus lock file before (so a damaged manifest is ours, and temporary folders without a
     manifest are left by a run killed before it wrote one)."""
-    try:
-        manifest = read_manifest(folder)
-    except RunFolderError as damage:
-        if not ours:
-            raise
-        manifest = _recovered_manifest(folder, damage)
-    if manifest is None and ours and any(folder.glob(f"{TEMPORARY}*/{MANIFEST}")):
-        missing = RunFolderError(f"{folder / MANIFEST} is missing")
-        manifest = _recovered_manifest(folder, missing)
+    manifest = run_manifest(folder, ours)
     if manifest is not None and read_manifest_or_none(folder) != manifest:  # restore it
         text = (json.dumps(manifest, indent=2) + "\n").encode()
         _atomic_write(folder / MANIFEST, text, folder / manifest["temporary"])
@@ -454,10 +472,18 @@ def part_name(attempt: int, rank: int) -> str:
 
 
 def read_parts(folder: Path) -> Iterator[dict[str, Any]]:
-    """Every complete record of every part file in ``folder``, in file order.
+    """Every complete record of every part file in ``folder``, in file order
+    (:func:`read_located_parts` without the places)."""
+    for _, record in read_located_parts(folder):
+        yield record
+
+
+def read_located_parts(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every complete record of every part file in ``folder``, in file order, with where it is
+    (``"<folder>/parts/001-rank0.jsonl, line 3"``, for messages).
 
     A last line without its newline (a write cut off by a crash) is dropped; any other line
-    that is not JSON means the file was damaged and raises :class:`RunFolderError`.
+    that is not a JSON object means the file was damaged and raises :class:`RunFolderError`.
     """
     for path in sorted((folder / PARTS).glob("*.jsonl")):
         with path.open(encoding="utf-8") as file:
@@ -476,7 +502,7 @@ def read_parts(folder: Path) -> Iterator[dict[str, Any]]:
                         f"{path}, line {number}, is damaged (a {type(record).__name__}, not a "
                         "record); move the folder aside and start a new run"
                     )
-                yield record
+                yield f"{path}, line {number}", record
 
 
 def csv_text(rows: Sequence[dict[str, Any]]) -> str:
@@ -530,6 +556,8 @@ __all__ = [
     "part_name",
     "printable",
     "read_manifest",
+    "read_located_parts",
     "read_parts",
+    "run_manifest",
     "spreadsheet_safe",
 ]
