@@ -15,7 +15,10 @@ Three kinds of data:
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
+import io
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -213,6 +216,59 @@ class Fingerprint(NamedTuple):
         return cls(status.st_size, status.st_mtime_ns, digest.hexdigest())
 
 
+def listing_rows(entries: Sequence[ImageEntry], root: Path | None) -> list[dict[str, object]]:
+    """The rows of a run's ``dataset.csv``: per image its position, name, file (relative to a
+    class-folder data set's ``root``), label and :class:`Fingerprint` (blank for a bundled
+    photograph, or a file that cannot be read: it is reported when it is decoded)."""
+    rows: list[dict[str, object]] = []
+    for position, entry in enumerate(entries):
+        fingerprint: tuple[object, ...] = ("", "", "")
+        if entry.path is not None:
+            # unreadable: reported with its error when it is decoded, like any bad file
+            with contextlib.suppress(OSError):
+                fingerprint = Fingerprint.of(entry.path)
+        path = entry.path or ""
+        if entry.path is not None and root is not None:
+            path = Path(entry.path).relative_to(root).as_posix()
+        rows.append(
+            {
+                "position": position,
+                "image": entry.name,
+                "path": path,
+                "label": "" if entry.label is None else entry.label,
+                **dict(zip(Fingerprint._fields, fingerprint, strict=True)),
+            }
+        )
+    return rows
+
+
+def data_change(before: str, now: str) -> str | None:
+    """What differs between two ``dataset.csv`` texts, in words, or None if the same images
+    with the same content (the hash decides; a new modification time alone is no change)."""
+    old, new = (list(csv.DictReader(io.StringIO(text))) for text in (before, now))
+    for row_then, row_now in zip(old, new, strict=False):
+        where = f"image {row_now['position']}"
+        if (row_then.get("image"), row_then.get("path")) != (row_now["image"], row_now["path"]):
+            return (
+                f"{where} is {row_now['path'] or row_now['image']!r} now, "
+                f"{row_then.get('path') or row_then.get('image')!r} then (images added, removed "
+                "or renamed)"
+            )
+        if row_then.get("label") != row_now["label"]:
+            label_then = row_then.get("label")
+            return f"{where} ({row_now['path']}) has label {row_now['label']}, {label_then} then"
+        if row_then.get("blake2b") != row_now["blake2b"]:
+            size = (
+                f"size {row_then.get('size')} then, {row_now['size']} bytes now"
+                if row_then.get("size") != row_now["size"]
+                else f"same size, {row_now['size']} bytes"
+            )
+            return f"{where} ({row_now['path'] or row_now['image']}) has other content now ({size})"
+    if len(old) != len(new):
+        return f"{len(old)} images then, {len(new)} now"
+    return None
+
+
 def select(count: int, limit: int | None, seed: int) -> list[int]:
     """Positions of a reproducible random subset of ``limit`` of ``count`` images, in order
     (all of them without a limit)."""
@@ -279,6 +335,8 @@ __all__ = [
     "Item",
     "Listing",
     "collate",
+    "data_change",
+    "listing_rows",
     "find_images",
     "folder_class",
     "imagenet_synsets",

@@ -77,6 +77,7 @@ class RunFolder:
         files = list(self.previous["files"]) if self.previous else []
         attempt = int(self.previous["attempts"]) + 1 if self.previous else 1
         self.manifest = {
+            **(self.previous or {}),  # what the run recorded (:meth:`record`) stays
             "command": command,
             "state": "running",
             "settings": settings,
