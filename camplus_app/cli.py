@@ -27,8 +27,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from camplus_app.commands import compare, explain
-from camplus_app.commands.compare import Processes
 from camplus_app.options import (
     INTERRUPTED,
     OUR_ERRORS,
@@ -41,13 +39,8 @@ from camplus_app.options import (
     positive_int,
     probability,
 )
+from camplus_app.processes import Processes
 from captum_camplus import METHODS, __version__
-
-#: Each command's entry point: it raises on failure, :func:`main` turns that into a status.
-COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
-    "explain": explain.run,
-    "compare": compare.run,
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -174,8 +167,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> None:
-    """Run the parsed command."""
-    COMMANDS[args.command](args)
+    """Run the parsed command; it raises on failure (:func:`exit_status` makes that a status)."""
+    # Each command's module is imported when it runs, for start-up time: `camplus --help` and a
+    # mistyped option answer without loading the model zoo, the figures and the metrics (whose
+    # Quantus import alone takes seconds).
+    if args.command == "explain":
+        from camplus_app.commands.explain import run
+    else:
+        from camplus_app.commands.compare import run
+    run(args)
 
 
 def exit_status(command: Callable[[], None]) -> int:

@@ -1,5 +1,6 @@
-"""This process's place under ``torchrun``: its rank, its GPU, and the few collectives
-``camplus compare`` needs (the processes meet only at the start and at the end)."""
+"""This process's place under ``torchrun``: its rank (only the first one speaks), its GPU, and
+the few collectives ``camplus compare`` needs (the processes meet only at the start and at the
+end)."""
 
 from __future__ import annotations
 
