@@ -6,17 +6,21 @@ from __future__ import annotations
 import argparse
 import shlex
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from camplus_app import zoo
 from camplus_app.datasets import ImageEntry, Listing, find_images, select
 from camplus_app.options import (
+    OUR_ERRORS,
     PROG,
     Interrupted,
     UsageError,
+    one_line,
     output_path,
     parse_device,
     parse_methods,
@@ -24,7 +28,14 @@ from camplus_app.options import (
 )
 from camplus_app.processes import Processes
 from camplus_app.report import RunFacts
-from camplus_app.runs import RunFolder, RunFolderError, open_run, part_name, read_parts
+from camplus_app.runs import (
+    RunFolder,
+    RunFolderError,
+    open_run,
+    part_name,
+    printable,
+    read_parts,
+)
 
 from .outputs import NothingReadable, Outputs, counts, summary_line
 from .scoring import Shard, score_shard
@@ -36,6 +47,7 @@ from .settings import (
     check_same_settings,
     check_unchanged,
     listing_csv,
+    listing_digest,
     previous_settings,
     settings_from,
 )
@@ -133,9 +145,16 @@ class CompareJob:
         started = time.perf_counter()
         try:
             scored = sum(self.processes.gather(self._score()))  # waits for every shard
-        except Exception:
+        except Exception as error:
             self._discard_if_empty()
-            raise
+            if self.processes.world == 1 or isinstance(error, OUR_ERRORS):
+                raise
+            raise UsageError(  # another process died (killed, out of memory...)
+                f"process {self.processes.rank} of {self.processes.world} stopped: "
+                f"{one_line(error)}; the batches scored so far are saved in {self.output}; to "
+                "go on with the rest, run the same torchrun command with --resume:\n  "
+                f"{self.resume_command()}"
+            ) from error
         elapsed = time.perf_counter() - started
         if self.processes.rank == 0:
             self._finish(scored, elapsed)
@@ -143,6 +162,9 @@ class CompareJob:
     def close(self) -> None:
         if self.folder is not None:
             self.folder.close()
+
+    def _records(self) -> Iterator[dict[str, Any]]:
+        return batch_records(self.output, self.settings, len(self.entries))
 
     def _discard_if_empty(self) -> None:
         """After a failure: a new run that scored nothing leaves nothing behind (one that
@@ -162,11 +184,13 @@ class CompareJob:
             check_same_settings(folder.previous["settings"], self.settings, self.output)
         listing = listing_csv(self.entries, self.listing)
         if folder.previous is not None:
-            check_same_data(self.output / "dataset.csv", listing, self.output)
+            check_same_data(folder.previous, listing, self.output)
         self.attempt = folder.start("compare", asdict(self.settings))
-        if folder.previous is None:
-            folder.write_text("dataset.csv", listing)
-        done = {record["batch"] for record in batch_records(self.output, self.batches)}
+        listing_file = self.output / "dataset.csv"
+        if not listing_file.exists() or listing_file.read_text() != printable(listing):
+            folder.write_text("dataset.csv", listing)  # new, lost to a kill, or newer file times
+        folder.record("data", listing_digest(listing))
+        done = {record["batch"] for record in self._records()}
         self.plan = [b for b in range(self.batches) if b not in done]
         for rank in range(self.processes.world):
             folder.file(part_name(self.attempt, rank))
@@ -223,12 +247,13 @@ class CompareJob:
             limit=settings.limit,
             seed=settings.seed,
             unmatched=dict(listing.unmatched),
+            skipped=dict(listing.skipped),
         )
 
     def _finish(self, scored_now: int, elapsed: float) -> None:
         """Merge the part files into the tables, figures and report."""
         assert self.folder is not None
-        records = {record["batch"]: record for record in batch_records(self.output, self.batches)}
+        records = {record["batch"]: record for record in self._records()}
         missing = [b for b in range(self.batches) if b not in records]
         if missing:
             raise UsageError(
@@ -237,10 +262,11 @@ class CompareJob:
             )
         rows = [row for b in range(self.batches) for row in records[b]["images"]]
         tally = counts(rows)
-        summary = {
+        seconds = sum(float(record.get("seconds", 0)) for record in records.values())
+        summary = {  # the time of every attempt, from the batches' records
             **tally,
-            "seconds": round(elapsed, 3),
-            "images per second": round(scored_now / elapsed, 4) if elapsed > 0 else None,
+            "seconds": round(seconds, 3),
+            "images per second": round(len(rows) / seconds, 4) if seconds > 0 else None,
             "processes": self.processes.world,
         }
         clf = self.classifier
@@ -260,6 +286,11 @@ class CompareJob:
         if not self.args.quiet:
             write(f"{clf.name}, layer {clf.layer_name}: " + result.format())
             write(summary_line(tally, scored_now, elapsed, self.processes.world))
+            if self.listing.skipped:
+                write(
+                    f"{len(self.listing.skipped)} files of the class folders were not read "
+                    "(listed in report.md)"
+                )
             write(f"results in {self.output}")
 
 
