@@ -109,3 +109,32 @@ def test_boolean_maps_have_a_dead_zone_mass() -> None:
     unseen = torch.zeros(4, 4, dtype=torch.bool)
     unseen[2:] = True
     assert float(F.dead_zone_mass(maps, unseen)) == 1.0
+
+
+def test_evaluate_methods_takes_a_numpy_array_as_its_tensor() -> None:
+    net = _Net().eval()
+    result = metrics.evaluate_methods(net, net.conv, X.numpy(), labels=np.array([0, 1]))
+    assert result.images_seen == 2 and result.target.tolist() == [0, 1]
+
+
+def test_evaluate_methods_takes_a_loader_of_one_tuples() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    net = _Net().eval()
+    loader = DataLoader(TensorDataset(X), batch_size=2)  # images only: the predicted class
+    assert metrics.evaluate_methods(net, net.conv, loader, progress=False).images_seen == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ([{"image": X[0], "label": 0}], r"batch 0 of the data is a dict \(keys image, label\)"),
+        ([["not", "tensors"]], "batch 0 of the data is a list of str"),
+        ("images/", "data must be images .* got str"),
+        (3, "data must be images .* got int"),
+    ],
+)
+def test_evaluate_methods_names_data_it_cannot_take(data, match: str) -> None:
+    net = _Net().eval()
+    with pytest.raises(TypeError, match=match):
+        metrics.evaluate_methods(net, net.conv, data, progress=False)
