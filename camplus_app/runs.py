@@ -487,9 +487,9 @@ def read_located_parts(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     that is not a JSON object means the file was damaged and raises :class:`RunFolderError`.
     """
     for path in sorted((folder / PARTS).glob("*.jsonl")):
-        with path.open(encoding="utf-8") as file:
+        with path.open("rb") as file:  # bytes: a line that is not UTF-8 is damaged, not fatal
             for number, line in enumerate(file, start=1):
-                if not line.endswith("\n"):
+                if not line.endswith(b"\n"):
                     break  # a write cut off by a crash: that batch is scored again
                 try:
                     record = json.loads(line)

@@ -303,3 +303,10 @@ def test_an_image_named_like_a_formula_is_listed_as_it_is(tmp_path: Path) -> Non
     _image(tmp_path / "=cmd|' -C calc'!A0.png", "PNG")
     listing = find_images([str(tmp_path)], _Classes())
     assert [e.name for e in listing.entries] == ["=cmd|' -C calc'!A0"]
+
+
+def test_a_part_file_with_bytes_that_are_not_utf8_is_named_damaged(tmp_path: Path) -> None:
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "001-rank0.jsonl").write_bytes(b'{"batch": 0}\n{"batch": "\xff"}\n')
+    with pytest.raises(RunFolderError, match="001-rank0.jsonl, line 2, is damaged"):
+        list(read_parts(tmp_path))

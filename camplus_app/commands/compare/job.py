@@ -187,7 +187,9 @@ class CompareJob:
             check_same_data(folder.previous, listing, self.output)
         self.attempt = folder.start("compare", asdict(self.settings))
         listing_file = self.output / "dataset.csv"
-        if not listing_file.exists() or listing_file.read_text() != printable(listing):
+        if not listing_file.exists() or listing_file.read_text(errors="replace") != printable(
+            listing
+        ):
             folder.write_text("dataset.csv", listing)  # new, lost to a kill, or newer file times
         folder.record("data", listing_digest(listing))
         done = {record["batch"] for record in self._records()}

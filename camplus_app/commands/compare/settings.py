@@ -154,7 +154,7 @@ def check_same_data(previous: dict[str, Any], listing: str, output: Path) -> Non
     manifest's ``data`` digest decides; without it (a run killed before it was recorded),
     ``dataset.csv`` does, and a folder where nothing was scored yet goes on."""
     listing_file = output / "dataset.csv"
-    before = listing_file.read_text() if listing_file.exists() else None
+    before = listing_file.read_text(errors="replace") if listing_file.exists() else None
     if previous.get("data") == listing_digest(listing):
         return
     change = data_change(before, listing) if before is not None else None
