@@ -244,7 +244,7 @@ def _inside(name: object) -> bool:
     return ".." not in parts and "" not in parts and parts[0] not in (LOCK, MANIFEST)
 
 
-def read_manifest_or_none(folder: Path) -> dict[str, Any] | None:
+def _manifest_or_none(folder: Path) -> dict[str, Any] | None:
     """The manifest of ``folder``, or None if it has none or a damaged one."""
     try:
         return read_manifest(folder)
@@ -298,7 +298,7 @@ def _inspect(
     camplus lock file before (so a damaged manifest is ours, and temporary folders without a
     manifest are left by a run killed before it wrote one)."""
     manifest = run_manifest(folder, ours)
-    if manifest is not None and read_manifest_or_none(folder) != manifest:  # restore it
+    if manifest is not None and _manifest_or_none(folder) != manifest:  # restore it
         text = (json.dumps(manifest, indent=2) + "\n").encode()
         _atomic_write(folder / MANIFEST, text, folder / manifest["temporary"])
     leftovers = [] if manifest is not None or not ours else _temporaries(folder)
