@@ -88,6 +88,11 @@ def test_every_number_in_the_readme_is_what_the_scripts_compute() -> None:
     fresh = {name: make() for name, (make, _) in readme_numbers.BLOCKS.items()}
     _, differences = readme_numbers.check(README.read_text(), fresh)
     assert not differences, "\n".join(map(str, differences))
+    # the prose: "Grad-CAM++ and Grad-CAM+ give the same scores to within 0.2 %"
+    assert "same scores to within 0.2 %" in README.read_text()
+    pairs = [line for line in fresh["compare"] if "Grad-CAM++ vs Grad-CAM+ " in line]
+    assert len(pairs) == 2
+    assert all(abs(readme_numbers.numbers(line)[0] - 1) < 0.002 for line in pairs), pairs
 
 
 def test_the_number_check_finds_a_stale_number() -> None:
