@@ -312,3 +312,61 @@ def test_explain_with_undecodable_and_formula_names(tmp_path, weights, capsys):
     assert "caf\\xe9: " in printed
     assert sorted(row["image"] for row in _rows(out / "predictions.csv")) == ["'=1+1", "caf\\xe9"]
     assert (out / os.fsdecode(b"caf\xe9.png")).is_file()  # the file keeps its real name
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
+@pytest.mark.slow  # torchrun and two workers start twice: about 40 s on 2 cores
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the workers in /proc")
+def test_a_torchrun_rank_killed_leaves_the_resume_command_and_resume_completes(tmp_path, weights):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "classes"
+    write_dataset(data, 24, FOLDERS, seed=2, size=48)
+    out = tmp_path / "out"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    command = [torchrun, "--nproc_per_node=2", "-m", "camplus_app", *_argv(data, out, weights)]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "OMP_NUM_THREADS": "1",
+    }
+    process = subprocess.Popen(
+        command,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        parts = list(out.glob("parts/*rank1.jsonl"))
+        if parts and parts[0].read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before a process could be killed"
+    rank1 = next(
+        worker
+        for worker in _children(process.pid)
+        if b"RANK=1" in Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+    )
+    os.kill(rank1, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=300)
+    assert "a process of this torchrun run failed" in stderr, stderr[-3000:]
+    assert f"-o {out} --resume" in stderr
+    resumed = subprocess.run(
+        [*command, "--resume"], env=environment, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_manifest(out)["state"] == "complete"
+    assert len(_rows(out / "images.csv")) > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -59,17 +60,31 @@ def run(args: argparse.Namespace) -> None:
     :class:`Interrupted` with how to go on."""
     processes = Processes.from_environment()
     job: CompareJob | None = None
+    # torchrun stops every process with SIGTERM when one fails (killed, out of memory): the
+    # first one then says how to go on, as after Ctrl-C, instead of vanishing without a word
+    handler = signal.signal(signal.SIGTERM, _stopped) if processes.world > 1 else None
     try:
         job = CompareJob.prepare(args, processes)
         job.run()
     except KeyboardInterrupt as stop:
         processes.started = False  # the others are stopping too: no goodbye collective
-        message = job.interrupted_message() if job is not None else "interrupted"
+        stopped = isinstance(stop, Stopped)
+        message = job.interrupted_message(stopped) if job is not None else "interrupted"
         raise Interrupted(message) from stop
     finally:
         if job is not None:
             job.close()
         processes.stop()
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM under ``torchrun``: another process failed, and torchrun stops the others."""
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise Stopped
 
 
 @dataclass
@@ -216,10 +231,18 @@ class CompareJob:
         )
         return score_shard(shard)
 
-    def interrupted_message(self) -> str:
-        """What an interrupted run tells the user: how to go on, once the folder is taken."""
+    def interrupted_message(self, stopped: bool = False) -> str:
+        """What an interrupted run tells the user: how to go on, once the folder is taken;
+        ``stopped``: by torchrun, after another process failed."""
         if self.attempt == 0:
             return "interrupted before anything was scored"
+        if stopped:
+            return (
+                f"{PROG}: stopped: a process of this torchrun run failed (killed, out of memory?) "
+                f"and torchrun stopped the others; the batches scored so far are saved in "
+                f"{self.output}; to go on with the rest, run the same torchrun command with "
+                f"--resume, or on one process:\n  {self.resume_command()}"
+            )
         return (
             f"interrupted: the batches scored so far are saved in {self.output}; to go on "
             f"with the rest, run:\n  {self.resume_command()}"
