@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from metrics.distributed import gather
+
 
 @dataclass
 class Processes:
@@ -49,11 +51,7 @@ class Processes:
 
     def gather(self, value: Any) -> list[Any]:
         """Every process's ``value``, in rank order, on every process."""
-        if self.world == 1:
-            return [value]
-        values: list[Any] = [None] * self.world
-        dist.all_gather_object(values, value)
-        return values
+        return gather(value, self.world)
 
     def agree(self, error: str | None) -> str | None:
         """Every process's error, shared: the first one, or None if all went well."""
