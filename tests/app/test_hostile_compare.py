@@ -24,7 +24,7 @@ pytest.importorskip("quantus")
 from benchmarks.make_dataset import write_dataset  # noqa: E402
 from camplus_app import cli  # noqa: E402
 from camplus_app.commands.compare import job as compare_job  # noqa: E402
-from camplus_app.processes import Processes  # noqa: E402
+from camplus_app.commands.compare.processes import Processes  # noqa: E402
 from camplus_app.runs import MANIFEST, TEMPORARY, read_manifest  # noqa: E402
 
 ARCH = "test_efficientnet"

@@ -27,7 +27,6 @@ from camplus_app.options import (
     parse_methods,
     write,
 )
-from camplus_app.processes import Processes
 from camplus_app.report import RunFacts
 from camplus_app.runs import (
     RunFolder,
@@ -39,6 +38,7 @@ from camplus_app.runs import (
 )
 
 from .outputs import NothingReadable, Outputs, counts, summary_line
+from .processes import Processes
 from .scoring import Shard, score_shard
 from .settings import (
     Settings,
