@@ -52,6 +52,21 @@ def dataset(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, weights) -> Path:
+    """A complete run on a data set nobody changes; tests take a copy of its folder."""
+    root = tmp_path_factory.mktemp("finished")
+    write_dataset(root / "classes", 6, FOLDERS, seed=1, size=48)
+    assert cli.main(_argv(root / "classes", root / "out", weights)) == 0
+    return root / "out"
+
+
+def _copy(finished: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(finished, out, symlinks=True)
+    return out
+
+
 def _argv(data: Path, out: Path, weights: Path, *extra: str, quiet: bool = True) -> list[str]:
     model = ["--model", ARCH, "--weights", str(weights), "--batch-size", "2", "--workers", "0"]
     methods = ["--methods", "gradcam,hirescam"]
@@ -121,9 +136,8 @@ def test_touched_files_with_the_same_bytes_resume(tmp_path, dataset, weights):
     assert read_manifest(out)["state"] == "complete"
 
 
-def test_a_batch_size_edited_in_the_manifest_is_refused_by_name(tmp_path, dataset, weights, capsys):
-    out = tmp_path / "out"
-    assert cli.main(_argv(dataset, out, weights)) == 0
+def test_a_batch_size_edited_in_the_manifest_is_refused_by_name(tmp_path, finished, capsys):
+    out = _copy(finished, tmp_path)
     _drop_batches(out, 2)
     manifest = read_manifest(out)
     manifest["settings"]["batch_size"] = 3
@@ -176,9 +190,8 @@ def test_a_damaged_manifest_resumes_from_its_copy_or_restarts(tmp_path, dataset,
     assert read_manifest(out)["attempts"] == 1
 
 
-def test_resuming_a_complete_run_keeps_its_timing(tmp_path, dataset, weights):
-    out = tmp_path / "out"
-    assert cli.main(_argv(dataset, out, weights)) == 0
+def test_resuming_a_complete_run_keeps_its_timing(tmp_path, finished):
+    out = _copy(finished, tmp_path)
     before = read_manifest(out)["summary"]
     assert cli.main(_resume(out)) == 0
     after = read_manifest(out)["summary"]
@@ -197,10 +210,9 @@ def test_resuming_a_complete_run_keeps_its_timing(tmp_path, dataset, weights):
     ],
 )
 def test_a_damaged_part_record_is_named_by_file_and_line(
-    tmp_path, dataset, weights, capsys, damage, message
+    tmp_path, finished, capsys, damage, message
 ):
-    out = tmp_path / "out"
-    assert cli.main(_argv(dataset, out, weights)) == 0
+    out = _copy(finished, tmp_path)
     (part,) = (out / "parts").glob("*.jsonl")
     lines = part.read_text().splitlines()
     lines[0] = json.dumps(damage(json.loads(lines[0])))
