@@ -24,8 +24,8 @@ shapes admit these readings (:func:`shape_readings`):
   square;
 * tokens ``(N, P + gh * gw, D)``, ``0 <= P <= 8`` prefix tokens (the model's count where it has
   one) and ``(gh, gw) = (H / p, W / p)`` for a patch size ``p`` that divides both sides; only if
-  no such reading exists, ``p`` that leaves a remainder (input padded or cropped: ``gh, gw``
-  both rounded up or both down).
+  no such reading exists and the model states ``P``, ``p`` that leaves a remainder (input
+  padded or cropped: ``gh, gw`` both rounded up or both down).
 
 The model's attributes, where present, confirm them (:class:`ModelFacts`): timm
 (``num_prefix_tokens``, ``patch_embed.patch_size``, ``output_fmt``), torchvision
@@ -92,12 +92,12 @@ class ChannelsLastLayout(Layout):
     blocks."""
 
     def __call__(self, tensor: Tensor, input_shape: InputShape = None) -> Tensor:
+        check_batch(tensor, input_shape)
         if tensor.dim() < 4:
             raise ValueError(
                 f"layout 'channels_last' expects a (N, H, W, C) tensor, got shape "
                 f"{tuple(tensor.shape)}; for transformer tokens (N, tokens, D) use layout='tokens'"
             )
-        check_batch(tensor, input_shape)
         return tensor.movedim(-1, 1)
 
 
@@ -148,12 +148,12 @@ class TokenLayout(Layout):
         return cls(facts.prefix_tokens, facts.grid)
 
     def __call__(self, tensor: Tensor, input_shape: InputShape = None) -> Tensor:
+        check_batch(tensor, input_shape)
         if tensor.dim() != 3:
             raise ValueError(
                 f"{self} expects tokens (N, tokens, D), got shape {tuple(tensor.shape)}"
                 + ("; for (N, H, W, C) use layout='channels_last'" if tensor.dim() == 4 else "")
             )
-        check_batch(tensor, input_shape)
         patches = tensor.shape[1] - self.prefix_tokens
         grid = self.grid if self.grid is not None else self._grid_for(patches, input_shape)
         if grid is None or patches != math.prod(grid):
@@ -359,13 +359,12 @@ def shape_readings(
     prefixes = (
         range(MAX_PREFIX_TOKENS + 1) if facts.prefix_tokens is None else [facts.prefix_tokens]
     )
-    found = {
-        (prefix, grid): exact
-        for prefix in prefixes
-        if shape[1] - prefix > 0
-        for grid, exact in _token_grids(shape[1] - prefix, height, width, facts.patch_size)
-    }
-    if any(found.values()):
+    found: dict[tuple[int, tuple[int, int]], bool] = {}
+    for prefix in prefixes:
+        if shape[1] - prefix > 0:
+            for grid, exact in _token_grids(shape[1] - prefix, height, width, facts.patch_size):
+                found[prefix, grid] = found.get((prefix, grid), False) or exact
+    if any(found.values()) or facts.prefix_tokens is None:  # rounded grids need the model's P
         found = {key: exact for key, exact in found.items() if exact}
     return [
         Reading(
@@ -380,7 +379,9 @@ def shape_readings(
 def patch_grids(count: int, height: int, width: int) -> list[tuple[int, int]]:
     """The grids ``(gh, gw)`` of ``count`` patches that an image of ``height x width`` gives
     (exact patch sizes first, see :func:`shape_readings`)."""
-    found = dict(_token_grids(count, height, width, None))
+    found: dict[tuple[int, int], bool] = {}
+    for grid, exact in _token_grids(count, height, width, None):
+        found[grid] = found.get(grid, False) or exact
     exact = [grid for grid, is_exact in found.items() if is_exact]
     return sorted(exact or found)
 
