@@ -227,6 +227,23 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+class Tokens(nn.Module):
+    """A hand-made transformer front: ``prefix`` learned tokens, then ``side x side`` patches
+    flattened, a LayerNorm (the layer), mean-pooled and classified. No layout attributes."""
+
+    def __init__(self, prefix: int, patch: int, width: int = 6) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, width, patch, stride=patch)
+        self.prefix = nn.Parameter(torch.randn(1, prefix, width))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        patches = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.prefix.expand(len(x), -1, -1), patches], dim=1)
+        return self.head(self.norm(tokens).mean(dim=1))
+
+
 def build(name: str, seed: int = 0) -> nn.Module:
     """The family's model, random init with ``seed``, in eval mode."""
     torch.manual_seed(seed)

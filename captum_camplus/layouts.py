@@ -242,7 +242,7 @@ def model_facts(forward_func: Any, layer: Module | None = None) -> ModelFacts:
             return facts
     if permuted is not None:
         order = "channels last" if permuted else "channels first"
-        return ModelFacts(channels_last=permuted, source=f"the Permute modules before it ({order})")
+        return ModelFacts(channels_last=permuted, source=f"torchvision Permute modules: {order}")
     return ModelFacts()
 
 
@@ -554,7 +554,7 @@ class DefaultLayout(AutoLayout):
         of = "" if input_shape is None else f" of the {_size_text(input_shape)} input"
         tail = ", or layout='channels_first' if it really is (N, C, *spatial)"
         if isinstance(chosen, ChannelsLastLayout):
-            because = f", as the model's {self.facts.source} says" if self.facts.source else ""
+            because = f" (the model's {self.facts.source})" if self.facts.source else ""
             return (
                 f"the layer tensor {shape}{of} looks like channels last (N, H, W, C){because}: "
                 f"pass layout='channels_last' (or 'auto'){tail}"

@@ -135,26 +135,9 @@ def test_shapes_alone_are_ambiguous_for_tiny_torchvision_swin_and_the_model_deci
     assert patches.shape == (2, 1, 8, 16)
 
 
-class Tokens(nn.Module):
-    """A hand-made transformer front: ``prefix`` learned tokens, then ``side x side`` patches
-    flattened, a LayerNorm (the layer), mean-pooled and classified. No layout attributes."""
-
-    def __init__(self, prefix: int, patch: int, width: int = 6) -> None:
-        super().__init__()
-        self.embed = nn.Conv2d(3, width, patch, stride=patch)
-        self.prefix = nn.Parameter(torch.randn(1, prefix, width))
-        self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        patches = self.embed(x).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.prefix.expand(len(x), -1, -1), patches], dim=1)
-        return self.head(self.norm(tokens).mean(dim=1))
-
-
 def test_ambiguous_tokens_list_every_reading_and_a_named_one_works():
     torch.manual_seed(0)
-    model = Tokens(prefix=1, patch=16).eval()  # 32 x 32 -> 1 + 2 x 2 tokens = 5 = 4 + 1 x 1
+    model = lf.Tokens(prefix=1, patch=16).eval()  # 32 x 32 -> 1 + 2 x 2 tokens = 5 = 4 + 1 x 1
     x = torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="can be read 2 ways") as info:
         LayerGradCam(model, model.norm, layout="auto").attribute(x, target=[0, 1])
@@ -170,7 +153,7 @@ def test_ambiguous_tokens_list_every_reading_and_a_named_one_works():
 def test_shapes_without_a_reading_are_refused_by_auto_and_listed():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 16, 16)
-    model = Tokens(prefix=26, patch=8).eval()  # 26 + 2 x 2 = 30 tokens: no P <= 8 fits
+    model = lf.Tokens(prefix=26, patch=8).eval()  # 26 + 2 x 2 = 30 tokens: no P <= 8 fits
     with pytest.raises(ValueError, match=r"\(2, 30, 6\) of the 16 x 16 input has no reading"):
         LayerGradCam(model, model.norm, layout="auto").attribute(x, target=[0, 1])
     with pytest.raises(ValueError, match="no token grid fits it either"):
@@ -192,7 +175,7 @@ def test_windowed_attention_and_sequence_first_tensors_are_refused_with_the_reas
     class SequenceFirst(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.front = Tokens(prefix=1, patch=8)
+            self.front = lf.Tokens(prefix=1, patch=8)
             self.norm = nn.LayerNorm(6)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
