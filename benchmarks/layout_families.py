@@ -227,6 +227,17 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+class Opaque(nn.Module):
+    """Runs ``inner`` under a module type that states nothing about its layout."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
 class Tokens(nn.Module):
     """A hand-made transformer front: ``prefix`` learned tokens, then ``side x side`` patches
     flattened, a LayerNorm (the layer), mean-pooled and classified. No layout attributes."""

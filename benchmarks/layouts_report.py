@@ -73,12 +73,13 @@ def refusals() -> list[tuple[str, str]]:
     torch.manual_seed(0)
     x16, x32 = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 32, 32)
     cases: list[tuple[str, Callable[[], object]]] = []
-    conv = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.Flatten(), nn.Linear(64, 5)).eval()
+    opaque = lf.Opaque(nn.Conv2d(3, 4, 4, stride=4))
+    conv = nn.Sequential(opaque, nn.Flatten(), nn.Linear(64, 5)).eval()
     cases.append(
         (
-            "auto, (N, 4, 4, 4) of a 16 x 16 image, no model attributes: channels first and "
-            "channels last both fit",
-            lambda: LayerGradCam(conv, conv[0], layout="auto").attribute(x16, [0, 1]),
+            "auto, (N, 4, 4, 4) of a 16 x 16 image from a module that states no layout: channels "
+            "first and channels last both fit",
+            lambda: LayerGradCam(conv, opaque, layout="auto").attribute(x16, [0, 1]),
         )
     )
     tokens = lf.Tokens(prefix=1, patch=16).eval()
@@ -95,7 +96,9 @@ def refusals() -> list[tuple[str, str]]:
             lambda: LayerGradCam(many, many.norm, layout="auto").attribute(x16, [0, 1]),
         )
     )
-    odd = nn.Sequential(nn.Conv2d(3, 5, (14, 10)), nn.Flatten(), nn.Linear(105, 4)).eval()
+    odd = nn.Sequential(
+        lf.Opaque(nn.Conv2d(3, 5, (14, 10))), nn.Flatten(), nn.Linear(105, 4)
+    ).eval()
     cases.append(
         (
             "auto, (N, 5, 3, 7) of a 16 x 16 image: neither pair of axes has the image's aspect "

@@ -27,7 +27,10 @@ shapes admit these readings (:func:`shape_readings`):
   no such reading exists and the model states ``P``, ``p`` that leaves a remainder (input
   padded or cropped: ``gh, gw`` both rounded up or both down).
 
-The model's attributes, where present, confirm them (:class:`ModelFacts`): timm
+The model's attributes, where present, confirm them (:class:`ModelFacts`); a 4-D tensor whose
+order the modules state (a convolution, normalisation or pooling over ``(N, C, H, W)`` that
+outputs it, directly or before element-wise modules of an ``nn.Sequential``; torchvision's
+``Permute`` modules; timm's ``output_fmt``) is read as they say. The attributes: timm
 (``num_prefix_tokens``, ``patch_embed.patch_size``, ``output_fmt``), torchvision
 (``VisionTransformer.class_token`` / ``patch_size``, the ``Permute`` modules of Swin and
 ConvNeXt), Hugging Face (``config.patch_size``; the class, distillation and register tokens of
@@ -51,8 +54,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from torch import Tensor
-from torch.nn import Module
+from torch import Tensor, nn
+from torch.nn import Module, Sequential
 
 #: What ``layout=`` accepts: ``None`` (the default, channels first), a name from
 #: :data:`LAYOUT_NAMES`, a :class:`Layout`, or a callable ``tensor -> (N, C, *grid) tensor``.
@@ -231,19 +234,73 @@ def model_facts(forward_func: Any, layer: Module | None = None) -> ModelFacts:
     that holds ``layer``). Duck-typed: no timm, torchvision, transformers or open_clip import.
     """
     chain = _chain(forward_func, layer)
-    permuted = _permute_format(chain[0], layer) if chain and layer is not None else None
+    order, order_source = _layer_order(chain)
     for module in reversed(chain):
         facts = _facts_of(module)
         if facts is not None:
-            if permuted is not None and facts.channels_last is None:
-                return ModelFacts(
-                    facts.prefix_tokens, facts.patch_size, facts.grid, permuted, facts.source
-                )
-            return facts
-    if permuted is not None:
-        order = "channels last" if permuted else "channels first"
-        return ModelFacts(channels_last=permuted, source=f"torchvision Permute modules: {order}")
-    return ModelFacts()
+            if order is None:
+                return facts
+            source = f"{facts.source}; {order_source}"
+            return ModelFacts(facts.prefix_tokens, facts.patch_size, facts.grid, order, source)
+    return ModelFacts(channels_last=order, source=order_source)
+
+
+def _layer_order(chain: list[Module]) -> tuple[bool | None, str]:
+    """Channels last (True) or first (False) at the layer that ``chain`` ends in, as its modules
+    say: a convolution, normalisation or pooling over ``(N, C, H, W)`` (the layer, or what it
+    follows in an ``nn.Sequential``) outputs channels first; otherwise torchvision's ``Permute``
+    modules decide. (None, "") where neither says."""
+    if len(chain) < 2:
+        return None, ""
+    layer, parent = chain[-1], chain[-2]
+    run = list(parent)[: list(parent).index(layer) + 1] if isinstance(parent, Sequential) else []
+    decided = _channels_first_source(run or [layer])
+    if decided is not None:
+        return False, f"the layer's output comes from {decided} (channels first)"
+    permuted = _permute_format(chain[0], layer)
+    if permuted is None:
+        return None, ""
+    return permuted, f"torchvision Permute modules: channels {'last' if permuted else 'first'}"
+
+
+#: Modules whose output is channels first ``(N, C, H, W)``, and modules that keep the layout.
+_CHANNELS_FIRST = (
+    nn.Conv2d,
+    nn.ConvTranspose2d,
+    nn.BatchNorm2d,
+    nn.InstanceNorm2d,
+    nn.GroupNorm,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.ELU,
+    nn.Dropout,
+    nn.Identity,
+)
+
+
+def _channels_first_source(run: list[Module]) -> str | None:
+    """The module that makes the output of ``run`` (modules called in order) channels first, or
+    None: walked back over element-wise modules, into nested ``nn.Sequential``."""
+    for module in reversed(run):
+        if isinstance(module, _CHANNELS_FIRST):
+            return type(module).__name__
+        if isinstance(module, Sequential):
+            return _channels_first_source(list(module))
+        if not isinstance(module, _ELEMENTWISE):
+            return None
+    return None
 
 
 def _facts_of(module: Module) -> ModelFacts | None:
@@ -474,6 +531,9 @@ class AutoLayout(Layout):
         check_batch(tensor, input_shape)
         if _image_size(input_shape) is None or tensor.dim() not in (3, 4):
             return tensor
+        if tensor.dim() == 4 and self.facts.channels_last is not None:  # the modules say it
+            chosen = ChannelsLastLayout() if self.facts.channels_last else ChannelsFirstLayout()
+            return chosen(tensor, input_shape)
         readings = shape_readings(tensor.shape, input_shape, self.facts)
         if len(readings) == 1:
             return readings[0].layout(tensor, input_shape)
@@ -534,7 +594,9 @@ class DefaultLayout(AutoLayout):
             return tensor
         readings = shape_readings(tensor.shape, input_shape, self.facts)
         if tensor.dim() == 4:
-            if any(isinstance(r.layout, ChannelsFirstLayout) for r in readings):
+            if self.facts.channels_last is False or any(
+                isinstance(r.layout, ChannelsFirstLayout) for r in readings
+            ):
                 return tensor
             if not readings and self.facts.channels_last is None:
                 return tensor

@@ -120,7 +120,7 @@ def test_model_facts_per_family():
 def test_shapes_alone_are_ambiguous_for_tiny_torchvision_swin_and_the_model_decides():
     """(2, 4, 8, 16) of a 32 x 64 image reads both ways; the Permute modules say channels last."""
     model, layer, x, expected = built("torchvision swin_t (small)")
-    plain = nn.Sequential(nn.Conv2d(3, 4, 8), nn.AdaptiveAvgPool2d((8, 16)))  # no attributes
+    plain = lf.Opaque(nn.Sequential(nn.Conv2d(3, 4, 8), nn.AdaptiveAvgPool2d((8, 16))))
     shape_only = nn.Sequential(plain, nn.Flatten(), nn.Linear(4 * 8 * 16, 5))
     with pytest.raises(ValueError, match="can be read 2 ways") as info:
         LayerGradCam(shape_only, plain, layout="auto").attribute(x, target=lf.TARGET)
@@ -158,7 +158,9 @@ def test_shapes_without_a_reading_are_refused_by_auto_and_listed():
         LayerGradCam(model, model.norm, layout="auto").attribute(x, target=[0, 1])
     with pytest.raises(ValueError, match="no token grid fits it either"):
         LayerGradCam(model, model.norm).attribute(x, target=[0, 1])
-    odd = nn.Sequential(nn.Conv2d(3, 5, (14, 10)), nn.Flatten(), nn.Linear(5 * 3 * 7, 4)).eval()
+    odd = nn.Sequential(
+        lf.Opaque(nn.Conv2d(3, 5, (14, 10))), nn.Flatten(), nn.Linear(5 * 3 * 7, 4)
+    ).eval()
     with pytest.raises(ValueError, match=r"\(2, 5, 3, 7\) of the 16 x 16 input has no reading"):
         LayerGradCam(odd, odd[0], layout="auto").attribute(x, target=[0, 1])
     # without a reading a 4-D tensor stays Captum's channels first under None
@@ -212,3 +214,16 @@ def test_token_layout_without_grid_takes_the_inputs_aspect():
     assert cam.shape == (2, 1, 8, 2)
     assert lf.deviation(cam, expected["Grad-CAM"]) < 1e-4
     assert LayerGradCam(model, layer, layout="tokens").layout == TokenLayout(1, None)
+
+
+def test_a_convolution_or_what_follows_it_in_a_sequential_is_channels_first():
+    """(N, 8, 8, 8) of a 16 x 16 image reads both ways; the Conv2d before the ReLU decides."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(512, 3)
+    ).eval()
+    x = torch.randn(2, 3, 16, 16)
+    auto = LayerGradCam(model, model[1], layout="auto").attribute(x, target=[0, 2])
+    torch.testing.assert_close(auto, LayerGradCam(model, model[1]).attribute(x, target=[0, 2]))
+    assert model_facts(model, model[1]).channels_last is False
+    assert model_facts(model, model[2]).channels_last is None
