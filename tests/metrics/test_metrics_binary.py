@@ -13,7 +13,14 @@ import pytest
 import torch
 from metrics_models import TinyNet
 
-from metrics import AverageDrop, IncreaseInConfidence, cam_explain, class_scores, functional
+from metrics import (
+    AverageDrop,
+    IncreaseInConfidence,
+    cam_explain,
+    class_scores,
+    evaluate_methods,
+    functional,
+)
 from metrics.confidence import explanation_maps, score_kind
 
 
@@ -155,3 +162,49 @@ def test_quantus_metrics_score_a_multi_label_model_per_label(multi_label):
         y = torch.sigmoid(model(images).double())[torch.arange(6), labels]
         o = torch.sigmoid(model(explanation_maps(maps, images)).double())[torch.arange(6), labels]
     np.testing.assert_allclose(got, functional.increase_in_confidence(y, o, "none"), rtol=1e-6)
+
+
+def test_evaluate_methods_refuses_a_binary_softmax_and_scores_sigmoids(binary):
+    model, images = binary
+    labels = torch.zeros(6, dtype=torch.long)
+    with pytest.raises(ValueError, match="binary classifier.*scores='sigmoid'"):
+        evaluate_methods(model, model.layer, images, labels=labels, progress=False)
+    with pytest.raises(ValueError, match="post-softmax maps of a model with one output"):
+        evaluate_methods(model, model.layer, images, labels=labels, scores="raw", progress=False)
+    result = evaluate_methods(
+        model,
+        model.layer,
+        images,
+        ["Grad-CAM", "HiResCAM"],
+        labels=labels,
+        scores="sigmoid",
+        progress=False,
+    )
+    assert result.scores == "sigmoid" and "sigmoid probabilities" in result.format()
+    with torch.no_grad():
+        y = torch.sigmoid(model(images).double())[:, 0]
+    np.testing.assert_allclose(result.y.numpy(), y.numpy(), rtol=1e-12)
+    maps = cam_explain(model, images.numpy(), 0, method="HiResCAM", layer=model.layer)
+    with torch.no_grad():
+        o = torch.sigmoid(model(explanation_maps(torch.as_tensor(maps), images)).double())[:, 0]
+    np.testing.assert_allclose(result.o["pre-softmax"]["HiResCAM"].numpy(), o.numpy(), rtol=1e-6)
+    drops = [row["average drop"] for row in result.summary()]
+    assert len(set(np.round(drops, 6))) > 1  # not 0 for every method, as softmax(one logit) gave
+
+
+def test_evaluate_methods_explains_and_scores_a_multi_label_model_per_label(multi_label):
+    model, images, labels = multi_label
+    result = evaluate_methods(
+        model,
+        model.layer,
+        images,
+        ["Grad-CAM++"],
+        labels=labels,
+        maps_from=["pre-softmax"],
+        scores="sigmoid",
+        progress=False,
+    )
+    with torch.no_grad():
+        y = torch.sigmoid(model(images).double())[torch.arange(6), labels]
+    np.testing.assert_allclose(result.y.numpy(), y.numpy(), rtol=1e-12)
+    assert result.target.tolist() == labels.tolist()
