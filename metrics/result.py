@@ -44,6 +44,7 @@ class EvaluationResult:
     softmax: bool  #: softmax probabilities (True) or raw outputs
     threshold: float | None
     images_seen: int  #: images in the data before the threshold
+    scores: str = "softmax"  #: ``"softmax"``, ``"sigmoid"`` or ``"raw"`` (``softmax`` is its flag)
 
     def summary(self, win_rtol: float = 1e-4) -> list[dict[str, Any]]:
         """One row per kind of map and method: the dataset values of every metric.
@@ -133,7 +134,12 @@ class EvaluationResult:
 
     def format(self) -> str:
         """The aggregates and the relative-performance table as text."""
-        scores = "softmax probabilities" if self.softmax else "raw outputs"
+        kind = "raw" if self.scores == "softmax" and not self.softmax else self.scores
+        scores = {
+            "softmax": "softmax probabilities",
+            "sigmoid": "sigmoid probabilities per label",
+            "raw": "raw outputs",
+        }[kind]
         kept = f"{len(self.index)} of {self.images_seen} images"
         if self.threshold is not None:
             kept += f" (score > {self.threshold})"

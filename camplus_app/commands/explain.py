@@ -51,7 +51,11 @@ def run(args: argparse.Namespace) -> None:
     job = prepare(args)
     folder = open_run(job.output, "explain", overwrite=job.overwrite)
     try:
-        folder.start("explain", {"images": [str(a) for a in args.images]})
+        clf = job.classifier
+        settings = {"images": [str(a) for a in args.images], "model": clf.name}
+        folder.start("explain", {**settings, "layer": clf.layer_name})
+        if job.progress:
+            write(f"{clf.name}, CAM layer {clf.layer_name}")
         run_explain(job, folder)
     except BaseException:
         folder.discard()
