@@ -40,6 +40,7 @@ from camplus_app.options import (
     probability,
     torchrun_place,
 )
+from camplus_app.runs import printable
 from captum_camplus import METHODS, __version__
 
 
@@ -200,7 +201,7 @@ def exit_status(command: Callable[[], None]) -> int:
             raise
         if speaks:
             text = str(error).strip() if ours else one_line(error)
-            print(f"{PROG}: error: {text}", file=sys.stderr)
+            print(f"{PROG}: error: {printable(text)}", file=sys.stderr)
         return USAGE_ERROR
     return 0
 

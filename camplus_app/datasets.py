@@ -15,6 +15,11 @@ Three kinds of data:
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import hashlib
+import io
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +31,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from camplus_app.images import IMAGE_SUFFIXES, SAMPLE_IMAGES, name_images, read_image
+from camplus_app.images import (
+    IMAGE_SUFFIXES,
+    SAMPLE_IMAGES,
+    name_images,
+    read_image,
+    unique_name,
+)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -54,6 +65,8 @@ class Listing:
     root: Path | None = None  #: the class-folder data set's folder
     classes: dict[str, int] = field(default_factory=dict)  #: class folder -> class index
     unmatched: dict[str, str] = field(default_factory=dict)  #: skipped folder -> why
+    #: files of the class folders that are not read, relative to ``root`` -> why
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def labelled(self) -> bool:
@@ -125,10 +138,15 @@ def imagenet_synsets() -> list[str]:
 
 def _class_folders(root: Path, classifier: Classifier, skip_unmatched: bool) -> Listing:
     listing = Listing("class folders", [], root=root)
+    taken: set[str] = set()
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(
-            p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = []
+        for path in sorted(folder.rglob("*")):
+            why = _not_read(path)
+            if why is None:
+                files.append(path)
+            elif why:
+                listing.skipped[path.relative_to(root).as_posix()] = why
         if not files:
             continue
         try:
@@ -137,8 +155,9 @@ def _class_folders(root: Path, classifier: Classifier, skip_unmatched: bool) -> 
             listing.unmatched[folder.name] = str(error)
             continue
         listing.classes[folder.name] = label
-        for file in files:
-            name = file.relative_to(root).with_suffix("").as_posix()
+        for file in files:  # a.jpg and a.png in one folder: cat/a and cat/a-2
+            name = unique_name(file.relative_to(root).with_suffix("").as_posix(), taken)
+            taken.add(name)
             listing.entries.append(ImageEntry(name, str(file), label))
     if listing.unmatched and (not skip_unmatched or not listing.classes):
         shown = "; ".join(f"{n}: {why}" for n, why in list(listing.unmatched.items())[:5])
@@ -157,6 +176,97 @@ def _class_folders(root: Path, classifier: Classifier, skip_unmatched: bool) -> 
         suffixes = ", ".join(IMAGE_SUFFIXES)
         raise ValueError(f"the class folders of {root} hold no images ({suffixes})")
     return listing
+
+
+def _not_read(path: Path) -> str | None:
+    """Why a file of a class folder is not read ("" for folders and hidden files), or None."""
+    if path.name.startswith("."):
+        return ""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except (RuntimeError, OSError) as error:  # RuntimeError: a loop, Python < 3.13
+            loops = isinstance(error, RuntimeError) or "loop" in str(error).lower()
+            return "a symbolic link that loops" if loops else "a symbolic link to nothing"
+        if path.is_dir():
+            return "a symbolic link to a folder (not followed)"
+    if path.is_dir():
+        return ""
+    if not path.is_file():
+        return "not a regular file"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return f"not an image by its name ({', '.join(IMAGE_SUFFIXES)})"
+    return None
+
+
+class Fingerprint(NamedTuple):
+    """What identifies a file's content cheaply: its size, modification time and a hash of its
+    bytes (BLAKE2b, 128 bits). The hash decides; size and time say what changed."""
+
+    size: int
+    mtime_ns: int
+    blake2b: str
+
+    @classmethod
+    def of(cls, path: str | Path) -> Fingerprint:
+        """Raises OSError if the file cannot be read."""
+        with open(path, "rb") as file:
+            status = os.fstat(file.fileno())
+            digest = hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16))
+        return cls(status.st_size, status.st_mtime_ns, digest.hexdigest())
+
+
+def listing_rows(entries: Sequence[ImageEntry], root: Path | None) -> list[dict[str, object]]:
+    """The rows of a run's ``dataset.csv``: per image its position, name, file (relative to a
+    class-folder data set's ``root``), label and :class:`Fingerprint` (blank for a bundled
+    photograph, or a file that cannot be read: it is reported when it is decoded)."""
+    rows: list[dict[str, object]] = []
+    for position, entry in enumerate(entries):
+        fingerprint: tuple[object, ...] = ("", "", "")
+        if entry.path is not None:
+            # unreadable: reported with its error when it is decoded, like any bad file
+            with contextlib.suppress(OSError):
+                fingerprint = Fingerprint.of(entry.path)
+        path = entry.path or ""
+        if entry.path is not None and root is not None:
+            path = Path(entry.path).relative_to(root).as_posix()
+        rows.append(
+            {
+                "position": position,
+                "image": entry.name,
+                "path": path,
+                "label": "" if entry.label is None else entry.label,
+                **dict(zip(Fingerprint._fields, fingerprint, strict=True)),
+            }
+        )
+    return rows
+
+
+def data_change(before: str, now: str) -> str | None:
+    """What differs between two ``dataset.csv`` texts, in words, or None if the same images
+    with the same content (the hash decides; a new modification time alone is no change)."""
+    old, new = (list(csv.DictReader(io.StringIO(text))) for text in (before, now))
+    for row_then, row_now in zip(old, new, strict=False):
+        where = f"image {row_now['position']}"
+        if (row_then.get("image"), row_then.get("path")) != (row_now["image"], row_now["path"]):
+            return (
+                f"{where} is {row_now['path'] or row_now['image']!r} now, "
+                f"{row_then.get('path') or row_then.get('image')!r} then (images added, removed "
+                "or renamed)"
+            )
+        if row_then.get("label") != row_now["label"]:
+            label_then = row_then.get("label")
+            return f"{where} ({row_now['path']}) has label {row_now['label']}, {label_then} then"
+        if row_then.get("blake2b") != row_now["blake2b"]:
+            size = (
+                f"size {row_then.get('size')} then, {row_now['size']} bytes now"
+                if row_then.get("size") != row_now["size"]
+                else f"same size, {row_now['size']} bytes"
+            )
+            return f"{where} ({row_now['path'] or row_now['image']}) has other content now ({size})"
+    if len(old) != len(new):
+        return f"{len(old)} images then, {len(new)} now"
+    return None
 
 
 def select(count: int, limit: int | None, seed: int) -> list[int]:
@@ -220,10 +330,13 @@ def collate(items: Sequence[Item]) -> Batch:
 __all__ = [
     "Batch",
     "ImageDataset",
+    "Fingerprint",
     "ImageEntry",
     "Item",
     "Listing",
     "collate",
+    "data_change",
+    "listing_rows",
     "find_images",
     "folder_class",
     "imagenet_synsets",

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from camplus_app.runs import printable
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -68,7 +70,7 @@ def overlay_figure(
         axis.set_title(name)
     for axis in axes:
         axis.set_axis_off()
-    figure.suptitle(title)
+    figure.suptitle(printable(title))  # an undecodable file name as \xHH, not a TypeError
     return figure
 
 

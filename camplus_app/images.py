@@ -21,8 +21,25 @@ import numpy as np
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-#: File name endings read from folders (a file named explicitly may have any ending).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: File name endings read from folders (a file named explicitly may have any ending): the
+#: formats Pillow decodes without extra software.
+IMAGE_SUFFIXES = (
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+    ".tga",
+)
 
 
 def _skimage(name: str) -> Callable[[], Image]:

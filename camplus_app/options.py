@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from camplus_app.runs import RunFolderError
+from camplus_app.runs import RunFolderError, printable
 from captum_camplus import METHODS, method_name
 
 PROG = "camplus"
@@ -153,8 +153,9 @@ def probability(text: str) -> float:
 
 
 def write(line: str) -> None:
-    """Print a line without breaking a progress bar on the terminal."""
-    tqdm.write(line)
+    """Print a line without breaking a progress bar on the terminal (an undecodable file name
+    with its bytes as ``\\xHH``, :func:`~camplus_app.runs.printable`)."""
+    tqdm.write(printable(line))
 
 
 __all__ = [

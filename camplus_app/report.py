@@ -36,6 +36,8 @@ class RunFacts:
     limit: int | None
     seed: int
     unmatched: Mapping[str, str] = field(default_factory=dict)  #: class folders left out, why
+    #: files of the class folders not read (looping links, other formats...), why
+    skipped: Mapping[str, str] = field(default_factory=dict)
 
 
 def markdown_report(
@@ -75,7 +77,7 @@ def markdown_report(
         ("processes (last attempt)", str(summary["processes"])),
     ]
     if summary.get("images per second"):
-        rows.append(("images/s (last attempt)", f"{summary['images per second']:.3g}"))
+        rows.append(("images/s (all attempts)", f"{summary['images per second']:.3g}"))
     lines = [
         f"# camplus compare: {facts.model} on {data}",
         "",
@@ -125,6 +127,12 @@ def markdown_report(
     if facts.unmatched:
         lines += ["", "## Class folders left out (--skip-unmatched)", ""]
         lines += [f"- `{name}`: {why}" for name, why in facts.unmatched.items()]
+    if facts.skipped:
+        lines += ["", f"## Files of the class folders not read ({len(facts.skipped)})", ""]
+        shown = list(facts.skipped.items())[:SHOWN_UNREADABLE]
+        lines += [f"- `{name}`: {why}" for name, why in shown]
+        if len(facts.skipped) > SHOWN_UNREADABLE:
+            lines.append(f"- and {len(facts.skipped) - SHOWN_UNREADABLE} more")
     if unreadable:
         lines += ["", f"## Unreadable images ({len(unreadable)}, all in unreadable.csv)", ""]
         lines += [f"- `{row['image']}`: {row['error']}" for row in unreadable[:SHOWN_UNREADABLE]]

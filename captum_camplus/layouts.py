@@ -201,6 +201,13 @@ class FunctionLayout(Layout):
                 f"a {tuple(tensor.shape)} tensor into {shape}; it must return (N, C, *grid) with "
                 f"the batch N = {batch}"
             )
+        if not out.is_floating_point() or out.device != tensor.device:
+            raise ValueError(
+                f"the layout callable {getattr(self.function, '__name__', self.function)!r} turned "
+                f"a {tensor.dtype} tensor on {tensor.device} into a {out.dtype} tensor on "
+                f"{out.device}; it must return the layer's values, floating point, on "
+                f"{tensor.device} (a reshape or permute of its input)"
+            )
         return out
 
 

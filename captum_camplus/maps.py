@@ -101,6 +101,8 @@ def upsample_and_normalize(maps: Tensor, size: Sequence[int] | torch.Size) -> Te
     """
     require_spatial(maps)
     size = tuple(int(s) for s in size)
+    if any(s <= 0 for s in size):
+        raise ValueError(f"size must be positive sizes such as (224, 224), got {size}")
     spatial = maps.dim() - 2
     if len(size) != spatial:
         raise ValueError(

@@ -15,6 +15,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
@@ -193,10 +194,28 @@ def target_scores(
 
 
 def check_scores(outputs: object) -> None:
-    """Raise unless the model's outputs are ``(N, classes)`` scores."""
+    """Raise unless the model's outputs are ``(N, classes)`` scores, none of them NaN (a NaN
+    score is neither above nor below a threshold, and has no drop or ratio)."""
     if not isinstance(outputs, Tensor) or outputs.dim() != 2:
         shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
         raise ValueError(f"the model must return (N, classes) scores, got {shape}")
+    if not outputs.is_floating_point():
+        raise ValueError(
+            f"the model returned {outputs.dtype} scores: the metrics and the CAMs need floating "
+            "point scores (logits or probabilities) to take gradients of"
+        )
+    if outputs.is_meta:
+        raise ValueError("the model returned scores on the meta device, which hold no values")
+    scores = outputs.detach()
+    for what, bad in (("NaN", torch.isnan(scores)), ("+inf", scores == torch.inf)):
+        rows = bad.any(dim=1).nonzero().flatten().tolist()
+        if rows:
+            shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+            raise ValueError(
+                f"the model returned {what} scores for {len(rows)} of {len(outputs)} images "
+                f"(batch positions {shown}): their probabilities are undefined; check the model "
+                "and its inputs"
+            )
 
 
 def as_target(
@@ -229,7 +248,18 @@ def keep_mask(y: Tensor, threshold: float | None) -> Tensor:
     """Images whose score ``Y`` exceeds ``threshold`` (Lerma & Lucas keep > 0.5); all if None."""
     if threshold is None:
         return torch.ones_like(y, dtype=torch.bool)
+    check_threshold(threshold)
     return y > threshold
+
+
+def check_threshold(threshold: float | None) -> None:
+    """Raise unless ``threshold`` is None or a real number (NaN keeps no image, silently)."""
+    if threshold is None:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
+        raise TypeError(f"threshold must be a number or None, got {type(threshold).__name__}")
+    if math.isnan(threshold):
+        raise ValueError("threshold is NaN: give a number (Lerma & Lucas use 0.5) or None")
 
 
 __all__ = [
@@ -242,6 +272,7 @@ __all__ = [
     "check_image",
     "check_score_kind",
     "check_scores",
+    "check_threshold",
     "class_scores",
     "explanation_maps",
     "keep_mask",

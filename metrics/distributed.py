@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -25,7 +26,20 @@ Batch = tuple[Tensor, Tensor | None, Tensor]
 def shard(
     data: Tensor | Iterable[Any], labels: Tensor | None, batch_size: int, rank: int, world: int
 ) -> tuple[Iterator[Batch], int | None]:
-    """This rank's batches ``(x, labels or None, positions)`` and their number if known."""
+    """This rank's batches ``(x, labels or None, positions)`` and their number if known.
+
+    ``data`` is a tensor (or a numpy array) of images, or an iterable of batches ``x``,
+    ``(x,)`` or ``(x, labels, ...)``; anything else raises ``TypeError`` saying what it got.
+    """
+    if isinstance(data, np.ndarray):  # Quantus' habit: taken as the tensor it holds
+        data = torch.from_numpy(data)
+    if isinstance(labels, np.ndarray):
+        labels = torch.from_numpy(labels)
+    if isinstance(data, (str, bytes)) or not isinstance(data, (Tensor, Iterable)):
+        raise TypeError(
+            f"data must be images (N, C, H, W) as a tensor, or a DataLoader of batches x or "
+            f"(x, labels), got {type(data).__name__}"
+        )
     if isinstance(data, Tensor):
         if labels is not None and len(labels) != len(data):
             raise ValueError(f"got {len(labels)} labels for {len(data)} images")
@@ -45,13 +59,35 @@ def shard(
 
     def loader_batches() -> Iterator[Batch]:
         seen = 0
-        for item in data:
-            x, item_labels = (item, None) if isinstance(item, Tensor) else (item[0], item[1])
+        for number, item in enumerate(data):
+            x, item_labels = _batch(item, number)
             yield x, item_labels, torch.arange(seen, seen + len(x))
             seen += len(x)
 
     total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
     return loader_batches(), total
+
+
+def _batch(item: Any, number: int) -> tuple[Tensor, Tensor | None]:
+    """``(x, labels or None)`` of one batch of a loader, or a ``TypeError`` naming it."""
+    if isinstance(item, (tuple, list)) and len(item) >= 1 and isinstance(item[0], Tensor):
+        labels = item[1] if len(item) > 1 else None
+        if labels is not None and not isinstance(labels, Tensor):
+            labels = torch.as_tensor(labels)
+        return item[0], labels
+    if isinstance(item, Tensor):
+        return item, None
+    if isinstance(item, dict):
+        raise TypeError(
+            f"batch {number} of the data is a dict (keys {', '.join(map(str, item))}): "
+            "evaluate_methods takes batches x or (x, labels); pass e.g. "
+            "((b['image'], b['label']) for b in loader)"
+        )
+    inner = f" of {type(item[0]).__name__}" if isinstance(item, (tuple, list)) and item else ""
+    raise TypeError(
+        f"batch {number} of the data is a {type(item).__name__}{inner}: evaluate_methods takes "
+        "batches x or (x, labels) of tensors"
+    )
 
 
 def gather(value: Any, world: int | None = None) -> list[Any]:

@@ -103,7 +103,7 @@ def relative_performance(log_o_new: Tensor, log_o_base: Tensor) -> RelativePerfo
     less, from ``log_softmax``) give exact ratios instead of 0/0.
 
     Raises:
-        ValueError: for a log score that is NaN or infinite (a score of 0 or below), tensors of
+        ValueError: for a NaN log score, an infinite one (a score of 0 or below), tensors of
             different shapes, or no images.
     """
     new, base = _scores(log_o_new, "log O'"), _scores(log_o_base, "log O", like=log_o_new)
@@ -151,6 +151,8 @@ def dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") 
             f"the mask of shape {tuple(unseen.shape)} does not fit maps of shape "
             f"{tuple(maps.shape)}: pass one mask for all images or one per image"
         ) from error
+    if not maps.is_floating_point():  # a boolean or integer map: its values, as numbers
+        maps = maps.to(torch.float64)
     if not bool(torch.isfinite(maps).all()):
         raise ValueError("the maps contain NaN or inf values; their dead-zone mass is undefined")
     dims = tuple(range(1, maps.dim()))
@@ -169,10 +171,10 @@ def _scores(scores: Tensor, what: str, like: Tensor | None = None) -> Tensor:
     if like is not None and scores.shape != like.shape:
         raise ValueError(f"{what} has shape {tuple(scores.shape)} but expected {tuple(like.shape)}")
     scores = scores.to(torch.float64)
+    if bool(torch.isnan(scores).any()):
+        raise ValueError(f"{what} contains NaN values (a NaN score, or the log of a negative one)")
     if not bool(torch.isfinite(scores).all()):
-        raise ValueError(
-            f"{what} contains NaN or infinite values (for log scores: a score of 0 or below)"
-        )
+        raise ValueError(f"{what} contains infinite values (for log scores: a score of 0 or below)")
     return scores
 
 

@@ -57,16 +57,37 @@ def as_model_input(inputs: np.ndarray | Tensor, model: nn.Module | Callable[...,
     Integer images (uint8 pixels) become floats with the same values, as before.
 
     Raises:
-        ValueError: for NaN or inf inputs (their scores are undefined), or values beyond the
-            model's dtype (float64 data past 65504 for a float16 model).
+        ValueError: for NaN or inf inputs (their scores are undefined), values beyond the
+            model's dtype (float64 data past 65504 for a float16 model), or images given
+            channels last (``(N, H, W, C)``) to a model whose first convolution takes channels
+            first.
     """
     x = inputs if isinstance(inputs, Tensor) else torch.as_tensor(np.asarray(inputs))
+    check_channels_first(x, model)
     finite_before = not x.is_floating_point() or bool(torch.isfinite(x).all())
     x = x.to(device=module_device(model), dtype=model_dtype(model))
     if not (finite_before and bool(torch.isfinite(x).all())):
         what = "contain NaN or inf" if not finite_before else f"overflow the model's {x.dtype}"
         raise ValueError(f"the inputs {what}: the model's scores of them are undefined")
     return x
+
+
+def check_channels_first(x: Tensor, model: nn.Module | Callable[..., Any]) -> None:
+    """Refuse a batch of images given channels last to a model whose first 2-D convolution
+    takes channels first: the model would fail deep inside with a convolution's shape error."""
+    if x.dim() != 4 or not isinstance(model, nn.Module):
+        return
+    name, conv = next(
+        ((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), ("", None)
+    )
+    if conv is None or x.shape[1] == conv.in_channels or x.shape[-1] != conv.in_channels:
+        return
+    raise ValueError(
+        f"the inputs of shape {tuple(x.shape)} look channels last (N, H, W, C), but the model's "
+        f"first convolution ({name or 'the model'}, in_channels={conv.in_channels}) takes "
+        "channels first (N, C, H, W): pass them channels first (np.moveaxis(x, -1, 1) or "
+        "x.permute(0, 3, 1, 2)), e.g. x_batch for quantus.evaluate"
+    )
 
 
 def check_not_probabilities(outputs: Tensor) -> None:
@@ -92,6 +113,7 @@ def check_not_probabilities(outputs: Tensor) -> None:
 
 __all__ = [
     "as_model_input",
+    "check_channels_first",
     "check_not_probabilities",
     "evaluation_mode",
     "model_dtype",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,9 @@ def run_explain(job: Job, folder: RunFolder) -> None:
             figure = figures.overlay_figure(
                 x[i], {m: h[i] for m, h in heatmaps.items()}, f"{name}: explaining {label}"
             )
-            figure.savefig(folder.file(f"{name}.png"), dpi=100)
+            png = io.BytesIO()  # written whole by the run folder: a full disk names the file
+            figure.savefig(png, format="png", dpi=100)
+            folder.write_bytes(f"{name}.png", png.getvalue())
             rows.append(
                 {
                     "image": name,

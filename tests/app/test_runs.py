@@ -9,6 +9,7 @@ import pytest
 
 from camplus_app.runs import (
     LOCK,
+    TEMPORARY,
     PartWriter,
     RunFolderError,
     open_run,
@@ -22,7 +23,7 @@ def _visible(folder: Path) -> list[str]:
     return sorted(
         p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
-        if p.is_file() and p.name != LOCK
+        if p.is_file() and p.name != LOCK and not p.parent.name.startswith(TEMPORARY)
     )
 
 

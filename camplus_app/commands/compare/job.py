@@ -5,25 +5,37 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from camplus_app import zoo
 from camplus_app.datasets import ImageEntry, Listing, find_images, select
 from camplus_app.options import (
+    OUR_ERRORS,
     PROG,
     Interrupted,
     UsageError,
+    one_line,
     output_path,
     parse_device,
     parse_methods,
     write,
 )
 from camplus_app.report import RunFacts
-from camplus_app.runs import RunFolder, RunFolderError, open_run, part_name, read_parts
+from camplus_app.runs import (
+    RunFolder,
+    RunFolderError,
+    open_run,
+    part_name,
+    printable,
+    read_parts,
+)
 
 from .outputs import NothingReadable, Outputs, counts, summary_line
 from .processes import Processes
@@ -36,6 +48,7 @@ from .settings import (
     check_same_settings,
     check_unchanged,
     listing_csv,
+    listing_digest,
     previous_settings,
     settings_from,
 )
@@ -47,17 +60,31 @@ def run(args: argparse.Namespace) -> None:
     :class:`Interrupted` with how to go on."""
     processes = Processes.from_environment()
     job: CompareJob | None = None
+    # torchrun stops every process with SIGTERM when one fails (killed, out of memory): the
+    # first one then says how to go on, as after Ctrl-C, instead of vanishing without a word
+    handler = signal.signal(signal.SIGTERM, _stopped) if processes.world > 1 else None
     try:
         job = CompareJob.prepare(args, processes)
         job.run()
     except KeyboardInterrupt as stop:
         processes.started = False  # the others are stopping too: no goodbye collective
-        message = job.interrupted_message() if job is not None else "interrupted"
+        stopped = isinstance(stop, Stopped)
+        message = job.interrupted_message(stopped) if job is not None else "interrupted"
         raise Interrupted(message) from stop
     finally:
         if job is not None:
             job.close()
         processes.stop()
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM under ``torchrun``: another process failed, and torchrun stops the others."""
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise Stopped
 
 
 @dataclass
@@ -133,9 +160,16 @@ class CompareJob:
         started = time.perf_counter()
         try:
             scored = sum(self.processes.gather(self._score()))  # waits for every shard
-        except Exception:
+        except Exception as error:
             self._discard_if_empty()
-            raise
+            if self.processes.world == 1 or isinstance(error, OUR_ERRORS):
+                raise
+            raise UsageError(  # another process died (killed, out of memory...)
+                f"process {self.processes.rank} of {self.processes.world} stopped: "
+                f"{one_line(error)}; the batches scored so far are saved in {self.output}; to "
+                "go on with the rest, run the same torchrun command with --resume:\n  "
+                f"{self.resume_command()}"
+            ) from error
         elapsed = time.perf_counter() - started
         if self.processes.rank == 0:
             self._finish(scored, elapsed)
@@ -143,6 +177,9 @@ class CompareJob:
     def close(self) -> None:
         if self.folder is not None:
             self.folder.close()
+
+    def _records(self) -> Iterator[dict[str, Any]]:
+        return batch_records(self.output, self.settings, len(self.entries))
 
     def _discard_if_empty(self) -> None:
         """After a failure: a new run that scored nothing leaves nothing behind (one that
@@ -162,11 +199,15 @@ class CompareJob:
             check_same_settings(folder.previous["settings"], self.settings, self.output)
         listing = listing_csv(self.entries, self.listing)
         if folder.previous is not None:
-            check_same_data(self.output / "dataset.csv", listing, self.output)
+            check_same_data(folder.previous, listing, self.output)
         self.attempt = folder.start("compare", asdict(self.settings))
-        if folder.previous is None:
-            folder.write_text("dataset.csv", listing)
-        done = {record["batch"] for record in batch_records(self.output, self.batches)}
+        listing_file = self.output / "dataset.csv"
+        if not listing_file.exists() or listing_file.read_text(errors="replace") != printable(
+            listing
+        ):
+            folder.write_text("dataset.csv", listing)  # new, lost to a kill, or newer file times
+        folder.record("data", listing_digest(listing))
+        done = {record["batch"] for record in self._records()}
         self.plan = [b for b in range(self.batches) if b not in done]
         for rank in range(self.processes.world):
             folder.file(part_name(self.attempt, rank))
@@ -190,10 +231,18 @@ class CompareJob:
         )
         return score_shard(shard)
 
-    def interrupted_message(self) -> str:
-        """What an interrupted run tells the user: how to go on, once the folder is taken."""
+    def interrupted_message(self, stopped: bool = False) -> str:
+        """What an interrupted run tells the user: how to go on, once the folder is taken;
+        ``stopped``: by torchrun, after another process failed."""
         if self.attempt == 0:
             return "interrupted before anything was scored"
+        if stopped:
+            return (
+                f"{PROG}: stopped: a process of this torchrun run failed (killed, out of memory?) "
+                f"and torchrun stopped the others; the batches scored so far are saved in "
+                f"{self.output}; to go on with the rest, run the same torchrun command with "
+                f"--resume, or on one process:\n  {self.resume_command()}"
+            )
         return (
             f"interrupted: the batches scored so far are saved in {self.output}; to go on "
             f"with the rest, run:\n  {self.resume_command()}"
@@ -223,12 +272,13 @@ class CompareJob:
             limit=settings.limit,
             seed=settings.seed,
             unmatched=dict(listing.unmatched),
+            skipped=dict(listing.skipped),
         )
 
     def _finish(self, scored_now: int, elapsed: float) -> None:
         """Merge the part files into the tables, figures and report."""
         assert self.folder is not None
-        records = {record["batch"]: record for record in batch_records(self.output, self.batches)}
+        records = {record["batch"]: record for record in self._records()}
         missing = [b for b in range(self.batches) if b not in records]
         if missing:
             raise UsageError(
@@ -237,10 +287,11 @@ class CompareJob:
             )
         rows = [row for b in range(self.batches) for row in records[b]["images"]]
         tally = counts(rows)
-        summary = {
+        seconds = sum(float(record.get("seconds", 0)) for record in records.values())
+        summary = {  # the time of every attempt, from the batches' records
             **tally,
-            "seconds": round(elapsed, 3),
-            "images per second": round(scored_now / elapsed, 4) if elapsed > 0 else None,
+            "seconds": round(seconds, 3),
+            "images per second": round(len(rows) / seconds, 4) if seconds > 0 else None,
             "processes": self.processes.world,
         }
         clf = self.classifier
@@ -260,6 +311,11 @@ class CompareJob:
         if not self.args.quiet:
             write(f"{clf.name}, layer {clf.layer_name}: " + result.format())
             write(summary_line(tally, scored_now, elapsed, self.processes.world))
+            if self.listing.skipped:
+                write(
+                    f"{len(self.listing.skipped)} files of the class folders were not read "
+                    "(listed in report.md)"
+                )
             write(f"results in {self.output}")
 
 

@@ -4,8 +4,9 @@ this process's part file before the next batch."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,13 @@ def score_shard(shard: Shard) -> int:
     total = sum(len(shard.positions(b)) for b in shard.batches)
     bar = tqdm(total=total, desc=shard.progress, unit="image", disable=shard.progress is None)
     with bar, PartWriter(shard.part) as writer:
+        started = time.perf_counter()
         for number, batch in zip(shard.batches, loader, strict=True):
-            writer.write(_batch_record(shard, number, batch, scorer, alphas))
+            record = _batch_record(shard, number, batch, scorer, alphas)
+            record["seconds"] = round(time.perf_counter() - started, 4)  # with its decoding
+            writer.write(record)
             bar.update(len(batch.positions) + len(batch.failed))
+            started = time.perf_counter()
     return total
 
 
@@ -84,7 +89,11 @@ def _batch_record(
         scores = scorer(batch.images, _labels(shard, batch.positions), batch.positions)
         images += image_records(scores)
     images.sort(key=lambda row: row["position"])
-    record: dict[str, Any] = {"batch": number, "images": images}
+    record: dict[str, Any] = {
+        "batch": number,
+        "settings": asdict(shard.settings),  # what the rows depend on: checked on --resume
+        "images": images,
+    }
     if alphas is not None and alphas.histogram.total:
         record["alphas"] = alphas.histogram.to_json()
     return record

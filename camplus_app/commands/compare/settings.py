@@ -4,13 +4,23 @@ only with the same settings, the same data and the run's own part files."""
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import io
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from camplus_app.datasets import ImageEntry, Listing
-from camplus_app.runs import RunFolderError, csv_text, read_manifest, read_parts
+from camplus_app.datasets import ImageEntry, Listing, data_change, listing_rows
+from camplus_app.runs import (
+    RunFolderError,
+    csv_text,
+    read_located_parts,
+    read_parts,
+    run_manifest,
+)
 
 
 @dataclass
@@ -106,8 +116,9 @@ def _shown(value: Any) -> str:
 
 
 def previous_settings(output: Path) -> dict[str, Any]:
-    """The settings of the ``compare`` run in ``output``, to resume it."""
-    manifest = read_manifest(output) if output.is_dir() else None
+    """The settings of the ``compare`` run in ``output``, to resume it (from the manifest's
+    copy if ``manifest.json`` is damaged)."""
+    manifest = run_manifest(output) if output.is_dir() else None
     if manifest is None:
         raise RunFolderError(f"nothing to resume in {output}: it holds no camplus run")
     if manifest["command"] != "compare":
@@ -122,57 +133,113 @@ def _data_argument(argument: str) -> str:
 
 
 def listing_csv(entries: Sequence[ImageEntry], listing: Listing) -> str:
-    """``dataset.csv``: the images of the run, by position."""
-    rows = [
-        {
-            "position": position,
-            "image": entry.name,
-            "path": _relative(entry.path, listing.root),
-            "label": "" if entry.label is None else entry.label,
-        }
-        for position, entry in enumerate(entries)
-    ]
-    return csv_text(rows)
+    """``dataset.csv``: the images of the run by position, each with its content's fingerprint
+    (:func:`~camplus_app.datasets.listing_rows`)."""
+    return csv_text(listing_rows(entries, listing.root))
 
 
-def _relative(path: str | None, root: Path | None) -> str:
-    if path is None:
-        return ""
-    if root is None:
-        return path
-    return Path(path).relative_to(root).as_posix()
+def listing_digest(listing: str) -> str:
+    """The identity of a run's data: a hash of its ``dataset.csv`` rows, file times left out
+    (a copied data set is the same data; a byte changed in one image is not)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for row in csv.DictReader(io.StringIO(listing)):
+        row.pop("mtime_ns", None)
+        digest.update(json.dumps(row, sort_keys=True).encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
-def check_same_data(listing_file: Path, listing: str, output: Path) -> None:
-    """Refuse to resume on data that changed since the run started."""
-    before = listing_file.read_text() if listing_file.exists() else ""
-    if before == listing:
+def check_same_data(previous: dict[str, Any], listing: str, output: Path) -> None:
+    """Refuse to resume on data that changed since the run started: other images, or other
+    bytes in one (in the batches scored and in those left), named with what changed. The
+    manifest's ``data`` digest decides; without it (a run killed before it was recorded),
+    ``dataset.csv`` does, and a folder where nothing was scored yet goes on."""
+    listing_file = output / "dataset.csv"
+    before = listing_file.read_text(errors="replace") if listing_file.exists() else None
+    if previous.get("data") == listing_digest(listing):
         return
-    old, new = before.splitlines(), listing.splitlines()
-    pairs = enumerate(zip(old, new, strict=False))
-    first = next((i for i, (a, b) in pairs if a != b), min(len(old), len(new)))
+    change = data_change(before, listing) if before is not None else None
+    if previous.get("data") is None:
+        if before is None and next(read_parts(output), None) is None:
+            return  # killed before the listing was written: nothing scored, nothing to mix
+        if before is not None and change is None:
+            return
+    what = change or "its images differ from those it recorded, and dataset.csv is missing"
     raise RunFolderError(
-        f"cannot resume the run in {output}: the data changed since it started ({len(old) - 1} "
-        f"images then, {len(new) - 1} now; first difference at line {first + 1} of dataset.csv: "
-        f"{(old[first : first + 1] or ['(nothing)'])[0]!r} then, "
-        f"{(new[first : first + 1] or ['(nothing)'])[0]!r} now)"
+        f"cannot resume the run in {output}: the data changed since it started: {what}; "
+        "restore the data, or start again with --overwrite (or in another folder)"
     )
 
 
-def batch_records(output: Path, batches: int) -> Iterator[dict[str, Any]]:
-    """The part files' batch records, each batch once."""
+def batch_records(output: Path, settings: Settings, images: int) -> Iterator[dict[str, Any]]:
+    """The part files' batch records, each batch once, each checked to hold the images of its
+    batch, scored with the run's settings (a changed ``batch_size`` would mix batches)."""
+    now = asdict(settings)
+    batches = -(-images // settings.batch_size)
     seen: set[int] = set()
-    for record in read_parts(output):
+    for where, record in read_located_parts(output):
         number = record.get("batch")
         if not isinstance(number, int) or not 0 <= number < batches:
-            raise RunFolderError(f"a part file in {output} holds an unknown batch {number!r}")
+            raise RunFolderError(
+                f"{where} holds an unknown batch {number!r} (the run has {batches} batches of "
+                f"{settings.batch_size}): was manifest.json edited? Restore it, or start again "
+                "with --overwrite"
+            )
         if number in seen:
             raise RunFolderError(
-                f"batch {number} appears twice in the part files of {output}: two runs wrote "
-                "into the folder; start a new run in another folder"
+                f"batch {number} appears twice in the part files of {output} ({where}): two "
+                "runs wrote into the folder; start a new run in another folder"
             )
+        then = record.get("settings", now)  # runs of earlier versions did not record them
+        then = then if isinstance(then, dict) else {}
+        changed = [key for key in now if then.get(key) != now[key]]
+        if changed:
+            shown = ", ".join(
+                f"{FLAGS.get(k, k)} {_shown(then.get(k))} then, {_shown(now[k])} now"
+                for k in changed
+            )
+            raise RunFolderError(
+                f"{where}: batch {number} was scored with other settings ({shown}): was "
+                "manifest.json edited? Restore it, or start again with --overwrite"
+            )
+        check_record(where, record, batch_positions(number, settings.batch_size, images), now)
         seen.add(number)
         yield record
+
+
+def check_record(
+    where: str, record: dict[str, Any], positions: range, settings: dict[str, Any]
+) -> None:
+    """Raise :class:`RunFolderError` naming ``where`` unless ``record`` holds one row per image
+    of its batch (``positions``), each with the values the tables read."""
+    images = record.get("images")
+    if not isinstance(images, list) or not all(isinstance(row, dict) for row in images):
+        raise RunFolderError(f"{where} is damaged: its images are not a list of records")
+    found = [row.get("position") for row in images]
+    if found != list(positions):
+        raise RunFolderError(
+            f"{where} is damaged: batch {record['batch']} holds the images at positions "
+            f"{found}, not {positions.start} to {positions.stop - 1}"
+        )
+    methods = set(settings["methods"])
+    for row in images:
+        if "error" in row:
+            continue
+        needed = ["target", "Y", "log Y", "kept"] + (["O", "log O"] if row.get("kept") else [])
+        missing = [key for key in needed if key not in row]
+        missing += [
+            f"{key} of every method"
+            for key in ("O", "log O")
+            if key in row
+            and not (
+                isinstance(row[key], dict)
+                and all(isinstance(v, dict) and methods <= set(v) for v in row[key].values())
+            )
+        ]
+        if missing:
+            raise RunFolderError(
+                f"{where} is damaged: the image at position {row['position']} lacks "
+                f"{', '.join(missing)}"
+            )
 
 
 def batch_positions(number: int, batch_size: int, images: int) -> range:
@@ -187,8 +254,10 @@ __all__ = [
     "batch_records",
     "check_same_data",
     "check_same_settings",
+    "check_record",
     "check_unchanged",
     "listing_csv",
+    "listing_digest",
     "previous_settings",
     "settings_from",
 ]
