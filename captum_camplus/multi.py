@@ -91,12 +91,33 @@ class LayerCams(LayerAttribution, GradientAttribution):
         gradients, activations = layer_gradients_and_activations(
             self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
         )
+        return self.maps_from_layer(activations, gradients, relu_attributions, attr_dim_summation)
+
+    def maps_from_layer(
+        self,
+        activation: Tensor | tuple[Tensor, ...],
+        gradient: Tensor | tuple[Tensor, ...],
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+    ) -> dict[str, Tensor | tuple[Tensor, ...]]:
+        """Every method's map, by name, from the layer's ``A`` and ``g = dS/dA`` (no pass).
+
+        The one loop over the methods: :meth:`attribute` and the metrics use it, e.g. on what a
+        :class:`~captum_camplus.LayerCapture` captured. The layout is applied here, once per
+        tensor, for every method. ``A`` and ``g`` are layer tensors (or tuples of them, one per
+        layer output, as Captum gives them; the maps are then tuples too); the options are those
+        of :meth:`CamAttribution.attribute`.
+        """
+        check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
+        several = isinstance(activation, tuple)
+        activations = activation if isinstance(activation, tuple) else (activation,)
+        gradients = gradient if isinstance(gradient, tuple) else (gradient,)
         grids = [
             (self.layout(a), self.layout(g)) for a, g in zip(activations, gradients, strict=True)
         ]
         return {
             name: _format_output(
-                len(grids) > 1,
+                several and len(grids) > 1,
                 tuple(
                     method.map_from_grid(a, g, relu_attributions, attr_dim_summation)
                     for a, g in grids

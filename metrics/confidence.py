@@ -22,9 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from captum_camplus import upsample_and_normalize
-from captum_camplus.checks import check_target
-from captum_camplus.maps import require_spatial
+from captum_camplus import check_target, require_spatial, upsample_and_normalize
 
 from .functional import Reduction, dead_zone_mass
 from .guards import check_not_probabilities

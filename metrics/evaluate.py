@@ -30,9 +30,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_camplus import METHODS, MethodFactory, method_name
-from captum_camplus.layouts import LayoutSpec
-from captum_camplus.modules import find_layer, module_device
+from captum_camplus import (
+    METHODS,
+    LayoutSpec,
+    MethodFactory,
+    find_layer,
+    method_name,
+    module_device,
+)
 
 from . import functional
 from .confidence import (
@@ -48,8 +53,7 @@ from .guards import as_model_input, evaluation_mode
 from .heatmaps import (
     MAPS_FROM,
     MapsFrom,
-    cam_maps,
-    layer_gradient,
+    layer_gradients,
     layer_pass,
     method_instances,
 )
@@ -292,20 +296,17 @@ class BatchScorer:
         x = x if everything else x[kept]
         kept_index = index if everything else index[kept.to(index.device)]
         target = y.target[kept]
-        layout = self.cams.layout  # (N, C, *grid) for the weighting rules and the callback
-        activation = layout(passed.activation.detach()[kept])
-        last = len(self.maps_from) - 1
-        gradients = {
-            source: layout(layer_gradient(passed, y.target, source, number < last)[kept])
-            for number, source in enumerate(self.maps_from)
-        }
+        layout = self.cams.layout  # (N, C, *grid), as the weighting rules see them
+        activation = passed.activation.detach()[kept]
+        found = layer_gradients(passed, y.target, self.maps_from)
+        gradients = {source: gradient[kept] for source, gradient in found.items()}
         # free the forward's graph before the explanation forwards: measured on a CPU, they run
         # about twice as slow while it is alive (and it is the largest memory of the batch)
         del passed
         for source, gradient in gradients.items():
             if self.on_layer is not None:
-                self.on_layer(source, kept_index, activation, gradient)
-            for name, cam in cam_maps(self.methods, activation, gradient).items():
+                self.on_layer(source, kept_index, layout(activation), layout(gradient))
+            for name, cam in self.cams.maps_from_layer(activation, gradient, True).items():
                 scored = class_scores(
                     self.model_forward, explanation_maps(cam, x), target, self.softmax
                 )
