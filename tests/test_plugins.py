@@ -8,6 +8,7 @@ fresh interpreter so that the registry loads them as a user's would.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -201,3 +202,46 @@ def test_the_registry_readers_pass_with_a_method_they_do_not_know(site: Path) ->
     assert check.returncode == 0, check.stderr
     result = _python("", site, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+@pytest.fixture
+def throwaway():
+    """A built-in-style method (a class and its decorator, nothing else), unregistered after."""
+    from captum_camplus import CamAttribution, register_method, spatial_mean, unregister_method
+
+    @register_method("Throwaway-CAM")
+    class LayerThrowawayCam(CamAttribution):
+        def weights(self, activation, gradient):
+            return spatial_mean(gradient.abs())
+
+    yield LayerThrowawayCam
+    unregister_method("Throwaway-CAM")
+
+
+def test_the_registry_readers_take_or_skip_a_method_they_do_not_know(throwaway) -> None:
+    """In-process and quick: each reader of the registry sees the new method, and the ones with
+    formulas (the float64 reference, the benchmark's accuracy) skip it."""
+    import torch
+    from metrics_models import tiny_setup
+
+    import captum_camplus.testing.reference as reference
+    from benchmarks import run as bench
+    from camplus_app.walls.cams import wall_maps
+    from captum_camplus import METHODS, LayerCams
+    from metrics import evaluate_methods
+
+    assert list(METHODS)[-1] == "Throwaway-CAM" and "Throwaway-CAM" not in reference.FORMULAS
+    model, images, labels = tiny_setup(n=3)
+    maps = LayerCams(model, model.layer).attribute(images, target=labels, relu_attributions=True)
+    assert list(maps) == list(METHODS)
+    result = evaluate_methods(model, model.layer, images, maps_from=["pre-softmax"], progress=False)
+    assert result.methods == list(METHODS)
+    a, g = reference.capture_layer(model, model.layer, images, labels)
+    references = bench.reference_maps(a, g)
+    raw, _ = bench.deviations({name: m[:, 0] for name, m in maps.items()}, references)
+    assert raw < 1e-4  # the four with formulas; the new one skipped, not a KeyError
+    alone = bench.deviations({"Throwaway-CAM": maps["Throwaway-CAM"]}, references)
+    assert all(math.isnan(value) for value in alone)  # nothing to compare with
+    walls = wall_maps(model, model.layer, images, labels)  # the walls use an import-time list
+    assert {"Grad-CAM", "HiResCAM"} <= set(walls)
+    torch.testing.assert_close(walls["Grad-CAM"], maps["Grad-CAM"])
