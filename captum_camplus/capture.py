@@ -39,7 +39,7 @@ from captum_camplus.checks import (
 class LayerCapture:
     """Run ``forward_func(inputs, *additional_forward_args)`` once, keeping ``layer``'s output.
 
-    The layer's output becomes ``activation``, the leaf of a graph of what follows it: the
+    The layer's output becomes :attr:`activation`, the leaf of a graph of what follows it: the
     forward runs without gradients up to the layer and records from there on, so a capture
     costs little more than an inference forward. As in Captum, the network continues with a
     copy of ``A`` (in-place operations after the layer cannot change it), and a layer called
@@ -47,18 +47,18 @@ class LayerCapture:
 
     Args:
         forward_func: The model, or any callable returning the scores.
-        layer: A module called by the forward, returning one tensor.
+        layer: A module called by the forward, returning a tensor (or a tuple of tensors).
         inputs: The batch (a tensor, or a tuple of tensors passed as positional arguments).
         additional_forward_args: Further positional arguments of ``forward_func``.
 
     Attributes:
         outputs: What ``forward_func`` returned, attached to the graph of what follows ``A``.
-        activation: ``A``, the layer's output (``requires_grad``; detach it for arithmetic).
+        activations: The layer's output tensors (``requires_grad``; detach them for arithmetic).
         layer: The layer.
 
     Raises:
         ValueError: an empty batch, non-finite inputs, a layer the forward never calls or that
-            returns several tensors.
+            returns something other than tensors.
         RuntimeError: inside ``torch.inference_mode()``.
     """
 
@@ -73,18 +73,20 @@ class LayerCapture:
         check_inputs(inputs)
         batch = inputs if isinstance(inputs, tuple) else (inputs,)
         check_attribution_inputs(batch, None)
-        kept: list[Tensor] = []
+        kept: list[tuple[Tensor, ...]] = []
 
-        def keep(module: Module, args: Any, output: Any) -> Tensor:
-            if not isinstance(output, Tensor):
+        def keep(module: Module, args: Any, output: Any) -> Tensor | tuple[Tensor, ...]:
+            tensors = output if isinstance(output, tuple) else (output,)
+            if not tensors or not all(isinstance(t, Tensor) for t in tensors):
                 raise ValueError(
-                    f"the layer {type(module).__name__} returns {type(output).__name__}, not one "
-                    "tensor: CAMs need a layer that returns one tensor"
+                    f"the layer {type(module).__name__} returns {type(output).__name__}, not a "
+                    "tensor: CAMs need a layer that returns one tensor (or a tuple of them)"
                 )
-            activation = output.detach().requires_grad_()
-            kept[:] = [activation]
+            leaves = tuple(t.detach().requires_grad_() for t in tensors)
+            kept[:] = [leaves]
             torch.set_grad_enabled(True)  # record from here on; the no_grad block restores
-            return activation.clone()
+            copies = tuple(leaf.clone() for leaf in leaves)
+            return copies if isinstance(output, tuple) else copies[0]
 
         handle = layer.register_forward_hook(keep)
         try:
@@ -95,32 +97,55 @@ class LayerCapture:
         if not kept:
             raise not_called_error(layer, forward_func)
         self.outputs = outputs
-        self.activation = kept[0]
+        self.activations = kept[0]
         self.layer = layer
+
+    @property
+    def activation(self) -> Tensor:
+        """``A``, the layer's one output tensor (``ValueError`` for a layer returning several)."""
+        if len(self.activations) != 1:
+            raise ValueError(
+                f"the layer {type(self.layer).__name__} returns {len(self.activations)} tensors: "
+                "CAMs of the metrics need a layer that returns one tensor"
+            )
+        return self.activations[0]
 
     def gradients(self, *scores: Tensor, retain_graph: bool = False) -> tuple[Tensor, ...]:
         """``g = dS/dA`` for each score ``S`` computed from :attr:`outputs`, in order.
 
-        A score may be a scalar or one value per example: it is summed, and since each
-        example's score depends on its own ``A`` only (a model in eval mode), one
-        ``autograd.grad`` gives every example's gradient. The graph is freed after the last
-        score unless ``retain_graph``; the gradients come back detached.
+        Compute the scores with gradients enabled (inside ``torch.no_grad()``, under
+        ``torch.enable_grad()``), so that they join the recorded graph. A score may be a
+        scalar or one value per example: it is summed, and since each example's score depends
+        on its own ``A`` only (a model in eval mode), one ``autograd.grad`` gives every
+        example's gradient. The graph is freed after the last score unless ``retain_graph``;
+        the gradients come back detached.
 
         Raises:
-            ValueError: a score that does not depend on the layer's output.
+            ValueError: a score that does not depend on the layer's output, or a layer with
+                several output tensors (use :meth:`layer_gradients`).
         """
+        self.activation  # noqa: B018 (one output tensor, or the error that says why not)
+        return tuple(g for (g,) in self.layer_gradients(*scores, retain_graph=retain_graph))
+
+    def layer_gradients(
+        self, *scores: Tensor, retain_graph: bool = False
+    ) -> tuple[tuple[Tensor, ...], ...]:
+        """:meth:`gradients` for a layer with several output tensors: per score, one gradient
+        per tensor of :attr:`activations`."""
         if not scores:
             raise TypeError("gradients() needs at least one score")
         last = len(scores) - 1
         found = []
         for number, score in enumerate(scores):
             try:
-                (gradient,) = torch.autograd.grad(
-                    score.sum(), self.activation, retain_graph=retain_graph or number < last
+                with torch.enable_grad():
+                    total = score.sum()
+                gradients = torch.autograd.grad(
+                    total, self.activations, retain_graph=retain_graph or number < last
                 )
             except RuntimeError as error:
                 raise (unreached_layer_error(error, self.layer) or error) from error
-            found.append(gradient)
+            found.append(tuple(gradients))
         return tuple(found)
 
 

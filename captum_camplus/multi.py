@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from captum._utils.common import _format_output
+import torch
+from captum._utils.common import (
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+    _select_targets,
+)
 from captum._utils.typing import TargetType
 from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
@@ -13,7 +19,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from captum_camplus.base import CamAttribution, check_flags, layer_gradients_and_activations
-from captum_camplus.checks import check_hookable
+from captum_camplus.capture import LayerCapture
+from captum_camplus.checks import check_hookable, check_inputs, check_output, check_target
 from captum_camplus.layouts import DefaultLayout, LayoutSpec, resolve_layout
 from captum_camplus.registry import METHODS, method_class, method_name
 
@@ -88,10 +95,35 @@ class LayerCams(LayerAttribution, GradientAttribution):
     ) -> dict[str, Tensor | tuple[Tensor, ...]]:
         """Each method's map, by name; arguments and shapes as :meth:`CamAttribution.attribute`."""
         check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
-        gradients, activations = layer_gradients_and_activations(
-            self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
-        )
+        check_flags(attribute_to_layer_input=attribute_to_layer_input)
+        if attribute_to_layer_input or grad_kwargs or self._data_parallel():
+            # the layer's input, autograd options, replicas: Captum's pass handles them
+            gradients, activations = layer_gradients_and_activations(
+                self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
+            )
+        else:
+            activations, gradients = self._capture(inputs, target, additional_forward_args)
         return self.maps_from_layer(activations, gradients, relu_attributions, attr_dim_summation)
+
+    def _capture(
+        self, inputs: Tensor | tuple[Tensor, ...], target: TargetType, additional_forward_args: Any
+    ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """``(A,), (g,)`` from one :class:`LayerCapture`: the forward records only what
+        follows the layer, and the maps hold no graph."""
+        check_inputs(inputs)
+        inputs = _format_tensor_into_tuples(inputs)
+        batch_size = inputs[0].shape[0]
+        target = check_target(target, batch_size)
+        extra = _format_additional_forward_args(additional_forward_args) or ()
+        capture = LayerCapture(self.forward_func, self.layer, inputs, extra)
+        check_output(capture.outputs, target, batch_size)
+        with torch.enable_grad():  # the score joins the graph, even inside torch.no_grad()
+            score = _select_targets(capture.outputs, target)
+        (gradients,) = capture.layer_gradients(score)
+        return tuple(a.detach() for a in capture.activations), gradients
+
+    def _data_parallel(self) -> bool:
+        return self.device_ids is not None or hasattr(self.forward_func, "device_ids")
 
     def maps_from_layer(
         self,

@@ -60,10 +60,11 @@ def layer_pass(
 def target_score(outputs: Tensor, target: Tensor, maps_from: MapsFrom) -> Tensor:
     """``S`` per image: the target's logit (pre-softmax) or its softmax probability."""
     _check_maps_from(maps_from)
-    if maps_from == "post-softmax":
-        check_not_probabilities(outputs)  # a softmax on top would squash them
-        outputs = torch.softmax(outputs, dim=1)
-    return outputs.gather(1, target[:, None])
+    with torch.enable_grad():  # on the capture's graph, even inside torch.no_grad()
+        if maps_from == "post-softmax":
+            check_not_probabilities(outputs)  # a softmax on top would squash them
+            outputs = torch.softmax(outputs, dim=1)
+        return outputs.gather(1, target[:, None])
 
 
 def layer_gradients(

@@ -105,7 +105,7 @@ def test_relative_performance_table_in_the_shape_of_001(setup) -> None:
     _, _, _, result = setup
     rows = result.relative_performance()
     pairs = [r["methods"] for r in rows if r["maps"] == "pre-softmax"]
-    assert pairs == [
+    assert pairs[:6] == [  # then the pairs of any further registered method
         "Grad-CAM+ vs Grad-CAM",
         "Grad-CAM++ vs Grad-CAM",
         "Grad-CAM++ vs Grad-CAM+",
@@ -113,7 +113,7 @@ def test_relative_performance_table_in_the_shape_of_001(setup) -> None:
         "HiResCAM vs Grad-CAM+",
         "HiResCAM vs Grad-CAM++",
     ]
-    assert len(rows) == 12
+    assert len(rows) == len(METHODS) * (len(METHODS) - 1)  # two kinds of maps, every pair
     row = next(r for r in rows if r["maps"] == "post-softmax" and r["methods"] == pairs[2])
     logs = [
         math.log(a / b)
