@@ -20,7 +20,13 @@ from torch.nn import Module
 
 from captum_camplus.base import CamAttribution, check_flags, layer_gradients_and_activations
 from captum_camplus.capture import LayerCapture
-from captum_camplus.checks import check_hookable, check_inputs, check_output, check_target
+from captum_camplus.checks import (
+    check_grad_kwargs,
+    check_hookable,
+    check_inputs,
+    check_output,
+    check_target,
+)
 from captum_camplus.layouts import DefaultLayout, LayoutSpec, resolve_layout
 from captum_camplus.registry import METHODS, method_class, method_name
 
@@ -33,7 +39,10 @@ class LayerCams(LayerAttribution, GradientAttribution):
     """Maps of several CAM methods from one forward and one backward pass to the layer.
 
     Every method weights the same activations with the same gradients, so computing them together
-    costs one pass instead of one per method.
+    costs one pass instead of one per method. The pass is a :class:`LayerCapture` (the forward
+    records only what follows the layer), except for the layer's input, ``grad_kwargs`` and
+    ``DataParallel`` models, which take Captum's ``compute_layer_gradients_and_eval``.
+    :meth:`maps_from_layer` gives every method's map from an ``A`` and ``g`` already at hand.
 
     Args:
         forward_func, layer, device_ids: As in :class:`captum.attr.LayerGradCam`.
@@ -96,6 +105,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         """Each method's map, by name; arguments and shapes as :meth:`CamAttribution.attribute`."""
         check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
         check_flags(attribute_to_layer_input=attribute_to_layer_input)
+        check_grad_kwargs(grad_kwargs)
         if attribute_to_layer_input or grad_kwargs or self._data_parallel():
             # the layer's input, autograd options, replicas: Captum's pass handles them
             gradients, activations = layer_gradients_and_activations(
