@@ -134,7 +134,7 @@ def test_rows_and_text(setup) -> None:
     _, _, _, result = setup
     assert isinstance(result, EvaluationResult)
     rows = result.image_rows()
-    assert len(rows) == 7 * 2 * 4
+    assert len(rows) == 7 * 2 * len(METHODS)
     assert set(rows[0]) >= {"index", "target", "maps", "method", "Y", "O", "log O", "drop %"}
     text = str(result)
     assert "7 of 7 images" in text and "HiResCAM vs Grad-CAM++" in text and "dead zone mass" in text
@@ -255,7 +255,7 @@ def test_passes_per_image_one_forward_two_backwards_and_two_per_method(setup) ->
     counts, handles = _count_passes(model, model.layer)
     try:
         evaluate_methods(model, model.layer, images, labels=labels, batch_size=7, progress=False)
-        assert counts == {"forward images": 7 * (1 + 2 * 4), "backwards": 2}
+        assert counts == {"forward images": 7 * (1 + 2 * len(METHODS)), "backwards": 2}
         counts.update({"forward images": 0, "backwards": 0})
         evaluate_methods(
             model,
