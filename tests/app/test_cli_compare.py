@@ -163,9 +163,12 @@ def test_alpha_histogram_counts_every_alpha_once() -> None:
     histogram.add(alphas[4:])
     merged = figures.AlphaHistogram.from_json(histogram.to_json())
     assert merged.total == 6 and (merged.min, merged.max) == (-3.0, 1e6)
-    t = torch.tanh(alphas[alphas != 0].double() - 0.5)
-    bins = ((t + 1) * figures.AlphaHistogram.BINS / 2).long().clamp(max=1999)
+    h = figures.AlphaHistogram
+    u = torch.asinh((alphas[alphas != 0].double() - 0.5) * h.SCALE)
+    bins = ((u + h.U_MAX) * h.BINS / (2 * h.U_MAX)).floor().long()
     assert merged.counts.nonzero()[0].tolist() == sorted(set(bins.tolist()))
+    centres = merged.centres()[merged.counts.nonzero()[0]]
+    assert centres.tolist() == pytest.approx([-3.0, 0.25, 0.4999, 0.5, 1e6], rel=0.02)
     assert merged.median() == pytest.approx(0.5, abs=1e-3)
     figures.alpha_histogram(merged)  # draws outliers too
 
