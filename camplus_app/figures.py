@@ -312,6 +312,14 @@ class AlphaHistogram:
         middle = int(np.searchsorted(np.cumsum(self.counts), self.total / 2))
         return float(self.centres()[middle])
 
+    def outside(self, low: float, high: float) -> int:
+        """Entries below ``low`` or above ``high``, to within one bin."""
+        u = np.linspace(-self.U_MAX, self.U_MAX, self.BINS + 1)
+        edges = 0.5 + np.sinh(u) / self.SCALE
+        below, above = edges[1:] <= low, edges[:-1] >= high
+        above[np.searchsorted(edges, high, side="right") - 1] = False  # the bin holding high
+        return int(self.counts[below | above].sum())
+
     def rebinned(self, edges: np.ndarray) -> np.ndarray:
         """Counts in coarser alpha ``edges``, each fine bin by its centre."""
         where = np.searchsorted(edges, self.centres(), side="right") - 1
@@ -368,7 +376,7 @@ def alpha_histogram(
         right.axvline(mark, color="grey", linestyle="--", linewidth=0.8)
     right.set_xlabel("alpha (symmetric log scale; dashed: 0 and 1/2)")
     right.set_ylabel("entries (log scale)")
-    outside = int(tail.counts[(tail.centres() <= 0) | (tail.centres() > 0.5)].sum())
+    outside = tail.outside(0.0, 0.5)
     what = "before the stabilizer (eq. 13)" if tail is raw else "whole range"
     right.set_title(f"tail: alphas {what} (n = {tail.total:,})")
     _note(right, f"range [{t_low:.3g}, {t_high:.3g}]\n{outside:,} outside (0, 1/2]")
