@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 #: Resolution of the PNG files.
 DPI = 200
+#: Log ratios closer than this, image by image, are the same disagreement (float32 rounding).
+SAME_DISAGREEMENT = 1e-4
 #: Colour map of the heatmaps.
 HEATMAP_COLOURS = "jet"
 #: What every overlay of normalised maps says about them.
@@ -427,7 +429,8 @@ def disagreements(
 
     Args:
         log_ratios: Pair label ("B vs A") -> per-image ``log(O'_i / O_i)``.
-        pairs: How many pairs, those with the largest mean ``|log(O'/O)|``.
+        pairs: How many pairs, those with the largest mean ``|log(O'/O)|``; a pair whose log
+            ratios equal (or negate) a chosen pair's within :data:`SAME_DISAGREEMENT` is skipped.
         images: Images per direction.
 
     Returns:
@@ -436,8 +439,23 @@ def disagreements(
         first (only images where the ratio leans that way).
     """
     ranked = sorted(log_ratios, key=lambda pair: -float(log_ratios[pair].abs().mean()))
+    kept: list[str] = []
+    for pair in ranked:
+        values = log_ratios[pair]
+        same = (  # the same disagreement (up to rounding) as a pair already kept, e.g. through
+            # a method equal to another one (HiResCAM and Grad-CAM under global average pooling)
+            values.shape == log_ratios[other].shape
+            and min(
+                float((values - log_ratios[other]).abs().max()),
+                float((values + log_ratios[other]).abs().max()),
+            )
+            <= SAME_DISAGREEMENT
+            for other in kept
+        )
+        if len(kept) < pairs and not any(same):
+            kept.append(pair)
     chosen = []
-    for pair in ranked[:pairs]:
+    for pair in kept:
         values = log_ratios[pair]
         order = torch.argsort(values, descending=True, stable=True)
         first = order[: min(images, int((values > 0).sum()))]
@@ -449,7 +467,8 @@ def disagreements(
 def gallery_figure(rows: Sequence[GalleryRow], title: str, alpha: float = 0.5) -> Figure:
     """One row per image: the image, then every method's heatmap over it, all maps of a row on
     one colour scale (0 to the row's largest value) with its colour bar; the image's name,
-    class and ``Y`` on the left, each method's ``O`` above its map."""
+    class and ``Y`` on the left, each method's ``O`` above its map. ``title`` may hold several
+    lines."""
     if not rows:
         raise ValueError("a gallery needs at least one image")
     methods = list(rows[0].heatmaps)

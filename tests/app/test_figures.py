@@ -113,6 +113,7 @@ def test_disagreements_pick_the_pairs_and_images_apart() -> None:
         "B vs A": torch.tensor([0.0, 1e-7, -1e-7, 0.0]),  # equal methods
         "C vs A": torch.tensor([2.0, -1.0, 0.5, -3.0]),
         "C vs B": torch.tensor([1.0, 0.0, 0.2, -0.1]),
+        "A vs C": torch.tensor([-2.0, 1.0, -0.5, 3.0]),  # C vs A again, the other way
     }
     chosen = figures.disagreements(log_ratios, pairs=2, images=2)
     assert [pair for pair, _, _ in chosen] == ["C vs A", "C vs B"]
