@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.run import proc_memory_kib
+from benchmarks.meters import proc_memory_kib
 
 MIB = 2**20
 

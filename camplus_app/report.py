@@ -7,60 +7,77 @@ relative performance) and figures 3-4 (Grad-CAM++ alphas).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from metrics.evaluate import format_table
-
-if TYPE_CHECKING:
-    from camplus_app.compare import CompareJob
-    from metrics import EvaluationResult
+from metrics.result import EvaluationResult
+from metrics.tables import format_table
 
 #: Unreadable images listed in the report itself (all are in unreadable.csv).
 SHOWN_UNREADABLE = 20
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What the report says about a run besides its results."""
+
+    data: Sequence[str]  #: the DATA arguments (empty: the bundled photographs)
+    model: str
+    layer: str
+    methods: Sequence[str]
+    threshold: float | None
+    batch_size: int
+    images: int  #: the images of the run (after --limit)
+    listed: int  #: the images found in the data
+    classes: int | None  #: class folders of a labelled data set (None: not labelled)
+    target: int | None  #: the class given with --target
+    target_name: str | None  #: its name
+    limit: int | None
+    seed: int
+    unmatched: Mapping[str, str] = field(default_factory=dict)  #: class folders left out, why
+
+
 def markdown_report(
-    job: CompareJob,
+    facts: RunFacts,
     result: EvaluationResult,
     summary: dict[str, Any],
     figures: Sequence[str],
     unreadable: Sequence[dict[str, Any]],
 ) -> str:
     """The report as Markdown; ``figures`` are the image files written beside it."""
-    settings, listing, clf = job.settings, job.listing, job.classifier
-    data = ", ".join(settings.data) if settings.data else "the bundled photographs"
-    if listing.labelled:
-        data += f" ({len(listing.classes)} class folders, {len(listing.entries)} images)"
+    data = ", ".join(facts.data) if facts.data else "the bundled photographs"
+    if facts.classes is not None:
+        data += f" ({facts.classes} class folders, {facts.listed} images)"
     explained = (
         "the true class (from the class folder)"
-        if listing.labelled
+        if facts.classes is not None
         else (
-            f"class {settings.target} ({clf.categories[settings.target]})"
-            if settings.target is not None
+            f"class {facts.target} ({facts.target_name})"
+            if facts.target is not None
             else "the predicted class"
         )
     )
-    selection = f"{len(job.entries)} of {len(listing.entries)}"
-    if settings.limit is not None and settings.limit < len(listing.entries):
-        selection += f" (--limit {settings.limit} --seed {settings.seed})"
+    selection = f"{facts.images} of {facts.listed}"
+    if facts.limit is not None and facts.limit < facts.listed:
+        selection += f" (--limit {facts.limit} --seed {facts.seed})"
     rows = [
         ("data", data),
-        ("model", f"{clf.name}, CAM layer `{clf.layer_name}`"),
-        ("methods", ", ".join(settings.methods)),
+        ("model", f"{facts.model}, CAM layer `{facts.layer}`"),
+        ("methods", ", ".join(facts.methods)),
         ("explained class", explained),
-        ("threshold", "none" if settings.threshold is None else f"softmax > {settings.threshold}"),
+        ("threshold", "none" if facts.threshold is None else f"softmax > {facts.threshold}"),
         ("images", selection),
         ("scored", f"{summary['scored']} (above the threshold)"),
         ("below the threshold", str(summary["below threshold"])),
         ("unreadable", str(summary["unreadable"])),
-        ("batch size", str(settings.batch_size)),
+        ("batch size", str(facts.batch_size)),
         ("processes (last attempt)", str(summary["processes"])),
     ]
     if summary.get("images per second"):
         rows.append(("images/s (last attempt)", f"{summary['images per second']:.3g}"))
     lines = [
-        f"# camplus compare: {clf.name} on {data}",
+        f"# camplus compare: {facts.model} on {data}",
         "",
         "| setting | value |",
         "|---|---|",
@@ -105,9 +122,9 @@ def markdown_report(
             "",
             "![Histogram of the Grad-CAM++ alphas](alphas.png)",
         ]
-    if listing.unmatched:
+    if facts.unmatched:
         lines += ["", "## Class folders left out (--skip-unmatched)", ""]
-        lines += [f"- `{name}`: {why}" for name, why in listing.unmatched.items()]
+        lines += [f"- `{name}`: {why}" for name, why in facts.unmatched.items()]
     if unreadable:
         lines += ["", f"## Unreadable images ({len(unreadable)}, all in unreadable.csv)", ""]
         lines += [f"- `{row['image']}`: {row['error']}" for row in unreadable[:SHOWN_UNREADABLE]]
@@ -123,4 +140,4 @@ def markdown_report(
     return "\n".join(lines)
 
 
-__all__ = ["markdown_report"]
+__all__ = ["RunFacts", "markdown_report"]

@@ -1,0 +1,132 @@
+"""The scoring loop of ``camplus compare``: this process's batches, decoded by DataLoader
+workers, scored by the metrics' :class:`~metrics.BatchScorer`, each batch's record synced to
+this process's part file before the next batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from camplus_app import figures
+from camplus_app.datasets import Batch, ImageDataset, ImageEntry, collate
+from camplus_app.options import LAYOUT
+from camplus_app.runs import PartWriter
+from camplus_app.zoo import Classifier
+from metrics.scoring import BatchScorer
+
+from .settings import Settings, batch_positions
+
+GRAD_CAM_PP = "Grad-CAM++"
+
+
+@dataclass
+class Shard:
+    """What one process scores: its batches of the run's images, into its part file."""
+
+    classifier: Classifier
+    settings: Settings
+    entries: Sequence[ImageEntry]  #: the run's images, by position
+    labelled: bool  #: a data set of class folders: each image's label is the class to explain
+    batches: list[int]  #: this process's batch numbers
+    part: Path  #: its part file
+    workers: int
+    progress: str | None = None  #: the progress bar's title (None: no bar)
+
+    def positions(self, number: int) -> range:
+        return batch_positions(number, self.settings.batch_size, len(self.entries))
+
+
+def score_shard(shard: Shard) -> int:
+    """Score the shard's batches into its part file; returns the images scored."""
+    if not shard.batches:
+        return 0
+    clf, settings = shard.classifier, shard.settings
+    scorer = BatchScorer(
+        clf.model, clf.layer, settings.methods, threshold=settings.threshold, layout=LAYOUT
+    )
+    alphas = AlphaCounter(scorer) if GRAD_CAM_PP in scorer.methods else None
+    scorer.on_layer = alphas
+    loader = DataLoader(
+        ImageDataset(shard.entries, clf.transform),
+        batch_sampler=[list(shard.positions(b)) for b in shard.batches],
+        num_workers=shard.workers,
+        collate_fn=collate,
+        pin_memory=clf.device.type == "cuda",
+    )
+    total = sum(len(shard.positions(b)) for b in shard.batches)
+    bar = tqdm(total=total, desc=shard.progress, unit="image", disable=shard.progress is None)
+    with bar, PartWriter(shard.part) as writer:
+        for number, batch in zip(shard.batches, loader, strict=True):
+            writer.write(_batch_record(shard, number, batch, scorer, alphas))
+            bar.update(len(batch.positions) + len(batch.failed))
+    return total
+
+
+def _batch_record(
+    shard: Shard, number: int, batch: Batch, scorer: BatchScorer, alphas: AlphaCounter | None
+) -> dict[str, Any]:
+    """One batch's part-file record: per image, the scores or why it could not be read."""
+    images: list[dict[str, Any]] = [
+        {"position": position, "error": error} for position, error in batch.failed
+    ]
+    if batch.images is not None:
+        if alphas is not None:
+            alphas.reset()
+        scores = scorer(batch.images, _labels(shard, batch.positions), batch.positions).cpu()
+        kept_rank = torch.cumsum(scores.kept.long(), 0) - 1
+        for i, position in enumerate(scores.index.tolist()):
+            row: dict[str, Any] = {
+                "position": position,
+                "target": int(scores.target[i]),
+                "Y": float(scores.y[i]),
+                "log Y": float(scores.log_y[i]),
+                "kept": bool(scores.kept[i]),
+            }
+            if row["kept"]:
+                k = int(kept_rank[i])
+                row["O"] = _nested(scores.o, k)
+                row["log O"] = _nested(scores.log_o, k)
+            images.append(row)
+    images.sort(key=lambda row: row["position"])
+    record: dict[str, Any] = {"batch": number, "images": images}
+    if alphas is not None and alphas.histogram.total:
+        record["alphas"] = alphas.histogram.to_json()
+    return record
+
+
+def _labels(shard: Shard, positions: Tensor) -> Tensor | None:
+    if shard.settings.target is not None:
+        return torch.full((len(positions),), shard.settings.target, dtype=torch.long)
+    if not shard.labelled:
+        return None
+    return torch.tensor([shard.entries[p].label for p in positions.tolist()], dtype=torch.long)
+
+
+def _nested(per_method: dict[str, dict[str, Tensor]], k: int) -> dict[str, dict[str, float]]:
+    return {s: {m: float(v[k]) for m, v in by.items()} for s, by in per_method.items()}
+
+
+class AlphaCounter:
+    """``on_layer`` callback: the pre-softmax Grad-CAM++ alphas of a batch (Lerma & Lucas,
+    figures 3-4), counted in an :class:`~camplus_app.figures.AlphaHistogram`."""
+
+    def __init__(self, scorer: BatchScorer) -> None:
+        self.method = scorer.methods[GRAD_CAM_PP]
+        self.histogram = figures.AlphaHistogram()
+
+    def reset(self) -> None:
+        self.histogram = figures.AlphaHistogram()
+
+    def __call__(self, source: str, index: Tensor, activation: Tensor, gradient: Tensor) -> None:
+        if source == "pre-softmax":
+            self.histogram.add(self.method.alphas(activation, gradient))
+
+
+__all__ = ["GRAD_CAM_PP", "AlphaCounter", "Shard", "score_shard"]

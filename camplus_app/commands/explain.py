@@ -1,0 +1,135 @@
+"""``camplus explain``: one figure per image, the image and each method's heatmap over it."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from camplus_app import figures, zoo
+from camplus_app.images import resolve_images
+from camplus_app.options import (
+    LAYOUT,
+    UsageError,
+    first_line,
+    output_path,
+    parse_device,
+    parse_methods,
+    write,
+)
+from camplus_app.runs import RunFolder, open_run
+from captum_camplus import LayerCams
+from captum_camplus.maps import upsample_and_normalize
+from metrics.confidence import class_scores
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+@dataclass
+class Job:
+    """Validated input of ``explain``: everything is loaded before any work starts."""
+
+    classifier: zoo.Classifier
+    images: dict[str, Image]
+    methods: list[str]
+    target: int | None
+    output: Path
+    batch_size: int
+    progress: bool
+    overwrite: bool = False
+
+
+def run(args: argparse.Namespace) -> None:
+    """``camplus explain`` from parsed arguments; a failed run leaves nothing behind."""
+    job = prepare(args)
+    folder = open_run(job.output, "explain", overwrite=job.overwrite)
+    try:
+        folder.start("explain", {"images": [str(a) for a in args.images]})
+        run_explain(job, folder)
+    except BaseException:
+        folder.discard()
+        raise
+    folder.complete()
+    if job.progress:
+        print(f"results in {job.output}")
+
+
+def prepare(args: argparse.Namespace) -> Job:
+    """Check and load everything the command needs; bad input raises :class:`UsageError`."""
+    try:
+        methods = parse_methods(args.methods)
+        device = parse_device(args.device)
+        output = output_path(args.output)
+        images = resolve_images(args.images)
+        if args.weights is not None and args.model is None:
+            raise UsageError("--weights needs --model, the architecture the weights are for")
+        classifier = zoo.load_classifier(args.model or zoo.DEFAULT_MODEL, args.weights, args.layer)
+        target = None if args.target is None else classifier.class_index(args.target)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        raise UsageError(first_line(str(error))) from error
+    return Job(
+        classifier=classifier.to(device),
+        images=images,
+        methods=methods,
+        target=target,
+        output=output,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
+
+
+def run_explain(job: Job, folder: RunFolder) -> None:
+    """Write ``<image>.png``: the image and each method's heatmap, titled with the class."""
+    clf = job.classifier
+    cams = LayerCams(clf.model, clf.layer, job.methods, layout=LAYOUT)
+    rows = []
+    for names, x in _batches(job, progress="explain"):
+        targets, probabilities = _targets(job, x)
+        maps = cams.attribute(x, target=targets, relu_attributions=True)
+        heatmaps = {name: upsample_and_normalize(m, x.shape[-2:]) for name, m in maps.items()}
+        for i, name in enumerate(names):
+            index = int(targets[i])
+            label = f"{clf.categories[index]} (class {index}), softmax {probabilities[i]:.2f}"
+            figure = figures.overlay_figure(
+                x[i], {m: h[i] for m, h in heatmaps.items()}, f"{name}: explaining {label}"
+            )
+            figure.savefig(folder.file(f"{name}.png"), dpi=100)
+            rows.append(
+                {
+                    "image": name,
+                    "class_index": index,
+                    "class_name": clf.categories[index],
+                    "probability": f"{probabilities[i]:.6f}",
+                }
+            )
+            if job.progress:
+                write(f"{name}: {label}")
+    folder.write_csv("predictions.csv", rows)
+
+
+def _targets(job: Job, x: Tensor) -> tuple[Tensor, list[float]]:
+    """The classes to explain (given or predicted) and their softmax probabilities."""
+    scores = class_scores(job.classifier.model, x, job.target)
+    return scores.target, scores.value.tolist()
+
+
+def _batches(job: Job, progress: str | None = None) -> Iterator[tuple[list[str], Tensor]]:
+    """The images' names and preprocessed batches on the device, made lazily; with a progress
+    bar titled ``progress`` if given."""
+    names = list(job.images)
+    show = progress is not None and job.progress
+    with tqdm(total=len(names), desc=progress, unit="image", disable=not show) as bar:
+        for start in range(0, len(names), job.batch_size):
+            chunk = names[start : start + job.batch_size]
+            yield chunk, job.classifier.preprocess([job.images[n] for n in chunk])
+            bar.update(len(chunk))
+
+
+__all__ = ["Job", "prepare", "run", "run_explain"]

@@ -1,0 +1,169 @@
+"""The command line's shared pieces, below every command: the program name, exit statuses, the
+error a command raises for bad input, and the parsing of the options several commands take
+(device, methods, output folder, integers and probabilities)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from camplus_app.runs import RunFolderError
+from captum_camplus import METHODS, method_name
+
+PROG = "camplus"
+#: Exit status for bad input (as argparse uses) and for any failure while running.
+USAGE_ERROR = 2
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+#: How the CAM layer's tensor is read: as the model's attributes say (timm ViT tokens, Swin
+#: channels last; every other layer channels first).
+LAYOUT = "auto"
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as written, exit status 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying what the command tells the user about it (e.g. how to resume)."""
+
+
+#: Errors whose messages are ours, written for the user: shown as they are, never a traceback.
+OUR_ERRORS: tuple[type[Exception], ...] = (UsageError, RunFolderError)
+
+
+def first_line(text: str) -> str:
+    """The first line of a message that is not blank."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else "(no message)"
+
+
+def one_line(error: BaseException) -> str:
+    """The error as one line: our messages as they are, others prefixed with their type."""
+    text = first_line(str(error))
+    if isinstance(error, (*OUR_ERRORS, ValueError, OSError)):
+        return text
+    return f"{type(error).__name__}: {text}"
+
+
+def parse_methods(text: str | None) -> list[str]:
+    """Method display names from a comma-separated list (None: all of them)."""
+    if text is None:
+        return list(METHODS)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UsageError("--methods is empty: give at least one method")
+    chosen = [method_name(name) for name in names]  # ValueError names the bad one
+    return list(dict.fromkeys(chosen))
+
+
+def parse_device(text: str | None) -> torch.device:
+    """The ``--device``: a device this machine has and torch can use (default cuda if any)."""
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError as error:
+        raise UsageError(f"unknown device {text!r}: {error}") from error
+    available: dict[str, Callable[[], bool]] = {
+        "cpu": lambda: True,
+        "cuda": torch.cuda.is_available,
+        "mps": torch.backends.mps.is_available,
+    }
+    if not available.get(device.type, lambda: True)():
+        raise UsageError(f"device {text!r} is not available on this machine")
+    if device.type == "meta":
+        raise UsageError("device 'meta' holds no data: choose cpu or cuda")
+    try:  # an index past the last GPU, a backend torch was not built with
+        torch.zeros(1, device=device).add_(1).cpu()
+    except Exception as error:
+        raise UsageError(f"device {text!r} cannot be used: {one_line(error)}") from error
+    return device
+
+
+def output_path(text: str) -> Path:
+    """The output folder named on the command line: never an empty name (the current folder)."""
+    if not text.strip():
+        raise UsageError("--output is empty: give a folder name (a new or empty folder)")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"output {path} exists and is not a folder")
+    ancestor = _existing_ancestor(path)
+    if not ancestor.is_dir():
+        raise UsageError(f"output {path} cannot be created: {ancestor} is a file, not a folder")
+    try:  # the one reliable test (os.access is wrong for root and for read-only file systems)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{PROG}-probe-", dir=ancestor))
+    except OSError as error:
+        raise UsageError(
+            f"output {path} cannot be written: {error.strerror or error} in {ancestor}"
+        ) from error
+    return path
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def write(line: str) -> None:
+    """Print a line without breaking a progress bar on the terminal."""
+    tqdm.write(line)
+
+
+__all__ = [
+    "INTERRUPTED",
+    "LAYOUT",
+    "OUR_ERRORS",
+    "PROG",
+    "USAGE_ERROR",
+    "Interrupted",
+    "UsageError",
+    "first_line",
+    "int_at_least",
+    "non_negative_int",
+    "one_line",
+    "output_path",
+    "parse_device",
+    "parse_methods",
+    "positive_int",
+    "probability",
+    "write",
+]

@@ -1,0 +1,152 @@
+"""The per-image scores of several methods on a data set, and every aggregate and table of
+Lerma & Lucas, section 4, computed from them.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import functional
+from .tables import format_table
+
+#: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
+PerMethod = dict[str, dict[str, Tensor]]
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """Per-image scores of every method; aggregates and tables are computed from them.
+
+    All tensors are on the CPU, in float64, in the order of the data (for a DataLoader under
+    ``torch.distributed``: rank 0's images first). Only images that passed the threshold are
+    kept; ``index`` gives their positions in the data.
+    """
+
+    methods: list[str]
+    maps_from: list[str]
+    index: Tensor  #: (K,) positions of the scored images in the data
+    target: Tensor  #: (K,) the explained class
+    y: Tensor  #: (K,) ``Y``, the score of the class on the image
+    log_y: Tensor  #: (K,) its log
+    o: PerMethod  #: ``O``, the score on each method's explanation map
+    log_o: PerMethod  #: its log (from ``log_softmax`` for softmax scores)
+    dead_zone: PerMethod | None  #: dead-zone mass per image, if a region was given
+    softmax: bool  #: softmax probabilities (True) or raw outputs
+    threshold: float | None
+    images_seen: int  #: images in the data before the threshold
+
+    def summary(self, win_rtol: float = 1e-4) -> list[dict[str, Any]]:
+        """One row per kind of map and method: the dataset values of every metric.
+
+        ``win_rtol``: the tie tolerance of :func:`metrics.functional.win_percentage`.
+        """
+        rows = []
+        for source in self.maps_from:
+            o = self.o[source]
+            wins = (
+                functional.win_percentage(torch.stack([o[m] for m in self.methods]), rtol=win_rtol)
+                if len(self.methods) > 1
+                else torch.full((1,), math.nan)
+            )
+            for k, method in enumerate(self.methods):
+                row = {
+                    "maps": source,
+                    "method": method,
+                    "images": len(self.index),
+                    "average drop": float(functional.average_drop(self.y, o[method])),
+                    "increase in confidence": float(
+                        functional.increase_in_confidence(self.y, o[method])
+                    ),
+                    "win percentage": float(wins[k]),
+                }
+                if self.dead_zone is not None:
+                    row["dead zone mass"] = float(self.dead_zone[source][method].mean())
+                rows.append(row)
+        return rows
+
+    def relative_performance(self) -> list[dict[str, Any]]:
+        """Lerma & Lucas, tables 1-2: every later method vs every earlier one, per kind of map."""
+        return [
+            {
+                "maps": source,
+                "methods": f"{new} vs {base}",
+                "relative performance": float(stats.geometric_mean),
+                "log mean": float(stats.log_mean),
+                "log std": float(stats.log_std),
+            }
+            for source, new, base, stats in self._pairs()
+        ]
+
+    def relative_performance_per_image(self) -> dict[str, dict[str, Tensor]]:
+        """``O'_i / O_i`` per image for each pair of :meth:`relative_performance`, by kind of map
+        (the boxplots of Lerma & Lucas, figure 6)."""
+        ratios: dict[str, dict[str, Tensor]] = {source: {} for source in self.maps_from}
+        for source, new, base, stats in self._pairs():
+            ratios[source][f"{new} vs {base}"] = stats.log_ratio.exp()
+        return ratios
+
+    def _pairs(self) -> Iterator[tuple[str, str, str, functional.RelativePerformanceStats]]:
+        """Every later method vs every earlier one, per kind of map, with their statistics."""
+        for source in self.maps_from:
+            log_o = self.log_o[source]
+            for j, new in enumerate(self.methods):
+                for base in self.methods[:j]:
+                    yield (
+                        source,
+                        new,
+                        base,
+                        functional.relative_performance(log_o[new], log_o[base]),
+                    )
+
+    def image_rows(self) -> list[dict[str, Any]]:
+        """One row per image, kind of map and method, with the per-image values."""
+        rows = []
+        for source in self.maps_from:
+            for method in self.methods:
+                o = self.o[source][method]
+                drop = functional.average_drop(self.y, o, "none")
+                for i in range(len(self.index)):
+                    row = {
+                        "index": int(self.index[i]),
+                        "target": int(self.target[i]),
+                        "maps": source,
+                        "method": method,
+                        "Y": float(self.y[i]),
+                        "O": float(o[i]),
+                        "log O": float(self.log_o[source][method][i]),
+                        "drop %": float(drop[i]),
+                    }
+                    if self.dead_zone is not None:
+                        row["dead zone mass"] = float(self.dead_zone[source][method][i])
+                    rows.append(row)
+        return rows
+
+    def format(self) -> str:
+        """The aggregates and the relative-performance table as text."""
+        scores = "softmax probabilities" if self.softmax else "raw outputs"
+        kept = f"{len(self.index)} of {self.images_seen} images"
+        if self.threshold is not None:
+            kept += f" (score > {self.threshold})"
+        parts = [f"{kept}, scores: {scores}", format_table(self.summary())]
+        if len(self.methods) > 1:
+            parts += [
+                "relative performance (Lerma & Lucas, tables 1-2)",
+                format_table(self.relative_performance()),
+            ]
+        return "\n\n".join(parts)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+__all__ = ["EvaluationResult", "PerMethod"]

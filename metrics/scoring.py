@@ -1,0 +1,204 @@
+"""One batch scored with every method and metric: the step the evaluation driver repeats, and
+that ``camplus compare`` streams.
+
+Per batch: one forward that gives ``Y`` and keeps the layer's output, one backward to the
+layer per kind of map (gradients of the logits and of the softmax, the two columns of Lerma &
+Lucas, tables 1-2, both from that forward) that gives every method's map, and one forward per
+method and kind of map for the scores ``O`` of its explanation maps: per image, 1 forward, 2
+backwards to the layer and 2M forwards for M methods.
+
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from captum_camplus import METHODS, MethodFactory, method_name
+from captum_camplus.layouts import LayoutSpec
+from captum_camplus.modules import find_layer, module_device
+
+from .confidence import (
+    Preprocess,
+    cam_dead_zone_mass,
+    class_scores,
+    explanation_maps,
+    keep_mask,
+    model_forward,
+    target_scores,
+)
+from .guards import as_model_input, evaluation_mode
+from .heatmaps import (
+    MAPS_FROM,
+    MapsFrom,
+    cam_maps,
+    layer_gradient,
+    layer_pass,
+    method_instances,
+)
+from .result import PerMethod
+
+#: ``on_layer(maps_from, index, activations, gradients)``: the layer's ``A`` and ``g`` of the
+#: images of a batch that passed the threshold (``index``: their positions in the data).
+LayerCallback = Callable[[str, Tensor, Tensor, Tensor], None]
+
+
+@dataclasses.dataclass
+class BatchScores:
+    """One batch's results, per image, on the model's device.
+
+    ``index``, ``target``, ``y`` and ``log_y`` cover every image of the batch; ``kept`` marks
+    those whose ``Y`` passed the threshold, and ``o``, ``log_o`` and ``dead_zone`` hold one
+    value per kept image, in the batch's order.
+    """
+
+    index: Tensor  #: (N,) positions of the images in the data
+    target: Tensor  #: (N,) the explained class
+    y: Tensor  #: (N,) ``Y``, float64
+    log_y: Tensor  #: (N,) its log
+    kept: Tensor  #: (N,) bool, ``Y`` above the threshold
+    o: PerMethod  #: (K,) per kind of map and method, for the kept images
+    log_o: PerMethod
+    dead_zone: PerMethod | None
+
+    def cpu(self) -> BatchScores:
+        """The same results on the CPU."""
+        fields = {"o": self.o, "log_o": self.log_o, "dead_zone": self.dead_zone}
+        nested = {k: None if v is None else _map_nested(v, Tensor.cpu) for k, v in fields.items()}
+        return BatchScores(
+            *(t.cpu() for t in (self.index, self.target, self.y, self.log_y, self.kept)), **nested
+        )
+
+
+class BatchScorer:
+    """Scores one batch with every method and metric: the step :func:`evaluate_methods` repeats,
+    for callers that stream results batch by batch.
+
+    Per batch: one forward of the images, which gives ``Y`` and keeps the layer's output; one
+    ``autograd.grad`` to the layer per kind of map on that forward's graph; each method's map
+    from the same ``A`` and ``g``; one forward per method and kind of map on the explanation
+    maps ``E = L (.) I`` of the images that passed the threshold. Arguments as in
+    :func:`evaluate_methods`.
+
+    Attributes:
+        names: The methods' names, in order.
+        methods: The method instances by name (e.g. ``methods["Grad-CAM++"].alphas(a, g)``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: nn.Module | str,
+        methods: Sequence[str] | Mapping[str, MethodFactory] | None = None,
+        *,
+        maps_from: Sequence[MapsFrom] = MAPS_FROM,
+        softmax: bool = True,
+        threshold: float | None = None,
+        preprocess: Preprocess | None = None,
+        unseen: Tensor | None = None,
+        on_layer: LayerCallback | None = None,
+        layout: LayoutSpec = None,
+    ) -> None:
+        self.names = method_names(methods)
+        if not maps_from or any(source not in MAPS_FROM for source in maps_from):
+            raise ValueError(
+                f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from}"
+            )
+        self.maps_from = list(maps_from)
+        self.model = model
+        self.layer = find_layer(model, layer)
+        factories = methods if isinstance(methods, Mapping) else self.names
+        self.cams = method_instances(model, self.layer, factories, layout)
+        self.methods = self.cams.methods
+        self.device = module_device(model)
+        self.model_forward = model_forward(model, preprocess)
+        self.softmax = softmax
+        self.threshold = threshold
+        self.unseen = None if unseen is None else torch.as_tensor(unseen).to(self.device)
+        self.on_layer = on_layer
+
+    def __call__(
+        self, x: Tensor, labels: Tensor | None = None, index: Tensor | None = None
+    ) -> BatchScores:
+        """Score ``x`` (``labels``: the classes to explain, default the predicted ones;
+        ``index``: the images' positions in the data, default ``0..N-1``). A model in training
+        mode is run in eval mode and left as it was (:mod:`metrics.guards`)."""
+        with evaluation_mode(self.model):
+            return self._score(x, labels, index)
+
+    def _score(self, x: Tensor, labels: Tensor | None, index: Tensor | None) -> BatchScores:
+        x = as_model_input(x, self.model)  # on its device, in its dtype
+        if self.unseen is not None and self.unseen.dim() != x.dim() - 2:
+            raise ValueError(
+                f"unseen must be one mask of the images' spatial shape {tuple(x.shape[2:])}, "
+                f"shared by all images; got shape {tuple(self.unseen.shape)}"
+            )
+        index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
+        passed = layer_pass(self.model_forward, self.layer, x)
+        y = target_scores(passed.outputs, labels, self.softmax)
+        kept = keep_mask(y.value, self.threshold)
+        o, log_o, dead_zone = (_per_method(self.maps_from, self.names, x.device) for _ in range(3))
+        scores = BatchScores(index, y.target, y.value, y.log, kept, o, log_o, dead_zone)
+        if self.unseen is None:
+            scores.dead_zone = None
+        if not bool(kept.any()):  # no backward, no explanation maps
+            return scores
+        everything = bool(kept.all())
+        x = x if everything else x[kept]
+        kept_index = index if everything else index[kept.to(index.device)]
+        target = y.target[kept]
+        layout = self.cams.layout  # (N, C, *grid) for the weighting rules and the callback
+        activation = layout(passed.activation.detach()[kept])
+        last = len(self.maps_from) - 1
+        gradients = {
+            source: layout(layer_gradient(passed, y.target, source, number < last)[kept])
+            for number, source in enumerate(self.maps_from)
+        }
+        # free the forward's graph before the explanation forwards: measured on a CPU, they run
+        # about twice as slow while it is alive (and it is the largest memory of the batch)
+        del passed
+        for source, gradient in gradients.items():
+            if self.on_layer is not None:
+                self.on_layer(source, kept_index, activation, gradient)
+            for name, cam in cam_maps(self.methods, activation, gradient).items():
+                scored = class_scores(
+                    self.model_forward, explanation_maps(cam, x), target, self.softmax
+                )
+                o[source][name], log_o[source][name] = scored.value, scored.log
+                if self.unseen is not None:
+                    dead_zone[source][name] = cam_dead_zone_mass(cam, self.unseen, "none")
+        return scores
+
+
+def _per_method(maps_from: Sequence[str], names: Sequence[str], device: torch.device) -> PerMethod:
+    """No values yet (what a batch without an image above the threshold keeps)."""
+    empty = torch.empty(0, dtype=torch.float64, device=device)
+    return {source: dict.fromkeys(names, empty) for source in maps_from}
+
+
+def _map_nested(nested: PerMethod, func: Callable[[Tensor], Tensor]) -> PerMethod:
+    return {s: {n: func(t) for n, t in by_name.items()} for s, by_name in nested.items()}
+
+
+def _map_nested(nested: PerMethod, func: Callable[[Tensor], Tensor]) -> PerMethod:
+    return {s: {n: func(t) for n, t in by_name.items()} for s, by_name in nested.items()}
+
+
+def method_names(methods: Sequence[str] | Mapping[str, MethodFactory] | None) -> list[str]:
+    if methods is None:
+        return list(METHODS)
+    if isinstance(methods, str):
+        raise TypeError("methods must be a list of names or a mapping, not a single string")
+    names = list(methods) if isinstance(methods, Mapping) else [method_name(m) for m in methods]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"methods must be distinct and non-empty, got {names}")
+    return names
+
+
+__all__ = ["BatchScorer", "BatchScores", "LayerCallback", "method_names"]
