@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import torch
+
 from camplus_app.options import (
     INTERRUPTED,
     OUR_ERRORS,
@@ -77,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=positive_int, help="score a random subset of this many images"
     )
     compare_parser.add_argument(
-        "--seed", type=int, help="the random subset of --limit (default: 0): reproducible"
+        "--seed",
+        type=int,
+        help="seeds the random subset of --limit and the bootstrap intervals of the tables "
+        "(default: 0): reproducible",
     )
     compare_parser.add_argument(
         "--workers",
@@ -152,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=None if resumable else 8,
             help="default: 8",
         )
+        sub.add_argument(
+            "--threads",
+            type=positive_int,
+            help="torch threads per process (default: what torch picks; torchrun sets 1). "
+            "Float32 sums depend on it: equal thread counts give equal tables. Recorded in "
+            "the manifest",
+        )
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars or tables")
     return parser
 
@@ -171,6 +183,8 @@ def dispatch(args: argparse.Namespace) -> None:
     # Each command's module is imported when it runs, for start-up time: `camplus --help` and a
     # mistyped option answer without loading the model zoo, the figures and the metrics (whose
     # Quantus import alone takes seconds).
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.command == "explain":
         from camplus_app.commands.explain import run
     else:

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
 #: Resolution of the PNG files.
 DPI = 200
-#: Log ratios closer than this, image by image, are the same disagreement (float32 rounding).
-SAME_DISAGREEMENT = 1e-4
+#: Log ratios closer than this (1 %), image by image, tell the same story: a pair through a
+#: method equal or nearly equal to another (HiResCAM and Grad-CAM, Grad-CAM++ and Grad-CAM+).
+SAME_DISAGREEMENT = 1e-2
 #: Colour map of the heatmaps.
 HEATMAP_COLOURS = "jet"
 #: What every overlay of normalised maps says about them.
@@ -164,9 +165,9 @@ def relative_performance_boxplot(
                 position + offsets,
                 ".",
                 color="tab:blue",
-                alpha=0.35,
-                markersize=3,
-                zorder=1,
+                alpha=0.5,
+                markersize=4,
+                zorder=3,
             )
         axis.boxplot(
             series,
@@ -182,7 +183,7 @@ def relative_performance_boxplot(
         for values_of_pair, position in zip(series, positions, strict=True):
             median = float(np.median(values_of_pair))
             axis.annotate(
-                f"median {median:.3g}",
+                f"median {median:.4g}",
                 (median, position + 0.27),
                 ha="center",
                 va="bottom",

@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -43,7 +43,6 @@ class Provenance:
     command: list[str]  #: the full command line
     started: str
     finished: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def finish(self) -> None:
         """Record the end time."""

@@ -51,8 +51,11 @@ class RunFolder:
         self.manifest: dict[str, Any] = {}
         self._created = created or []  # folders open_run made, outermost first
 
-    def start(self, command: str, settings: dict[str, Any]) -> int:
-        """Write the manifest of this run (state ``running``); returns the attempt number
+    def start(
+        self, command: str, settings: dict[str, Any], provenance: dict[str, Any] | None = None
+    ) -> int:
+        """Write the manifest of this run (state ``running``) with its settings and the
+        provenance of this attempt (:mod:`camplus_app.provenance`); returns the attempt number
         (1 for a new run, one more on each resume)."""
         files = list(self.previous["files"]) if self.previous else []
         attempt = int(self.previous["attempts"]) + 1 if self.previous else 1
@@ -65,6 +68,8 @@ class RunFolder:
             "updated": _now(),
             "files": files,
         }
+        if provenance is not None:
+            self.manifest["provenance"] = provenance
         self._save()
         return attempt
 
@@ -91,11 +96,16 @@ class RunFolder:
         """Write rows (dicts with the same keys) as a CSV file with a header."""
         return self.write_text(name, csv_text(rows))
 
-    def complete(self, summary: dict[str, Any] | None = None) -> None:
-        """Mark the run complete (with an optional summary) and release the folder."""
+    def complete(
+        self, summary: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None
+    ) -> None:
+        """Mark the run complete (with an optional summary and the final provenance, its end
+        time included) and release the folder."""
         self.manifest["state"] = "complete"
         if summary is not None:
             self.manifest["summary"] = summary
+        if provenance is not None:
+            self.manifest["provenance"] = provenance
         self._save()
         self.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from camplus_app.options import (
     write,
 )
 from camplus_app.processes import Processes
+from camplus_app.provenance import Provenance, collect
 from camplus_app.report import RunFacts
 from camplus_app.runs import RunFolder, RunFolderError, open_run, part_name, read_parts
 
@@ -74,6 +76,7 @@ class CompareJob:
     folder: RunFolder | None = None  #: held by rank 0
     attempt: int = 0
     plan: list[int] = field(default_factory=list)  #: the batches this attempt scores
+    provenance: Provenance | None = None  #: this attempt's, kept by rank 0
 
     @classmethod
     def prepare(cls, args: argparse.Namespace, processes: Processes) -> CompareJob:
@@ -163,7 +166,15 @@ class CompareJob:
         listing = listing_csv(self.entries, self.listing)
         if folder.previous is not None:
             check_same_data(self.output / "dataset.csv", listing, self.output)
-        self.attempt = folder.start("compare", asdict(self.settings))
+        self.provenance = collect(
+            self.classifier.device,
+            processes=self.processes.world,
+            seed=self.settings.seed,
+            command=["camplus", *sys.argv[1:]],
+        )
+        self.attempt = folder.start(
+            "compare", asdict(self.settings), provenance=self.provenance.to_json()
+        )
         if folder.previous is None:
             folder.write_text("dataset.csv", listing)
         done = {record["batch"] for record in batch_records(self.output, self.batches)}
@@ -223,6 +234,7 @@ class CompareJob:
             limit=settings.limit,
             seed=settings.seed,
             unmatched=dict(listing.unmatched),
+            provenance=self.provenance,
         )
 
     def _finish(self, scored_now: int, elapsed: float) -> None:
@@ -245,8 +257,15 @@ class CompareJob:
         }
         clf = self.classifier
         outputs = Outputs(
-            self.folder, self.settings, self.entries, clf.categories, rows, records.values()
+            self.folder,
+            self.settings,
+            self.entries,
+            clf.categories,
+            rows,
+            records.values(),
+            classifier=clf,
         )
+        assert self.provenance is not None
         try:
             result = outputs.result()
         except NothingReadable as error:  # nothing worth keeping: a new run leaves nothing
@@ -255,10 +274,13 @@ class CompareJob:
         except ValueError as error:  # no image above the threshold: a complete run, no tables
             self.folder.complete(summary)
             raise UsageError(str(error)) from error
+        self.provenance.finish()  # for the report written next; the manifest gets the last
         outputs.write(result, summary, self.facts())
-        self.folder.complete(summary)
+        self.provenance.finish()
+        self.folder.complete(summary, self.provenance.to_json())
         if not self.args.quiet:
-            write(f"{clf.name}, layer {clf.layer_name}: " + result.format())
+            shown = result.format(intervals=True, seed=self.settings.seed)
+            write(f"{clf.name}, layer {clf.layer_name}: " + shown)
             write(summary_line(tally, scored_now, elapsed, self.processes.world))
             write(f"results in {self.output}")
 
