@@ -175,7 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cannot be written, a layer without a spatial output, a device torch cannot use...), is one
     line on stderr. Set the environment variable ``CAMPLUS_TRACEBACK=1`` to get the traceback.
     """
-    return exit_status(lambda: dispatch(build_parser().parse_args(argv)))
+    words = sys.argv[1:] if argv is None else list(argv)
+
+    def parse_and_run() -> None:
+        args = build_parser().parse_args(words)
+        args.command_line = [PROG, *words]  # for the provenance of the run
+        dispatch(args)
+
+    return exit_status(parse_and_run)
 
 
 def dispatch(args: argparse.Namespace) -> None:

@@ -50,13 +50,13 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
-def figure_files(figure: Figure) -> dict[str, bytes]:
+def figure_files(figure: Figure, kinds: Sequence[str] = ("png", "svg")) -> dict[str, bytes]:
     """The figure as ``{"png": ..., "svg": ...}`` bytes (PNG at :data:`DPI` dpi).
 
     The SVG carries no date.
     """
     files = {}
-    for kind in ("png", "svg"):
+    for kind in kinds:
         buffer = io.BytesIO()
         metadata = {"Date": None} if kind == "svg" else None
         figure.savefig(buffer, format=kind, dpi=DPI, metadata=metadata)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
     """``camplus explain`` from parsed arguments; a failed run leaves nothing behind."""
     job = prepare(args)
     folder = open_run(job.output, "explain", overwrite=job.overwrite)
-    provenance = collect(job.classifier.device, command=["camplus", *sys.argv[1:]])
+    provenance = collect(job.classifier.device, command=getattr(args, "command_line", None))
     try:
         folder.start("explain", settings(job, args), provenance.to_json())
         run_explain(job, folder)
@@ -122,8 +121,8 @@ def run_explain(job: Job, folder: RunFolder) -> None:
             figure = figures.overlay_figure(
                 x[i], {m: h[i] for m, h in heatmaps.items()}, f"{name}: explaining {label}"
             )
-            for kind, data in figures.figure_files(figure).items():
-                folder.write_bytes(f"{name}.{kind}", data)
+            png = figures.figure_files(figure, ["png"])["png"]
+            folder.write_bytes(f"{name}.png", png)
             rows.append(
                 {
                     "image": name,

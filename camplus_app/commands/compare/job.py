@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -170,7 +169,7 @@ class CompareJob:
             self.classifier.device,
             processes=self.processes.world,
             seed=self.settings.seed,
-            command=["camplus", *sys.argv[1:]],
+            command=getattr(self.args, "command_line", None),
         )
         self.attempt = folder.start(
             "compare", asdict(self.settings), provenance=self.provenance.to_json()
