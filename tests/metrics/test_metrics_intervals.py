@@ -17,6 +17,7 @@ import torch
 from metrics import functional as F
 from metrics import intervals
 from metrics.digits import decimals, format_estimate, with_intervals
+from metrics.result import EvaluationResult
 
 RESAMPLES = 300
 
@@ -229,3 +230,52 @@ def test_with_intervals_merges_the_bounding_columns() -> None:
             "images": 9,
         }
     ]
+
+
+# --- EvaluationResult
+# ---------------------------------------------------------------------------
+
+
+def _result() -> EvaluationResult:
+    y, o = scores(methods=3, images=30)
+    names = ["A", "B", "C"]
+    per = {"pre-softmax": {n: o[k] for k, n in enumerate(names)}}
+    log = {"pre-softmax": {n: o[k].log() for k, n in enumerate(names)}}
+    return EvaluationResult(
+        methods=names,
+        maps_from=["pre-softmax"],
+        index=torch.arange(30),
+        target=torch.zeros(30, dtype=torch.long),
+        y=y,
+        log_y=y.log(),
+        o=per,
+        log_o=log,
+        dead_zone=None,
+        softmax=True,
+        threshold=None,
+        images_seen=30,
+    )
+
+
+def test_result_tables_carry_the_intervals_after_each_column() -> None:
+    result = _result()
+    y, o = result.y, torch.stack([result.o["pre-softmax"][n] for n in result.methods])
+    rows = result.summary(intervals=True, seed=4, resamples=RESAMPLES)
+    assert list(rows[0])[3:6] == ["average drop", "average drop ci low", "average drop ci high"]
+    expected = F.score_intervals(y, o, seed=4, resamples=RESAMPLES)
+    for k, row in enumerate(rows):
+        assert row["win percentage ci low"] == float(expected.win_percentage.low[k])
+        assert row["average drop ci high"] == float(expected.average_drop.high[k])
+    assert result.summary()[0].keys() == {
+        "maps", "method", "images", "average drop", "increase in confidence", "win percentage"
+    }  # fmt: skip
+    relative = result.relative_performance(intervals=True, seed=4, resamples=RESAMPLES)
+    assert [r["methods"] for r in relative] == ["B vs A", "C vs A", "C vs B"]
+    log_o = result.log_o["pre-softmax"]
+    bounds = F.relative_performance_intervals(log_o["C"], log_o["B"], seed=4, resamples=RESAMPLES)
+    assert relative[2]["log std ci low"] == float(bounds.log_std.low)
+    pairwise = result.pairwise(seed=4, resamples=RESAMPLES)
+    assert pairwise[0]["images tied"] == 5  # the five images where B equals A
+    assert pairwise[0]["images won"] + pairwise[0]["images lost"] == 25
+    text = result.format(intervals=True)
+    assert "pairwise" in text and " [" in text
