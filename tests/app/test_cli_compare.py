@@ -226,7 +226,8 @@ def test_compare_histogram_shows_the_pre_softmax_alphas(compared) -> None:
     reference.add(expected)
     assert drawn.total == reference.total == int((expected != 0).sum())
     # float32 alphas against float64 ones: an entry may sit on the other side of a bin edge
-    assert int(abs(drawn.counts - reference.counts).sum()) <= 1e-3 * reference.total
+    # (bins of about 1e-5 near 1/2)
+    assert int(abs(drawn.counts - reference.counts).sum()) <= 2e-3 * reference.total
     assert drawn.min == pytest.approx(reference.min, rel=1e-5)
     assert drawn.max == pytest.approx(reference.max, rel=1e-5)
     assert drawn.min > 0 and drawn.max <= 0.5  # a layer after ReLU6: alphas in (0, 1/2]
