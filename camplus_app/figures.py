@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -492,5 +493,7 @@ def gallery_figure(rows: Sequence[GalleryRow], title: str, alpha: float = 0.5) -
         bar = _colour_bar(figure, list(line), top, shrink=0.85, pad=0.01)
         bar.ax.tick_params(labelsize=6)
         bar.set_label("map (shared)", fontsize=6)
-    figure.suptitle(title, fontsize=9)
+    characters = int(11 * figure.get_figwidth())  # what fits a line at 9 points
+    lines = [textwrap.fill(line, characters) for line in title.splitlines()]
+    figure.suptitle("\n".join(lines), fontsize=9)
     return figure
