@@ -3,8 +3,9 @@
 A value with an interval ``[low, high]`` is rounded at the place of the leading digit of the
 half-width ``(high - low) / 2``, plus one digit: ``1.2345`` with ``[1.1934, 1.2871]`` (half-width
 0.047: hundredths, plus one) prints as ``1.234 [1.193, 1.287]``. A value whose distance to its
-reference (1 for a ratio, 0 for a log ratio), interval included, lies within float32 resolution
-is ``equal``: the scores ``O`` are float32, so such differences are rounding, not a result.
+reference (1 for a ratio, 0 for a log ratio), interval included, lies within :data:`NOISE` is
+``equal``: the scores ``O`` come from float32 models, so such differences are rounding, not a
+result.
 Files (CSV) keep full precision; only tables for reading are rounded.
 """
 
@@ -14,10 +15,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-#: Distances to the reference below this many float32 roundings are rounding noise.
-NOISE = 16 * float(np.finfo(np.float32).eps)
+#: Distances to the reference below this are rounding noise: about 80 float32 roundings
+#: (eps 1.2e-7), the error of a log-softmax of float32 logits of magnitude 10 to 100.
+NOISE = 1e-5
 #: Significant digits of a value without an interval (or with a zero-width one).
 DIGITS = 4
 #: Suffixes of the columns that bound a column ``c``: ``c ci low`` and ``c ci high``.
