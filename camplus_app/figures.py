@@ -211,8 +211,8 @@ def log_ticks(low: float, high: float, most: int = 8) -> tuple[list[float], list
     """Tick positions and labels for a log axis over ``[low, high]``: at least three readable
     ticks at any range, labelled with just the digits that tell them apart.
 
-    Over several decades: powers of ten (every k-th if there are many) or 1-2-5 steps; over
-    less than a decade: evenly spaced round values (0.98, 0.99, 1, 1.01...), 1 included.
+    1-2-5 steps (0.2, 0.5, 1, 2...); over many decades, every k-th power of ten; over less than
+    a decade, evenly spaced round values (0.98, 0.99, 1, 1.01...); 1 is always on the axis.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -223,25 +223,32 @@ def log_ticks(low: float, high: float, most: int = 8) -> tuple[list[float], list
         middle = math.sqrt(low * high)
         low, high = middle / 1.05, middle * 1.05
     first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-    ticks: list[float]
-    if last - first > 3:
+    steps = [m * 10.0**k for k in range(first, last + 1) for m in (1, 2, 5)]
+    ticks = [t for t in steps if low <= t <= high]
+    if len(ticks) > 10:  # many decades: every k-th power of ten
         step = max(1, math.ceil((last - first + 1) / most))
-        ticks = [10.0**k for k in range(first, last + 1) if k % step == 0]
-    else:
-        ticks = [m * 10.0**k for k in range(first, last + 1) for m in (1, 2, 5)]
-        ticks = [t for t in ticks if low <= t <= high]
-        if len(ticks) < 3:
-            ticks = [t for t in MaxNLocator(6).tick_values(low, high) if low <= t <= high]
+        ticks = [
+            10.0**k for k in range(first, last + 1) if k % step == 0 and low <= 10.0**k <= high
+        ]
+    elif len(ticks) < 3:  # less than a decade: round values in between
+        ticks = [float(t) for t in MaxNLocator(6).tick_values(low, high) if low <= t <= high]
     return ticks, _tick_labels(ticks)
 
 
 def _tick_labels(ticks: Sequence[float]) -> list[str]:
-    """The shortest ``%g`` labels that tell neighbouring ticks apart."""
+    """The shortest labels that tell neighbouring ticks apart: plain decimals from 1e-4 to 1e5
+    (``0.01``, ``100``), powers of ten beyond (``1e-30``)."""
     for digits in range(1, 16):
-        labels = [f"{t:.{digits}g}" for t in ticks]
+        labels = [_plain(t, digits) for t in ticks]
         if len(set(labels)) == len(labels):
             return labels
     return [repr(t) for t in ticks]
+
+
+def _plain(value: float, digits: int) -> str:
+    if value == 0 or 1e-4 <= abs(value) < 1e5:
+        return np.format_float_positional(float(f"{value:.{digits}g}"), trim="-")
+    return f"{value:.{digits}g}".replace("e+", "e").replace("e0", "e").replace("e-0", "e-")
 
 
 class AlphaHistogram:
