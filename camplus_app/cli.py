@@ -40,8 +40,8 @@ from camplus_app.options import (
     one_line,
     positive_int,
     probability,
+    torchrun_place,
 )
-from camplus_app.processes import Processes
 from captum_camplus import METHODS, __version__
 
 
@@ -204,7 +204,7 @@ def exit_status(command: Callable[[], None]) -> int:
     any failure. Our messages (bad input, a refused folder) are printed as written, anything
     else as one line with its type (its traceback with ``CAMPLUS_TRACEBACK=1``). Under
     ``torchrun`` only the first process speaks."""
-    speaks = Processes.from_environment().rank == 0
+    speaks = torchrun_place()[0] == 0
     try:
         command()
     except KeyboardInterrupt as stop:

@@ -38,6 +38,15 @@ class Interrupted(KeyboardInterrupt):
 OUR_ERRORS: tuple[type[Exception], ...] = (UsageError, RunFolderError)
 
 
+def torchrun_place() -> tuple[int, int, int]:
+    """This process's rank, the number of processes and its local rank, as ``torchrun`` sets
+    them in the environment (0, 1, 0 without it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def first_line(text: str) -> str:
     """The first line of a message that is not blank."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -165,5 +174,6 @@ __all__ = [
     "parse_methods",
     "positive_int",
     "probability",
+    "torchrun_place",
     "write",
 ]

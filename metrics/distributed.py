@@ -1,5 +1,6 @@
 """Several processes under ``torch.distributed``: this process's rank, its shard of the data,
-and every process's results gathered in rank order."""
+and every process's results gathered in rank order (the one gather path, also used by
+``camplus compare``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import Tensor
 
 
 def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 outside torch.distributed)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -52,22 +54,28 @@ def shard(
     return loader_batches(), total
 
 
-def gather(local: dict[str, Any], world: int) -> dict[str, Any]:
-    """Every rank's results, concatenated in rank order, on every rank."""
-    shards: list[Any] = [None] * world
-    dist.all_gather_object(shards, local)
-    merged: dict[str, Any] = {}
-    offset = 0
-    indices = []
-    for shard in shards:
-        indices.append(shard["index"] + offset if shard["local_index"] else shard["index"])
-        offset += shard["images_seen"]
-    merged["index"] = torch.cat(indices)
-    for key in local:
-        if key not in ("index", "images_seen", "local_index"):
-            merged[key] = torch.cat([shard[key] for shard in shards])
-    merged["images_seen"] = offset
+def gather(value: Any, world: int | None = None) -> list[Any]:
+    """Every process's ``value`` (any picklable object), in rank order, on every process: the
+    one way results travel between processes (``[value]`` for one process)."""
+    world = rank_and_world()[1] if world is None else world
+    if world == 1:
+        return [value]
+    values: list[Any] = [None] * world
+    dist.all_gather_object(values, value)
+    return values
+
+
+def concatenate_records(
+    shards: Iterable[list[dict[str, Any]]], local_positions: bool
+) -> list[dict[str, Any]]:
+    """The records of every process, in rank order. ``local_positions``: each process numbered
+    its images from 0 (its own DataLoader), so a process's positions follow those of the
+    processes before it."""
+    merged: list[dict[str, Any]] = []
+    for records in shards:
+        offset = len(merged) if local_positions else 0
+        merged += [{**r, "position": r["position"] + offset} for r in records]
     return merged
 
 
-__all__ = ["Batch", "gather", "rank_and_world", "shard"]
+__all__ = ["Batch", "concatenate_records", "gather", "rank_and_world", "shard"]

@@ -1,6 +1,7 @@
 """Score several CAM methods on a data set with every metric (Lerma & Lucas, section 4): the
 batches of :class:`~metrics.scoring.BatchScorer` over the data (this process's shard under
-``torch.distributed``), gathered into one :class:`~metrics.result.EvaluationResult`.
+``torch.distributed``), as records (:mod:`metrics.records`) gathered from every process into
+one :class:`~metrics.result.EvaluationResult`.
 
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
@@ -12,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -20,10 +20,11 @@ from captum_camplus import MethodFactory
 from captum_camplus.layouts import LayoutSpec
 
 from .confidence import Preprocess
-from .distributed import gather, rank_and_world, shard
+from .distributed import concatenate_records, gather, rank_and_world, shard
 from .heatmaps import MAPS_FROM, MapsFrom
-from .result import EvaluationResult, PerMethod
-from .scoring import BatchScorer, BatchScores, LayerCallback
+from .records import evaluation_result, image_records
+from .result import EvaluationResult
+from .scoring import BatchScorer, LayerCallback
 
 
 def evaluate_methods(
@@ -91,73 +92,18 @@ def evaluate_methods(
     )
     rank, world = rank_and_world()
     batches, total = shard(data, labels, batch_size, rank, world)
-    scored = [
-        scorer(x, batch_labels, index)
+    records = [
+        record
         for x, batch_labels, index in tqdm(
             batches, total=total, desc="scoring", unit="batch", disable=not progress or rank != 0
         )
+        for record in image_records(scorer(x, batch_labels, index))
     ]
-    local = _concatenate(scored, scorer.names, scorer.maps_from, unseen is not None)
-    local["local_index"] = not isinstance(data, Tensor)
-    merged = gather(local, world) if world > 1 else local
-    if merged["images_seen"] == 0:
-        raise ValueError("the data holds no images: nothing to evaluate")
-    if len(merged["index"]) == 0:
-        raise ValueError(
-            f"no image has a score Y above the threshold {threshold}: nothing to evaluate"
-        )
-    return EvaluationResult(
-        methods=scorer.names,
-        maps_from=scorer.maps_from,
-        index=merged["index"],
-        target=merged["target"],
-        y=merged["y"],
-        log_y=merged["log_y"],
-        o=_nest(merged, "o", scorer.maps_from, scorer.names),
-        log_o=_nest(merged, "log_o", scorer.maps_from, scorer.names),
-        dead_zone=(
-            None if unseen is None else _nest(merged, "dead_zone", scorer.maps_from, scorer.names)
-        ),
-        softmax=softmax,
-        threshold=threshold,
-        images_seen=merged["images_seen"],
+    # a tensor is split here by global positions; a loader's batches are numbered per process
+    records = concatenate_records(gather(records, world), not isinstance(data, Tensor))
+    return evaluation_result(
+        records, scorer.names, scorer.maps_from, softmax=softmax, threshold=threshold
     )
-
-
-def _concatenate(
-    batches: list[BatchScores], names: list[str], maps_from: Sequence[str], dead_zone: bool
-) -> dict[str, Any]:
-    """This rank's results as ``key`` or ``key/maps/method`` -> one CPU tensor (kept images):
-    one copy from the device, at the end."""
-    whats = ("o", "log_o", "dead_zone") if dead_zone else ("o", "log_o")
-    lists: dict[str, list[Tensor]] = {key: [] for key in ("index", "target", "y", "log_y")}
-    lists.update({f"{w}/{s}/{n}": [] for w in whats for s in maps_from for n in names})
-    for batch in batches:
-        if not bool(batch.kept.any()):
-            continue
-        lists["index"].append(batch.index[batch.kept.to(batch.index.device)])
-        for key in ("target", "y", "log_y"):
-            lists[key].append(getattr(batch, key)[batch.kept])
-        for what in whats:
-            for source in maps_from:
-                for name in names:
-                    lists[f"{what}/{source}/{name}"].append(getattr(batch, what)[source][name])
-    out: dict[str, Any] = {
-        key: torch.cat(values).cpu() if values else torch.empty(0, dtype=_dtype(key))
-        for key, values in lists.items()
-    }
-    out["images_seen"] = sum(len(batch.index) for batch in batches)
-    return out
-
-
-def _dtype(key: str) -> torch.dtype:
-    return torch.long if key in ("index", "target") else torch.float64
-
-
-def _nest(
-    merged: dict[str, Any], what: str, maps_from: Sequence[str], names: list[str]
-) -> PerMethod:
-    return {s: {n: merged[f"{what}/{s}/{n}"] for n in names} for s in maps_from}
 
 
 __all__ = ["evaluate_methods"]

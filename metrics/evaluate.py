@@ -12,6 +12,14 @@ each rank scores its shard and every rank gets all results.
 >>> result.summary()                  # the same as rows (dicts), e.g. for csv.DictWriter
 >>> scorer = BatchScorer(model, model.layer, threshold=0.5)   # one batch at a time, to stream
 >>> batch = scorer(x, labels, index)  # per-image Y, O, log O of every method
+>>> records = image_records(batch)    # one JSON-ready record per image
+>>> result = evaluation_result(records, scorer.names, scorer.maps_from)
+
+The pieces, one job per module (this module re-exports them): :mod:`metrics.scoring` (one
+batch), :mod:`metrics.records` (per-batch scores -> records -> result, the one change of shape),
+:mod:`metrics.result` (:class:`EvaluationResult`), :mod:`metrics.driver`
+(:func:`evaluate_methods`), :mod:`metrics.distributed` (rank, shard, the one gather) and
+:mod:`metrics.tables` (:func:`format_table`).
 
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
@@ -19,6 +27,7 @@ References:
 """
 
 from .driver import evaluate_methods
+from .records import evaluation_result, image_records
 from .result import EvaluationResult, PerMethod
 from .scoring import BatchScorer, BatchScores, LayerCallback
 from .tables import format_table
@@ -30,5 +39,7 @@ __all__ = [
     "LayerCallback",
     "PerMethod",
     "evaluate_methods",
+    "evaluation_result",
     "format_table",
+    "image_records",
 ]

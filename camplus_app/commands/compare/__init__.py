@@ -10,17 +10,17 @@ of the listing), and each batch's per-image results go to this process's part fi
 folder, synced to disk before the next batch. ``--resume`` scores only the batches missing from
 the part files, so the final tables equal those of an uninterrupted run. Under ``torchrun``
 every process scores every K-th missing batch into its own part file and the first one merges
-them: the same batches, hence the same tables, as one process (:mod:`camplus_app.processes`).
+them: the same batches, hence the same tables, as one process.
 
+- :mod:`.processes`: this process's rank, GPU and collectives under ``torchrun``;
 - :mod:`.settings`: the settings that decide a run, and the checks ``--resume`` makes;
 - :mod:`.scoring`: the scoring loop, one part-file record per batch;
 - :mod:`.outputs`: the tables, figures and report of a finished run;
 - :mod:`.job`: the command, from its arguments to its files.
 """
 
-from camplus_app.processes import Processes
-
 from .job import CompareJob, run
+from .processes import Processes
 from .settings import Settings
 
 __all__ = ["CompareJob", "Processes", "Settings", "run"]

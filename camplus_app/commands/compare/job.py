@@ -22,12 +22,12 @@ from camplus_app.options import (
     parse_methods,
     write,
 )
-from camplus_app.processes import Processes
 from camplus_app.provenance import Provenance, collect
 from camplus_app.report import RunFacts
 from camplus_app.runs import RunFolder, RunFolderError, open_run, part_name, read_parts
 
 from .outputs import NothingReadable, Outputs, counts, summary_line
+from .processes import Processes
 from .scoring import Shard, score_shard
 from .settings import (
     Settings,

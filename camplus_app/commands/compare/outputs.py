@@ -7,7 +7,6 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor
 
 from camplus_app import figures
@@ -16,6 +15,8 @@ from camplus_app.gallery import Gallery, build_galleries
 from camplus_app.options import LAYOUT
 from camplus_app.report import RunFacts, markdown_report
 from camplus_app.runs import RunFolder
+from metrics.heatmaps import MAPS_FROM
+from metrics.records import evaluation_result
 from metrics.result import EvaluationResult
 
 from .scoring import GRAD_CAM_PP
@@ -57,47 +58,16 @@ class Outputs:
         Raises:
             ValueError: no image could be read, or none passed the threshold.
         """
-        settings = self.settings
         read = [row for row in self.rows if "error" not in row]
-        kept = [row for row in read if row["kept"]]
         if not read:
             first = self.rows[0]
             raise NothingReadable(
                 f"none of the {len(self.rows)} images could be read (the first: "
                 f"{self.entries[first['position']].path}: {first['error']})"
             )
-        if not kept:
-            raise ValueError(
-                f"no image has a score Y above the threshold {settings.threshold}: nothing to "
-                "compare"
-            )
-        sources = list(kept[0]["O"])
-
-        def column(key: str, dtype: torch.dtype = torch.float64) -> Tensor:
-            return torch.tensor([row[key] for row in kept], dtype=dtype)
-
-        def nested(key: str) -> dict[str, dict[str, Tensor]]:
-            return {
-                s: {
-                    m: torch.tensor([row[key][s][m] for row in kept], dtype=torch.float64)
-                    for m in settings.methods
-                }
-                for s in sources
-            }
-
-        return EvaluationResult(
-            methods=list(settings.methods),
-            maps_from=sources,
-            index=column("position", torch.long),
-            target=column("target", torch.long),
-            y=column("Y"),
-            log_y=column("log Y"),
-            o=nested("O"),
-            log_o=nested("log O"),
-            dead_zone=None,
-            softmax=True,
-            threshold=settings.threshold,
-            images_seen=len(read),
+        settings = self.settings
+        return evaluation_result(
+            read, settings.methods, MAPS_FROM, softmax=True, threshold=settings.threshold
         )
 
     def alphas(self, key: str = "alphas") -> figures.AlphaHistogram | None:

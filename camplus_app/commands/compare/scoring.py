@@ -19,6 +19,7 @@ from camplus_app.datasets import Batch, ImageDataset, ImageEntry, collate
 from camplus_app.options import LAYOUT
 from camplus_app.runs import PartWriter
 from camplus_app.zoo import Classifier
+from metrics.records import image_records
 from metrics.scoring import BatchScorer
 
 from .settings import Settings, batch_positions
@@ -72,28 +73,16 @@ def score_shard(shard: Shard) -> int:
 def _batch_record(
     shard: Shard, number: int, batch: Batch, scorer: BatchScorer, alphas: AlphaCounter | None
 ) -> dict[str, Any]:
-    """One batch's part-file record: per image, the scores or why it could not be read."""
+    """One batch's part-file record: per image, its record (:mod:`metrics.records`) or why it
+    could not be read."""
     images: list[dict[str, Any]] = [
         {"position": position, "error": error} for position, error in batch.failed
     ]
     if batch.images is not None:
         if alphas is not None:
             alphas.reset()
-        scores = scorer(batch.images, _labels(shard, batch.positions), batch.positions).cpu()
-        kept_rank = torch.cumsum(scores.kept.long(), 0) - 1
-        for i, position in enumerate(scores.index.tolist()):
-            row: dict[str, Any] = {
-                "position": position,
-                "target": int(scores.target[i]),
-                "Y": float(scores.y[i]),
-                "log Y": float(scores.log_y[i]),
-                "kept": bool(scores.kept[i]),
-            }
-            if row["kept"]:
-                k = int(kept_rank[i])
-                row["O"] = _nested(scores.o, k)
-                row["log O"] = _nested(scores.log_o, k)
-            images.append(row)
+        scores = scorer(batch.images, _labels(shard, batch.positions), batch.positions)
+        images += image_records(scores)
     images.sort(key=lambda row: row["position"])
     record: dict[str, Any] = {"batch": number, "images": images}
     if alphas is not None and alphas.histogram.total:
@@ -108,10 +97,6 @@ def _labels(shard: Shard, positions: Tensor) -> Tensor | None:
     if not shard.labelled:
         return None
     return torch.tensor([shard.entries[p].label for p in positions.tolist()], dtype=torch.long)
-
-
-def _nested(per_method: dict[str, dict[str, Tensor]], k: int) -> dict[str, dict[str, float]]:
-    return {s: {m: float(v[k]) for m, v in by.items()} for s, by in per_method.items()}
 
 
 class AlphaCounter:

@@ -1,16 +1,17 @@
-"""This process's place under ``torchrun``: its rank (only the first one speaks), its GPU, and
-the few collectives ``camplus compare`` needs (the processes meet only at the start and at the
-end)."""
+"""This process's place under ``torchrun``: its rank, its GPU, and the few collectives
+``camplus compare`` needs (the processes meet only at the start and at the end)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from camplus_app.options import torchrun_place
+from metrics.distributed import gather
 
 
 @dataclass
@@ -24,10 +25,8 @@ class Processes:
 
     @classmethod
     def from_environment(cls) -> Processes:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+        rank, world, local_rank = torchrun_place()
+        return cls(rank, world, local_rank)
 
     def device(self, device: torch.device) -> torch.device:
         """One GPU per process: ``cuda`` becomes ``cuda:<local rank>``."""
@@ -49,11 +48,7 @@ class Processes:
 
     def gather(self, value: Any) -> list[Any]:
         """Every process's ``value``, in rank order, on every process."""
-        if self.world == 1:
-            return [value]
-        values: list[Any] = [None] * self.world
-        dist.all_gather_object(values, value)
-        return values
+        return gather(value, self.world)
 
     def agree(self, error: str | None) -> str | None:
         """Every process's error, shared: the first one, or None if all went well."""
