@@ -41,6 +41,7 @@ class RunFacts:
     seed: int
     unmatched: Mapping[str, str] = field(default_factory=dict)  #: class folders left out, why
     provenance: Provenance | None = None  #: software, machine and command of the last attempt
+    earlier_attempts: Sequence[Mapping[str, Any]] = ()  #: the provenance of the earlier ones
 
 
 def markdown_report(
@@ -173,6 +174,12 @@ def markdown_report(
             "| | |",
             "|---|---|",
             *(f"| {key} | {value} |" for key, value in facts.provenance.markdown_rows()),
+            *(
+                f"| earlier attempt {number} | started {attempt['started']}, "
+                f"{attempt['processes']} processes x {attempt['threads']} threads, "
+                f"`{' '.join(attempt['command'])}` |"
+                for number, attempt in enumerate(facts.earlier_attempts, start=1)
+            ),
         ]
     if facts.unmatched:
         lines += ["", "## Class folders left out (--skip-unmatched)", ""]

@@ -55,8 +55,9 @@ class RunFolder:
         self, command: str, settings: dict[str, Any], provenance: dict[str, Any] | None = None
     ) -> int:
         """Write the manifest of this run (state ``running``) with its settings and the
-        provenance of this attempt (:mod:`camplus_app.provenance`); returns the attempt number
-        (1 for a new run, one more on each resume)."""
+        provenance of this attempt (:mod:`camplus_app.provenance`; those of earlier attempts of
+        a resumed run under ``earlier attempts``); returns the attempt number (1 for a new run,
+        one more on each resume)."""
         files = list(self.previous["files"]) if self.previous else []
         attempt = int(self.previous["attempts"]) + 1 if self.previous else 1
         self.manifest = {
@@ -68,7 +69,12 @@ class RunFolder:
             "updated": _now(),
             "files": files,
         }
-        if provenance is not None:
+        if provenance is not None:  # this attempt's; a resumed run keeps the earlier ones
+            earlier = list(self.previous.get("earlier attempts", [])) if self.previous else []
+            if self.previous and "provenance" in self.previous:
+                earlier.append(self.previous["provenance"])
+            if earlier:
+                self.manifest["earlier attempts"] = earlier
             self.manifest["provenance"] = provenance
         self._save()
         return attempt

@@ -234,6 +234,9 @@ class CompareJob:
             seed=settings.seed,
             unmatched=dict(listing.unmatched),
             provenance=self.provenance,
+            earlier_attempts=(
+                self.folder.manifest.get("earlier attempts", []) if self.folder else []
+            ),
         )
 
     def _finish(self, scored_now: int, elapsed: float) -> None:
