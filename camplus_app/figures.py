@@ -297,6 +297,7 @@ class AlphaHistogram:
         """The non-empty bins, for a JSON line."""
         (bins,) = np.nonzero(self.counts)
         return {
+            "binning": self.binning(),
             "bins": bins.tolist(),
             "counts": self.counts[bins].tolist(),
             "min": self.min,
@@ -304,7 +305,19 @@ class AlphaHistogram:
         }
 
     @classmethod
+    def binning(cls) -> str:
+        """The bins' name, kept with the counts: counts of other bins cannot be added."""
+        return f"asinh {cls.SCALE:g} {cls.U_MAX:g} {cls.BINS}"
+
+    @classmethod
     def from_json(cls, data: Mapping[str, object]) -> AlphaHistogram:
+        """The histogram of :meth:`to_json`; ValueError for counts in other bins (written by an
+        earlier version of camplus)."""
+        if data.get("binning") != cls.binning():
+            raise ValueError(
+                f"alpha counts in bins {data.get('binning', 'of an earlier camplus version')!r}, "
+                f"not {cls.binning()!r}: score the run again in a new folder"
+            )
         histogram = cls()
         histogram.counts[np.asarray(data["bins"], dtype=np.int64)] = data["counts"]
         histogram.min, histogram.max = float(data["min"]), float(data["max"])  # type: ignore[arg-type]
