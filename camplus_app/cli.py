@@ -128,16 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--model",
             default=None,
-            help="timm or torchvision architecture (prefix timm/ or torchvision/ to choose); "
-            "needs --weights unless it is the bundled tf_efficientnet_lite0 (the default)",
+            help="timm or torchvision architecture (prefix timm/ or torchvision/ to choose; "
+            "CNNs and transformers such as vit_b_16, swin_t, convnext_tiny), needing --weights "
+            "unless it is the bundled tf_efficientnet_lite0 (the default); or a local Hugging "
+            "Face model folder (config.json and weights, loaded offline)",
         )
         sub.add_argument("--weights", type=Path, help="local weights file (a state dict)")
         sub.add_argument(
             "--layer",
             help="CAM layer, a dotted module name (default: bn2 for the bundled model; the "
-            "last block's norm1 for a vision transformer (ViT, DeiT, Swin...); otherwise the "
-            "last layer with a spatial output). Token and channels-last layers are read as "
-            "the model's attributes say",
+            "last block's first norm for a vision transformer: norm1 (timm, torchvision Swin), "
+            "ln_1 (torchvision ViT), layernorm_before (Hugging Face); otherwise the last layer "
+            "with a spatial output). Token and channels-last layers are read from their shapes, "
+            "confirmed by the model's attributes",
         )
         sub.add_argument(
             "-o",

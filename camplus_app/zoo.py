@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import difflib
+import json
 import pickle
 import re
 from collections.abc import Callable, Sequence
@@ -28,6 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from camplus_app.images import check_aspect, to_rgb
+from captum_camplus.checks import model_scores
+from captum_camplus.layouts import model_facts
 from captum_camplus.modules import find_layer, module_device
 from metrics.confidence import class_scores
 
@@ -50,7 +53,8 @@ class Normalized(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net((images - self.mean) / self.std)
+        # a Hugging Face model's ModelOutput gives its .logits
+        return model_scores(self.net((images - self.mean) / self.std))
 
 
 @dataclass(frozen=True)
@@ -175,12 +179,15 @@ def load_classifier(
     weights: str | Path | None = None,
     layer: str | None = None,
 ) -> Classifier:
-    """A timm or torchvision architecture with a local weights file (nothing is downloaded).
+    """A timm or torchvision architecture with a local weights file, or a local Hugging Face
+    model folder (nothing is downloaded).
 
     Args:
-        name: Architecture name, e.g. ``"resnet50"``; prefix ``timm/`` or ``torchvision/`` to
-            choose the library (without a prefix timm is tried first). ``tf_efficientnet_lite0``
-            without ``weights`` is the bundled model.
+        name: Architecture name, e.g. ``"resnet50"``, ``"vit_b_16"``, ``"swin_t"``; prefix
+            ``timm/`` or ``torchvision/`` to choose the library (without a prefix timm is tried
+            first). ``tf_efficientnet_lite0`` without ``weights`` is the bundled model. A folder
+            holding a ``config.json`` is a Hugging Face image classifier, loaded with
+            ``from_pretrained(folder)`` offline (its weights are in the folder).
         weights: A state dict saved with ``torch.save`` (or a checkpoint holding one under
             ``"state_dict"`` or ``"model"``). The number of classes is read from it; 1000
             classes get the ImageNet class names.
@@ -190,6 +197,12 @@ def load_classifier(
         ValueError: unknown architecture, weights that do not fit it, unknown layer.
         FileNotFoundError: missing weights file.
     """
+    if Path(name).is_dir():
+        if weights is not None:
+            raise ValueError(
+                f"{name} is a Hugging Face model folder, which holds its weights: drop --weights"
+            )
+        return hugging_face_classifier(Path(name), layer)
     library, arch = _split_library(name)
     if weights is None:
         if arch == DEFAULT_MODEL and library != "torchvision":
@@ -263,18 +276,26 @@ def lite0_to_timm(state: dict[str, Tensor], stage_depths: Sequence[int]) -> dict
 def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
     """The layer Grad-CAM uses by convention for this network.
 
-    - A vision transformer (a timm model with ``num_prefix_tokens``, as ViT, DeiT, BEiT, or
-      whose ``output_fmt`` is ``"NHWC"``, as Swin): the first norm of the last block (the last
-      module called ``norm1``, e.g. ``blocks.11.norm1``, ``layers.3.blocks.1.norm1``), as is
-      common practice. A ViT's head reads the class token only, so the last block's output has
-      no gradient on the patch tokens; its first norm feeds the attention that mixes them in.
+    - A vision transformer (a module states its prefix tokens or channels-last stages, see
+      :func:`captum_camplus.layouts.model_facts`: timm ViT, DeiT, BEiT, Swin; torchvision
+      ``VisionTransformer``, ``SwinTransformer``; Hugging Face ViT, DeiT, Swin; open_clip): the
+      first norm of the last block, as is common practice: the last module called ``norm1``
+      (timm, torchvision Swin: ``blocks.11.norm1``, ``features.7.1.norm1``), ``ln_1``
+      (torchvision ViT, open_clip: ``encoder.layers.encoder_layer_11.ln_1``) or
+      ``layernorm_before`` (Hugging Face: ``vit.layers.11.layernorm_before``). A ViT's head reads
+      the class token only, so the last block's output has no gradient on the patch tokens;
+      its first norm feeds the attention that mixes them in.
     - Otherwise the last module, in the order modules finish, whose output is ``(N, C, H, W)``
       with H*W > 1, skipping poolings and modules called more than once: e.g. ``layer4`` of a
       ResNet, ``bn2`` of an EfficientNet. The probe runs in eval mode, so BatchNorm statistics
       are left untouched.
     """
     if _is_vision_transformer(net):
-        norms = [name for name, _ in net.named_modules() if name.rsplit(".", 1)[-1] == "norm1"]
+        norms = [
+            name
+            for name, _ in net.named_modules()
+            if name.rsplit(".", 1)[-1] in ("norm1", "ln_1", "layernorm_before")
+        ]
         if norms:
             return norms[-1]
     finished: list[str] = []
@@ -311,10 +332,67 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
 
 
 def _is_vision_transformer(net: nn.Module) -> bool:
-    attributes = vars(net)  # instance attributes only: Module.__getattr__ raises for the others
-    return isinstance(attributes.get("num_prefix_tokens"), int) or (
-        attributes.get("output_fmt") == "NHWC"
+    """A module of ``net`` states prefix tokens or channels-last stages (timm, Hugging Face,
+    open_clip, torchvision ViT), or ``net`` has torchvision Swin's Permute and ``norm1``."""
+    for module in net.modules():
+        facts = model_facts(module)
+        if facts.prefix_tokens is not None or facts.channels_last:
+            return True
+    permutes = any(type(m).__name__ == "Permute" for m in net.modules())
+    return permutes and any(name.endswith(".norm1") for name, _ in net.named_modules())
+
+
+def hugging_face_classifier(folder: Path, layer: str | None = None) -> Classifier:
+    """A Hugging Face image classifier from a local folder (``config.json`` and weights), loaded
+    offline with ``AutoModelForImageClassification.from_pretrained``.
+
+    Preprocessing: resize to the config's ``image_size`` square, the folder's
+    ``preprocessor_config.json`` mean and std (0.5 without one); class names from ``id2label``.
+    """
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} holds no config.json: not a Hugging Face model folder")
+    transformers = _transformers()
+    try:
+        net = transformers.AutoModelForImageClassification.from_pretrained(
+            folder, local_files_only=True
+        ).eval()
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"cannot load the Hugging Face image classifier in {folder}: {_first_sentence(error)}"
+        ) from error
+    mean, std = _hugging_face_normalisation(folder)
+    size = net.config.image_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    layer_name = layer or default_layer_name(net, image_size=height)
+    labels = net.config.id2label
+    classifier = _classifier(
+        net.config.model_type, net, layer_name, _square_transform(height, width), mean, std, 0
     )
+    return replace(classifier, categories=[labels[i] for i in range(len(labels))])
+
+
+def _hugging_face_normalisation(folder: Path) -> tuple[list[float], list[float]]:
+    path = folder / "preprocessor_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    return list(config.get("image_mean", [0.5] * 3)), list(config.get("image_std", [0.5] * 3))
+
+
+def _square_transform(height: int, width: int) -> Callable[[Image], Tensor]:
+    """Resize to ``height x width`` (as Hugging Face image processors do), to [0, 1] floats."""
+    from torchvision import transforms
+
+    mode = transforms.InterpolationMode.BILINEAR
+    return transforms.Compose([transforms.Resize((height, width), mode), transforms.ToTensor()])
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as error:
+        raise ImportError(
+            "a Hugging Face model folder needs transformers: pip install transformers"
+        ) from error
+    return transformers
 
 
 def imagenet_categories() -> list[str]:

@@ -38,8 +38,9 @@ from captum_camplus.checks import (
     checked_forward,
     not_called_error,
     unreached_layer_error,
+    warn_if_no_gradient,
 )
-from captum_camplus.layouts import LayoutSpec, resolve_layout
+from captum_camplus.layouts import InputShape, Layout, LayoutSpec, resolve_layout
 from captum_camplus.precision import finite_map, working_dtype
 
 
@@ -127,7 +128,13 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         gradients, activations = layer_gradients_and_activations(
             self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
         )
-        return self.maps_from_layer(activations, gradients, relu_attributions, attr_dim_summation)
+        return self.maps_from_layer(
+            activations,
+            gradients,
+            relu_attributions,
+            attr_dim_summation,
+            input_shape=first_input(inputs).shape,
+        )
 
     def maps_from_layer(
         self,
@@ -135,10 +142,14 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         gradients: tuple[Tensor, ...],
         relu_attributions: bool = False,
         attr_dim_summation: bool = True,
+        *,
+        input_shape: InputShape = None,
     ) -> Tensor | tuple[Tensor, ...]:
         """:meth:`map_from_layer` for each layer tensor, in Captum's output format."""
         maps = tuple(
-            self.map_from_layer(a, g, relu_attributions, attr_dim_summation)
+            self.map_from_layer(
+                a, g, relu_attributions, attr_dim_summation, input_shape=input_shape
+            )
             for a, g in zip(activations, gradients, strict=True)
         )
         return _format_output(len(maps) > 1, maps)
@@ -149,11 +160,17 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         gradient: Tensor,
         relu_attributions: bool = False,
         attr_dim_summation: bool = True,
+        *,
+        input_shape: InputShape = None,
     ) -> Tensor:
-        """Turn one layer tensor and its gradient into this method's map (no forward pass)."""
-        return self.map_from_grid(
-            self.layout(activation), self.layout(gradient), relu_attributions, attr_dim_summation
-        )
+        """Turn one layer tensor and its gradient into this method's map (no forward pass).
+
+        ``input_shape``, the shape of the input they came from, lets the layout check the batch
+        and read the grid (:mod:`captum_camplus.layouts`); without it the model's attributes
+        alone decide.
+        """
+        a, g = layer_grid(self.layout, activation, gradient, input_shape, self.layer)
+        return self.map_from_grid(a, g, relu_attributions, attr_dim_summation)
 
     def map_from_grid(self, activation: Tensor, gradient: Tensor, relu: bool, sum_: bool) -> Tensor:
         """:meth:`map_from_layer` for tensors already in ``(N, C, *grid)`` (layout applied), with
@@ -225,6 +242,22 @@ def layer_gradients_and_activations(
     if not (grad_kwargs or {}).get("create_graph", False):
         activations = tuple(a.detach() for a in activations)
     return gradients, activations
+
+
+def layer_grid(
+    layout: Layout, activation: Tensor, gradient: Tensor, input_shape: InputShape, layer: Module
+) -> tuple[Tensor, Tensor]:
+    """``A`` and ``g`` on the layer's grid ``(N, C, *grid)`` by ``layout``, with a warning when
+    ``g`` is zero everywhere on it (:func:`checks.warn_if_no_gradient`)."""
+    grid_activation = layout(activation, input_shape)
+    grid_gradient = layout(gradient, input_shape)
+    warn_if_no_gradient(grid_gradient, layer)
+    return grid_activation, grid_gradient
+
+
+def first_input(inputs: Tensor | Sequence[Tensor]) -> Tensor:
+    """The input whose shape the layer's layout is read against (the first of a tuple)."""
+    return inputs if isinstance(inputs, Tensor) else inputs[0]
 
 
 def check_flags(**flags: Any) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -145,10 +146,12 @@ def checked_forward(
     forward_func: Callable[..., Any], target: TargetType, batch_size: int
 ) -> Callable[..., Any]:
     """``forward_func`` with its output checked against the batch and ``target`` before Captum
-    selects the score: a tensor with one row per example, and targets inside its shape."""
+    selects the score: a tensor with one row per example, and targets inside its shape. A
+    Hugging Face ``ModelOutput`` (any object with a tensor ``.logits``) gives its ``.logits``
+    (:func:`model_scores`)."""
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        output = forward_func(*args, **kwargs)
+        output = model_scores(forward_func(*args, **kwargs))
         check_output(output, target, batch_size)
         return output
 
@@ -161,12 +164,35 @@ def checked_forward(
     return forward
 
 
+def model_scores(output: Any) -> Any:
+    """The scores in a model's output: a tensor as it is, the ``.logits`` of a Hugging Face
+    ``ModelOutput`` or of any object with a tensor ``.logits``; anything else unchanged (for
+    :func:`check_output` to refuse)."""
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    return logits if isinstance(logits, Tensor) else output
+
+
+def warn_if_no_gradient(gradient: Tensor, layer: Module) -> None:
+    """Warn when the score's gradient is exactly zero at every grid position of every image."""
+    if gradient.numel() and not bool(gradient.any()):  # one host synchronisation
+        warnings.warn(
+            f"the score's gradient is exactly zero on the whole grid of the layer "
+            f"{type(layer).__name__} for every image, so every map is zero: the output does not "
+            "depend on these positions (e.g. a ViT's patch tokens after the last block's "
+            "attention, where only the class token reaches the head); pick an earlier layer, "
+            "such as the last block's norm1",
+            stacklevel=4,
+        )
+
+
 def check_output(output: Any, target: TargetType, batch_size: int) -> None:
     """The model's output can give one score per example for ``target``."""
     if not isinstance(output, Tensor):
         raise TypeError(
-            f"the model returns {type(output).__name__}, not a tensor of scores: wrap it so it "
-            "returns one, e.g. lambda x: model(x).logits"
+            f"the model returns {type(output).__name__}, not a tensor of scores nor an object "
+            "with a tensor .logits: wrap it so it returns one, e.g. lambda x: model(x)[0]"
         )
     shape = tuple(output.shape)
     if output.dim() == 0:
@@ -268,6 +294,8 @@ __all__ = [
     "check_positive",
     "check_target",
     "checked_forward",
+    "model_scores",
     "not_called_error",
     "unreached_layer_error",
+    "warn_if_no_gradient",
 ]

@@ -12,7 +12,13 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import CamAttribution, check_flags, layer_gradients_and_activations
+from captum_camplus.base import (
+    CamAttribution,
+    check_flags,
+    first_input,
+    layer_gradients_and_activations,
+    layer_grid,
+)
 from captum_camplus.checks import check_hookable
 from captum_camplus.layouts import DefaultLayout, LayoutSpec, resolve_layout
 from captum_camplus.registry import METHODS, method_class, method_name
@@ -91,8 +97,10 @@ class LayerCams(LayerAttribution, GradientAttribution):
         gradients, activations = layer_gradients_and_activations(
             self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
         )
+        shape = first_input(inputs).shape
         grids = [
-            (self.layout(a), self.layout(g)) for a, g in zip(activations, gradients, strict=True)
+            layer_grid(self.layout, a, g, shape, self.layer)
+            for a, g in zip(activations, gradients, strict=True)
         ]
         return {
             name: _format_output(

@@ -16,14 +16,15 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from captum_camplus import upsample_and_normalize
-from captum_camplus.checks import check_target
+from captum_camplus.checks import check_target, model_scores
 from captum_camplus.maps import require_spatial
 
 from .functional import Reduction, dead_zone_mass
@@ -33,12 +34,47 @@ from .guards import check_not_probabilities
 Preprocess = Callable[[Tensor], Tensor]
 
 
+#: How the model's outputs become class scores: ``"softmax"`` probabilities over the classes (the
+#: papers'), ``"sigmoid"`` probabilities per label (binary ``(N, 1)`` and multi-label models),
+#: or the ``"raw"`` outputs.
+ScoreKind = Literal["softmax", "sigmoid", "raw"]
+SCORES: tuple[ScoreKind, ...] = ("softmax", "sigmoid", "raw")
+
+
 class Scores(NamedTuple):
     """The score of the explained class for each image, in float64."""
 
-    value: Tensor  #: softmax probability or the raw output (``Y`` or ``O``)
-    log: Tensor  #: its logarithm; from ``log_softmax`` for probabilities (no underflow)
+    value: Tensor  #: softmax or sigmoid probability, or the raw output (``Y`` or ``O``)
+    log: Tensor  #: its logarithm; from ``log_softmax`` / ``logsigmoid`` (no underflow)
     target: Tensor  #: the explained class of each image (long)
+
+
+def score_kind(scores: ScoreKind | bool | None = None, softmax: bool | None = None) -> ScoreKind:
+    """The :data:`ScoreKind` of a ``scores=`` option, or of the older ``softmax=`` flag (True:
+    ``"softmax"``, False: ``"raw"``); ``"softmax"`` when neither is given."""
+    if isinstance(scores, bool):
+        scores, softmax = None, scores
+    if softmax is not None and not isinstance(softmax, bool):
+        raise TypeError(f"softmax must be True or False, got {softmax!r}")
+    from_flag = None if softmax is None else ("softmax" if softmax else "raw")
+    if scores is None:
+        return from_flag or "softmax"
+    if scores not in SCORES:
+        raise ValueError(f"scores must be one of {SCORES}, got {scores!r}")
+    if from_flag is not None and from_flag != scores:
+        raise ValueError(f"softmax={softmax} contradicts scores={scores!r}: pass scores alone")
+    return scores
+
+
+def check_score_kind(outputs: Tensor, scores: ScoreKind) -> None:
+    """Refuse a softmax over one output: ``(N, 1)`` is a binary classifier's logit, whose softmax
+    is 1 for every image."""
+    if scores == "softmax" and outputs.dim() == 2 and outputs.shape[1] == 1:
+        raise ValueError(
+            "the model returns one score per image (N, 1), a binary classifier: its softmax is 1 "
+            "for every image, so every score and metric would be constant; pass "
+            "scores='sigmoid' (the probability of the positive class) or scores='raw' (the logit)"
+        )
 
 
 def model_forward(
@@ -57,7 +93,7 @@ def model_forward(
         if preprocess is not None:
             check_image(inputs)
             inputs = preprocess(inputs)
-        outputs = model(inputs)
+        outputs = model_scores(model(inputs))
         if not softmax:
             return outputs
         check_not_probabilities(outputs)
@@ -107,44 +143,53 @@ def class_scores(
     forward: Callable[[Tensor], Tensor],
     inputs: Tensor,
     target: Tensor | int | Sequence[int] | np.ndarray | None = None,
-    softmax: bool = True,
+    scores: ScoreKind | bool = "softmax",
 ) -> Scores:
     """Score of the target class on each input, from one batched forward without gradients.
 
     Args:
-        forward: The model (or :func:`model_forward` of it), returning ``(N, classes)``.
+        forward: The model (or :func:`model_forward` of it), returning ``(N, classes)`` (a
+            Hugging Face ``ModelOutput`` gives its ``.logits``).
         inputs: The batch, on the model's device.
-        target: One class for all images, or one per image; ``None`` explains the predicted
-            class.
-        softmax: Softmax probabilities (the papers' choice) computed as ``log_softmax`` in
-            float64; otherwise the raw outputs, whose log is NaN where they are not positive.
-            Outputs that already are probabilities are refused with ``softmax=True``
-            (:func:`metrics.guards.check_not_probabilities`).
+        target: One class (label) for all images, or one per image; ``None`` explains the
+            predicted class.
+        scores: ``"softmax"``: probabilities over the classes (the papers' choice), from
+            ``log_softmax`` in float64; refused for one output per image (a binary
+            classifier, whose softmax is 1) and for outputs that already are probabilities
+            (:func:`metrics.guards.check_not_probabilities`). ``"sigmoid"``: the probability of
+            each label on its own, ``sigmoid(z_c)``, from ``logsigmoid`` in float64: binary
+            ``(N, 1)`` and multi-label models, scored per label. ``"raw"``: the outputs, whose
+            log is NaN where they are not positive. True and False stand for ``"softmax"`` and
+            ``"raw"`` (the older ``softmax=`` flag).
     """
     with torch.no_grad():
-        outputs = forward(inputs)
-    return target_scores(outputs, target, softmax)
+        outputs = model_scores(forward(inputs))
+    return target_scores(outputs, target, scores)
 
 
 def target_scores(
     outputs: Tensor,
     target: Tensor | int | Sequence[int] | np.ndarray | None = None,
-    softmax: bool = True,
+    scores: ScoreKind | bool = "softmax",
 ) -> Scores:
     """:func:`class_scores` from outputs already computed (e.g. by the CAM pass's forward)."""
+    kind = score_kind(scores)
+    outputs = model_scores(outputs)
     check_scores(outputs)
+    check_score_kind(outputs, kind)
     outputs = outputs.detach()
     if target is None:
         target = outputs.argmax(dim=1)
     target = as_target(target, *outputs.shape, device=outputs.device)
-    if softmax:
+    if kind == "softmax":
         check_not_probabilities(outputs)
     outputs = outputs.to(torch.float64)
-    if softmax:
-        log = torch.log_softmax(outputs, dim=1).gather(1, target[:, None])[:, 0]
-        return Scores(log.exp(), log, target)
-    value = outputs.gather(1, target[:, None])[:, 0]
-    return Scores(value, value.log(), target)
+    if kind == "raw":
+        value = outputs.gather(1, target[:, None])[:, 0]
+        return Scores(value, value.log(), target)
+    logs = torch.log_softmax(outputs, dim=1) if kind == "softmax" else F.logsigmoid(outputs)
+    log = logs.gather(1, target[:, None])[:, 0]
+    return Scores(log.exp(), log, target)
 
 
 def check_scores(outputs: object) -> None:
@@ -188,15 +233,19 @@ def keep_mask(y: Tensor, threshold: float | None) -> Tensor:
 
 
 __all__ = [
+    "SCORES",
     "Preprocess",
+    "ScoreKind",
     "Scores",
     "as_target",
     "cam_dead_zone_mass",
     "check_image",
+    "check_score_kind",
     "check_scores",
     "class_scores",
     "explanation_maps",
     "keep_mask",
     "model_forward",
+    "score_kind",
     "target_scores",
 ]

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from captum_camplus import MethodFactory
 from captum_camplus.layouts import LayoutSpec
 
-from .confidence import Preprocess
+from .confidence import Preprocess, ScoreKind
 from .distributed import concatenate_records, gather, rank_and_world, shard
 from .heatmaps import MAPS_FROM, MapsFrom
 from .records import evaluation_result, image_records
@@ -35,7 +35,7 @@ def evaluate_methods(
     *,
     labels: Tensor | None = None,
     maps_from: Sequence[MapsFrom] = MAPS_FROM,
-    softmax: bool = True,
+    softmax: bool | None = None,
     threshold: float | None = None,
     preprocess: Preprocess | None = None,
     unseen: Tensor | None = None,
@@ -43,6 +43,7 @@ def evaluate_methods(
     progress: bool = True,
     on_layer: LayerCallback | None = None,
     layout: LayoutSpec = None,
+    scores: ScoreKind | None = None,
 ) -> EvaluationResult:
     """Score every method on every image with every metric.
 
@@ -60,7 +61,8 @@ def evaluate_methods(
         labels: The class to explain per image for tensor ``data``; default the predicted one.
         maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas,
             tables 1-2).
-        softmax: Score ``Y`` and ``O`` as softmax probabilities (the papers) or raw outputs.
+        softmax: Score ``Y`` and ``O`` as softmax probabilities (True, the papers) or raw
+            outputs (False); ``scores`` says the same and more.
         threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use 0.5 on
             softmax).
         preprocess: If given, ``data`` holds images in [0, 1] and the model sees
@@ -73,7 +75,12 @@ def evaluate_methods(
             collect the Grad-CAM++ alphas of Lerma & Lucas, figures 3-4, with
             :meth:`captum_camplus.LayerGradCamPlusPlus.alphas`.
         layout: The layer's layout (``"tokens"`` for a ViT, ``"channels_last"`` for a Swin
-            stage), as :class:`captum_camplus.CamAttribution` takes it.
+            stage), as :class:`captum_camplus.CamAttribution` takes it; read against each
+            batch's images (:mod:`captum_camplus.layouts`).
+        scores: ``"softmax"`` (default), ``"sigmoid"`` (binary ``(N, 1)`` and multi-label
+            models: each label's sigmoid probability; post-softmax maps then differentiate it)
+            or ``"raw"`` (:func:`metrics.confidence.class_scores`). A binary model's one output
+            is never put through a softmax: the default raises an error naming the choice.
 
     Raises:
         ValueError: if no image passes the threshold, and for bad arguments.
@@ -84,6 +91,7 @@ def evaluate_methods(
         methods,
         maps_from=maps_from,
         softmax=softmax,
+        scores=scores,
         threshold=threshold,
         preprocess=preprocess,
         unseen=unseen,
@@ -102,7 +110,7 @@ def evaluate_methods(
     # a tensor is split here by global positions; a loader's batches are numbered per process
     records = concatenate_records(gather(records, world), not isinstance(data, Tensor))
     return evaluation_result(
-        records, scorer.names, scorer.maps_from, softmax=softmax, threshold=threshold
+        records, scorer.names, scorer.maps_from, scores=scorer.scores, threshold=threshold
     )
 
 

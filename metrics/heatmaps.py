@@ -27,12 +27,19 @@ from captum_camplus import (
     method_name,
     upsample_and_normalize,
 )
-from captum_camplus.base import check_attribution_inputs
-from captum_camplus.checks import not_called_error, unreached_layer_error
+from captum_camplus.base import check_attribution_inputs, layer_grid
+from captum_camplus.checks import model_scores, not_called_error, unreached_layer_error
 from captum_camplus.layouts import LayoutSpec, resolve_layout
 from captum_camplus.modules import find_layer, module_device
 
-from .confidence import Preprocess, as_target, check_scores, model_forward
+from .confidence import (
+    Preprocess,
+    ScoreKind,
+    as_target,
+    check_scores,
+    model_forward,
+    score_kind,
+)
 from .guards import as_model_input, check_not_probabilities, evaluation_mode
 
 #: Which score the CAM gradients are taken of (the two columns of Lerma & Lucas, tables 1-2).
@@ -86,26 +93,41 @@ def layer_pass(forward: Callable[[Tensor], Tensor], layer: nn.Module, inputs: Te
         handle.remove()
     if not kept:
         raise not_called_error(layer, forward)
+    outputs = model_scores(outputs)
     check_scores(outputs)
     return LayerPass(outputs, kept[0], layer)
 
 
 def layer_gradient(
-    passed: LayerPass, target: Tensor, maps_from: MapsFrom, retain_graph: bool = False
+    passed: LayerPass,
+    target: Tensor,
+    maps_from: MapsFrom,
+    retain_graph: bool = False,
+    scores: ScoreKind = "softmax",
 ) -> Tensor:
-    """``g = dS/dA`` for ``S`` the target's logit (pre-softmax) or softmax probability.
+    """``g = dS/dA`` for ``S`` the target's logit (pre-softmax) or softmax probability; with
+    ``scores="sigmoid"`` (binary and multi-label models) the post-softmax maps are those of the
+    label's sigmoid probability, and a softmax of one output (constant 1) is refused.
 
     Each image's score depends on its own ``A`` only, so one ``autograd.grad`` of the summed
     scores gives every image's gradient. Pass ``retain_graph=True`` for all but the last
     gradient taken from ``passed``.
     """
     _check_maps_from(maps_from)
-    if maps_from == "post-softmax":
+    if maps_from == "post-softmax" and score_kind(scores) == "sigmoid":
+        selected_scores = torch.sigmoid(passed.outputs)
+    elif maps_from == "post-softmax":
+        if passed.outputs.shape[1] == 1:
+            raise ValueError(
+                "post-softmax maps of a model with one output per image (N, 1) are all zero (its "
+                "softmax is 1 everywhere): pass maps_from=('pre-softmax',), or scores='sigmoid' "
+                "for the maps of the sigmoid probability"
+            )
         check_not_probabilities(passed.outputs)  # a softmax on top would squash them
-        scores = torch.softmax(passed.outputs, dim=1)
+        selected_scores = torch.softmax(passed.outputs, dim=1)
     else:
-        scores = passed.outputs
-    selected = scores.gather(1, target[:, None]).sum()
+        selected_scores = passed.outputs
+    selected = selected_scores.gather(1, target[:, None]).sum()
     try:
         (gradient,) = torch.autograd.grad(selected, passed.activation, retain_graph=retain_graph)
     except RuntimeError as error:
@@ -142,6 +164,7 @@ def compute_cams(
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
     layout: LayoutSpec = None,
+    scores: ScoreKind = "softmax",
 ) -> dict[str, Tensor]:
     """Every method's ReLU'd CAM (Lerma & Lucas, eq. 2) from one forward and backward pass.
 
@@ -154,6 +177,8 @@ def compute_cams(
         preprocess: See :mod:`metrics.confidence`.
         layout: The layer's layout, as :class:`captum_camplus.CamAttribution` takes it (``"tokens"``
             for a ViT, ``"channels_last"`` for a Swin stage), resolved against ``model``.
+        scores: What post-softmax maps differentiate (:func:`layer_gradient`): ``"sigmoid"``
+            for binary and multi-label models.
 
     Returns:
         Name -> ``(N, 1, *layer grid)`` maps, detached.
@@ -163,8 +188,10 @@ def compute_cams(
     cams = method_instances(model, layer, methods, layout)
     passed = layer_pass(model_forward(model, preprocess), layer, inputs)
     target = as_target(target, *passed.outputs.shape, device=passed.outputs.device)
-    gradient = layer_gradient(passed, target, maps_from)
-    return cam_maps(cams.methods, cams.layout(passed.activation), cams.layout(gradient))
+    gradient = layer_gradient(passed, target, maps_from, scores=scores)
+    return cam_maps(
+        cams.methods, *layer_grid(cams.layout, passed.activation, gradient, inputs.shape, layer)
+    )
 
 
 def cam_explain(
@@ -178,6 +205,7 @@ def cam_explain(
     preprocess: Preprocess | None = None,
     device: str | torch.device | None = None,
     layout: LayoutSpec = None,
+    scores: ScoreKind = "softmax",
 ) -> np.ndarray:
     """Quantus ``explain_func``: ``method``'s CAM upsampled to the inputs and min-max normalised.
 
@@ -188,7 +216,7 @@ def cam_explain(
     Args:
         method: A name of :data:`captum_camplus.METHODS`, matched leniently ("gradcam++").
         layer: The layer (module or name in ``model``).
-        maps_from, preprocess, layout: See :func:`compute_cams`.
+        maps_from, preprocess, layout, scores: See :func:`compute_cams`.
         device: Accepted because Quantus passes it; the maps are computed on the model's device.
 
     The inputs are cast to the model's dtype; a model in training mode is run in eval mode and
@@ -202,7 +230,9 @@ def cam_explain(
     target = as_target(targets, x.shape[0], device=module_device(model))
     name = method_name(method)
     with evaluation_mode(model):
-        maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout)[name]
+        maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout, scores)[
+            name
+        ]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
 
 

@@ -30,12 +30,14 @@ from captum_camplus.modules import module_device
 
 from .confidence import (
     Preprocess,
+    ScoreKind,
     Scores,
     as_target,
     class_scores,
     explanation_maps,
     keep_mask,
     model_forward,
+    score_kind,
 )
 from .guards import as_model_input, evaluation_mode
 
@@ -56,7 +58,7 @@ class MetricBatch:
     target: Tensor  #: the explained class per image
     maps: Tensor  #: the attributions ``a_batch`` being scored
     region: Tensor | None  #: ``s_batch != 0`` per image, or None
-    softmax: bool  #: softmax scores or raw outputs
+    scores: ScoreKind  #: softmax or sigmoid probabilities, or raw outputs
     inputs: np.ndarray  #: ``x`` as Quantus passed it, for explain functions
     targets: np.ndarray  #: the targets as Quantus passed them
     _y: Scores | None = None
@@ -66,7 +68,7 @@ class MetricBatch:
     def y(self) -> Scores:
         """``Y``: the scores on the inputs (one forward, at first use)."""
         if self._y is None:
-            self._y = class_scores(self.forward, self.x, self.target, self.softmax)
+            self._y = class_scores(self.forward, self.x, self.target, self.scores)
         return self._y
 
     @property
@@ -80,7 +82,7 @@ class MetricBatch:
         """Scores on the explanation maps ``E = L (.) I`` of other ``maps`` of these images."""
         if maps.dim() == self.x.dim() - 1:  # (N, *spatial) without the channel
             maps = maps.unsqueeze(1)
-        return class_scores(self.forward, explanation_maps(maps, self.x), self.target, self.softmax)
+        return class_scores(self.forward, explanation_maps(maps, self.x), self.target, self.scores)
 
     def select(self, keep: Tensor) -> MetricBatch:
         """The images where ``keep`` is True."""
@@ -152,7 +154,11 @@ class CamMetric(quantus.Metric):
         disable_warnings, display_progressbar, kwargs: Passed to ``quantus.Metric``.
 
     Call with Quantus' arguments; ``softmax=True`` (default, as the papers) scores softmax
-    probabilities computed in float64, ``softmax=False`` the model's raw outputs.
+    probabilities computed in float64, ``softmax=False`` the model's raw outputs. ``scores=``
+    (here or in the call, which wins) chooses among ``"softmax"``, ``"sigmoid"`` (binary
+    ``(N, 1)`` and multi-label models, each label's sigmoid probability) and ``"raw"``
+    (:func:`metrics.confidence.class_scores`); a binary model's one output is never put through
+    a softmax (the call raises an error naming the choice).
     """
 
     data_applicability: ClassVar[set[DataType]] = {DataType.IMAGE}
@@ -171,6 +177,7 @@ class CamMetric(quantus.Metric):
         aggregate_func: Callable | None = None,
         disable_warnings: bool = True,
         display_progressbar: bool = False,
+        scores: ScoreKind | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -187,7 +194,8 @@ class CamMetric(quantus.Metric):
         )
         self.preprocess = preprocess
         self.threshold = threshold
-        self.softmax = True
+        self.scores_option = None if scores is None else score_kind(scores)
+        self.scores: ScoreKind = self.scores_option or "softmax"
 
     def __call__(
         self,
@@ -204,10 +212,12 @@ class CamMetric(quantus.Metric):
         device: str | None = None,
         batch_size: int = 64,
         custom_batch: Any = None,
+        scores: ScoreKind | None = None,
         **kwargs: Any,
     ) -> list[float]:
         """Score ``a_batch`` (or the maps of ``explain_func``) of ``model`` on the data."""
-        self.softmax = True if softmax is None else bool(softmax)
+        chosen = scores or self.scores_option
+        self.scores = score_kind(chosen) if chosen else score_kind(softmax=softmax is not False)
         if len(x_batch) == 0:  # Quantus would call the empty a_batch "all zero"
             raise ValueError(f"{self.name}: x_batch is empty, there is nothing to score")
         with evaluation_mode(model):
@@ -221,7 +231,7 @@ class CamMetric(quantus.Metric):
                 explain_func=explain_func,
                 explain_func_kwargs=explain_func_kwargs,
                 model_predict_kwargs=model_predict_kwargs,
-                softmax=self.softmax,
+                softmax=self.scores == "softmax",
                 device=device,
                 batch_size=batch_size,
                 custom_batch=custom_batch,
@@ -255,7 +265,7 @@ class CamMetric(quantus.Metric):
             region=None
             if s_batch is None
             else torch.as_tensor(np.asarray(s_batch) != 0, device=device),
-            softmax=self.softmax,
+            scores=self.scores,
             inputs=np.asarray(x_batch),
             targets=np.asarray(y_batch),
         )

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .confidence import ScoreKind, score_kind
 from .result import EvaluationResult, PerMethod
 from .scoring import BatchScores
 
@@ -67,14 +68,17 @@ def evaluation_result(
     methods: Sequence[str],
     maps_from: Sequence[str],
     *,
-    softmax: bool = True,
+    softmax: bool | None = None,
     threshold: float | None = None,
+    scores: ScoreKind | None = None,
 ) -> EvaluationResult:
-    """The result of the images' records (every image seen, in the data's order).
+    """The result of the images' records (every image seen, in the data's order); ``scores``
+    (or the older ``softmax`` flag) says how Y and O were scored.
 
     Raises:
         ValueError: no records, or no image passed the threshold.
     """
+    kind = score_kind(scores, softmax)
     records = list(records)
     if not records:
         raise ValueError("the data holds no images: nothing to evaluate")
@@ -108,9 +112,10 @@ def evaluation_result(
         o=per_method("O"),
         log_o=per_method("log O"),
         dead_zone=per_method("dead zone mass") if "dead zone mass" in kept[0] else None,
-        softmax=softmax,
+        softmax=kind == "softmax",
         threshold=threshold,
         images_seen=len(records),
+        scores=kind,
     )
 
 

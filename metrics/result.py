@@ -46,6 +46,7 @@ class EvaluationResult:
     softmax: bool  #: softmax probabilities (True) or raw outputs
     threshold: float | None
     images_seen: int  #: images in the data before the threshold
+    scores: str = "softmax"  #: ``"softmax"``, ``"sigmoid"`` or ``"raw"`` (``softmax`` is its flag)
 
     def summary(
         self,
@@ -203,7 +204,12 @@ class EvaluationResult:
         """The aggregates and the relative-performance table as text; with ``intervals``, each
         value as ``value [low, high]`` to the digits its interval supports
         (:mod:`metrics.digits`), and the pairwise table."""
-        scores = "softmax probabilities" if self.softmax else "raw outputs"
+        kind = "raw" if self.scores == "softmax" and not self.softmax else self.scores
+        scores = {
+            "softmax": "softmax probabilities",
+            "sigmoid": "sigmoid probabilities per label",
+            "raw": "raw outputs",
+        }[kind]
         kept = f"{len(self.index)} of {self.images_seen} images"
         if self.threshold is not None:
             kept += f" (score > {self.threshold})"

@@ -21,16 +21,19 @@ import torch
 from torch import Tensor, nn
 
 from captum_camplus import METHODS, MethodFactory, method_name
+from captum_camplus.checks import warn_if_no_gradient
 from captum_camplus.layouts import LayoutSpec
 from captum_camplus.modules import find_layer, module_device
 
 from .confidence import (
     Preprocess,
+    ScoreKind,
     cam_dead_zone_mass,
     class_scores,
     explanation_maps,
     keep_mask,
     model_forward,
+    score_kind,
     target_scores,
 )
 from .guards import as_model_input, evaluation_mode
@@ -98,12 +101,13 @@ class BatchScorer:
         methods: Sequence[str] | Mapping[str, MethodFactory] | None = None,
         *,
         maps_from: Sequence[MapsFrom] = MAPS_FROM,
-        softmax: bool = True,
+        softmax: bool | None = None,
         threshold: float | None = None,
         preprocess: Preprocess | None = None,
         unseen: Tensor | None = None,
         on_layer: LayerCallback | None = None,
         layout: LayoutSpec = None,
+        scores: ScoreKind | None = None,
     ) -> None:
         self.names = method_names(methods)
         if not maps_from or any(source not in MAPS_FROM for source in maps_from):
@@ -118,7 +122,7 @@ class BatchScorer:
         self.methods = self.cams.methods
         self.device = module_device(model)
         self.model_forward = model_forward(model, preprocess)
-        self.softmax = softmax
+        self.scores = score_kind(scores, softmax)
         self.threshold = threshold
         self.unseen = None if unseen is None else torch.as_tensor(unseen).to(self.device)
         self.on_layer = on_layer
@@ -141,7 +145,7 @@ class BatchScorer:
             )
         index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
         passed = layer_pass(self.model_forward, self.layer, x)
-        y = target_scores(passed.outputs, labels, self.softmax)
+        y = target_scores(passed.outputs, labels, self.scores)
         kept = keep_mask(y.value, self.threshold)
         o, log_o, dead_zone = (_per_method(self.maps_from, self.names, x.device) for _ in range(3))
         scores = BatchScores(index, y.target, y.value, y.log, kept, o, log_o, dead_zone)
@@ -154,12 +158,17 @@ class BatchScorer:
         kept_index = index if everything else index[kept.to(index.device)]
         target = y.target[kept]
         layout = self.cams.layout  # (N, C, *grid) for the weighting rules and the callback
-        activation = layout(passed.activation.detach()[kept])
+        activation = layout(passed.activation.detach()[kept], x.shape)
         last = len(self.maps_from) - 1
         gradients = {
-            source: layout(layer_gradient(passed, y.target, source, number < last)[kept])
+            source: layout(
+                layer_gradient(passed, y.target, source, number < last, self.scores)[kept],
+                x.shape,
+            )
             for number, source in enumerate(self.maps_from)
         }
+        for gradient in gradients.values():
+            warn_if_no_gradient(gradient, self.layer)
         # free the forward's graph before the explanation forwards: measured on a CPU, they run
         # about twice as slow while it is alive (and it is the largest memory of the batch)
         del passed
@@ -168,7 +177,7 @@ class BatchScorer:
                 self.on_layer(source, kept_index, activation, gradient)
             for name, cam in cam_maps(self.methods, activation, gradient).items():
                 scored = class_scores(
-                    self.model_forward, explanation_maps(cam, x), target, self.softmax
+                    self.model_forward, explanation_maps(cam, x), target, self.scores
                 )
                 o[source][name], log_o[source][name] = scored.value, scored.log
                 if self.unseen is not None:

@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> None:
     provenance = collect(job.classifier.device, command=getattr(args, "command_line", None))
     try:
         folder.start("explain", settings(job, args), provenance.to_json())
+        if job.progress:
+            clf = job.classifier
+            write(f"{clf.name}, CAM layer {clf.layer_name}")
         run_explain(job, folder)
     except BaseException:
         folder.discard()

@@ -98,3 +98,67 @@ def test_a_named_token_layer_is_read_as_tokens(tmp_path, vit_weights) -> None:
     out = tmp_path / "out"
     argv = ["explain", "coffee", "--model", ARCH, "--weights", str(vit_weights)]
     assert cli.main([*argv, "--layer", "blocks.10", "-q", "-o", str(out)]) == 0
+
+
+def test_default_layer_per_transformer_family() -> None:
+    from benchmarks import layout_families as lf
+
+    expected = {
+        "torchvision vit_b_16 (small)": "encoder.layers.encoder_layer_1.ln_1",
+        "torchvision swin_t (small)": "features.3.0.norm1",
+        "Hugging Face ViT": "vit.layers.1.layernorm_before",
+        "Hugging Face DeiT": "deit.layers.1.layernorm_before",
+        "Hugging Face Swin, 32 x 64": "swin.encoder.layers.1.blocks.0.layernorm_before",
+        "timm ViT, 4 registers": "blocks.1.norm1",
+    }
+    for name, layer in expected.items():
+        assert zoo.default_layer_name(lf.build(name), image_size=32) == layer, name
+    # ConvNeXt is a CNN: its last spatial layer, channels first
+    convnext = lf.build("torchvision convnext_tiny (small)")
+    assert zoo.default_layer_name(convnext, image_size=32) == "features"
+
+
+@pytest.fixture(scope="module")
+def hugging_face_folder(tmp_path_factory) -> Path:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+        id2label={0: "cat", 1: "dog", 2: "cup"},
+        label2id={"cat": 0, "dog": 1, "cup": 2},
+    )
+    folder = tmp_path_factory.mktemp("hf") / "vit"
+    transformers.ViTForImageClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_explain_a_local_hugging_face_folder(tmp_path, hugging_face_folder, capsys) -> None:
+    clf = zoo.load_classifier(str(hugging_face_folder))
+    assert clf.layer_name == "vit.layers.1.layernorm_before"
+    assert clf.categories == ["cat", "dog", "cup"]
+    x = clf.preprocess([sample_images(["coffee"])["coffee"]])
+    assert x.shape == (1, 3, 32, 32) and isinstance(clf.model(x), torch.Tensor)
+    out = tmp_path / "out"
+    argv = ["explain", "coffee", "--model", str(hugging_face_folder), "--target", "cup"]
+    assert cli.main([*argv, "--methods", "gradcam,hirescam", "-o", str(out)]) == 0
+    assert "CAM layer vit.layers.1.layernorm_before" in capsys.readouterr().out
+    assert _rows(out / "predictions.csv")[0]["class_name"] == "cup"
+    with pytest.raises(ValueError, match="holds its weights: drop --weights"):
+        zoo.load_classifier(str(hugging_face_folder), weights=hugging_face_folder / "x.pt")
+    with pytest.raises(ValueError, match="no config.json"):
+        zoo.load_classifier(str(tmp_path))
+
+
+def test_compare_a_local_hugging_face_folder(tmp_path, hugging_face_folder) -> None:
+    pytest.importorskip("quantus")
+    out = tmp_path / "out"
+    argv = ["compare", "coffee", "chelsea", "--model", str(hugging_face_folder)]
+    assert cli.main([*argv, "--methods", "gradcam,gradcam++", "-q", "-o", str(out)]) == 0
+    assert {row["method"] for row in _rows(out / "scores.csv")} == {"Grad-CAM", "Grad-CAM++"}
+    assert "vit.layers.1.layernorm_before" in (out / "report.md").read_text()

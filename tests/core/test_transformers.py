@@ -298,7 +298,9 @@ def test_auto_layout_on_swin_tokens_and_on_a_cnn(models, images):
     torch.testing.assert_close(
         auto, LayerHiResCam(swin, norm2, layout=TokenLayout(0, (7, 7))).attribute(images[:1], 1)
     )
-    with pytest.raises(ValueError, match=r"\(1, 49, 768\) looks like transformer tokens"):
+    with pytest.raises(
+        ValueError, match=r"\(1, 49, 768\) of the 224 x 224 input looks like transformer tokens"
+    ):
         LayerHiResCam(swin, norm2).attribute(images[:1], target=1)
     cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     x = images[:1, :, :16, :16]
@@ -312,9 +314,13 @@ def test_wrong_layouts_raise_errors_that_name_the_shapes(models, images):
     vit, swin = models["vit_tiny"], models["swin_tiny"]
     x = images[:1]
     norm1 = vit.blocks[-1].norm1
-    with pytest.raises(ValueError, match=r"\(1, 197, 192\) looks like transformer tokens"):
+    with pytest.raises(
+        ValueError, match=r"\(1, 197, 192\) of the 224 x 224 input looks like transformer tokens"
+    ):
         LayerGradCam(vit, norm1).attribute(x, target=0)
-    with pytest.raises(ValueError, match=r"\(1, 7, 7, 768\) looks like channels last"):
+    with pytest.raises(
+        ValueError, match=r"\(1, 7, 7, 768\) of the 224 x 224 input looks like channels last"
+    ):
         LayerGradCam(swin, swin.layers[-1]).attribute(x, target=0)
     with pytest.raises(ValueError, match=r"'channels_last' expects a \(N, H, W, C\).*197, 192"):
         LayerGradCam(vit, norm1, layout="channels_last").attribute(x, target=0)
@@ -322,12 +328,17 @@ def test_wrong_layouts_raise_errors_that_name_the_shapes(models, images):
         LayerGradCam(swin, swin.layers[-1], layout=TokenLayout(0)).attribute(x, target=0)
     with pytest.raises(ValueError, match=r"2 prefix tokens \+ 196 .*197 tokens.*do not form"):
         LayerGradCam(vit, norm1, layout=TokenLayout(2, (14, 14))).attribute(x, target=0)
-    with pytest.raises(ValueError, match="a square number of patch tokens"):
+    with pytest.raises(ValueError, match="patch tokens on a grid of the 224 x 224 input"):
         LayerGradCam(vit, norm1, layout=TokenLayout(0)).attribute(x, target=0)
-    with pytest.raises(ValueError, match="SwinTransformer has no such"):
-        LayerGradCam(swin, swin.layers[-1], layout="tokens")
-    with pytest.raises(ValueError, match="has no such"):
-        LayerGradCam(lambda t: vit(t), norm1, layout="tokens")
+    # a timm Swin's tokens (its MLP branch) have no prefix; a stage is not tokens
+    assert LayerGradCam(swin, swin.layers[-1], layout="tokens").layout == TokenLayout(0)
+    with pytest.raises(ValueError, match=r"expects tokens \(N, tokens, D\), got shape \(1, 7, 7"):
+        LayerGradCam(swin, swin.layers[-1], layout="tokens").attribute(x, target=0)
+    # the model behind a lambda is found through its closure
+    assert LayerGradCam(lambda t: vit(t), norm1, layout="tokens").layout == TokenLayout(1, (14, 14))
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    with pytest.raises(ValueError, match="Sequential has no vision transformer"):
+        LayerGradCam(cnn, cnn[0], layout="tokens")
     with pytest.raises(ValueError, match="must return \\(N, C, \\*grid\\)"):
         LayerGradCam(vit, norm1, layout=lambda t: t.flatten(1)).attribute(x, target=0)
     with pytest.raises(ValueError, match="unknown layout 'nhwc'"):

@@ -57,9 +57,9 @@ def test_class_scores_softmax_and_raw_outputs() -> None:
         assert scores.value[i].item() == pytest.approx(p, rel=1e-12)
         assert scores.log[i].item() == pytest.approx(math.log(p), rel=1e-12)
     assert scores.value.dtype == torch.float64 and scores.target.tolist() == target
-    raw = class_scores(lambda x: x, logits, target, softmax=False)
+    raw = class_scores(lambda x: x, logits, target, scores="raw")
     torch.testing.assert_close(raw.value, torch.tensor([2.0, 0.5], dtype=torch.float64))
-    assert torch.isnan(class_scores(lambda x: x, logits, 2, softmax=False).log[0])
+    assert torch.isnan(class_scores(lambda x: x, logits, 2, scores="raw").log[0])
     assert class_scores(lambda x: x, logits).target.tolist() == [1, 2]  # predicted classes
 
 
