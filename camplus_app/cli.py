@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import torch
+
 from camplus_app.options import (
     INTERRUPTED,
     OUR_ERRORS,
@@ -78,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=positive_int, help="score a random subset of this many images"
     )
     compare_parser.add_argument(
-        "--seed", type=int, help="the random subset of --limit (default: 0): reproducible"
+        "--seed",
+        type=int,
+        help="seeds the random subset of --limit and the bootstrap intervals of the tables "
+        "(default: 0): reproducible",
     )
     compare_parser.add_argument(
         "--workers",
@@ -156,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=None if resumable else 8,
             help="default: 8",
         )
+        sub.add_argument(
+            "--threads",
+            type=positive_int,
+            help="torch threads per process (default: what torch picks; torchrun sets 1). "
+            "Float32 sums depend on it: equal thread counts give equal tables. Recorded in "
+            "the manifest",
+        )
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bars or tables")
     return parser
 
@@ -167,7 +179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cannot be written, a layer without a spatial output, a device torch cannot use...), is one
     line on stderr. Set the environment variable ``CAMPLUS_TRACEBACK=1`` to get the traceback.
     """
-    return exit_status(lambda: dispatch(build_parser().parse_args(argv)))
+    words = sys.argv[1:] if argv is None else list(argv)
+
+    def parse_and_run() -> None:
+        args = build_parser().parse_args(words)
+        args.command_line = [PROG, *words]  # for the provenance of the run
+        dispatch(args)
+
+    return exit_status(parse_and_run)
 
 
 def dispatch(args: argparse.Namespace) -> None:
@@ -175,6 +194,8 @@ def dispatch(args: argparse.Namespace) -> None:
     # Each command's module is imported when it runs, for start-up time: `camplus --help` and a
     # mistyped option answer without loading the model zoo, the figures and the metrics (whose
     # Quantus import alone takes seconds).
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.command == "explain":
         from camplus_app.commands.explain import run
     else:

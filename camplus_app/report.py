@@ -11,6 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from camplus_app.gallery import Gallery
+from camplus_app.provenance import Provenance
+from metrics.digits import with_intervals
+from metrics.intervals import RESAMPLES
 from metrics.result import EvaluationResult
 from metrics.tables import format_table
 
@@ -38,6 +42,8 @@ class RunFacts:
     unmatched: Mapping[str, str] = field(default_factory=dict)  #: class folders left out, why
     #: files of the class folders not read (looping links, other formats...), why
     skipped: Mapping[str, str] = field(default_factory=dict)
+    provenance: Provenance | None = None  #: software, machine and command of the last attempt
+    earlier_attempts: Sequence[Mapping[str, Any]] = ()  #: the provenance of the earlier ones
 
 
 def markdown_report(
@@ -46,8 +52,11 @@ def markdown_report(
     summary: dict[str, Any],
     figures: Sequence[str],
     unreadable: Sequence[dict[str, Any]],
+    galleries: Sequence[Gallery] = (),
 ) -> str:
-    """The report as Markdown; ``figures`` are the image files written beside it."""
+    """The report as Markdown; ``figures`` are the image files written beside it. Values are
+    shown as ``value [low, high]`` (95 % paired bootstrap, seeded by ``facts.seed``) to the
+    digits their intervals support (:mod:`metrics.digits`)."""
     data = ", ".join(facts.data) if facts.data else "the bundled photographs"
     if facts.classes is not None:
         data += f" ({facts.classes} class folders, {facts.listed} images)"
@@ -94,9 +103,14 @@ def markdown_report(
         "## Scores",
         "",
         "Average drop (lower is better), increase in confidence and win percentage (higher is",
-        "better), in %.",
+        "better), in %. Each value is followed by its 95 % interval, a paired percentile",
+        f"bootstrap over the images ({RESAMPLES} resamples drawing the same images for every",
+        f"method, seed {facts.seed}), and printed to the digits the interval supports; the CSV",
+        "files keep every digit. Win %: a tie (O within a relative 1e-4 of the best) is shared.",
         "",
-        format_table(result.summary(), markdown=True),
+        format_table(
+            with_intervals(result.summary(intervals=True, seed=facts.seed)), markdown=True
+        ),
     ]
     if len(result.methods) > 1:
         lines += [
@@ -104,9 +118,21 @@ def markdown_report(
             "## Relative performance (Lerma & Lucas, tables 1-2)",
             "",
             "The geometric mean over the images of `O'/O` for each pair, and the mean and",
-            "standard deviation of `log(O'/O)`.",
+            "standard deviation of `log(O'/O)`, with their intervals. `equal` marks a pair whose",
+            "value and interval lie within float32 rounding of equality.",
             "",
-            format_table(result.relative_performance(), markdown=True),
+            format_table(
+                with_intervals(result.relative_performance(intervals=True, seed=facts.seed)),
+                markdown=True,
+            ),
+            "",
+            "## Pairwise",
+            "",
+            "For each pair, the share of images on which the first method's `O` is higher (with",
+            "its interval), the ties (within a relative 1e-4, counted apart), the share the",
+            "second wins, and the p-value of an exact two-sided sign test on the images not tied.",
+            "",
+            format_table(with_intervals(result.pairwise(seed=facts.seed)), markdown=True),
         ]
     if "relative_performance.png" in figures:
         lines += [
@@ -124,6 +150,39 @@ def markdown_report(
             "",
             "![Histogram of the Grad-CAM++ alphas](alphas.png)",
         ]
+    if galleries:
+        lines += [
+            "",
+            "## Gallery: where the methods that differ most disagree",
+            "",
+            "For the pairs of methods whose per-image `O'/O` lies farthest from 1, the images on",
+            "which each of the two is most ahead: the image, then every method's map (min-max",
+            "normalised, as for `E`), with the class, `Y` and each method's `O`.",
+        ]
+        for gallery in galleries:
+            lines += [
+                "",
+                f"### {gallery.title.splitlines()[0]}",
+                "",
+                "Images, top to bottom: " + ", ".join(f"`{name}`" for name in gallery.images),
+                "",
+                f"![{gallery.title.splitlines()[0]}]({gallery.file}.png)",
+            ]
+    if facts.provenance is not None:
+        lines += [
+            "",
+            "## Provenance",
+            "",
+            "| | |",
+            "|---|---|",
+            *(f"| {key} | {value} |" for key, value in facts.provenance.markdown_rows()),
+            *(
+                f"| earlier attempt {number} | started {attempt['started']}, "
+                f"{attempt['processes']} processes x {attempt['threads']} threads, "
+                f"`{' '.join(attempt['command'])}` |"
+                for number, attempt in enumerate(facts.earlier_attempts, start=1)
+            ),
+        ]
     if facts.unmatched:
         lines += ["", "## Class folders left out (--skip-unmatched)", ""]
         lines += [f"- `{name}`: {why}" for name, why in facts.unmatched.items()]
@@ -140,9 +199,11 @@ def markdown_report(
             lines.append(f"- and {len(unreadable) - SHOWN_UNREADABLE} more")
     lines += [
         "",
-        "Files: `scores.csv`, `relative_performance.csv`, `images.csv` (per image, method and",
-        "kind of map), `dataset.csv` (the images scored, by position), `manifest.json` (the",
-        "settings), `parts/` (the raw per-batch results).",
+        "Files: `scores.csv`, `relative_performance.csv`, `pairwise.csv` (full precision, each",
+        "value followed by `<column> ci low` and `<column> ci high`), `images.csv` (per image,",
+        "method and kind of map), `dataset.csv` (the images scored, by position), each figure",
+        "as PNG (200 dpi) and SVG, `manifest.json` (the settings and the provenance), `parts/`",
+        "(the raw per-batch results).",
         "",
     ]
     return "\n".join(lines)

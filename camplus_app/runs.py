@@ -71,9 +71,13 @@ class RunFolder:
         #: The run's own folder of files being written (recorded in the manifest).
         self.temporary = path / recorded
 
-    def start(self, command: str, settings: dict[str, Any]) -> int:
-        """Write the manifest of this run (state ``running``); returns the attempt number
-        (1 for a new run, one more on each resume)."""
+    def start(
+        self, command: str, settings: dict[str, Any], provenance: dict[str, Any] | None = None
+    ) -> int:
+        """Write the manifest of this run (state ``running``) with its settings and the
+        provenance of this attempt (:mod:`camplus_app.provenance`; those of earlier attempts of
+        a resumed run under ``earlier attempts``); returns the attempt number (1 for a new run,
+        one more on each resume)."""
         files = list(self.previous["files"]) if self.previous else []
         attempt = int(self.previous["attempts"]) + 1 if self.previous else 1
         self.manifest = {
@@ -87,6 +91,13 @@ class RunFolder:
             "temporary": self.temporary.name,
             "files": files,
         }
+        if provenance is not None:  # this attempt's; a resumed run keeps the earlier ones
+            earlier = list(self.previous.get("earlier attempts", [])) if self.previous else []
+            if self.previous and "provenance" in self.previous:
+                earlier.append(self.previous["provenance"])
+            if earlier:
+                self.manifest["earlier attempts"] = earlier
+            self.manifest["provenance"] = provenance
         self._save()
         return attempt
 
@@ -120,11 +131,16 @@ class RunFolder:
         self.manifest[key] = value
         self._save()
 
-    def complete(self, summary: dict[str, Any] | None = None) -> None:
-        """Mark the run complete (with an optional summary) and release the folder."""
+    def complete(
+        self, summary: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None
+    ) -> None:
+        """Mark the run complete (with an optional summary and the final provenance, its end
+        time included) and release the folder."""
         self.manifest["state"] = "complete"
         if summary is not None:
             self.manifest["summary"] = summary
+        if provenance is not None:
+            self.manifest["provenance"] = provenance
         self._save()
         self.close()
 

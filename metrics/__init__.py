@@ -1,7 +1,9 @@
 """The metrics of the Grad-CAM++ and Grad-CAM+ papers, exactly as defined, for Quantus.
 
 - :mod:`metrics.functional`: the formulas on tensors (average drop, increase in confidence,
-  win %, relative performance, dead-zone mass).
+  win %, relative performance, dead-zone mass) and their paired bootstrap intervals
+  (:mod:`metrics.intervals`); :mod:`metrics.digits` prints values to the digits their intervals
+  support.
 - Quantus metrics :class:`AverageDrop`, :class:`IncreaseInConfidence`, :class:`WinPercentage`,
   :class:`RelativePerformance`, :class:`DeadZoneMass`, listed in ``quantus.available_metrics()``
   under "Faithfulness" as soon as this package is imported.
@@ -22,11 +24,18 @@ References:
 from .confidence import cam_dead_zone_mass, class_scores, explanation_maps
 from .evaluate import BatchScorer, BatchScores, EvaluationResult, evaluate_methods
 from .functional import (
+    PairComparison,
+    RelativePerformanceIntervals,
     RelativePerformanceStats,
+    ScoreIntervals,
     average_drop,
+    compare_pair,
     dead_zone_mass,
     increase_in_confidence,
     relative_performance,
+    relative_performance_intervals,
+    score_intervals,
+    sign_test,
     win_percentage,
 )
 from .heatmaps import MAPS_FROM, cam_explain, compute_cams
@@ -84,13 +93,17 @@ __all__ = [
     "DeadZoneMass",
     "EvaluationResult",
     "IncreaseInConfidence",
+    "PairComparison",
     "RelativePerformance",
+    "RelativePerformanceIntervals",
     "RelativePerformanceStats",
+    "ScoreIntervals",
     "WinPercentage",
     "average_drop",
     "cam_dead_zone_mass",
     "cam_explain",
     "class_scores",
+    "compare_pair",
     "compute_cams",
     "dead_zone_mass",
     "evaluate_methods",
@@ -98,5 +111,8 @@ __all__ = [
     "increase_in_confidence",
     "register",
     "relative_performance",
+    "relative_performance_intervals",
+    "score_intervals",
+    "sign_test",
     "win_percentage",
 ]

@@ -16,14 +16,21 @@ References:
 - Singh, Harithas, Khan & Hadi, "Grad-CAM++: generalized gradient-based visual explanations for
   deep convolutional networks", course report reimplementing CAM, Grad-CAM and Grad-CAM++ (Average
   Drop % and % Increase in Confidence, section 4.2).
+
+Uncertainty: :func:`score_intervals`, :func:`relative_performance_intervals` and
+:func:`compare_pair` give 95 % paired percentile bootstrap intervals of the dataset values
+(:mod:`metrics.intervals`); with the same seed every one of them resamples the same images.
 """
 
 from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from .intervals import LEVEL, RESAMPLES, Interval, paired_bootstrap, sign_test
 
 Reduction = Literal["mean", "none"]
 
@@ -162,6 +169,147 @@ def dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") 
     return _reduce(mass, reduction)
 
 
+class ScoreIntervals(NamedTuple):
+    """Bootstrap intervals of :func:`score_intervals`, each ``(M,)`` ends, one per method."""
+
+    average_drop: Interval
+    increase_in_confidence: Interval
+    win_percentage: Interval | None  #: None for one method
+
+
+def score_intervals(
+    y: Tensor,
+    o: Tensor,
+    *,
+    rtol: float = 1e-4,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> ScoreIntervals:
+    """Paired percentile bootstrap intervals of average drop, increase in confidence and win %.
+
+    ``y`` is ``(N,)``, ``o`` is ``(M, N)`` (one row per method). Each resample draws the same
+    images for every method; the statistics are those of :func:`average_drop`,
+    :func:`increase_in_confidence` and :func:`win_percentage` (tie tolerance ``rtol``) on the
+    resampled images. Win % is a mean of per-image shares among the methods, so the resample's
+    win % is the mean of the resampled images' shares.
+    """
+    if o.dim() != 2:
+        raise ValueError(f"o must be (methods, images), got shape {tuple(o.shape)}")
+    columns = [
+        torch.stack([average_drop(y, row, "none") for row in o], dim=1),
+        torch.stack([increase_in_confidence(y, row, "none") for row in o], dim=1),
+    ]
+    if o.shape[0] > 1:
+        columns.append(win_percentage(o, "none", rtol).T)
+    ends = paired_bootstrap(
+        torch.cat(columns, dim=1),
+        lambda sample: sample.mean(axis=1),
+        resamples=resamples,
+        seed=seed,
+        level=level,
+    )
+    methods = o.shape[0]
+    parts = [
+        Interval(
+            ends.low[k * methods : (k + 1) * methods], ends.high[k * methods : (k + 1) * methods]
+        )
+        for k in range(len(columns))
+    ]
+    return ScoreIntervals(parts[0], parts[1], parts[2] if len(parts) > 2 else None)
+
+
+class RelativePerformanceIntervals(NamedTuple):
+    """Bootstrap intervals of :class:`RelativePerformanceStats`' dataset values (0-d ends)."""
+
+    geometric_mean: Interval
+    log_mean: Interval
+    log_std: Interval
+
+
+def relative_performance_intervals(
+    log_o_new: Tensor,
+    log_o_base: Tensor,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> RelativePerformanceIntervals:
+    """Paired percentile bootstrap intervals of :func:`relative_performance`'s geometric mean
+    ``exp(mean_i log(O'_i / O_i))``, log mean and log std (population) over resampled images.
+
+    Identical scores give exactly ``[1, 1]``, ``[0, 0]`` and ``[0, 0]``.
+    """
+    log_ratio = relative_performance(log_o_new, log_o_base).log_ratio
+
+    def statistic(sample: np.ndarray) -> np.ndarray:
+        log_mean = sample[:, :, 0].mean(axis=1)
+        return np.stack([np.exp(log_mean), log_mean, sample[:, :, 0].std(axis=1)], axis=1)
+
+    ends = paired_bootstrap(log_ratio, statistic, resamples=resamples, seed=seed, level=level)
+    return RelativePerformanceIntervals(*(Interval(ends.low[k], ends.high[k]) for k in range(3)))
+
+
+class PairComparison(NamedTuple):
+    """How often a first method beats a second on the same images (:func:`compare_pair`)."""
+
+    wins: Tensor  #: % of images on which the first scores higher (beyond the tolerance)
+    ties: Tensor  #: % of images within the tolerance
+    losses: Tensor  #: % of images on which the second scores higher
+    wins_interval: Interval  #: bootstrap interval of ``wins`` (0-d ends)
+    images_won: int
+    images_tied: int
+    images_lost: int
+    p_value: float  #: exact two-sided sign test on the images not tied
+
+
+def compare_pair(
+    o_first: Tensor,
+    o_second: Tensor,
+    *,
+    rtol: float = 1e-4,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> PairComparison:
+    """The share of images on which the first method's ``O_i`` beats the second's, with ties.
+
+    A tie is the tie of :func:`win_percentage`: the smaller ``O_i`` within ``rtol`` (relative)
+    of the larger. Wins, ties and losses are counted apart (and add up to 100 %); the win share
+    gets a paired bootstrap interval and the wins vs losses an exact sign test
+    (:func:`metrics.intervals.sign_test`).
+    """
+    if rtol < 0:
+        raise ValueError(f"rtol must be non-negative, got {rtol}")
+    first, second = (
+        _scores(o_first, "O of the first method"),
+        _scores(o_second, "O of the second method", like=o_first),
+    )
+    if first.numel() == 0:
+        raise ValueError("comparing two methods needs at least one image, got none")
+    best = torch.maximum(first, second)
+    tied = best - torch.minimum(first, second) <= rtol * best.abs()
+    won, lost = ~tied & (first > second), ~tied & (first < second)
+    per_image = torch.stack([won, tied, lost], dim=1).to(torch.float64) * 100
+    shares = per_image.mean(dim=0)
+    ends = paired_bootstrap(
+        per_image[:, :1],
+        lambda sample: sample.mean(axis=1),
+        resamples=resamples,
+        seed=seed,
+        level=level,
+    )
+    counts = [int(c) for c in (won.sum(), tied.sum(), lost.sum())]
+    return PairComparison(
+        shares[0],
+        shares[1],
+        shares[2],
+        Interval(ends.low[0], ends.high[0]),
+        *counts,
+        sign_test(counts[0], counts[2]),
+    )
+
+
 def _scores(scores: Tensor, what: str, like: Tensor | None = None) -> Tensor:
     """Validate a 1-D tensor of per-image scores and promote it to float64."""
     if not isinstance(scores, Tensor):
@@ -189,10 +337,19 @@ def _reduce(values: Tensor, reduction: Reduction, dim: int = 0) -> Tensor:
 
 
 __all__ = [
+    "Interval",
+    "PairComparison",
+    "RelativePerformanceIntervals",
     "RelativePerformanceStats",
+    "ScoreIntervals",
     "average_drop",
+    "compare_pair",
     "dead_zone_mass",
     "increase_in_confidence",
+    "paired_bootstrap",
     "relative_performance",
+    "relative_performance_intervals",
+    "score_intervals",
+    "sign_test",
     "win_percentage",
 ]

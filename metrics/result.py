@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 from . import functional
+from .digits import HIGH, LOW, with_intervals
+from .intervals import RESAMPLES
 from .tables import format_table
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
@@ -46,47 +48,113 @@ class EvaluationResult:
     images_seen: int  #: images in the data before the threshold
     scores: str = "softmax"  #: ``"softmax"``, ``"sigmoid"`` or ``"raw"`` (``softmax`` is its flag)
 
-    def summary(self, win_rtol: float = 1e-4) -> list[dict[str, Any]]:
+    def summary(
+        self,
+        win_rtol: float = 1e-4,
+        *,
+        intervals: bool = False,
+        seed: int = 0,
+        resamples: int = RESAMPLES,
+    ) -> list[dict[str, Any]]:
         """One row per kind of map and method: the dataset values of every metric.
 
-        ``win_rtol``: the tie tolerance of :func:`metrics.functional.win_percentage`.
+        ``win_rtol``: the tie tolerance of :func:`metrics.functional.win_percentage`. With
+        ``intervals``, each metric is followed by ``<metric> ci low`` and ``<metric> ci high``,
+        its 95 % paired bootstrap interval (:func:`metrics.functional.score_intervals`, drawn
+        from ``seed``; every kind of map and method resamples the same images).
         """
         rows = []
         for source in self.maps_from:
             o = self.o[source]
+            stacked = torch.stack([o[m] for m in self.methods])
             wins = (
-                functional.win_percentage(torch.stack([o[m] for m in self.methods]), rtol=win_rtol)
+                functional.win_percentage(stacked, rtol=win_rtol)
                 if len(self.methods) > 1
                 else torch.full((1,), math.nan)
             )
+            bounds = (
+                functional.score_intervals(
+                    self.y, stacked, rtol=win_rtol, resamples=resamples, seed=seed
+                )
+                if intervals
+                else None
+            )
             for k, method in enumerate(self.methods):
-                row = {
-                    "maps": source,
-                    "method": method,
-                    "images": len(self.index),
-                    "average drop": float(functional.average_drop(self.y, o[method])),
-                    "increase in confidence": float(
-                        functional.increase_in_confidence(self.y, o[method])
-                    ),
-                    "win percentage": float(wins[k]),
+                row = {"maps": source, "method": method, "images": len(self.index)}
+                values = {
+                    "average drop": functional.average_drop(self.y, o[method]),
+                    "increase in confidence": functional.increase_in_confidence(self.y, o[method]),
+                    "win percentage": wins[k],
                 }
+                for number, (column, value) in enumerate(values.items()):
+                    row[column] = float(value)
+                    if bounds is not None and bounds[number] is not None:
+                        row[column + LOW] = float(bounds[number].low[k])
+                        row[column + HIGH] = float(bounds[number].high[k])
                 if self.dead_zone is not None:
                     row["dead zone mass"] = float(self.dead_zone[source][method].mean())
                 rows.append(row)
         return rows
 
-    def relative_performance(self) -> list[dict[str, Any]]:
-        """Lerma & Lucas, tables 1-2: every later method vs every earlier one, per kind of map."""
-        return [
-            {
-                "maps": source,
-                "methods": f"{new} vs {base}",
-                "relative performance": float(stats.geometric_mean),
-                "log mean": float(stats.log_mean),
-                "log std": float(stats.log_std),
-            }
-            for source, new, base, stats in self._pairs()
-        ]
+    def relative_performance(
+        self, *, intervals: bool = False, seed: int = 0, resamples: int = RESAMPLES
+    ) -> list[dict[str, Any]]:
+        """Lerma & Lucas, tables 1-2: every later method vs every earlier one, per kind of map.
+
+        With ``intervals``, each value is followed by its 95 % paired bootstrap interval
+        (:func:`metrics.functional.relative_performance_intervals`, drawn from ``seed``).
+        """
+        rows = []
+        for source, new, base, stats in self._pairs():
+            row: dict[str, Any] = {"maps": source, "methods": f"{new} vs {base}"}
+            bounds = (
+                functional.relative_performance_intervals(
+                    self.log_o[source][new],
+                    self.log_o[source][base],
+                    resamples=resamples,
+                    seed=seed,
+                )
+                if intervals
+                else None
+            )
+            values = (stats.geometric_mean, stats.log_mean, stats.log_std)
+            for number, column in enumerate(("relative performance", "log mean", "log std")):
+                row[column] = float(values[number])
+                if bounds is not None:
+                    row[column + LOW] = float(bounds[number].low)
+                    row[column + HIGH] = float(bounds[number].high)
+            rows.append(row)
+        return rows
+
+    def pairwise(
+        self, win_rtol: float = 1e-4, *, seed: int = 0, resamples: int = RESAMPLES
+    ) -> list[dict[str, Any]]:
+        """Every later method vs every earlier one, per kind of map: the share of images on
+        which the first has the higher ``O`` (with its bootstrap interval), the ties within
+        ``win_rtol``, the share the second wins, and the exact sign test's p-value
+        (:func:`metrics.functional.compare_pair`)."""
+        rows = []
+        for source, new, base, _ in self._pairs():
+            o = self.o[source]
+            pair = functional.compare_pair(
+                o[new], o[base], rtol=win_rtol, seed=seed, resamples=resamples
+            )
+            rows.append(
+                {
+                    "maps": source,
+                    "methods": f"{new} vs {base}",
+                    "first wins %": float(pair.wins),
+                    "first wins %" + LOW: float(pair.wins_interval.low),
+                    "first wins %" + HIGH: float(pair.wins_interval.high),
+                    "ties %": float(pair.ties),
+                    "second wins %": float(pair.losses),
+                    "images won": pair.images_won,
+                    "images tied": pair.images_tied,
+                    "images lost": pair.images_lost,
+                    "sign test p": pair.p_value,
+                }
+            )
+        return rows
 
     def relative_performance_per_image(self) -> dict[str, dict[str, Tensor]]:
         """``O'_i / O_i`` per image for each pair of :meth:`relative_performance`, by kind of map
@@ -132,8 +200,10 @@ class EvaluationResult:
                     rows.append(row)
         return rows
 
-    def format(self) -> str:
-        """The aggregates and the relative-performance table as text."""
+    def format(self, intervals: bool = False, seed: int = 0) -> str:
+        """The aggregates and the relative-performance table as text; with ``intervals``, each
+        value as ``value [low, high]`` to the digits its interval supports
+        (:mod:`metrics.digits`), and the pairwise table."""
         kind = "raw" if self.scores == "softmax" and not self.softmax else self.scores
         scores = {
             "softmax": "softmax probabilities",
@@ -143,12 +213,18 @@ class EvaluationResult:
         kept = f"{len(self.index)} of {self.images_seen} images"
         if self.threshold is not None:
             kept += f" (score > {self.threshold})"
-        parts = [f"{kept}, scores: {scores}", format_table(self.summary())]
+        options = {"intervals": intervals, "seed": seed}
+        parts = [f"{kept}, scores: {scores}", format_table(with_intervals(self.summary(**options)))]
         if len(self.methods) > 1:
             parts += [
                 "relative performance (Lerma & Lucas, tables 1-2)",
-                format_table(self.relative_performance()),
+                format_table(with_intervals(self.relative_performance(**options))),
             ]
+            if intervals:
+                parts += [
+                    "pairwise: images on which the first method's O is higher",
+                    format_table(with_intervals(self.pairwise(seed=seed))),
+                ]
         return "\n\n".join(parts)
 
     def __str__(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from camplus_app.options import (
     parse_methods,
     write,
 )
+from camplus_app.provenance import collect
 from camplus_app.runs import RunFolder, open_run
 from captum_camplus import LayerCams
 from captum_camplus.maps import upsample_and_normalize
@@ -50,17 +50,18 @@ def run(args: argparse.Namespace) -> None:
     """``camplus explain`` from parsed arguments; a failed run leaves nothing behind."""
     job = prepare(args)
     folder = open_run(job.output, "explain", overwrite=job.overwrite)
+    provenance = collect(job.classifier.device, command=getattr(args, "command_line", None))
     try:
-        clf = job.classifier
-        settings = {"images": [str(a) for a in args.images], "model": clf.name}
-        folder.start("explain", {**settings, "layer": clf.layer_name})
+        folder.start("explain", settings(job, args), provenance.to_json())
         if job.progress:
+            clf = job.classifier
             write(f"{clf.name}, CAM layer {clf.layer_name}")
         run_explain(job, folder)
     except BaseException:
         folder.discard()
         raise
-    folder.complete()
+    provenance.finish()
+    folder.complete(provenance=provenance.to_json())
     if job.progress:
         print(f"results in {job.output}")
 
@@ -90,6 +91,24 @@ def prepare(args: argparse.Namespace) -> Job:
     )
 
 
+def settings(job: Job, args: argparse.Namespace) -> dict[str, object]:
+    """Every setting of the run, for its manifest."""
+    clf = job.classifier
+    return {
+        "images": [str(a) for a in args.images],
+        "image names": list(job.images),
+        "model": clf.name,
+        "weights": None if args.weights is None else str(args.weights.resolve()),
+        "layer": clf.layer_name,
+        "methods": job.methods,
+        "target": job.target,
+        "target name": None if job.target is None else clf.categories[job.target],
+        "maps": "pre-softmax, ReLU'd, upsampled and min-max normalised per map",
+        "batch size": job.batch_size,
+        "device": str(clf.device),
+    }
+
+
 def run_explain(job: Job, folder: RunFolder) -> None:
     """Write ``<image>.png``: the image and each method's heatmap, titled with the class."""
     clf = job.classifier
@@ -105,9 +124,8 @@ def run_explain(job: Job, folder: RunFolder) -> None:
             figure = figures.overlay_figure(
                 x[i], {m: h[i] for m, h in heatmaps.items()}, f"{name}: explaining {label}"
             )
-            png = io.BytesIO()  # written whole by the run folder: a full disk names the file
-            figure.savefig(png, format="png", dpi=100)
-            folder.write_bytes(f"{name}.png", png.getvalue())
+            png = figures.figure_files(figure, ["png"])["png"]
+            folder.write_bytes(f"{name}.png", png)
             rows.append(
                 {
                     "image": name,

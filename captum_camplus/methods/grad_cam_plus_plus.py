@@ -233,6 +233,12 @@ class LayerGradCamPlusPlus(CamAttribution):
             *_alpha_inputs(activation, gradient, self.options), self.options
         )
 
+    def raw_alphas(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        """The alphas of eq. 13 before any stabilizer or normalisation, ``1 / (2 + lambda S_k
+        g)`` where ``g > 0`` (0 elsewhere and at an exact pole): their range is Lerma & Lucas'
+        section 3.4 (-1.4e6 to 5.6e5 on ImageNetV2), e.g. for a histogram of the tails."""
+        return _raw_alphas(*_alpha_inputs(activation, gradient, self.options))
+
     @property
     def last_diagnostics(self) -> AlphaDiagnostics | None:
         """:class:`AlphaDiagnostics` of the last call (of its last layer tensor), or None."""
@@ -315,6 +321,12 @@ def _records(tensor: Tensor) -> bool:
     return tensor.requires_grad and torch.is_grad_enabled()
 
 
+def _raw_alphas(scaled_sums: Tensor, positive_gradient: Tensor) -> Tensor:
+    """Eq. 13 without stabilizer: ``1 / (2 + lambda S_k g)`` where ``g > 0``, else 0."""
+    positive = (positive_gradient > 0).to(positive_gradient.dtype)
+    return _divide_or_zero(positive, 2 + scaled_sums * positive_gradient)
+
+
 def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
     """``numerator / denominator`` where both are non-zero, else exactly 0 (no inf/NaN formed).
 
@@ -332,7 +344,7 @@ def _diagnose(
     alphas = grad_cam_plus_plus_alphas(scaled_sums, positive_gradient, options)
     positive = positive_gradient > 0
     denominator = 2 + scaled_sums * positive_gradient
-    raw = _divide_or_zero(positive.to(alphas.dtype), denominator)  # eq. 13 without stabilizer
+    raw = _raw_alphas(scaled_sums, positive_gradient)
     inf = torch.tensor(float("inf"), dtype=alphas.dtype, device=alphas.device)
 
     def extrema(values: Tensor) -> tuple[Tensor, Tensor]:

@@ -6,6 +6,7 @@ Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -52,6 +53,25 @@ def test_explain_writes_a_figure_per_image(tmp_path, monkeypatch) -> None:
     argv = ["explain", "coffee", "chelsea", "--output", str(out), "--quiet"]
     assert cli.main([*argv, "--methods", "gradcam, Grad-CAM++", "--batch-size", "1"]) == 0
     assert _listing(out) == ["chelsea.png", "coffee.png", "manifest.json", "predictions.csv"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    settings = manifest["settings"]
+    assert settings["methods"] == ["Grad-CAM", "Grad-CAM++"]
+    assert (settings["model"], settings["layer"]) == ("tf_efficientnet_lite0", "bn2")
+    assert settings["image names"] == ["coffee", "chelsea"] and settings["target"] is None
+    assert (settings["batch size"], settings["device"]) == (1, "cpu")
+    provenance = manifest["provenance"]
+    assert provenance["command"] == [
+        "camplus",
+        *argv,
+        "--methods",
+        "gradcam, Grad-CAM++",
+        "--batch-size",
+        "1",
+    ]
+    assert provenance["threads"] >= 1 and provenance["processes"] == 1
+    assert provenance["finished"] >= provenance["started"]
+    with Image.open(out / "coffee.png") as png:
+        assert png.info["dpi"][0] == pytest.approx(figures.DPI, abs=1)
     rows = {row["image"]: row for row in _rows(out / "predictions.csv")}
     assert rows["coffee"]["class_name"] == "espresso" and rows["coffee"]["class_index"] == "967"
     assert float(rows["coffee"]["probability"]) == pytest.approx(0.95, abs=0.01)

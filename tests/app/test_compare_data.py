@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARCH = "test_efficientnet"
 #: Photograph -> class folder: a synset id (class 0), a class name (1), a class index (2).
 FOLDERS = {"coffee": "n01440764", "chelsea": "goldfish", "camera": "2"}
-TABLES = ("scores.csv", "relative_performance.csv", "images.csv")
+TABLES = ("scores.csv", "relative_performance.csv", "pairwise.csv", "images.csv")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -237,9 +237,9 @@ def _interrupt(command: list[str], part_files: Path, sig: int) -> subprocess.Com
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess:
+def _run(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        command, env=_environment(), capture_output=True, text=True, timeout=600
+        command, env=env or _environment(), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -293,7 +293,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(
     assert manifest["attempts"] == 2 and manifest["state"] == "complete"
 
 
-@pytest.mark.slow  # three interpreters start: about 30 s on 2 cores
+@pytest.mark.slow  # four interpreters start: about 40 s on 2 cores
 def test_two_gloo_processes_equal_one_process(tmp_path, big_dataset, weights, uninterrupted):
     out = tmp_path / "out"
     command = _command(big_dataset, out, weights, "--threshold", "0.001", "-q")
@@ -302,8 +302,17 @@ def test_two_gloo_processes_equal_one_process(tmp_path, big_dataset, weights, un
     _assert_same_tables(out, uninterrupted)
     parts = sorted(p.name for p in (out / "parts").glob("*.jsonl"))
     assert parts == ["001-rank0.jsonl", "001-rank1.jsonl"]
-    summary = json.loads((out / "manifest.json").read_text())["summary"]
-    assert summary["processes"] == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["processes"] == 2
+    assert (manifest["provenance"]["processes"], manifest["provenance"]["threads"]) == (2, 1)
+    # one process at torch's default threads told to use one (--threads 1), as torchrun does:
+    # byte-equal tables, intervals included
+    single = tmp_path / "single"
+    default = {k: v for k, v in _environment().items() if k != "OMP_NUM_THREADS"}
+    _run(_command(big_dataset, single, weights, "--threshold", "0.001", "--threads", "1"), default)
+    _assert_same_tables(out, single)
+    provenance = json.loads((single / "manifest.json").read_text())["provenance"]
+    assert (provenance["processes"], provenance["threads"]) == (1, 1)
 
 
 class _Stub:

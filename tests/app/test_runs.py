@@ -122,3 +122,17 @@ def test_part_files_drop_a_cut_off_line_and_refuse_a_damaged_one(tmp_path: Path)
     (tmp_path / "parts" / "001-rank0.jsonl").write_text('{"batch": 2, "v"\n' + text)
     with pytest.raises(RunFolderError, match="line 1, is damaged"):
         list(read_parts(tmp_path))
+
+
+def test_a_resumed_run_keeps_the_provenance_of_every_attempt(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run = open_run(out, "compare")
+    run.start("compare", {"seed": 0}, provenance={"threads": 1, "started": "a"})
+    run.close()  # interrupted
+    for attempt, threads in ((2, 4), (3, 2)):
+        resumed = open_run(out, "compare", resume=True)
+        assert resumed.start("compare", {"seed": 0}, {"threads": threads}) == attempt
+        resumed.complete(provenance={"threads": threads, "finished": "z"})
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["provenance"] == {"threads": 2, "finished": "z"}
+    assert [p["threads"] for p in manifest["earlier attempts"]] == [1, 4]

@@ -120,6 +120,18 @@ def test_default_options_report_diagnostics_when_read():
     assert method.last_diagnostics.summary()["unstable"] == 0
 
 
+def test_raw_alphas_are_eq_13_before_the_stabilizer():
+    """What the alpha histogram's tail shows: 1 / (2 + S_k g) where g > 0, whatever the
+    stabilizer, 0 elsewhere; the alphas used stay clamped."""
+    A, g = hand_made(signed=True)
+    method = LayerGradCamPlusPlus(torch.nn.Identity(), torch.nn.Identity())  # clamp
+    S = A.double().sum(dim=(2, 3), keepdim=True)
+    expected = torch.where(g > 0, 1 / (2 + S * g.double()), torch.zeros((), dtype=torch.float64))
+    torch.testing.assert_close(method.raw_alphas(A, g).double(), expected)
+    assert float(method.raw_alphas(A, g).min()) < 0 <= float(method.alphas(A, g).min())
+    assert float(method.alphas(A, g).max()) <= 0.5
+
+
 def _double_model(model):
     import copy
 

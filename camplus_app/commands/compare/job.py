@@ -27,6 +27,7 @@ from camplus_app.options import (
     parse_methods,
     write,
 )
+from camplus_app.provenance import Provenance, collect
 from camplus_app.report import RunFacts
 from camplus_app.runs import (
     RunFolder,
@@ -101,6 +102,7 @@ class CompareJob:
     folder: RunFolder | None = None  #: held by rank 0
     attempt: int = 0
     plan: list[int] = field(default_factory=list)  #: the batches this attempt scores
+    provenance: Provenance | None = None  #: this attempt's, kept by rank 0
 
     @classmethod
     def prepare(cls, args: argparse.Namespace, processes: Processes) -> CompareJob:
@@ -200,7 +202,15 @@ class CompareJob:
         listing = listing_csv(self.entries, self.listing)
         if folder.previous is not None:
             check_same_data(folder.previous, listing, self.output)
-        self.attempt = folder.start("compare", asdict(self.settings))
+        self.provenance = collect(
+            self.classifier.device,
+            processes=self.processes.world,
+            seed=self.settings.seed,
+            command=getattr(self.args, "command_line", None),
+        )
+        self.attempt = folder.start(
+            "compare", asdict(self.settings), provenance=self.provenance.to_json()
+        )
         listing_file = self.output / "dataset.csv"
         if not listing_file.exists() or listing_file.read_text(errors="replace") != printable(
             listing
@@ -273,6 +283,10 @@ class CompareJob:
             seed=settings.seed,
             unmatched=dict(listing.unmatched),
             skipped=dict(listing.skipped),
+            provenance=self.provenance,
+            earlier_attempts=(
+                self.folder.manifest.get("earlier attempts", []) if self.folder else []
+            ),
         )
 
     def _finish(self, scored_now: int, elapsed: float) -> None:
@@ -296,8 +310,15 @@ class CompareJob:
         }
         clf = self.classifier
         outputs = Outputs(
-            self.folder, self.settings, self.entries, clf.categories, rows, records.values()
+            self.folder,
+            self.settings,
+            self.entries,
+            clf.categories,
+            rows,
+            records.values(),
+            classifier=clf,
         )
+        assert self.provenance is not None
         try:
             result = outputs.result()
         except NothingReadable as error:  # nothing worth keeping: a new run leaves nothing
@@ -306,10 +327,13 @@ class CompareJob:
         except ValueError as error:  # no image above the threshold: a complete run, no tables
             self.folder.complete(summary)
             raise UsageError(str(error)) from error
+        self.provenance.finish()  # for the report written next; the manifest gets the last
         outputs.write(result, summary, self.facts())
-        self.folder.complete(summary)
+        self.provenance.finish()
+        self.folder.complete(summary, self.provenance.to_json())
         if not self.args.quiet:
-            write(f"{clf.name}, layer {clf.layer_name}: " + result.format())
+            shown = result.format(intervals=True, seed=self.settings.seed)
+            write(f"{clf.name}, layer {clf.layer_name}: " + shown)
             write(summary_line(tally, scored_now, elapsed, self.processes.world))
             if self.listing.skipped:
                 write(

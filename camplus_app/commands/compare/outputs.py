@@ -3,13 +3,16 @@ tables (CSV), the figures, ``unreadable.csv`` and ``report.md``."""
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
 
 from camplus_app import figures
-from camplus_app.datasets import ImageEntry
+from camplus_app.datasets import ImageDataset, ImageEntry
+from camplus_app.gallery import Gallery, build_galleries
+from camplus_app.options import LAYOUT
 from camplus_app.report import RunFacts, markdown_report
 from camplus_app.runs import RunFolder
 from metrics.heatmaps import MAPS_FROM
@@ -18,6 +21,9 @@ from metrics.result import EvaluationResult
 
 from .scoring import GRAD_CAM_PP
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from camplus_app.zoo import Classifier
 
 
 class NothingReadable(ValueError):
@@ -35,7 +41,10 @@ class Outputs:
         categories: Sequence[str],
         rows: list[dict[str, Any]],
         records: Iterable[dict[str, Any]],
+        classifier: Classifier | None = None,
     ) -> None:
+        """``classifier``: the model the run scored, to draw the gallery (none without it)."""
+        self.classifier = classifier
         self.folder = folder
         self.settings = settings
         self.entries = entries
@@ -61,40 +70,72 @@ class Outputs:
             read, settings.methods, MAPS_FROM, softmax=True, threshold=settings.threshold
         )
 
-    def alphas(self) -> figures.AlphaHistogram | None:
+    def alphas(self, key: str = "alphas") -> figures.AlphaHistogram | None:
+        """The Grad-CAM++ alphas the maps used (``"alphas"``) or before the stabilizer
+        (``"raw alphas"``), merged over the batches; None without Grad-CAM++ or counts."""
         if GRAD_CAM_PP not in self.settings.methods:
             return None
         histogram = figures.AlphaHistogram()
         for record in self.records:
-            if "alphas" in record:
-                histogram.merge(figures.AlphaHistogram.from_json(record["alphas"]))
-        return histogram
+            if key in record:
+                histogram.merge(figures.AlphaHistogram.from_json(record[key]))
+        return histogram if histogram.total else None
+
+    def galleries(self, result: EvaluationResult) -> list[Gallery]:
+        """The gallery's figures (:mod:`camplus_app.gallery`), for two or more methods."""
+        clf = self.classifier
+        if clf is None or len(result.methods) < 2:
+            return []
+        dataset = ImageDataset(self.entries, clf.transform)
+
+        def load(position: int) -> Tensor:
+            item = dataset[position]
+            if item.image is None:  # it was read when scored: the file changed since
+                raise ValueError(f"{self.entries[position].path}: {item.error}")
+            return item.image
+
+        return build_galleries(
+            result,
+            clf.model,
+            clf.layer,
+            load,
+            lambda position: self.entries[position].name,
+            lambda index: f"{self.categories[index]} ({index})",
+            layout=LAYOUT,
+        )
 
     def write(self, result: EvaluationResult, summary: dict[str, Any], facts: RunFacts) -> None:
+        """Every file of the run; the CSV tables in full precision with their intervals
+        (``<column> ci low``/``<column> ci high``, seeded by ``--seed``)."""
         folder, entries, categories = self.folder, self.entries, self.categories
+        seed = self.settings.seed
         image_rows = [
             {"image": entries[row["index"]].name, **row, "class name": categories[row["target"]]}
             for row in result.image_rows()
         ]
-        folder.write_csv("scores.csv", result.summary())
+        folder.write_csv("scores.csv", result.summary(intervals=True, seed=seed))
         folder.write_csv("images.csv", image_rows)
         pictures = {}
         if len(result.methods) > 1:
-            folder.write_csv("relative_performance.csv", result.relative_performance())
-            boxplot = figures.relative_performance_boxplot(
+            folder.write_csv(
+                "relative_performance.csv", result.relative_performance(intervals=True, seed=seed)
+            )
+            folder.write_csv("pairwise.csv", result.pairwise(seed=seed))
+            pictures["relative_performance"] = figures.relative_performance_boxplot(
                 {
                     f"{source} maps": {pair: r.tolist() for pair, r in ratios.items()}
                     for source, ratios in result.relative_performance_per_image().items()
-                }
+                },
+                seed=seed,
             )
-            pictures["relative_performance.png"] = boxplot
         alphas = self.alphas()
-        if alphas is not None and alphas.total:
-            pictures["alphas.png"] = figures.alpha_histogram(alphas)
+        if alphas is not None:
+            pictures["alphas"] = figures.alpha_histogram(alphas, self.alphas("raw alphas"))
+        galleries = self.galleries(result)
+        pictures.update({gallery.file: gallery.figure for gallery in galleries})
         for name, figure in pictures.items():
-            buffer = io.BytesIO()
-            figure.savefig(buffer, format="png", dpi=100)
-            folder.write_bytes(name, buffer.getvalue())
+            for kind, data in figures.figure_files(figure).items():
+                folder.write_bytes(f"{name}.{kind}", data)
         unreadable = [
             {"position": p, "image": entries[p].path or entries[p].name, "error": row["error"]}
             for row in self.rows
@@ -103,7 +144,9 @@ class Outputs:
         ]
         if unreadable:
             folder.write_csv("unreadable.csv", unreadable)
-        report = markdown_report(facts, result, summary, list(pictures), unreadable)
+        report = markdown_report(
+            facts, result, summary, [f"{name}.png" for name in pictures], unreadable, galleries
+        )
         folder.write_text("report.md", report)
 
 

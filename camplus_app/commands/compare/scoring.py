@@ -96,6 +96,7 @@ def _batch_record(
     }
     if alphas is not None and alphas.histogram.total:
         record["alphas"] = alphas.histogram.to_json()
+        record["raw alphas"] = alphas.raw.to_json()
     return record
 
 
@@ -109,18 +110,21 @@ def _labels(shard: Shard, positions: Tensor) -> Tensor | None:
 
 class AlphaCounter:
     """``on_layer`` callback: the pre-softmax Grad-CAM++ alphas of a batch (Lerma & Lucas,
-    figures 3-4), counted in an :class:`~camplus_app.figures.AlphaHistogram`."""
+    figures 3-4), those the maps used and those of eq. 13 before the stabilizer (their tail),
+    each counted in an :class:`~camplus_app.figures.AlphaHistogram`."""
 
     def __init__(self, scorer: BatchScorer) -> None:
         self.method = scorer.methods[GRAD_CAM_PP]
-        self.histogram = figures.AlphaHistogram()
+        self.reset()
 
     def reset(self) -> None:
         self.histogram = figures.AlphaHistogram()
+        self.raw = figures.AlphaHistogram()
 
     def __call__(self, source: str, index: Tensor, activation: Tensor, gradient: Tensor) -> None:
         if source == "pre-softmax":
             self.histogram.add(self.method.alphas(activation, gradient))
+            self.raw.add(self.method.raw_alphas(activation, gradient))
 
 
 __all__ = ["GRAD_CAM_PP", "AlphaCounter", "Shard", "score_shard"]

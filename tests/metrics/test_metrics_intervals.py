@@ -1,0 +1,281 @@
+"""Bootstrap intervals, the sign test and the digits of tables, against independent computations.
+
+The bootstrap is checked against a slow loop that redraws the documented indices (numpy PCG64,
+one ``integers(0, N, N)`` call per resample) and applies the metrics of ``metrics.functional`` to
+each resample, and against closed forms (constant values, identical methods).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from metrics import functional as F
+from metrics import intervals
+from metrics.digits import decimals, format_estimate, with_intervals
+from metrics.result import EvaluationResult
+
+RESAMPLES = 300
+
+
+def scores(methods: int = 3, images: int = 40, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    y = 0.5 + 0.5 * torch.rand(images, generator=generator, dtype=torch.float64)
+    o = y * torch.rand(methods, images, generator=generator, dtype=torch.float64) * 1.3
+    o[1, :5] = o[0, :5]  # ties for win % and the pairwise comparison
+    return y, o
+
+
+def explicit_percentiles(stats: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """The 2.5 % and 97.5 % quantiles by sorting (linear interpolation between order stats)."""
+    table = np.sort(np.asarray(stats), axis=0)
+    ends = []
+    for q in (0.025, 0.975):
+        h = (len(table) - 1) * q
+        below = math.floor(h)
+        above = min(below + 1, len(table) - 1)
+        ends.append(table[below] + (h - below) * (table[above] - table[below]))
+    return ends[0], ends[1]
+
+
+def draws(images: int, seed: int = 0) -> list[np.ndarray]:
+    generator = np.random.Generator(np.random.PCG64(seed))
+    return [generator.integers(0, images, images) for _ in range(RESAMPLES)]
+
+
+def test_score_intervals_equal_an_explicit_loop() -> None:
+    y, o = scores()
+    got = F.score_intervals(y, o, resamples=RESAMPLES, seed=3)
+    stats = []
+    for index in draws(y.numel(), seed=3):
+        picked = torch.from_numpy(index)
+        yi, oi = y[picked], o[:, picked]
+        stats.append(
+            [float(F.average_drop(yi, row)) for row in oi]
+            + [float(F.increase_in_confidence(yi, row)) for row in oi]
+            + F.win_percentage(oi).tolist()  # win % decided within the resample
+        )
+    low, high = explicit_percentiles(stats)
+    m = o.shape[0]
+    for k, interval in enumerate(got):
+        np.testing.assert_allclose(interval.low.numpy(), low[k * m : (k + 1) * m], rtol=1e-12)
+        np.testing.assert_allclose(interval.high.numpy(), high[k * m : (k + 1) * m], rtol=1e-12)
+
+
+def test_relative_performance_intervals_equal_an_explicit_loop() -> None:
+    _, o = scores()
+    got = F.relative_performance_intervals(o[2].log(), o[0].log(), resamples=RESAMPLES)
+    stats = []
+    for index in draws(o.shape[1]):
+        ratios = [math.log(o[2, i] / o[0, i]) for i in index.tolist()]
+        mean = sum(ratios) / len(ratios)
+        std = math.sqrt(sum((r - mean) ** 2 for r in ratios) / len(ratios))
+        stats.append([math.exp(mean), mean, std])
+    low, high = explicit_percentiles(stats)
+    for k, interval in enumerate(got):
+        assert float(interval.low) == pytest.approx(low[k], rel=1e-12, abs=1e-15)
+        assert float(interval.high) == pytest.approx(high[k], rel=1e-12, abs=1e-15)
+
+
+def test_compare_pair_counts_ties_and_equals_an_explicit_loop() -> None:
+    _, o = scores()
+    first, second = o[1].clone(), o[0]
+    first[5] = second[5] * (1 + 5e-5)  # within the tolerance 1e-4: a tie
+    got = F.compare_pair(first, second, resamples=RESAMPLES)
+    won = [bool(a > b * (1 + 1e-4)) for a, b in zip(first.tolist(), second.tolist(), strict=True)]
+    lost = [bool(b > a * (1 + 1e-4)) for a, b in zip(first.tolist(), second.tolist(), strict=True)]
+    tied = [not (w or x) for w, x in zip(won, lost, strict=True)]
+    assert (got.images_won, got.images_tied, got.images_lost) == (sum(won), sum(tied), sum(lost))
+    assert got.images_tied == 6
+    assert float(got.wins + got.ties + got.losses) == pytest.approx(100.0)
+    stats = [[100 * sum(won[i] for i in index) / len(index)] for index in draws(len(won))]
+    low, high = explicit_percentiles(stats)
+    assert float(got.wins_interval.low) == pytest.approx(low[0])
+    assert float(got.wins_interval.high) == pytest.approx(high[0])
+    assert got.p_value == pytest.approx(hand_sign_test(sum(won), sum(lost)))
+
+
+def hand_sign_test(wins: int, losses: int) -> float:
+    n = wins + losses
+    k = min(wins, losses)
+    tail = sum(Fraction(math.comb(n, i), 2**n) for i in range(k + 1))
+    return float(min(Fraction(1), 2 * tail))
+
+
+def test_sign_test_by_hand() -> None:
+    # 9 wins, 1 loss: 2 * (1 + 10) / 1024
+    assert intervals.sign_test(9, 1) == pytest.approx(22 / 1024)
+    assert intervals.sign_test(1, 9) == intervals.sign_test(9, 1)
+    assert intervals.sign_test(0, 0) == 1.0
+    assert intervals.sign_test(5, 5) == 1.0
+    assert intervals.sign_test(0, 6) == pytest.approx(2 / 64)
+    assert intervals.sign_test(700, 300) == pytest.approx(hand_sign_test(700, 300), rel=1e-9)
+    assert 0 < intervals.sign_test(700, 300) < 1e-30
+    with pytest.raises(ValueError, match="non-negative"):
+        intervals.sign_test(-1, 3)
+
+
+def test_constant_values_give_zero_width_intervals() -> None:
+    y = torch.full((25,), 0.8, dtype=torch.float64)
+    o = torch.tensor([[0.4] * 25, [0.6] * 25], dtype=torch.float64)
+    got = F.score_intervals(y, o, resamples=RESAMPLES)
+    torch.testing.assert_close(got.average_drop.low, torch.tensor([50.0, 25.0]).double())
+    torch.testing.assert_close(got.average_drop.high, got.average_drop.low)
+    assert got.win_percentage is not None
+    assert got.win_percentage.low.tolist() == [0.0, 100.0] == got.win_percentage.high.tolist()
+    rp = F.relative_performance_intervals(o[1].log(), o[0].log(), resamples=RESAMPLES)
+    assert float(rp.geometric_mean.low) == pytest.approx(1.5)
+    assert float(rp.geometric_mean.high) == pytest.approx(1.5)
+    assert float(rp.log_std.high) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_identical_methods_give_exactly_one() -> None:
+    _, o = scores()
+    rp = F.relative_performance_intervals(o[0].log(), o[0].log(), resamples=RESAMPLES)
+    assert [float(v) for v in rp.geometric_mean] == [1.0, 1.0]
+    assert [float(v) for v in (*rp.log_mean, *rp.log_std)] == [0.0] * 4
+    pair = F.compare_pair(o[0], o[0], resamples=RESAMPLES)
+    assert (pair.images_tied, float(pair.ties), pair.p_value) == (o.shape[1], 100.0, 1.0)
+
+
+def test_the_draws_are_paired() -> None:
+    # A method equal to another times a per-image constant c: paired resamples give a ratio of
+    # exactly c in every resample; unpaired ones would spread it.
+    _, o = scores(images=60)
+    rp = F.relative_performance_intervals(o[0].log() + 0.25, o[0].log(), resamples=RESAMPLES)
+    assert float(rp.geometric_mean.low) == pytest.approx(math.exp(0.25), rel=1e-12)
+    assert float(rp.geometric_mean.high) == pytest.approx(math.exp(0.25), rel=1e-12)
+    # the same seed draws the same images for every call and whatever the chunk size
+    whole = np.concatenate(list(intervals.resample_indices(60, 50, seed=7)))
+    chunks = np.concatenate(list(intervals.resample_indices(60, 50, seed=7, chunk=7)))
+    np.testing.assert_array_equal(whole, chunks)
+    other = np.concatenate(list(intervals.resample_indices(60, 50, seed=8)))
+    assert not np.array_equal(whole, other)
+
+
+def test_chunking_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    y, o = scores()
+    whole = F.score_intervals(y, o, resamples=RESAMPLES)
+    monkeypatch.setattr(intervals, "CHUNK_ELEMENTS", 100)  # a few resamples per chunk
+    chunked = F.score_intervals(y, o, resamples=RESAMPLES)
+    for a, b in zip(whole, chunked, strict=True):
+        assert torch.equal(a.low, b.low) and torch.equal(a.high, b.high)
+
+
+def test_bootstrap_errors() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        intervals.paired_bootstrap(torch.tensor([1.0, math.nan]), lambda s: s.mean(axis=1))
+    with pytest.raises(ValueError, match="level"):
+        intervals.paired_bootstrap(torch.ones(3), lambda s: s.mean(axis=1), level=1.0)
+    with pytest.raises(ValueError, match="at least one image"):
+        intervals.paired_bootstrap(torch.ones(0), lambda s: s.mean(axis=1))
+    with pytest.raises(ValueError, match="tolerance|rtol"):
+        F.compare_pair(torch.ones(3), torch.ones(3), rtol=-1.0)
+
+
+# --- digits
+# ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "shown"),
+    [
+        ((1.2345, 1.1934, 1.2871), {}, "1.234 [1.193, 1.287]"),  # half-width 0.047
+        ((45.678, 40.1, 51.3), {}, "45.7 [40.1, 51.3]"),  # half-width 5.6
+        ((1234.5, 1000.0, 1500.0), {}, "1230 [1000, 1500]"),  # half-width 250: tens
+        ((-0.001, -0.3, 0.2), {}, "0.00 [-0.30, 0.20]"),  # no negative zero
+        ((12.3, 12.3, 12.3), {}, "12.3 [12.3, 12.3]"),  # zero width: 4 significant digits
+        ((8.248e-08, -1e-7, 3e-7), {"reference": 0.0}, "equal (0)"),  # float32 noise
+        ((1.0000003, 0.9999998, 1.0000009), {"reference": 1.0}, "equal (1)"),
+        ((1.24, 1.2, 1.28), {"reference": 1.0}, "1.240 [1.200, 1.280]"),  # half-width 0.04
+        ((0.123456,), {}, "0.1235"),
+    ],
+)
+def test_format_estimate(args: tuple[float, ...], kwargs: dict, shown: str) -> None:
+    assert format_estimate(*args, **kwargs) == shown
+
+
+def test_decimals_and_errors() -> None:
+    assert [decimals(h) for h in (0.047, 0.5, 5.0, 250.0, 1e-7)] == [3, 2, 1, -1, 8]
+    with pytest.raises(ValueError, match="positive"):
+        decimals(0.0)
+    with pytest.raises(ValueError, match="wrong way"):
+        format_estimate(1.0, 2.0, 0.0)
+    with pytest.raises(ValueError, match="both ends"):
+        format_estimate(1.0, 0.5)
+
+
+def test_with_intervals_merges_the_bounding_columns() -> None:
+    rows = [
+        {
+            "methods": "B vs A",
+            "relative performance": 1.0000001,
+            "relative performance ci low": 0.9999999,
+            "relative performance ci high": 1.0000004,
+            "log mean": 0.2,
+            "log mean ci low": 0.1,
+            "log mean ci high": 0.3,
+            "images": 9,
+        }
+    ]
+    assert with_intervals(rows) == [
+        {
+            "methods": "B vs A",
+            "relative performance": "equal (1)",
+            "log mean": "0.20 [0.10, 0.30]",
+            "images": 9,
+        }
+    ]
+
+
+# --- EvaluationResult
+# ---------------------------------------------------------------------------
+
+
+def _result() -> EvaluationResult:
+    y, o = scores(methods=3, images=30)
+    names = ["A", "B", "C"]
+    per = {"pre-softmax": {n: o[k] for k, n in enumerate(names)}}
+    log = {"pre-softmax": {n: o[k].log() for k, n in enumerate(names)}}
+    return EvaluationResult(
+        methods=names,
+        maps_from=["pre-softmax"],
+        index=torch.arange(30),
+        target=torch.zeros(30, dtype=torch.long),
+        y=y,
+        log_y=y.log(),
+        o=per,
+        log_o=log,
+        dead_zone=None,
+        softmax=True,
+        threshold=None,
+        images_seen=30,
+    )
+
+
+def test_result_tables_carry_the_intervals_after_each_column() -> None:
+    result = _result()
+    y, o = result.y, torch.stack([result.o["pre-softmax"][n] for n in result.methods])
+    rows = result.summary(intervals=True, seed=4, resamples=RESAMPLES)
+    assert list(rows[0])[3:6] == ["average drop", "average drop ci low", "average drop ci high"]
+    expected = F.score_intervals(y, o, seed=4, resamples=RESAMPLES)
+    for k, row in enumerate(rows):
+        assert row["win percentage ci low"] == float(expected.win_percentage.low[k])
+        assert row["average drop ci high"] == float(expected.average_drop.high[k])
+    assert result.summary()[0].keys() == {
+        "maps", "method", "images", "average drop", "increase in confidence", "win percentage"
+    }  # fmt: skip
+    relative = result.relative_performance(intervals=True, seed=4, resamples=RESAMPLES)
+    assert [r["methods"] for r in relative] == ["B vs A", "C vs A", "C vs B"]
+    log_o = result.log_o["pre-softmax"]
+    bounds = F.relative_performance_intervals(log_o["C"], log_o["B"], seed=4, resamples=RESAMPLES)
+    assert relative[2]["log std ci low"] == float(bounds.log_std.low)
+    pairwise = result.pairwise(seed=4, resamples=RESAMPLES)
+    assert pairwise[0]["images tied"] == 5  # the five images where B equals A
+    assert pairwise[0]["images won"] + pairwise[0]["images lost"] == 25
+    text = result.format(intervals=True)
+    assert "pairwise" in text and " [" in text
