@@ -58,7 +58,7 @@ class Outputs:
             )
         settings = self.settings
         return evaluation_result(
-            read, settings.methods, MAPS_FROM, softmax=True, threshold=settings.threshold
+            read, settings.methods, MAPS_FROM, threshold=settings.threshold, scores=settings.scores
         )
 
     def alphas(self) -> figures.AlphaHistogram | None:
