@@ -14,33 +14,17 @@ import torch
 pytest.importorskip("timm")
 pytest.importorskip("torchvision")
 pytest.importorskip("matplotlib")
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
+from hugging_face_folders import vit_folder  # noqa: E402
+
 from camplus_app import cli, options, zoo  # noqa: E402
 from camplus_app.images import sample_images  # noqa: E402
 from metrics.confidence import SCORES  # noqa: E402
 
 
-def _vit_folder(folder: Path, labels: list[str]) -> Path:
-    """A random-init Hugging Face ViT folder with these labels (one: a binary model's logit)."""
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    transformers.ViTForImageClassification(config).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def binary_folder(tmp_path_factory) -> Path:
-    return _vit_folder(tmp_path_factory.mktemp("hf") / "binary", ["defect"])
+    return vit_folder(tmp_path_factory.mktemp("hf") / "binary", ["defect"])
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -96,7 +80,7 @@ def test_compare_records_the_scores_and_resume_refuses_another(
 
 def test_a_run_recorded_before_scores_existed_resumes_as_softmax(tmp_path, capsys) -> None:
     pytest.importorskip("quantus")
-    model = _vit_folder(tmp_path / "vit", ["cat", "dog", "cup"])
+    model = vit_folder(tmp_path / "vit", ["cat", "dog", "cup"])
     out = tmp_path / "out"
     argv = ["compare", "coffee", "chelsea", "--model", str(model), "--batch-size", "1"]
     argv += ["--methods", "gradcam,hirescam", "-q", "-o", str(out)]
