@@ -48,17 +48,19 @@ def test_softmax_of_one_output_is_a_usage_error_before_anything_runs(
     assert not out.exists()
 
 
-def test_explain_scores_a_binary_model_with_its_sigmoid(tmp_path, binary_folder) -> None:
+@pytest.mark.parametrize(("scores", "column"), [("sigmoid", "probability"), ("raw", "score")])
+def test_explain_scores_a_binary_model_as_asked(tmp_path, binary_folder, scores, column) -> None:
     out = tmp_path / "out"
     argv = ["explain", "coffee", "--model", str(binary_folder), "--methods", "gradcam"]
-    assert cli.main([*argv, "--scores", "sigmoid", "-q", "-o", str(out)]) == 0
+    assert cli.main([*argv, "--scores", scores, "-q", "-o", str(out)]) == 0
     (row,) = _rows(out / "predictions.csv")
     clf = zoo.load_classifier(str(binary_folder))
     with torch.no_grad():
         logit = clf.model(clf.preprocess([sample_images(["coffee"])["coffee"]])).double()
+    expected = torch.sigmoid(logit) if scores == "sigmoid" else logit
     assert row["class_name"] == "defect"
-    assert float(row["probability"]) == pytest.approx(float(torch.sigmoid(logit)), abs=1e-6)
-    assert json.loads((out / "manifest.json").read_text())["settings"]["scores"] == "sigmoid"
+    assert float(row[column]) == pytest.approx(float(expected), abs=1e-6)
+    assert json.loads((out / "manifest.json").read_text())["settings"]["scores"] == scores
 
 
 def test_compare_records_the_scores_and_resume_refuses_another(
