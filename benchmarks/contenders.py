@@ -85,8 +85,7 @@ def _all_four() -> Implementation:
 
     def arithmetic(case: Case, activation: Tensor, gradient: Tensor) -> dict[str, Tensor]:
         cams = LayerCams(case.model, case.layer, layout=case.layout)
-        a, g = cams.layout(activation), cams.layout(gradient)
-        return {n: m.map_from_grid(a, g, True, True) for n, m in cams.methods.items()}
+        return cams.maps_from_layer(activation, gradient, relu_attributions=True)
 
     return Implementation(ALL_FOUR, "captum-camplus", run, maps, arithmetic)
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from captum._utils.common import _format_output
+import torch
+from captum._utils.common import (
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+    _select_targets,
+)
 from captum._utils.typing import TargetType
 from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
@@ -19,8 +25,15 @@ from captum_camplus.base import (
     layer_gradients_and_activations,
     layer_grid,
 )
-from captum_camplus.checks import check_hookable
-from captum_camplus.layouts import DefaultLayout, LayoutSpec, resolve_layout
+from captum_camplus.capture import LayerCapture
+from captum_camplus.checks import (
+    check_grad_kwargs,
+    check_hookable,
+    check_inputs,
+    check_output,
+    check_target,
+)
+from captum_camplus.layouts import DefaultLayout, InputShape, LayoutSpec, resolve_layout
 from captum_camplus.registry import METHODS, method_class, method_name
 
 #: A method class, or a factory ``(forward_func, layer, device_ids) -> CamAttribution`` such as
@@ -32,7 +45,10 @@ class LayerCams(LayerAttribution, GradientAttribution):
     """Maps of several CAM methods from one forward and one backward pass to the layer.
 
     Every method weights the same activations with the same gradients, so computing them together
-    costs one pass instead of one per method.
+    costs one pass instead of one per method. The pass is a :class:`LayerCapture` (the forward
+    records only what follows the layer), except for the layer's input, ``grad_kwargs`` and
+    ``DataParallel`` models, which take Captum's ``compute_layer_gradients_and_eval``.
+    :meth:`maps_from_layer` gives every method's map from an ``A`` and ``g`` already at hand.
 
     Args:
         forward_func, layer, device_ids: As in :class:`captum.attr.LayerGradCam`.
@@ -94,17 +110,73 @@ class LayerCams(LayerAttribution, GradientAttribution):
     ) -> dict[str, Tensor | tuple[Tensor, ...]]:
         """Each method's map, by name; arguments and shapes as :meth:`CamAttribution.attribute`."""
         check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
-        gradients, activations = layer_gradients_and_activations(
-            self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
+        check_flags(attribute_to_layer_input=attribute_to_layer_input)
+        check_grad_kwargs(grad_kwargs)
+        if attribute_to_layer_input or grad_kwargs or self._data_parallel():
+            # the layer's input, autograd options, replicas: Captum's pass handles them
+            gradients, activations = layer_gradients_and_activations(
+                self, inputs, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
+            )
+        else:
+            activations, gradients = self._capture(inputs, target, additional_forward_args)
+        return self.maps_from_layer(
+            activations,
+            gradients,
+            relu_attributions,
+            attr_dim_summation,
+            input_shape=first_input(inputs).shape,
         )
-        shape = first_input(inputs).shape
+
+    def _capture(
+        self, inputs: Tensor | tuple[Tensor, ...], target: TargetType, additional_forward_args: Any
+    ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """``(A,), (g,)`` from one :class:`LayerCapture`: the forward records only what
+        follows the layer, and the maps hold no graph."""
+        check_inputs(inputs)
+        inputs = _format_tensor_into_tuples(inputs)
+        batch_size = inputs[0].shape[0]
+        target = check_target(target, batch_size)
+        extra = _format_additional_forward_args(additional_forward_args) or ()
+        capture = LayerCapture(self.forward_func, self.layer, inputs, extra)
+        check_output(capture.outputs, target, batch_size)
+        with torch.enable_grad():  # the score joins the graph, even inside torch.no_grad()
+            score = _select_targets(capture.outputs, target)
+        (gradients,) = capture.layer_gradients(score)
+        return tuple(a.detach() for a in capture.activations), gradients
+
+    def _data_parallel(self) -> bool:
+        return self.device_ids is not None or hasattr(self.forward_func, "device_ids")
+
+    def maps_from_layer(
+        self,
+        activation: Tensor | tuple[Tensor, ...],
+        gradient: Tensor | tuple[Tensor, ...],
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+        *,
+        input_shape: InputShape = None,
+    ) -> dict[str, Tensor | tuple[Tensor, ...]]:
+        """Every method's map, by name, from the layer's ``A`` and ``g = dS/dA`` (no pass).
+
+        The one loop over the methods: :meth:`attribute` and the metrics use it, e.g. on what a
+        :class:`~captum_camplus.LayerCapture` captured. The layout is applied here, once per
+        tensor, for every method. ``A`` and ``g`` are layer tensors (or tuples of them, one per
+        layer output, as Captum gives them; the maps are then tuples too); the options are those
+        of :meth:`CamAttribution.attribute`. ``input_shape``, the shape of the input the tensors
+        came from, lets the layout establish the layer's grid (see :mod:`captum_camplus.layouts`);
+        a gradient that is zero on the whole grid warns.
+        """
+        check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
+        several = isinstance(activation, tuple)
+        activations = activation if isinstance(activation, tuple) else (activation,)
+        gradients = gradient if isinstance(gradient, tuple) else (gradient,)
         grids = [
-            layer_grid(self.layout, a, g, shape, self.layer)
+            layer_grid(self.layout, a, g, input_shape, self.layer)
             for a, g in zip(activations, gradients, strict=True)
         ]
         return {
             name: _format_output(
-                len(grids) > 1,
+                several and len(grids) > 1,
                 tuple(
                     method.map_from_grid(a, g, relu_attributions, attr_dim_summation)
                     for a, g in grids

@@ -3,28 +3,65 @@
 A method class registers itself with :func:`register_method`; from then on its display name and
 aliases work wherever a method is named: :class:`~captum_camplus.LayerCams`, the metrics'
 ``cam_explain`` and ``evaluate_methods``, and the ``camplus`` command. Names are matched
-leniently: "Grad-CAM++", "gradcam++", "grad_cam_plus_plus" and "LayerGradCamPlusPlus" are one.
+leniently: case, spaces, "-" and "_" do not count and "plus" is "+", so "Grad-CAM++",
+"gradcam++" and "grad_cam_plus_plus" are one; no word is dropped ("LayerCAM" and "CAM" are two).
 
 >>> @register_method("XGrad-CAM", "xgradcam")
 ... class LayerXGradCam(CamAttribution):
 ...     def weights(self, activation, gradient): ...
+
+Methods in other installed packages (plugins) are found through the entry-point group
+``captum_camplus.methods``: each entry's value is ``module:Class``, a class that the module
+registers with the decorator on import. They are loaded once, the first time the registry is
+read; one that fails to load is reported in a warning that names it, and skipped. In a plugin's
+``pyproject.toml``::
+
+    [project.entry-points."captum_camplus.methods"]
+    xgradcam = "my_cams.xgradcam:LayerXGradCam"
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+import inspect
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from importlib.metadata import entry_points
 from typing import TypeVar
 
 from captum_camplus.base import CamAttribution
 
 Method = TypeVar("Method", bound=type[CamAttribution])
 
+#: The entry-point group of the methods of other installed packages.
+ENTRY_POINT_GROUP = "captum_camplus.methods"
+
 _CLASSES: dict[str, type[CamAttribution]] = {}  # display name -> class, in registration order
 _KEYS: dict[str, str] = {}  # squashed name or alias -> display name
+_plugins_loaded = False
 
-#: The registered methods by display name, in registration order (a read-only live view).
-METHODS: Mapping[str, type[CamAttribution]] = MappingProxyType(_CLASSES)
+
+class _Registry(Mapping[str, type[CamAttribution]]):
+    """A read-only live view of the registered methods that loads the plugins when first read."""
+
+    def __getitem__(self, name: str) -> type[CamAttribution]:
+        load_plugins()
+        return _CLASSES[name]
+
+    def __iter__(self) -> Iterator[str]:
+        load_plugins()
+        return iter(list(_CLASSES))
+
+    def __len__(self) -> int:
+        load_plugins()
+        return len(_CLASSES)
+
+    def __repr__(self) -> str:
+        return f"METHODS({list(self)})"
+
+
+#: The registered methods by display name, in registration order (a read-only live view; the
+#: built-in methods first, then the plugins').
+METHODS: Mapping[str, type[CamAttribution]] = _Registry()
 
 
 def register_method(name: str, *aliases: str) -> Callable[[Method], Method]:
@@ -32,14 +69,27 @@ def register_method(name: str, *aliases: str) -> Callable[[Method], Method]:
 
     The class's own name is an alias too. Registering a class again under the same names (a
     re-run notebook cell, a reloaded module) replaces it; a name already taken by another class
-    raises ``ValueError``.
+    raises ``ValueError``; an abstract class (no ``weights``) or a class that is not a
+    :class:`CamAttribution` raises ``TypeError``.
     """
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not _squash(name):
         raise TypeError(f"a method's display name must be a non-empty string, got {name!r}")
+    for alias in aliases:
+        if not isinstance(alias, str) or not _squash(alias):
+            raise TypeError(f"a method's alias must be a non-empty string, got {alias!r}")
 
     def register(cls: Method) -> Method:
         if not (isinstance(cls, type) and issubclass(cls, CamAttribution)):
-            raise TypeError(f"register_method decorates CamAttribution subclasses, not {cls!r}")
+            raise TypeError(
+                f"register_method decorates CamAttribution subclasses (a class with a "
+                f"weights(activation, gradient) rule), not {cls!r}"
+            )
+        if inspect.isabstract(cls):
+            missing = ", ".join(sorted(cls.__abstractmethods__))
+            raise TypeError(
+                f"cannot register {cls.__qualname__} as {name!r}: it is abstract (no {missing}); "
+                "register a subclass that implements it"
+            )
         keys = {_squash(key) for key in (name, *aliases, cls.__name__)}
         for key in keys:
             owner = _KEYS.get(key)
@@ -53,6 +103,8 @@ def register_method(name: str, *aliases: str) -> Callable[[Method], Method]:
             raise ValueError(
                 f"the method name {name!r} is taken by {current.__module__}.{current.__qualname__}"
             )
+        if current is not None:  # re-registered: its old aliases go
+            _drop_keys(name)
         _CLASSES[name] = cls
         _KEYS.update(dict.fromkeys(keys, name))
         return cls
@@ -60,10 +112,21 @@ def register_method(name: str, *aliases: str) -> Callable[[Method], Method]:
     return register
 
 
+def unregister_method(name: str) -> type[CamAttribution]:
+    """Remove a registered method (any of its names) with all its aliases; return its class.
+
+    Raises ``ValueError`` for a name that no method has.
+    """
+    display = method_name(name)
+    _drop_keys(display)
+    return _CLASSES.pop(display)
+
+
 def method_name(name: str) -> str:
     """The display name of a registered method, from any of its names (matched leniently)."""
     if not isinstance(name, str):
         raise TypeError(f"a method name is a string, got {type(name).__name__}")
+    load_plugins()
     display = _KEYS.get(_squash(name))
     if display is None:
         raise ValueError(f"unknown CAM method {name!r}; choose from {', '.join(_CLASSES)}")
@@ -75,13 +138,68 @@ def method_class(name: str) -> type[CamAttribution]:
     return _CLASSES[method_name(name)]
 
 
+def load_plugins() -> None:
+    """Import the methods of the entry-point group :data:`ENTRY_POINT_GROUP`, once.
+
+    Called by every read of the registry, so there is no need to call it. Each entry's value is
+    ``module:Class``; importing the module registers the class (its ``@register_method``). A
+    plugin that cannot be imported, names no registered :class:`CamAttribution`, or clashes
+    with a registered name is skipped with a warning that names it.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True  # before importing: a plugin's own import reads the registry
+    seen = set()
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if (entry.name, entry.value) in seen:
+            continue  # the same distribution found twice on sys.path
+        seen.add((entry.name, entry.value))
+        problem = _load_plugin(entry)
+        if problem:
+            warnings.warn(
+                f"captum_camplus: the method plugin {entry.name!r} ({entry.value}) is skipped: "
+                f"{problem}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+
+def _load_plugin(entry) -> str | None:
+    """Load one entry point; return what is wrong with it, or None."""
+    try:
+        loaded = entry.load()
+    except Exception as error:  # a plugin's failure must not stop the library: reported
+        return f"{type(error).__name__}: {error}"
+    if not (isinstance(loaded, type) and issubclass(loaded, CamAttribution)):
+        return f"it names {loaded!r}, not a CamAttribution subclass"
+    if not any(cls is loaded for cls in _CLASSES.values()):
+        return (
+            f"{loaded.__qualname__} is not registered on import: decorate it with "
+            "@register_method(name)"
+        )
+    return None
+
+
+def _drop_keys(display: str) -> None:
+    for key in [key for key, owner in _KEYS.items() if owner == display]:
+        del _KEYS[key]
+
+
 def _squash(name: str) -> str:
-    squashed = "".join(c for c in name.lower() if c not in " -_").replace("plus", "+")
-    return squashed.removeprefix("layer")
+    return "".join(c for c in name.lower() if c not in " -_").replace("plus", "+")
 
 
 def _same_class(a: type, b: type) -> bool:
     return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
-__all__ = ["METHODS", "method_class", "method_name", "register_method"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "METHODS",
+    "load_plugins",
+    "method_class",
+    "method_name",
+    "register_method",
+    "unregister_method",
+]

@@ -14,23 +14,22 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from captum_camplus import (
-    CamAttribution,
     LayerCams,
+    LayerCapture,
+    LayoutSpec,
     MethodFactory,
+    find_layer,
     method_name,
+    module_device,
     upsample_and_normalize,
 )
-from captum_camplus.base import check_attribution_inputs, layer_grid
-from captum_camplus.checks import model_scores, not_called_error, unreached_layer_error
-from captum_camplus.layouts import LayoutSpec, resolve_layout
-from captum_camplus.modules import find_layer, module_device
 
 from .confidence import (
     Preprocess,
@@ -47,92 +46,67 @@ MapsFrom = Literal["pre-softmax", "post-softmax"]
 MAPS_FROM: tuple[MapsFrom, ...] = ("pre-softmax", "post-softmax")
 
 
-class LayerPass(NamedTuple):
-    """One forward pass of a batch that keeps the layer's output ``A`` in the graph."""
+def layer_pass(
+    forward: Callable[[Tensor], Tensor], layer: nn.Module, inputs: Tensor
+) -> LayerCapture:
+    """One :class:`captum_camplus.LayerCapture` of a classifier: ``forward(inputs)`` once, the
+    layer's output ``A`` kept as the leaf of the graph of what follows it.
 
-    outputs: Tensor  #: ``(N, classes)`` scores, attached to the graph of what follows ``A``
-    activation: Tensor  #: ``A``, the layer's output: the leaf of that graph
-    layer: nn.Module
-
-
-def layer_pass(forward: Callable[[Tensor], Tensor], layer: nn.Module, inputs: Tensor) -> LayerPass:
-    """Run ``forward(inputs)`` once, keeping the layer's output ``A`` in a graph of what follows.
-
-    The scores give ``Y`` and every gradient to the layer (:func:`layer_gradient`), so the
-    CAMs and the scores of the images come from one pass. ``dS/dA`` needs only the operations
-    after the layer, so only those are recorded: the forward runs without gradients up to the
-    layer, whose output becomes the leaf ``A`` of the graph of the rest (a pass costs little more
-    than an inference forward, and the activations before the layer are not kept). As in
-    Captum, the network continues with a copy of ``A`` (in-place operations after the layer
-    cannot change it), and a layer called several times is read at its last call.
+    The scores give ``Y`` and every gradient to the layer (:func:`layer_gradients`), so the
+    CAMs and the scores of the images come from one pass.
 
     Raises:
-        ValueError: non-finite input, a layer the forward never calls or that returns several
-            tensors, outputs that are not ``(N, classes)``.
-        RuntimeError: inside ``torch.inference_mode()``.
+        ValueError: as :class:`~captum_camplus.LayerCapture`, and outputs that are not
+            ``(N, classes)`` scores.
     """
-    check_attribution_inputs((inputs,), None)
-    kept: list[Tensor] = []
+    passed = LayerCapture(forward, layer, inputs)
+    check_scores(passed.outputs)
+    return passed
 
-    def keep(module: nn.Module, args: Any, output: Any) -> Tensor:
-        if not isinstance(output, Tensor):
-            raise ValueError(
-                f"the layer {type(module).__name__} returns {type(output).__name__}, not one "
-                "tensor: CAMs need a layer that returns one tensor"
-            )
-        activation = output.detach().requires_grad_()
-        kept[:] = [activation]
-        torch.set_grad_enabled(True)  # record from here on; the no_grad block below restores
-        return activation.clone()
 
-    handle = layer.register_forward_hook(keep)
-    try:
-        with torch.no_grad():
-            outputs = forward(inputs)
-    finally:
-        handle.remove()
-    if not kept:
-        raise not_called_error(layer, forward)
-    outputs = model_scores(outputs)
-    check_scores(outputs)
-    return LayerPass(outputs, kept[0], layer)
+def target_score(
+    outputs: Tensor, target: Tensor, maps_from: MapsFrom, scores: ScoreKind = "softmax"
+) -> Tensor:
+    """``S`` per image: the target's logit (pre-softmax) or its softmax probability; with
+    ``scores="sigmoid"`` (binary and multi-label models) the post-softmax maps are those of the
+    label's sigmoid probability, and a softmax of one output (constant 1) is refused."""
+    _check_maps_from(maps_from)
+    with torch.enable_grad():  # on the capture's graph, even inside torch.no_grad()
+        if maps_from == "post-softmax" and score_kind(scores) == "sigmoid":
+            outputs = torch.sigmoid(outputs)
+        elif maps_from == "post-softmax":
+            if outputs.shape[1] == 1:
+                raise ValueError(
+                    "post-softmax maps of a model with one output per image (N, 1) are all zero "
+                    "(its softmax is 1 everywhere): pass maps_from=('pre-softmax',), or "
+                    "scores='sigmoid' for the maps of the sigmoid probability"
+                )
+            check_not_probabilities(outputs)  # a softmax on top would squash them
+            outputs = torch.softmax(outputs, dim=1)
+        return outputs.gather(1, target[:, None])
+
+
+def layer_gradients(
+    passed: LayerCapture,
+    target: Tensor,
+    maps_from: Sequence[MapsFrom],
+    scores: ScoreKind = "softmax",
+) -> dict[MapsFrom, Tensor]:
+    """``g = dS/dA`` for each kind of score (:func:`target_score`) on the same forward."""
+    selected = [target_score(passed.outputs, target, source, scores) for source in maps_from]
+    return dict(zip(maps_from, passed.gradients(*selected), strict=True))
 
 
 def layer_gradient(
-    passed: LayerPass,
+    passed: LayerCapture,
     target: Tensor,
     maps_from: MapsFrom,
     retain_graph: bool = False,
     scores: ScoreKind = "softmax",
 ) -> Tensor:
-    """``g = dS/dA`` for ``S`` the target's logit (pre-softmax) or softmax probability; with
-    ``scores="sigmoid"`` (binary and multi-label models) the post-softmax maps are those of the
-    label's sigmoid probability, and a softmax of one output (constant 1) is refused.
-
-    Each image's score depends on its own ``A`` only, so one ``autograd.grad`` of the summed
-    scores gives every image's gradient. Pass ``retain_graph=True`` for all but the last
-    gradient taken from ``passed``.
-    """
-    _check_maps_from(maps_from)
-    if maps_from == "post-softmax" and score_kind(scores) == "sigmoid":
-        selected_scores = torch.sigmoid(passed.outputs)
-    elif maps_from == "post-softmax":
-        if passed.outputs.shape[1] == 1:
-            raise ValueError(
-                "post-softmax maps of a model with one output per image (N, 1) are all zero (its "
-                "softmax is 1 everywhere): pass maps_from=('pre-softmax',), or scores='sigmoid' "
-                "for the maps of the sigmoid probability"
-            )
-        check_not_probabilities(passed.outputs)  # a softmax on top would squash them
-        selected_scores = torch.softmax(passed.outputs, dim=1)
-    else:
-        selected_scores = passed.outputs
-    selected = selected_scores.gather(1, target[:, None]).sum()
-    try:
-        (gradient,) = torch.autograd.grad(selected, passed.activation, retain_graph=retain_graph)
-    except RuntimeError as error:
-        raise (unreached_layer_error(error, passed.layer) or error) from error
-    return gradient
+    """``g = dS/dA`` for one kind of score; ``retain_graph=True`` keeps the graph for another."""
+    score = target_score(passed.outputs, target, maps_from, scores)
+    return passed.gradients(score, retain_graph=retain_graph)[0]
 
 
 def method_instances(
@@ -142,17 +116,9 @@ def method_instances(
     layout: LayoutSpec = None,
 ) -> LayerCams:
     """The CAM methods and the layer's layout, as :class:`captum_camplus.LayerCams` holds them
-    (``.methods`` by name, ``.layout``); ``layout`` is resolved against ``model``."""
-    return LayerCams(model, layer, methods=methods, layout=resolve_layout(layout, model, layer))
-
-
-def cam_maps(
-    methods: Mapping[str, CamAttribution], activation: Tensor, gradient: Tensor
-) -> dict[str, Tensor]:
-    """Each method's ReLU'd CAM (Lerma & Lucas, eq. 2; Taimeskhanov et al., definition 6) from
-    the layer's ``A`` and ``g`` already on its grid (``LayerCams.layout`` applied)."""
-    a, g = activation.detach(), gradient.detach()
-    return {name: method.map_from_grid(a, g, True, True) for name, method in methods.items()}
+    (``.methods`` by name, ``.layout``, ``.maps_from_layer``); ``layout`` is resolved against
+    ``model``."""
+    return LayerCams(model, layer, methods=methods, layout=layout)
 
 
 def compute_cams(
@@ -177,7 +143,7 @@ def compute_cams(
         preprocess: See :mod:`metrics.confidence`.
         layout: The layer's layout, as :class:`captum_camplus.CamAttribution` takes it (``"tokens"``
             for a ViT, ``"channels_last"`` for a Swin stage), resolved against ``model``.
-        scores: What post-softmax maps differentiate (:func:`layer_gradient`): ``"sigmoid"``
+        scores: What post-softmax maps differentiate (:func:`target_score`): ``"sigmoid"``
             for binary and multi-label models.
 
     Returns:
@@ -189,8 +155,8 @@ def compute_cams(
     passed = layer_pass(model_forward(model, preprocess), layer, inputs)
     target = as_target(target, *passed.outputs.shape, device=passed.outputs.device)
     gradient = layer_gradient(passed, target, maps_from, scores=scores)
-    return cam_maps(
-        cams.methods, *layer_grid(cams.layout, passed.activation, gradient, inputs.shape, layer)
+    return cams.maps_from_layer(
+        passed.activation.detach(), gradient, relu_attributions=True, input_shape=inputs.shape
     )
 
 
@@ -230,9 +196,8 @@ def cam_explain(
     target = as_target(targets, x.shape[0], device=module_device(model))
     name = method_name(method)
     with evaluation_mode(model):
-        maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout, scores)[
-            name
-        ]
+        maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout, scores)
+    maps = maps[name]
     return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
 
 
@@ -243,11 +208,11 @@ def _check_maps_from(maps_from: str) -> None:
 
 __all__ = [
     "MAPS_FROM",
-    "LayerPass",
     "cam_explain",
-    "cam_maps",
     "compute_cams",
     "layer_gradient",
+    "layer_gradients",
     "layer_pass",
     "method_instances",
+    "target_score",
 ]

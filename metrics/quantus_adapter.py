@@ -25,8 +25,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType
 from quantus.helpers.model.model_interface import ModelInterface
 from torch import Tensor, nn
 
-from captum_camplus import upsample_and_normalize
-from captum_camplus.modules import module_device
+from captum_camplus import module_device, upsample_and_normalize
 
 from .confidence import (
     Preprocess,

@@ -20,10 +20,14 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import METHODS, MethodFactory, method_name
-from captum_camplus.checks import warn_if_no_gradient
-from captum_camplus.layouts import LayoutSpec
-from captum_camplus.modules import find_layer, module_device
+from captum_camplus import (
+    METHODS,
+    LayoutSpec,
+    MethodFactory,
+    find_layer,
+    method_name,
+    module_device,
+)
 
 from .confidence import (
     Preprocess,
@@ -40,8 +44,7 @@ from .guards import as_model_input, evaluation_mode
 from .heatmaps import (
     MAPS_FROM,
     MapsFrom,
-    cam_maps,
-    layer_gradient,
+    layer_gradients,
     layer_pass,
     method_instances,
 )
@@ -159,25 +162,19 @@ class BatchScorer:
         x = x if everything else x[kept]
         kept_index = index if everything else index[kept.to(index.device)]
         target = y.target[kept]
-        layout = self.cams.layout  # (N, C, *grid) for the weighting rules and the callback
-        activation = layout(passed.activation.detach()[kept], x.shape)
-        last = len(self.maps_from) - 1
-        gradients = {
-            source: layout(
-                layer_gradient(passed, y.target, source, number < last, self.scores)[kept],
-                x.shape,
-            )
-            for number, source in enumerate(self.maps_from)
-        }
-        for gradient in gradients.values():
-            warn_if_no_gradient(gradient, self.layer)
+        layout = self.cams.layout  # (N, C, *grid), as the weighting rules see them
+        activation = passed.activation.detach()[kept]
+        found = layer_gradients(passed, y.target, self.maps_from, self.scores)
+        gradients = {source: gradient[kept] for source, gradient in found.items()}
         # free the forward's graph before the explanation forwards: measured on a CPU, they run
         # about twice as slow while it is alive (and it is the largest memory of the batch)
         del passed
         for source, gradient in gradients.items():
             if self.on_layer is not None:
-                self.on_layer(source, kept_index, activation, gradient)
-            for name, cam in cam_maps(self.methods, activation, gradient).items():
+                grid = (layout(activation, x.shape), layout(gradient, x.shape))
+                self.on_layer(source, kept_index, *grid)
+            maps = self.cams.maps_from_layer(activation, gradient, True, input_shape=x.shape)
+            for name, cam in maps.items():
                 scored = class_scores(
                     self.model_forward, explanation_maps(cam, x), target, self.scores
                 )

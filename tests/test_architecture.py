@@ -183,3 +183,21 @@ def test_a_name_taken_by_another_class_is_refused(registered_method) -> None:
 
     with pytest.raises(TypeError, match="CamAttribution subclasses"):
         register_method("not a method")(dict)
+
+
+def test_the_metrics_use_only_the_cores_public_names() -> None:
+    """The metrics import from the package root only, names it exports (no private helpers)."""
+    import ast
+
+    import captum_camplus
+
+    for path in sorted((ROOT / "metrics").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "captum_camplus"
+            ):
+                assert node.module == "captum_camplus", f"{path.name}: from {node.module} import"
+                for alias in node.names:
+                    assert alias.name in captum_camplus.__all__, f"{path.name}: {alias.name}"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("captum_camplus") for a in node.names), path.name

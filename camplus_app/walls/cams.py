@@ -28,7 +28,7 @@ def wall_maps(
     Grad-CAM comes from :class:`captum.attr.LayerGradCam`, the others from one pass of
     :class:`captum_camplus.LayerCams`; all with ``relu_attributions=True`` as in the papers.
     """
-    ours = LayerCams(model, layer, methods=WALL_METHODS[1:])
+    ours = LayerCams(model, layer, methods=[m for m in WALL_METHODS if m != "Grad-CAM"])
     maps = {
         "Grad-CAM": CaptumLayerGradCam(model, layer).attribute(
             inputs, target=target, relu_attributions=True

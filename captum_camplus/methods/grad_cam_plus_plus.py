@@ -125,7 +125,9 @@ def grad_cam_plus_plus_alphas(
         A new tensor of alphas, exactly 0 where ``ReLU(g) = 0``.
     """
     alphas = _alphas_where_positive(scaled_sums, positive_gradient, options)
-    return _finish(alphas.masked_fill_(positive_gradient == 0, 0.0), options)
+    zero = positive_gradient == 0
+    alphas = alphas.masked_fill(zero, 0.0) if _records(alphas) else alphas.masked_fill_(zero, 0.0)
+    return _finish(alphas, options)
 
 
 def alpha_diagnostics(
@@ -221,6 +223,8 @@ class LayerGradCamPlusPlus(CamAttribution):
             alphas = grad_cam_plus_plus_alphas(scaled_sums, positive_gradient, self.options)
         else:
             alphas = _alphas_where_positive(scaled_sums, positive_gradient, self.options)
+        if _records(alphas):
+            return spatial_sum(alphas * positive_gradient)
         return spatial_sum(alphas.mul_(positive_gradient))
 
     def alphas(self, activation: Tensor, gradient: Tensor) -> Tensor:
@@ -261,7 +265,7 @@ def _alphas_where_positive(
 
     Working on ``ReLU(g)`` makes the denominator exactly 2 where ``g <= 0``, and the arithmetic
     runs in place on one new tensor: the layer tensor is large and each temporary costs a pass
-    over memory.
+    over memory. Where autograd records it (``create_graph=True``), it runs out of place.
     """
     if options.form == "constant":
         return (positive_gradient > 0).to(positive_gradient.dtype).mul_(0.5)
@@ -283,6 +287,12 @@ def _alphas_where_positive(
             replacement = 1 / d_min if options.stabilizer == "clamp" else 0.0
             alphas.masked_fill_(denominator < d_min, replacement)
         return alphas
+    if _records(denominator):  # the backward needs each intermediate: no in-place arithmetic
+        if options.stabilizer == "clamp":
+            denominator = denominator.clamp(min=d_min)
+        elif options.stabilizer == "zero":
+            denominator = denominator.masked_fill(denominator < d_min, float("inf"))
+        return denominator.reciprocal()
     if options.stabilizer == "clamp":  # 1 / max(d, d_min)
         denominator.clamp_(min=d_min)
     elif options.stabilizer == "zero":  # 1 / inf = 0
@@ -294,8 +304,15 @@ def _finish(alphas: Tensor, options: AlphaOptions) -> Tensor:
     """The reference code's per-channel normalisation, if asked for (alphas already 0 at g <= 0)."""
     if options.normalize:
         total = spatial_sum(alphas)
-        alphas.div_(torch.where(total == 0, torch.ones_like(total), total))
+        divisor = torch.where(total == 0, torch.ones_like(total), total)
+        return alphas / divisor if _records(alphas) else alphas.div_(divisor)
     return alphas
+
+
+def _records(tensor: Tensor) -> bool:
+    """Whether autograd records arithmetic on ``tensor`` (maps with ``create_graph=True``):
+    then in-place operations would overwrite what its backward needs."""
+    return tensor.requires_grad and torch.is_grad_enabled()
 
 
 def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:

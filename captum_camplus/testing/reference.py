@@ -135,16 +135,30 @@ def grad_cam_pp(A, g, **alpha_options) -> np.ndarray:
     return _combine(A64, w)
 
 
+def _grad_cam_pp_paper(A, g) -> np.ndarray:
+    return grad_cam_pp(A, g, form="paper", stabilizer="none")
+
+
+def _grad_cam_pp_clamped(A, g) -> np.ndarray:
+    return grad_cam_pp(A, g, form="simplified", stabilizer="clamp")
+
+
+#: The registered methods this module has a formula for, by display name: ``(A, g) -> map``.
+#: A registered method without one (a new method, a plugin) is skipped by the checks that use
+#: this reference; its own tests check it.
+FORMULAS = {
+    "Grad-CAM": grad_cam,
+    "Grad-CAM+": grad_cam_plus,
+    "Grad-CAM++": _grad_cam_pp_paper,
+    "HiResCAM": hires_cam,
+}
+
+
 def reference_maps(A, g) -> dict[str, np.ndarray]:
-    """Each method's ReLU'd ``(N, *spatial)`` map; Grad-CAM++ both as published (eq. 9, the
-    peers' formula) and as our default computes it (:data:`CLAMPED_PP`)."""
-    maps = {
-        "Grad-CAM": grad_cam(A, g),
-        "Grad-CAM+": grad_cam_plus(A, g),
-        "Grad-CAM++": grad_cam_pp(A, g, form="paper", stabilizer="none"),
-        CLAMPED_PP: grad_cam_pp(A, g, form="simplified", stabilizer="clamp"),
-        "HiResCAM": hires_cam(A, g),
-    }
+    """Each method of :data:`FORMULAS`' ReLU'd ``(N, *spatial)`` map; Grad-CAM++ both as
+    published (eq. 9, the peers' formula) and as our default computes it (:data:`CLAMPED_PP`)."""
+    maps = {name: formula(A, g) for name, formula in FORMULAS.items()}
+    maps[CLAMPED_PP] = _grad_cam_pp_clamped(A, g)
     return {name: np.maximum(cam[:, 0], 0.0) for name, cam in maps.items()}
 
 

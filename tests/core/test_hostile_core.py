@@ -389,6 +389,7 @@ def test_unknown_method_names_are_named(net):
         ({"attr_dim_summation": None}, "attr_dim_summation must be True or False"),
         ({"attribute_to_layer_input": 1}, "attribute_to_layer_input must be True or False"),
         ({"grad_kwargs": [("retain_graph", True)]}, "grad_kwargs must be a dict"),
+        ({"grad_kwargs": 0}, "grad_kwargs must be a dict"),
     ],
 )
 @pytest.mark.parametrize("cls", [LayerHiResCam, LayerCams])

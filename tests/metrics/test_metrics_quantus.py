@@ -12,6 +12,7 @@ import torch
 from metrics_models import tiny_setup
 from quantus.helpers import constants
 
+import captum_camplus
 import metrics
 from captum_camplus.masking import bottom_rows
 from metrics import (
@@ -25,7 +26,7 @@ from metrics import (
     functional,
 )
 
-METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]
+METHODS = list(captum_camplus.METHODS)  # every registered method: the default of the driver
 UNSEEN = bottom_rows(16, 16, 4)
 
 
