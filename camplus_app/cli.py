@@ -33,6 +33,7 @@ from camplus_app.options import (
     INTERRUPTED,
     OUR_ERRORS,
     PROG,
+    SCORES,
     USAGE_ERROR,
     Interrupted,
     UsageError,
@@ -153,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--overwrite",
             action="store_true",
             help="replace the earlier run in the output folder (only files camplus wrote)",
+        )
+        sub.add_argument(
+            "--scores",
+            choices=SCORES,
+            default=None if resumable else SCORES[0],
+            help="how the model's outputs become the scores Y and O: softmax over the classes "
+            "(the default, the papers'), sigmoid per label (a binary model with one output, "
+            "multi-label models) or the raw outputs",
         )
         sub.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
         sub.add_argument(

@@ -24,6 +24,9 @@ INTERRUPTED = 130
 #: How the CAM layer's tensor is read: as the model's attributes say (timm ViT tokens, Swin
 #: channels last; every other layer channels first).
 LAYOUT = "auto"
+#: ``--scores``: the metrics' ``scores=`` choices (:data:`metrics.confidence.SCORES`, not
+#: imported: the metrics load Quantus, and ``camplus --help`` answers without them).
+SCORES = ("softmax", "sigmoid", "raw")
 
 
 class UsageError(Exception):
@@ -96,6 +99,17 @@ def parse_device(text: str | None) -> torch.device:
     return device
 
 
+def check_scores(scores: str, outputs: int, model: str) -> None:
+    """Refuse ``--scores softmax`` for a model with one output per image before any scoring:
+    its softmax is 1 for every image (:func:`metrics.confidence.check_score_kind`)."""
+    if scores == "softmax" and outputs == 1:
+        raise UsageError(
+            f"{model} has one output per image (a binary classifier), whose softmax is 1 for "
+            "every image: pass --scores sigmoid (the probability of the positive class) or "
+            "--scores raw (the logit)"
+        )
+
+
 def output_path(text: str) -> Path:
     """The output folder named on the command line: never an empty name (the current folder)."""
     if not text.strip():
@@ -163,9 +177,11 @@ __all__ = [
     "LAYOUT",
     "OUR_ERRORS",
     "PROG",
+    "SCORES",
     "USAGE_ERROR",
     "Interrupted",
     "UsageError",
+    "check_scores",
     "first_line",
     "int_at_least",
     "non_negative_int",

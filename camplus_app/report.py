@@ -20,6 +20,12 @@ from metrics.tables import format_table
 
 #: Unreadable images listed in the report itself (all are in unreadable.csv).
 SHOWN_UNREADABLE = 20
+#: What ``Y`` and ``O`` are under each ``--scores``.
+_SCORES = {
+    "softmax": "softmax probabilities",
+    "sigmoid": "sigmoid probabilities of the label",
+    "raw": "the model's raw outputs",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class RunFacts:
     target_name: str | None  #: its name
     limit: int | None
     seed: int
+    scores: str = "softmax"  #: ``--scores``: how the outputs became Y and O
     unmatched: Mapping[str, str] = field(default_factory=dict)  #: class folders left out, why
     #: files of the class folders not read (looping links, other formats...), why
     skipped: Mapping[str, str] = field(default_factory=dict)
@@ -77,7 +84,8 @@ def markdown_report(
         ("model", f"{facts.model}, CAM layer `{facts.layer}`"),
         ("methods", ", ".join(facts.methods)),
         ("explained class", explained),
-        ("threshold", "none" if facts.threshold is None else f"softmax > {facts.threshold}"),
+        ("scores", facts.scores),
+        ("threshold", "none" if facts.threshold is None else f"{facts.scores} > {facts.threshold}"),
         ("images", selection),
         ("scored", f"{summary['scored']} (above the threshold)"),
         ("below the threshold", str(summary["below threshold"])),
@@ -96,7 +104,7 @@ def markdown_report(
         "",
         "Each method's explanation map `E = L ⊙ I` (the heatmap, min-max normalised and",
         "upsampled, times the image) is scored on the explained class: `Y` on the image, `O` on",
-        "`E`, both softmax probabilities. Maps come from the gradients of the logits",
+        f"`E`, both {_SCORES[facts.scores]}. Maps come from the gradients of the logits",
         "(pre-softmax) and of the softmax output (post-softmax), as in Lerma & Lucas (2022),",
         "section 4.",
         "",

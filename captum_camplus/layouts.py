@@ -41,9 +41,12 @@ that holds the layer, also behind a wrapper (``nn.Sequential``, ``DataParallel``
 ``"auto"`` uses the one reading left; several or none raise an error that lists the readings
 and the ``layout=`` that selects each. Without ``layout=`` (Captum's channels-first reading), a
 tensor that contradicts it for its input (3-D tokens of a 4-D image, ``(N, h, w, C)``) raises an
-error naming the layout to pass; 1-D models (``(N, C, L)`` inputs) are read as before. Under any
-layout, a tensor whose first dimension is not the batch (windowed attention, a sequence-first
-``(T, N, D)`` tensor) is refused with the reason.
+error naming the layout to pass; 1-D models (``(N, C, L)`` inputs) are read as before. A named
+``"channels_last"`` or ``TokenLayout`` with a grid that the shapes contradict (other readings
+fit the input, its own does not: ``"channels_last"`` on a conv's ``(N, C, h, w)``) raises an
+error that lists the readings that fit (:func:`check_reading`). Under any layout, a tensor
+whose first dimension is not the batch (windowed attention, a sequence-first ``(T, N, D)``
+tensor) is refused with the reason.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class ChannelsLastLayout(Layout):
                 f"layout 'channels_last' expects a (N, H, W, C) tensor, got shape "
                 f"{tuple(tensor.shape)}; for transformer tokens (N, tokens, D) use layout='tokens'"
             )
+        check_reading(self, tensor, input_shape)
         return tensor.movedim(-1, 1)
 
 
@@ -172,6 +176,8 @@ class TokenLayout(Layout):
                 f"got shape {tuple(tensor.shape)} ({tensor.shape[1]} tokens): the layer's tokens "
                 "do not form the grid; pass TokenLayout(prefix_tokens=..., grid=...) that fit"
             )
+        if self.grid is not None:  # a grid from the input is one of the readings already
+            check_reading(self, tensor, input_shape, ModelFacts(prefix_tokens=self.prefix_tokens))
         n, _, channels = tensor.shape
         return tensor[:, self.prefix_tokens :].reshape(n, *grid, channels).movedim(-1, 1)
 
@@ -408,7 +414,7 @@ def shape_readings(
                 Reading(
                     ChannelsFirstLayout(),
                     f"channels first (N, C={shape[1]}, {shape[2]} x {shape[3]} grid)",
-                    "layout='channels_first'",
+                    _selector(ChannelsFirstLayout()),
                 )
             )
         if facts.channels_last is not False and _follows(shape[1], shape[2], height, width):
@@ -416,7 +422,7 @@ def shape_readings(
                 Reading(
                     ChannelsLastLayout(),
                     f"channels last (N, {shape[1]} x {shape[2]} grid, C={shape[3]})",
-                    "layout='channels_last'",
+                    _selector(ChannelsLastLayout()),
                 )
             )
         return readings
@@ -434,7 +440,7 @@ def shape_readings(
         Reading(
             TokenLayout(prefix, grid),
             f"tokens ({prefix} prefix + {grid[0]} x {grid[1]} grid, D={shape[2]})",
-            f"layout=TokenLayout(prefix_tokens={prefix}, grid={grid})",
+            _selector(TokenLayout(prefix, grid)),
         )
         for prefix, grid in sorted(found)
     ]
@@ -474,6 +480,29 @@ def _follows(h: int, w: int, height: int, width: int) -> bool:
         and abs(w - width * h / height) <= 1
         and abs(h - height * w / width) <= 1
     )
+
+
+def check_reading(
+    layout: Layout, tensor: Tensor, input_shape: InputShape, facts: ModelFacts = ModelFacts()
+) -> None:
+    """A named ``layout`` fits ``tensor`` for its input: where the shapes admit readings
+    (:func:`shape_readings`, restricted by ``facts``) and this layout is not one of them, a
+    ``ValueError`` lists the readings that fit. Shapes without any reading (a convolution
+    without padding at an odd aspect) leave the choice to the caller."""
+    if input_shape is None:
+        return
+    readings = shape_readings(tensor.shape, input_shape, facts)
+    if not readings or any(reading.layout == layout for reading in readings):
+        return
+    raise ValueError(
+        f"the layer tensor {tuple(tensor.shape)} of the {_size_text(input_shape)} input does not "
+        f"read as {_selector(layout)} (its grid does not follow the input) but as "
+        f"{_listed(readings)}. Pass the layout that is right"
+    )
+
+
+def _listed(readings: Sequence[Reading]) -> str:
+    return "; ".join(f"{reading.description}: {reading.selector}" for reading in readings)
 
 
 def check_batch(tensor: Tensor, input_shape: InputShape) -> None:
@@ -559,9 +588,8 @@ class AutoLayout(Layout):
         head = f"the layer tensor {tuple(tensor.shape)} of the {_size_text(input_shape)} input"
         if readings:
             return (
-                f"{head} can be read {len(readings)} ways: "
-                + "; ".join(f"{r.description}: {r.selector}" for r in readings)
-                + ". Pass the one that is right"
+                f"{head} can be read {len(readings)} ways: {_listed(readings)}. Pass the one "
+                "that is right"
             )
         unconfirmed = shape_readings(tensor.shape, input_shape)
         if unconfirmed:
@@ -632,9 +660,9 @@ class DefaultLayout(AutoLayout):
             return (
                 f"the layer tensor {shape}{of} looks like transformer tokens (N, tokens, D), "
                 f"{chosen.prefix_tokens} prefix + grid {chosen.grid or 'from the input'}: pass "
-                f"layout='auto' (or {_token_selector(chosen)}){tail}"
+                f"layout='auto' (or {_selector(chosen)}){tail}"
             )
-        listed = "; ".join(f"{r.description}: {r.selector}" for r in readings)
+        listed = _listed(readings)
         return (
             f"the layer tensor {shape}{of} is 3-D, not (N, C, H, W): "
             + (f"it reads as {listed}" if listed else "no token grid fits it either")
@@ -642,8 +670,15 @@ class DefaultLayout(AutoLayout):
         )
 
 
-def _token_selector(layout: TokenLayout) -> str:
-    return f"layout=TokenLayout(prefix_tokens={layout.prefix_tokens}, grid={layout.grid})"
+def _selector(layout: Layout) -> str:
+    """The ``layout=`` argument that selects ``layout``."""
+    if isinstance(layout, TokenLayout):
+        return f"layout=TokenLayout(prefix_tokens={layout.prefix_tokens}, grid={layout.grid})"
+    if isinstance(layout, ChannelsLastLayout):
+        return "layout='channels_last'"
+    if isinstance(layout, ChannelsFirstLayout):
+        return "layout='channels_first'"
+    return f"layout={layout!r}"
 
 
 #: The layouts that ``layout=`` accepts by name.
@@ -787,6 +822,7 @@ __all__ = [
     "Reading",
     "TokenLayout",
     "check_batch",
+    "check_reading",
     "model_facts",
     "patch_grids",
     "resolve_layout",

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .confidence import ScoreKind, score_kind
-from .result import EvaluationResult, PerMethod
+from .result import EvaluationResult, PerMethod, map_per_method
 from .scoring import BatchScores
 
 #: A record's per-kind-of-map, per-method values, with the result's field for each.
@@ -35,7 +35,7 @@ def image_records(scores: BatchScores) -> list[Record]:
     """One record per image of the batch, in the batch's order."""
     scores = scores.cpu()
     per_method = {
-        key: _as_lists(value)
+        key: map_per_method(value, Tensor.tolist)
         for key, name in PER_METHOD_FIELDS.items()
         if (value := getattr(scores, name)) is not None
     }
@@ -117,10 +117,6 @@ def evaluation_result(
         images_seen=len(records),
         scores=kind,
     )
-
-
-def _as_lists(values: PerMethod) -> dict[str, dict[str, list[float]]]:
-    return {s: {m: v.tolist() for m, v in by_method.items()} for s, by_method in values.items()}
 
 
 __all__ = ["PER_METHOD_FIELDS", "Record", "evaluation_result", "image_records"]

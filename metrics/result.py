@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -23,6 +23,11 @@ from .tables import format_table
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
 PerMethod = dict[str, dict[str, Tensor]]
+
+
+def map_per_method(values: PerMethod, func: Callable[[Tensor], Any]) -> dict[str, dict[str, Any]]:
+    """``func`` of each kind of map's, each method's values, in the same nesting."""
+    return {s: {m: func(v) for m, v in by_method.items()} for s, by_method in values.items()}
 
 
 @dataclasses.dataclass
@@ -231,4 +236,4 @@ class EvaluationResult:
         return self.format()
 
 
-__all__ = ["EvaluationResult", "PerMethod"]
+__all__ = ["EvaluationResult", "PerMethod", "map_per_method"]

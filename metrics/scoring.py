@@ -48,7 +48,7 @@ from .heatmaps import (
     layer_pass,
     method_instances,
 )
-from .result import PerMethod
+from .result import PerMethod, map_per_method
 
 #: ``on_layer(maps_from, index, activations, gradients)``: the layer's ``A`` and ``g`` of the
 #: images of a batch that passed the threshold (``index``: their positions in the data).
@@ -76,7 +76,9 @@ class BatchScores:
     def cpu(self) -> BatchScores:
         """The same results on the CPU."""
         fields = {"o": self.o, "log_o": self.log_o, "dead_zone": self.dead_zone}
-        nested = {k: None if v is None else _map_nested(v, Tensor.cpu) for k, v in fields.items()}
+        nested = {
+            k: None if v is None else map_per_method(v, Tensor.cpu) for k, v in fields.items()
+        }
         return BatchScores(
             *(t.cpu() for t in (self.index, self.target, self.y, self.log_y, self.kept)), **nested
         )
@@ -186,10 +188,6 @@ def _per_method(maps_from: Sequence[str], names: Sequence[str], device: torch.de
     """No values yet (what a batch without an image above the threshold keeps)."""
     empty = torch.empty(0, dtype=torch.float64, device=device)
     return {source: dict.fromkeys(names, empty) for source in maps_from}
-
-
-def _map_nested(nested: PerMethod, func: Callable[[Tensor], Tensor]) -> PerMethod:
-    return {s: {n: func(t) for n, t in by_name.items()} for s, by_name in nested.items()}
 
 
 def method_names(methods: Sequence[str] | Mapping[str, MethodFactory] | None) -> list[str]:

@@ -16,6 +16,7 @@ from camplus_app.images import resolve_images
 from camplus_app.options import (
     LAYOUT,
     UsageError,
+    check_scores,
     first_line,
     output_path,
     parse_device,
@@ -44,6 +45,7 @@ class Job:
     batch_size: int
     progress: bool
     overwrite: bool = False
+    scores: str = "softmax"  #: ``--scores``: how the outputs become the figures' scores
 
 
 def run(args: argparse.Namespace) -> None:
@@ -77,6 +79,7 @@ def prepare(args: argparse.Namespace) -> Job:
             raise UsageError("--weights needs --model, the architecture the weights are for")
         classifier = zoo.load_classifier(args.model or zoo.DEFAULT_MODEL, args.weights, args.layer)
         target = None if args.target is None else classifier.class_index(args.target)
+        check_scores(args.scores, len(classifier.categories), classifier.name)
     except (ValueError, FileNotFoundError, ImportError) as error:
         raise UsageError(first_line(str(error))) from error
     return Job(
@@ -88,6 +91,7 @@ def prepare(args: argparse.Namespace) -> Job:
         batch_size=args.batch_size,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        scores=args.scores,
     )
 
 
@@ -103,6 +107,7 @@ def settings(job: Job, args: argparse.Namespace) -> dict[str, object]:
         "methods": job.methods,
         "target": job.target,
         "target name": None if job.target is None else clf.categories[job.target],
+        "scores": job.scores,
         "maps": "pre-softmax, ReLU'd, upsampled and min-max normalised per map",
         "batch size": job.batch_size,
         "device": str(clf.device),
@@ -120,7 +125,7 @@ def run_explain(job: Job, folder: RunFolder) -> None:
         heatmaps = {name: upsample_and_normalize(m, x.shape[-2:]) for name, m in maps.items()}
         for i, name in enumerate(names):
             index = int(targets[i])
-            label = f"{clf.categories[index]} (class {index}), softmax {probabilities[i]:.2f}"
+            label = f"{clf.categories[index]} (class {index}), {job.scores} {probabilities[i]:.2f}"
             figure = figures.overlay_figure(
                 x[i], {m: h[i] for m, h in heatmaps.items()}, f"{name}: explaining {label}"
             )
@@ -131,7 +136,7 @@ def run_explain(job: Job, folder: RunFolder) -> None:
                     "image": name,
                     "class_index": index,
                     "class_name": clf.categories[index],
-                    "probability": f"{probabilities[i]:.6f}",
+                    "probability" if job.scores != "raw" else "score": f"{probabilities[i]:.6f}",
                 }
             )
             if job.progress:
@@ -140,8 +145,8 @@ def run_explain(job: Job, folder: RunFolder) -> None:
 
 
 def _targets(job: Job, x: Tensor) -> tuple[Tensor, list[float]]:
-    """The classes to explain (given or predicted) and their softmax probabilities."""
-    scores = class_scores(job.classifier.model, x, job.target)
+    """The classes to explain (given or predicted) and their scores (``--scores``)."""
+    scores = class_scores(job.classifier.model, x, job.target, job.scores)
     return scores.target, scores.value.tolist()
 
 

@@ -14,6 +14,8 @@ timm = pytest.importorskip("timm")
 pytest.importorskip("torchvision")
 pytest.importorskip("skimage")
 pytest.importorskip("matplotlib")
+from hugging_face_folders import vit_folder  # noqa: E402
+
 from camplus_app import cli, figures, zoo  # noqa: E402
 from camplus_app.images import sample_images  # noqa: E402
 
@@ -120,22 +122,7 @@ def test_default_layer_per_transformer_family() -> None:
 
 @pytest.fixture(scope="module")
 def hugging_face_folder(tmp_path_factory) -> Path:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=3,
-        id2label={0: "cat", 1: "dog", 2: "cup"},
-        label2id={"cat": 0, "dog": 1, "cup": 2},
-    )
-    folder = tmp_path_factory.mktemp("hf") / "vit"
-    transformers.ViTForImageClassification(config).save_pretrained(folder)
-    return folder
+    return vit_folder(tmp_path_factory.mktemp("hf") / "vit", ["cat", "dog", "cup"])
 
 
 def test_explain_a_local_hugging_face_folder(tmp_path, hugging_face_folder, capsys) -> None:

@@ -227,3 +227,52 @@ def test_a_convolution_or_what_follows_it_in_a_sequential_is_channels_first():
     torch.testing.assert_close(auto, LayerGradCam(model, model[1]).attribute(x, target=[0, 2]))
     assert model_facts(model, model[1]).channels_last is False
     assert model_facts(model, model[2]).channels_last is None
+
+
+# ------------------------------------------------------------- a named layout the shapes contradict
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, family in lf.FAMILIES.items() if family.none_names == "channels_last"]
+)
+def test_named_channels_last_of_a_channels_last_family_is_the_auto_map(name):
+    model, layer, x, expected = built(name)
+    cam = LayerGradCam(model, layer, layout="channels_last").attribute(x, target=lf.TARGET)
+    assert lf.deviation(cam, expected["Grad-CAM"]) < 1e-4
+
+
+def test_channels_last_on_a_channels_first_conv_is_refused_naming_the_reading_that_fits():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, stride=8, padding=1)  # 32 x 64 -> (N, 8, 4, 8)
+    model = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 8, 3)).eval()
+    x = torch.randn(2, 3, 32, 64)
+    for method in (LayerGradCam, LayerCams):
+        with pytest.raises(ValueError, match=r"\(2, 8, 4, 8\) of the 32 x 64 input does not") as e:
+            method(model, model[1], layout="channels_last").attribute(x, target=[0, 1])
+        assert "read as layout='channels_last'" in str(e.value)
+        assert "channels first (N, C=8, 4 x 8 grid): layout='channels_first'" in str(e.value)
+    expected = LayerGradCam(model, model[1]).attribute(x, target=[0, 1])
+    assert expected.shape == (2, 1, 4, 8)
+    for layout in ("channels_first", "auto"):
+        named = LayerGradCam(model, model[1], layout=layout).attribute(x, target=[0, 1])
+        torch.testing.assert_close(named, expected)
+
+
+def test_a_token_grid_that_contradicts_the_input_is_refused_naming_the_grid_that_fits():
+    """A dynamic-size ViT at 64 x 16, 8 x 8 patches: 1 + 8 x 2 tokens (1 + 4 x 4 counts too)."""
+    model, layer, x, expected = built("timm ViT dynamic size, 64 x 16")
+    with pytest.raises(ValueError, match=r"\(2, 17, \d+\) of the 64 x 16 input does not") as info:
+        LayerGradCam(model, layer, layout=TokenLayout(1, (4, 4))).attribute(x, target=lf.TARGET)
+    assert "read as layout=TokenLayout(prefix_tokens=1, grid=(4, 4))" in str(info.value)
+    assert "layout=TokenLayout(prefix_tokens=1, grid=(8, 2))" in str(info.value)
+    named = LayerGradCam(model, layer, layout=TokenLayout(1, (8, 2))).attribute(x, lf.TARGET)
+    assert lf.deviation(named, expected["Grad-CAM"]) < 1e-4
+
+
+def test_a_named_layout_stands_where_the_shapes_have_no_reading():
+    """A convolution without padding at an odd aspect has no reading: the caller's choice holds."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    model = nn.Sequential(nn.Conv2d(3, 5, (14, 10)), nn.Flatten(), nn.Linear(5 * 3 * 7, 3)).eval()
+    maps = LayerGradCam(model, model[0], layout="channels_last").attribute(x, target=[0, 1])
+    assert maps.shape == (2, 1, 5, 3)  # (N, 5, 3, 7) read as a 5 x 3 grid of 7 channels

@@ -21,6 +21,7 @@ from camplus_app.options import (
     PROG,
     Interrupted,
     UsageError,
+    check_scores,
     one_line,
     output_path,
     parse_device,
@@ -123,6 +124,7 @@ class CompareJob:
             classifier = zoo.load_classifier(settings.model, settings.weights, settings.layer)
             classifier = classifier.to(device)
             settings.layer = classifier.layer_name
+            check_scores(settings.scores, len(classifier.categories), classifier.name)
             if args.target is not None:
                 target = classifier.class_index(args.target)
                 check_unchanged(previous, "target", target, output)
@@ -281,6 +283,7 @@ class CompareJob:
             target_name=None if settings.target is None else clf.categories[settings.target],
             limit=settings.limit,
             seed=settings.seed,
+            scores=settings.scores,
             unmatched=dict(listing.unmatched),
             skipped=dict(listing.skipped),
             provenance=self.provenance,

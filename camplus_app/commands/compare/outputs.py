@@ -67,7 +67,7 @@ class Outputs:
             )
         settings = self.settings
         return evaluation_result(
-            read, settings.methods, MAPS_FROM, softmax=True, threshold=settings.threshold
+            read, settings.methods, MAPS_FROM, threshold=settings.threshold, scores=settings.scores
         )
 
     def alphas(self, key: str = "alphas") -> figures.AlphaHistogram | None:

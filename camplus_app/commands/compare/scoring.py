@@ -51,7 +51,12 @@ def score_shard(shard: Shard) -> int:
         return 0
     clf, settings = shard.classifier, shard.settings
     scorer = BatchScorer(
-        clf.model, clf.layer, settings.methods, threshold=settings.threshold, layout=LAYOUT
+        clf.model,
+        clf.layer,
+        settings.methods,
+        threshold=settings.threshold,
+        layout=LAYOUT,
+        scores=settings.scores,
     )
     alphas = AlphaCounter(scorer) if GRAD_CAM_PP in scorer.methods else None
     scorer.on_layer = alphas

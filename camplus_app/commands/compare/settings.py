@@ -38,7 +38,12 @@ class Settings:
     limit: int | None = None
     seed: int = 0
     skip_unmatched: bool = False
+    scores: str = "softmax"  #: ``--scores``: how the outputs become Y and O
 
+
+#: Settings added since the first runs, with the value those runs had: a run without them
+#: resumes with that value.
+EARLIER = {"scores": "softmax"}
 
 #: The option that sets each setting, for messages.
 FLAGS = {
@@ -53,6 +58,7 @@ FLAGS = {
     "limit": "--limit",
     "seed": "--seed",
     "skip_unmatched": "--skip-unmatched",
+    "scores": "--scores",
 }
 
 
@@ -74,7 +80,7 @@ def settings_from(
         given["layer"] = args.layer
     if args.methods is not None:
         given["methods"] = parse_methods(args.methods)
-    for key in ("threshold", "batch_size", "limit", "seed"):
+    for key in ("threshold", "batch_size", "limit", "seed", "scores"):
         if getattr(args, key) is not None:
             given[key] = getattr(args, key)
     if args.skip_unmatched:
@@ -99,6 +105,7 @@ def check_unchanged(previous: dict[str, Any] | None, key: str, value: Any, outpu
 def check_same_settings(previous: dict[str, Any], settings: Settings, output: Path) -> None:
     """Refuse to resume a run whose manifest changed since its settings were read."""
     now = asdict(settings)
+    previous = {**EARLIER, **previous}
     if previous != now:
         changed = [k for k in now if previous.get(k) != now[k]]
         raise RunFolderError(
@@ -123,7 +130,7 @@ def previous_settings(output: Path) -> dict[str, Any]:
         raise RunFolderError(f"nothing to resume in {output}: it holds no camplus run")
     if manifest["command"] != "compare":
         raise RunFolderError(f"{output} holds a camplus {manifest['command']} run, not compare")
-    return dict(manifest["settings"])
+    return {**EARLIER, **manifest["settings"]}
 
 
 def _data_argument(argument: str) -> str:
@@ -190,7 +197,7 @@ def batch_records(output: Path, settings: Settings, images: int) -> Iterator[dic
                 "runs wrote into the folder; start a new run in another folder"
             )
         then = record.get("settings", now)  # runs of earlier versions did not record them
-        then = then if isinstance(then, dict) else {}
+        then = {**EARLIER, **then} if isinstance(then, dict) else {}
         changed = [key for key in now if then.get(key) != now[key]]
         if changed:
             shown = ", ".join(
@@ -248,6 +255,7 @@ def batch_positions(number: int, batch_size: int, images: int) -> range:
 
 
 __all__ = [
+    "EARLIER",
     "FLAGS",
     "Settings",
     "batch_positions",
