@@ -101,7 +101,7 @@ def test_summary_rows_by_hand(setup) -> None:
         assert row["win percentage"] == pytest.approx(expected)
 
 
-def test_relative_performance_table_in_the_shape_of_001(setup) -> None:
+def test_relative_performance_table_in_the_shape_of_lerma_lucas_tables(setup) -> None:
     _, _, _, result = setup
     rows = result.relative_performance()
     pairs = [r["methods"] for r in rows if r["maps"] == "pre-softmax"]
