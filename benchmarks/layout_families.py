@@ -255,6 +255,20 @@ class Tokens(nn.Module):
         return self.head(self.norm(tokens).mean(dim=1))
 
 
+class SequenceFirst(nn.Module):
+    """:class:`Tokens` whose layer (``norm``) sees the tokens sequence-first ``(T, N, D)``, as
+    ``nn.MultiheadAttention`` without ``batch_first`` and older open_clip towers give them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.front = Tokens(prefix=1, patch=8)
+        self.norm = nn.LayerNorm(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.front.embed(x).flatten(2).permute(2, 0, 1)  # (T, N, D)
+        return self.front.head(self.norm(tokens).mean(dim=0))
+
+
 def build(name: str, seed: int = 0) -> nn.Module:
     """The family's model, random init with ``seed``, in eval mode."""
     torch.manual_seed(seed)

@@ -53,21 +53,6 @@ def family_rows() -> list[str]:
     return rows
 
 
-def _sequence_first() -> tuple[nn.Module, nn.Module]:
-    class SequenceFirst(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.front = lf.Tokens(prefix=1, patch=8)
-            self.norm = nn.LayerNorm(6)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            tokens = self.front.embed(x).flatten(2).permute(2, 0, 1)  # (T, N, D)
-            return self.front.head(self.norm(tokens).mean(dim=0))
-
-    model = SequenceFirst().eval()
-    return model, model.norm
-
-
 def refusals() -> list[tuple[str, str]]:
     """(case, the error) for each kind of refused shape."""
     torch.manual_seed(0)
@@ -137,11 +122,11 @@ def refusals() -> list[tuple[str, str]]:
             lambda: LayerGradCam(timm_swin, qkv, layout="auto").attribute(x_wide, [0, 1]),
         )
     )
-    seq, seq_layer = _sequence_first()
+    seq = lf.SequenceFirst().eval()
     cases.append(
         (
             "any layout, a sequence-first (T, N, D) tensor",
-            lambda: LayerGradCam(seq, seq_layer, layout="auto").attribute(x32, [0, 1]),
+            lambda: LayerGradCam(seq, seq.norm, layout="auto").attribute(x32, [0, 1]),
         )
     )
     return [(case, _outcome(run)) for case, run in cases]

@@ -174,17 +174,7 @@ def test_windowed_attention_and_sequence_first_tensors_are_refused_with_the_reas
         with pytest.raises(ValueError, match="rows per image, as windowed attention"):
             LayerGradCam(model, qkv, layout=layout).attribute(x, target=lf.TARGET)
 
-    class SequenceFirst(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.front = lf.Tokens(prefix=1, patch=8)
-            self.norm = nn.LayerNorm(6)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            tokens = self.front.embed(x).flatten(2).permute(2, 0, 1)  # (T, N, D)
-            return self.front.head(self.norm(tokens).mean(dim=0))
-
-    seq = SequenceFirst().eval()
+    seq = lf.SequenceFirst().eval()
     with pytest.raises(ValueError, match=r"\(16, 2, 6\) does not have the batch.*sequence-first"):
         LayerGradCam(seq, seq.norm, layout="auto").attribute(x[:, :, :32, :32], target=[0, 1])
 
