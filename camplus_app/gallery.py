@@ -119,7 +119,16 @@ def _rows(
     device = module_device(model)
     x = torch.stack([load(p) for p in positions]).to(device)
     target = result.target[list(rows)].to(device)
-    maps = compute_cams(model, layer, x, target, result.methods, source, layout=layout)  # type: ignore[arg-type]
+    maps = compute_cams(
+        model,
+        layer,
+        x,
+        target,
+        result.methods,
+        source,  # type: ignore[arg-type]
+        layout=layout,
+        scores=result.scores,  # type: ignore[arg-type]
+    )
     upsampled = {m: upsample_and_normalize(cam, x.shape[-2:]) for m, cam in maps.items()}
     return [
         GalleryRow(
