@@ -23,9 +23,10 @@ read; one that fails to load is reported in a warning that names it, and skipped
 from __future__ import annotations
 
 import inspect
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
 
 from captum_camplus.base import CamAttribution
@@ -37,7 +38,10 @@ ENTRY_POINT_GROUP = "captum_camplus.methods"
 
 _CLASSES: dict[str, type[CamAttribution]] = {}  # display name -> class, in registration order
 _KEYS: dict[str, str] = {}  # squashed name or alias -> display name
-_plugins_loaded = False
+_plugins_loaded = False  # set once every plugin is imported: the fast path of every read
+_plugins_loading = False  # set before the imports: a plugin's own import reads the registry
+#: Held while the plugins load: another thread's read waits for the whole registry.
+_PLUGIN_LOCK = threading.RLock()
 
 
 class _Registry(Mapping[str, type[CamAttribution]]):
@@ -146,10 +150,20 @@ def load_plugins() -> None:
     plugin that cannot be imported, names no registered :class:`CamAttribution`, or clashes
     with a registered name is skipped with a warning that names it.
     """
-    global _plugins_loaded
+    global _plugins_loaded, _plugins_loading
     if _plugins_loaded:
         return
-    _plugins_loaded = True  # before importing: a plugin's own import reads the registry
+    with _PLUGIN_LOCK:  # re-entered by the loading thread only, where _plugins_loading is set
+        if _plugins_loading:
+            return
+        _plugins_loading = True
+        try:
+            _load_entry_points()
+        finally:
+            _plugins_loaded = True
+
+
+def _load_entry_points() -> None:
     seen = set()
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if (entry.name, entry.value) in seen:
@@ -161,11 +175,11 @@ def load_plugins() -> None:
                 f"captum_camplus: the method plugin {entry.name!r} ({entry.value}) is skipped: "
                 f"{problem}",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
 
-def _load_plugin(entry) -> str | None:
+def _load_plugin(entry: EntryPoint) -> str | None:
     """Load one entry point; return what is wrong with it, or None."""
     try:
         loaded = entry.load()

@@ -245,3 +245,47 @@ def test_the_registry_readers_take_or_skip_a_method_they_do_not_know(throwaway) 
     walls = wall_maps(model, model.layer, images, labels)  # the walls use an import-time list
     assert {"Grad-CAM", "HiResCAM"} <= set(walls)
     torch.testing.assert_close(walls["Grad-CAM"], maps["Grad-CAM"])
+
+
+def test_a_second_thread_waits_for_the_plugins_while_the_first_loads_them(monkeypatch) -> None:
+    """The first read loads the plugins; a read from another thread meanwhile sees the whole
+    registry, never the built-in methods alone (a slow plugin import widens the window)."""
+    import threading
+    import time
+
+    from captum_camplus import CamAttribution, register_method, spatial_mean, unregister_method
+    from captum_camplus import registry
+
+    class SlowEntry:
+        name, value = "slow", "camplus_slow:LayerSlowCam"
+
+        def load(self) -> type:
+            time.sleep(0.3)  # a plugin import that takes time
+
+            @register_method("Slow-CAM")
+            class LayerSlowCam(CamAttribution):
+                def weights(self, activation, gradient):
+                    return spatial_mean(gradient)
+
+            return LayerSlowCam
+
+    monkeypatch.setattr(registry, "entry_points", lambda group: [SlowEntry()])
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "_plugins_loading", False, raising=False)
+    seen: dict[str, list[str]] = {}
+
+    def read(name: str) -> None:
+        seen[name] = list(registry.METHODS)
+
+    first = threading.Thread(target=read, args=("first",))
+    second = threading.Thread(target=read, args=("second",))
+    try:
+        first.start()
+        time.sleep(0.1)  # the first thread is inside the slow import now
+        second.start()
+        first.join(timeout=10)
+        second.join(timeout=10)
+        assert seen["first"][-1] == seen["second"][-1] == "Slow-CAM"
+    finally:
+        if "Slow-CAM" in registry._CLASSES:
+            unregister_method("Slow-CAM")
