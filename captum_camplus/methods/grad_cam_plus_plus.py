@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import CamAttribution, spatial_sum
+from captum_camplus.base import CamAttribution, layer_grid, spatial_sum
 from captum_camplus.checks import check_flag, check_positive
-from captum_camplus.layouts import LayoutSpec
+from captum_camplus.layouts import InputShape, LayoutSpec
 from captum_camplus.precision import working_precision
 from captum_camplus.registry import register_method
 
@@ -82,8 +82,10 @@ class AlphaDiagnostics:
     """What Grad-CAM++ saw in one layer tensor: counts and ranges of its alphas.
 
     Only entries with a positive gradient reach the weights (Lerma & Lucas, eq. 4), so only they
-    are counted; with none, the ranges are empty (min ``inf``, max ``-inf``). The fields are
-    tensors on the layer's device; ``summary()`` brings them to the host.
+    are counted; with none, the ranges are empty (min ``inf``, max ``-inf``). The fields are 0-d
+    tensors on the layer's device, detached; ``summary()`` brings them to the host. The alphas
+    themselves are :meth:`LayerGradCamPlusPlus.alphas` (for histograms such as Lerma & Lucas,
+    figures 3-4).
 
     Attributes:
         positive: Number of entries with ``g > 0``.
@@ -92,8 +94,6 @@ class AlphaDiagnostics:
         raw_min, raw_max: Range of alpha by the formula, before the stabilizer (Lerma & Lucas,
             section 3.4, report -1.4e6 and 5.6e5 on ImageNetV2).
         min, max: Range of the alphas actually used.
-        alphas: The alphas used, same shape as the layer, 0 where ``g <= 0`` (for histograms
-            such as Lerma & Lucas, figures 3-4).
     """
 
     positive: Tensor
@@ -102,7 +102,6 @@ class AlphaDiagnostics:
     raw_max: Tensor
     min: Tensor
     max: Tensor
-    alphas: Tensor
 
     def summary(self) -> dict[str, float]:
         """The counts and ranges as Python numbers (one host synchronisation)."""
@@ -188,8 +187,11 @@ class LayerGradCamPlusPlus(CamAttribution):
               ``FloatingPointError`` rather than returning inf or NaN.
         min_denominator: The threshold ``d_min`` of the stabilizer (default 2). Positive.
 
-    The alphas are :func:`grad_cam_plus_plus_alphas` of ``(lambda S_k, ReLU(g))``; after a call,
-    :attr:`last_diagnostics` gives their :class:`AlphaDiagnostics`, computed when read.
+    The alphas are :func:`grad_cam_plus_plus_alphas` of ``(lambda S_k, ReLU(g))``. After
+    :meth:`attribute`, :attr:`last_diagnostics` holds their :class:`AlphaDiagnostics` (six
+    numbers: the instance keeps no layer-sized tensor and no graph); :meth:`alphas`,
+    :meth:`raw_alphas` and :func:`alpha_diagnostics` give the alphas and their diagnostics for an
+    ``(A, g)`` at hand.
     """
 
     def __init__(
@@ -209,7 +211,9 @@ class LayerGradCamPlusPlus(CamAttribution):
         self.options = AlphaOptions(
             alpha, exponent_scale, normalize_alpha, stabilizer, min_denominator
         )
-        self._last_layer: tuple[Tensor, Tensor] | None = None  # (lambda S_k, ReLU(g))
+        #: :class:`AlphaDiagnostics` of the last :meth:`attribute` or :meth:`map_from_layer` (of
+        #: its last layer tensor), or None before one: six numbers, no layer-sized tensor.
+        self.last_diagnostics: AlphaDiagnostics | None = None
 
     def working_dtype(self, layer_dtype: torch.dtype) -> torch.dtype:
         """float64 when the options lie outside the usual working dtype's range."""
@@ -217,7 +221,6 @@ class LayerGradCamPlusPlus(CamAttribution):
 
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
         scaled_sums, positive_gradient = _alpha_inputs(activation, gradient, self.options)
-        self._last_layer = (scaled_sums, positive_gradient)
         # sum_ij alpha ReLU(g): alphas at g <= 0 are multiplied by 0, so they need not be zeroed
         if self.options.normalize:
             alphas = grad_cam_plus_plus_alphas(scaled_sums, positive_gradient, self.options)
@@ -226,6 +229,33 @@ class LayerGradCamPlusPlus(CamAttribution):
         if _records(alphas):
             return spatial_sum(alphas * positive_gradient)
         return spatial_sum(alphas.mul_(positive_gradient))
+
+    def map_from_layer(
+        self,
+        activation: Tensor,
+        gradient: Tensor,
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+        *,
+        input_shape: InputShape = None,
+    ) -> Tensor:
+        """:meth:`CamAttribution.map_from_layer`, and :attr:`last_diagnostics` of its alphas.
+
+        So :meth:`attribute` records them; :class:`~captum_camplus.LayerCams`, which weights on
+        the grid directly, does not (they cost many times the weights): there, call
+        :func:`alpha_diagnostics` on the ``(A, g)`` at hand.
+        """
+        grid_activation, grid_gradient = layer_grid(
+            self.layout, activation, gradient, input_shape, self.layer
+        )
+        cam = self.map_from_grid(
+            grid_activation, grid_gradient, relu_attributions, attr_dim_summation
+        )
+        dtype = self.working_dtype(grid_activation.dtype)
+        self.last_diagnostics = alpha_diagnostics(
+            grid_activation.to(dtype), grid_gradient.to(dtype), self.options
+        )
+        return cam
 
     def alphas(self, activation: Tensor, gradient: Tensor) -> Tensor:
         """The alphas of this instance's options for ``(A, g)`` (0 where ``g <= 0``)."""
@@ -238,13 +268,6 @@ class LayerGradCamPlusPlus(CamAttribution):
         g)`` where ``g > 0`` (0 elsewhere and at an exact pole): their range is Lerma & Lucas'
         section 3.4 (-1.4e6 to 5.6e5 on ImageNetV2), e.g. for a histogram of the tails."""
         return _raw_alphas(*_alpha_inputs(activation, gradient, self.options))
-
-    @property
-    def last_diagnostics(self) -> AlphaDiagnostics | None:
-        """:class:`AlphaDiagnostics` of the last call (of its last layer tensor), or None."""
-        if self._last_layer is None:
-            return None
-        return _diagnose(*self._last_layer, self.options)
 
 
 def _alpha_inputs(
@@ -338,26 +361,31 @@ def _divide_or_zero(numerator: Tensor, denominator: Tensor) -> Tensor:
     return (numerator / safe).masked_fill_(~keep, 0.0)
 
 
+@torch.no_grad()  # numbers only: they hold no graph
 def _diagnose(
     scaled_sums: Tensor, positive_gradient: Tensor, options: AlphaOptions
 ) -> AlphaDiagnostics:
-    alphas = grad_cam_plus_plus_alphas(scaled_sums, positive_gradient, options)
+    """The counts and ranges over the entries with ``g > 0``, as 0-d tensors (no host sync)."""
     positive = positive_gradient > 0
-    denominator = 2 + scaled_sums * positive_gradient
-    raw = _raw_alphas(scaled_sums, positive_gradient)
-    inf = torch.tensor(float("inf"), dtype=alphas.dtype, device=alphas.device)
-
-    def extrema(values: Tensor) -> tuple[Tensor, Tensor]:
-        return torch.where(positive, values, inf).amin(), torch.where(positive, values, -inf).amax()
-
-    raw_min, raw_max = extrema(raw)
-    used_min, used_max = extrema(alphas)
+    denominator = (scaled_sums * positive_gradient).add_(2)  # 2 + lambda S_k g (eq. 13)
+    unstable = denominator < options.min_denominator_in(denominator.dtype)
+    raw = torch.where(denominator == 0, 0.0, denominator.reciprocal())  # eq. 13, 0 at a pole
+    used = grad_cam_plus_plus_alphas(scaled_sums, positive_gradient, options)
+    not_positive = ~positive
+    raw_min, raw_max = _extrema(raw, not_positive)
+    used_min, used_max = _extrema(used, not_positive)
     return AlphaDiagnostics(
         positive=positive.sum(),
-        unstable=(positive & (denominator < options.min_denominator_in(alphas.dtype))).sum(),
+        unstable=unstable.logical_and_(positive).sum(),
         raw_min=raw_min,
         raw_max=raw_max,
         min=used_min,
         max=used_max,
-        alphas=alphas,
     )
+
+
+def _extrema(values: Tensor, excluded: Tensor) -> tuple[Tensor, Tensor]:
+    """``(min, max)`` of ``values`` outside ``excluded`` (``inf``, ``-inf`` if none); overwrites
+    ``values``."""
+    smallest = values.masked_fill(excluded, float("inf")).amin()
+    return smallest, values.masked_fill_(excluded, float("-inf")).amax()

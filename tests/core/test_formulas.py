@@ -169,8 +169,8 @@ def test_float32_models_match_float64_reference(cls, layer_name, request, images
 
 @pytest.mark.parametrize("options", PP_OPTIONS, ids=str)
 def test_alpha_function_and_diagnostics_are_pure_and_match_reference(options):
-    """The alphas are a function of (lambda S_k, ReLU(g), options): the same on (A, g) directly,
-    after a call (diagnostics read later) and in the reference; reading changes nothing."""
+    """The alphas are a function of (lambda S_k, ReLU(g), options): the same on (A, g) directly
+    and in the reference, and their diagnostics the same after a call; a call changes nothing."""
     A, g = hand_made(signed=True)
     alpha_options = AlphaOptions(
         options.get("alpha", "simplified"),
@@ -180,15 +180,14 @@ def test_alpha_function_and_diagnostics_are_pure_and_match_reference(options):
         options.get("min_denominator", 2.0),
     )
     expected = ref.grad_cam_pp_alphas(A, g, **_reference_options(options))
-    direct = alpha_diagnostics(A, g, alpha_options)
-    np.testing.assert_allclose(direct.alphas.numpy(), expected, rtol=1e-10, atol=0)
+    direct = alpha_diagnostics(A, g, alpha_options).summary()
+    used = expected[(g > 0).numpy()]
+    assert (direct["min"], direct["max"]) == pytest.approx((used.min(), used.max()), rel=1e-10)
 
     method = LayerGradCamPlusPlus(torch.nn.Identity(), torch.nn.Identity(), **options)
     assert method.last_diagnostics is None
     before = method.map_from_layer(A, g)
-    after_call = method.last_diagnostics
-    np.testing.assert_allclose(after_call.alphas.numpy(), expected, rtol=1e-10, atol=0)
-    assert after_call.summary() == direct.summary()
+    assert method.last_diagnostics.summary() == direct
     torch.testing.assert_close(method.map_from_layer(A, g), before, rtol=0, atol=0)
     np.testing.assert_allclose(method.alphas(A, g).numpy(), expected, rtol=1e-10, atol=0)
 

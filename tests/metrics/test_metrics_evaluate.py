@@ -326,9 +326,10 @@ def test_on_layer_gives_the_grad_cam_plus_plus_alphas(setup) -> None:
         batch_size=7,
         progress=False,
     )
+    capture = captum_camplus.LayerCapture(model, model.layer, images)
+    (gradient,) = capture.gradients(capture.outputs.gather(1, labels[:, None]))
     cam = LayerGradCamPlusPlus(model, model.layer)
-    cam.attribute(images, labels)
-    torch.testing.assert_close(alphas["pre-softmax"], cam.last_diagnostics.alphas)
+    torch.testing.assert_close(alphas["pre-softmax"], cam.alphas(capture.activation, gradient))
 
 
 def test_layer_pass_errors(setup) -> None:
