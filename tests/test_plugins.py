@@ -253,8 +253,13 @@ def test_a_second_thread_waits_for_the_plugins_while_the_first_loads_them(monkey
     import threading
     import time
 
-    from captum_camplus import CamAttribution, register_method, spatial_mean, unregister_method
-    from captum_camplus import registry
+    from captum_camplus import (
+        CamAttribution,
+        register_method,
+        registry,
+        spatial_mean,
+        unregister_method,
+    )
 
     class SlowEntry:
         name, value = "slow", "camplus_slow:LayerSlowCam"

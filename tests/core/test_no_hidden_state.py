@@ -58,5 +58,10 @@ def test_attribute_leaves_no_layer_sized_tensor_and_no_graph(kind: str, create_g
     assert not [t.shape for t in held if t.grad_fn is not None]
     if kind == "Grad-CAM++":  # what it does keep: six numbers
         assert set(attribution.last_diagnostics.summary()) == {
-            "positive", "unstable", "raw_min", "raw_max", "min", "max"
+            "positive",
+            "unstable",
+            "raw_min",
+            "raw_max",
+            "min",
+            "max",
         }
