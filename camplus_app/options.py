@@ -14,7 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from camplus_app.runs import RunFolderError, printable
-from captum_camplus import METHODS, method_name
+from captum_camplus import METHODS
+from captum_camplus.utils import method_name
 
 PROG = "camplus"
 #: Exit status for bad input (as argparse uses) and for any failure while running.

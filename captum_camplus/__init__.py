@@ -10,12 +10,13 @@ torch, captum and numpy.
 What a method author needs is here too: :class:`CamAttribution` (subclass it, write
 ``weights``), :func:`register_method`, :func:`spatial_sum` and :func:`spatial_mean`; and what the
 metrics build on: :class:`LayerCapture` (one forward, the layer's ``A`` and ``g`` for several
-scores) and :meth:`LayerCams.maps_from_layer` (every method's map from them).
+scores) and :meth:`LayerCams.maps_from_layer` (every method's map from them). The helpers that
+layers built on the core use (method lookup by name, target checks, device lookup) are in
+:mod:`captum_camplus.utils`.
 """
 
 from captum_camplus.base import CamAttribution, spatial_mean, spatial_sum
 from captum_camplus.capture import LayerCapture
-from captum_camplus.checks import check_target, model_scores
 from captum_camplus.layouts import (
     ChannelsFirstLayout,
     ChannelsLastLayout,
@@ -23,9 +24,8 @@ from captum_camplus.layouts import (
     Layout,
     LayoutSpec,
     TokenLayout,
-    resolve_layout,
 )
-from captum_camplus.maps import normalize_maps, require_spatial, upsample_and_normalize
+from captum_camplus.maps import normalize_maps, upsample_and_normalize
 from captum_camplus.methods import (
     AlphaDiagnostics,
     AlphaOptions,
@@ -36,22 +36,12 @@ from captum_camplus.methods import (
     alpha_diagnostics,
     grad_cam_plus_plus_alphas,
 )
-from captum_camplus.modules import find_layer, module_device
-from captum_camplus.multi import LayerCams, MethodFactory
-from captum_camplus.registry import (
-    ENTRY_POINT_GROUP,
-    METHODS,
-    load_plugins,
-    method_class,
-    method_name,
-    register_method,
-    unregister_method,
-)
+from captum_camplus.multi import LayerCams
+from captum_camplus.registry import METHODS, register_method, unregister_method
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ENTRY_POINT_GROUP",
     "METHODS",
     "AlphaDiagnostics",
     "AlphaOptions",
@@ -67,21 +57,12 @@ __all__ = [
     "LayerHiResCam",
     "Layout",
     "LayoutSpec",
-    "MethodFactory",
     "TokenLayout",
+    "__version__",
     "alpha_diagnostics",
-    "check_target",
-    "find_layer",
     "grad_cam_plus_plus_alphas",
-    "load_plugins",
-    "method_class",
-    "method_name",
-    "model_scores",
-    "module_device",
     "normalize_maps",
     "register_method",
-    "require_spatial",
-    "resolve_layout",
     "spatial_mean",
     "spatial_sum",
     "unregister_method",

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from captum_camplus import check_target, model_scores, require_spatial, upsample_and_normalize
+from captum_camplus import upsample_and_normalize
+from captum_camplus.utils import check_target, model_scores, require_spatial
 
 from .functional import Reduction, dead_zone_mass
 from .guards import check_not_probabilities

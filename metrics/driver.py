@@ -16,7 +16,8 @@ from typing import Any
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_camplus import LayoutSpec, MethodFactory
+from captum_camplus import LayoutSpec
+from captum_camplus.utils import MethodFactory
 
 from .confidence import Preprocess, ScoreKind
 from .distributed import concatenate_records, gather, rank_and_world, shard

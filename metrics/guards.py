@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import module_device
+from captum_camplus.utils import module_device
 
 R = TypeVar("R")
 

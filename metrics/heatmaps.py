@@ -20,16 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import (
-    LayerCams,
-    LayerCapture,
-    LayoutSpec,
-    MethodFactory,
-    find_layer,
-    method_name,
-    module_device,
-    upsample_and_normalize,
-)
+from captum_camplus import LayerCams, LayerCapture, LayoutSpec, upsample_and_normalize
+from captum_camplus.utils import MethodFactory, find_layer, method_name, module_device
 
 from .confidence import (
     Preprocess,

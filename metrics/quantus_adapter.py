@@ -25,7 +25,8 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType
 from quantus.helpers.model.model_interface import ModelInterface
 from torch import Tensor, nn
 
-from captum_camplus import module_device, upsample_and_normalize
+from captum_camplus import upsample_and_normalize
+from captum_camplus.utils import module_device
 
 from .confidence import (
     Preprocess,

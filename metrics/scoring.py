@@ -20,14 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import (
-    METHODS,
-    LayoutSpec,
-    MethodFactory,
-    find_layer,
-    method_name,
-    module_device,
-)
+from captum_camplus import METHODS, LayoutSpec
+from captum_camplus.utils import MethodFactory, find_layer, method_name, module_device
 
 from .confidence import (
     Preprocess,

@@ -21,12 +21,11 @@ from captum_camplus import (
     CamAttribution,
     LayerCams,
     LayerGradCam,
-    method_class,
-    method_name,
     register_method,
 )
 from captum_camplus.base import spatial_mean
 from captum_camplus.registry import _CLASSES, _KEYS
+from captum_camplus.utils import method_class, method_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,18 +185,40 @@ def test_a_name_taken_by_another_class_is_refused(registered_method) -> None:
 
 
 def test_the_metrics_use_only_the_cores_public_names() -> None:
-    """The metrics import from the package root only, names it exports (no private helpers)."""
+    """The metrics import from the package root the names it exports, and the helpers for
+    layers built on the core from ``captum_camplus.utils``: nothing else, no private module."""
     import ast
 
     import captum_camplus
+    import captum_camplus.utils
 
+    allowed = {
+        "captum_camplus": set(captum_camplus.__all__),
+        "captum_camplus.utils": set(captum_camplus.utils.__all__),
+    }
     for path in sorted((ROOT / "metrics").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
                 "captum_camplus"
             ):
-                assert node.module == "captum_camplus", f"{path.name}: from {node.module} import"
+                assert node.module in allowed, f"{path.name}: from {node.module} import"
                 for alias in node.names:
-                    assert alias.name in captum_camplus.__all__, f"{path.name}: {alias.name}"
+                    assert alias.name in allowed[node.module], f"{path.name}: {alias.name}"
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("captum_camplus") for a in node.names), path.name
+
+
+def test_the_public_names_are_what_a_user_needs_and_utils_only_re_exports() -> None:
+    """The root exports the attribution classes and their companions, not the helpers the
+    metrics use; ``captum_camplus.utils`` re-exports those from where they live."""
+    import captum_camplus
+    import captum_camplus.utils as utils
+
+    helpers = set(utils.__all__)
+    assert not helpers & set(captum_camplus.__all__)
+    assert not [name for name in helpers if hasattr(captum_camplus, name)]
+    assert all(hasattr(captum_camplus, name) for name in captum_camplus.__all__)
+    for name in helpers:
+        value = getattr(utils, name)
+        home = getattr(value, "__module__", None)
+        assert home is None or home != utils.__name__, name  # defined elsewhere, not here

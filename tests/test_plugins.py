@@ -107,7 +107,8 @@ def test_a_plugin_method_reaches_every_layer(site: Path, tmp_path: Path) -> None
         import quantus
         import torch
         from metrics_models import tiny_setup
-        from captum_camplus import METHODS, LayerCams, method_class
+        from captum_camplus import METHODS, LayerCams
+        from captum_camplus.utils import method_class
         from metrics import AverageDrop, WinPercentage, cam_explain, evaluate_methods
         from camplus_app import cli, figures
 

@@ -12,9 +12,9 @@ from captum_camplus import (
     LayerCams,
     LayerGradCam,
     TokenLayout,
-    method_name,
     upsample_and_normalize,
 )
+from captum_camplus.utils import method_name
 
 
 class _Net(nn.Module):

@@ -11,8 +11,8 @@ from captum_camplus import (
     METHODS,
     LayerCams,
     LayerGradCamPlusPlus,
-    method_class,
 )
+from captum_camplus.utils import method_class
 
 
 def test_each_map_equals_its_class(resnet18, images):

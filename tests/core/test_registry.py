@@ -10,11 +10,10 @@ from captum_camplus import (
     METHODS,
     CamAttribution,
     LayerCams,
-    method_class,
-    method_name,
     register_method,
     unregister_method,
 )
+from captum_camplus.utils import method_class, method_name
 
 
 class LayerCam(CamAttribution):
