@@ -219,14 +219,14 @@ def layer_gradients_and_activations(
     check_inputs(inputs)
     check_flags(attribute_to_layer_input=attribute_to_layer_input)
     check_grad_kwargs(grad_kwargs)
-    inputs = _format_tensor_into_tuples(inputs)
-    target = check_attribution_inputs(inputs, target)
+    batch: tuple[Tensor, ...] = _format_tensor_into_tuples(inputs)  # captum is untyped: Any
+    target = check_attribution_inputs(batch, target)
     additional_forward_args = _format_additional_forward_args(additional_forward_args)
     try:
         gradients, activations = compute_layer_gradients_and_eval(
-            checked_forward(attribution.forward_func, target, inputs[0].shape[0]),
+            checked_forward(attribution.forward_func, target, batch[0].shape[0]),
             attribution.layer,
-            inputs,
+            batch,
             target,
             additional_forward_args,
             device_ids=attribution.device_ids,

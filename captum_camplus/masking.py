@@ -15,7 +15,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -147,9 +147,9 @@ def unseen_region(
         Boolean ``(H, W)`` tensor, True where the input cannot influence the seen outputs.
     """
     flat = _flatten_layers(layers)
-    sizes = [tuple(int(s) for s in input_size)]
-    if len(sizes[0]) != 2:
-        raise ValueError(f"input_size must be (H, W), got {sizes[0]}")
+    if len(input_size) != 2:
+        raise ValueError(f"input_size must be (H, W), got {tuple(int(s) for s in input_size)}")
+    sizes = [_pair(input_size)]
     reads = []
     for layer in flat:
         axes = _reads_per_axis(layer, sizes[-1])
@@ -185,26 +185,39 @@ def _reads_per_axis(layer: nn.Module, size: tuple[int, int]) -> tuple[Tensor, Te
     if isinstance(layer, nn.Conv2d):
         if layer.padding_mode != "zeros":
             raise ValueError(f"unseen_region supports zero padding only, got {layer.padding_mode}")
-        params = zip(layer.kernel_size, layer.stride, layer.dilation, size, strict=True)
+        kernel, stride = _pair(layer.kernel_size), _pair(layer.stride)
+        dilation = _pair(layer.dilation)
         if layer.padding == "same":  # stride 1, output size n; PyTorch pads (k - 1) d // 2 before
-            return tuple(
-                _window_reads(k, 1, d * (k - 1) // 2, d, n, ceil=False, out=n)
-                for k, _, d, n in params
+            return _axes(
+                lambda i: _window_reads(
+                    kernel[i],
+                    1,
+                    dilation[i] * (kernel[i] - 1) // 2,
+                    dilation[i],
+                    size[i],
+                    ceil=False,
+                    out=size[i],
+                )
             )
-        padding = (0, 0) if layer.padding == "valid" else layer.padding
-        return tuple(
-            _window_reads(k, s, p, d, n, ceil=False)
-            for (k, s, d, n), p in zip(params, padding, strict=True)
+        padding = (0, 0) if isinstance(layer.padding, str) else _pair(layer.padding)  # "valid"
+        return _axes(
+            lambda i: _window_reads(
+                kernel[i], stride[i], padding[i], dilation[i], size[i], ceil=False
+            )
         )
     if isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
         kernel, stride = _pair(layer.kernel_size), _pair(layer.stride or layer.kernel_size)
         padding = _pair(layer.padding)
         dilation = _pair(layer.dilation if isinstance(layer, nn.MaxPool2d) else 1)
-        params = zip(kernel, stride, padding, dilation, size, strict=True)
-        return tuple(_window_reads(k, s, p, d, n, layer.ceil_mode) for k, s, p, d, n in params)
+        ceil = layer.ceil_mode
+        return _axes(
+            lambda i: _window_reads(kernel[i], stride[i], padding[i], dilation[i], size[i], ceil)
+        )
     if isinstance(layer, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        out = [n if o is None else o for o, n in zip(_pair(layer.output_size), size, strict=True)]
-        return tuple(_adaptive_reads(o, n) for o, n in zip(out, size, strict=True))
+        wanted = layer.output_size  # an int, or None ("as the input") per axis
+        rows, cols = (wanted, wanted) if wanted is None or isinstance(wanted, int) else wanted
+        out = (size[0] if rows is None else rows, size[1] if cols is None else cols)
+        return _axes(lambda i: _adaptive_reads(out[i], size[i]))
     raise TypeError(
         f"cannot trace the receptive field through {type(layer).__name__}: pass a chain of "
         "Conv2d, pooling and position-wise layers, or check the region empirically with "
@@ -213,7 +226,15 @@ def _reads_per_axis(layer: nn.Module, size: tuple[int, int]) -> tuple[Tensor, Te
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+    if isinstance(value, int):
+        return (value, value)
+    first, second = value
+    return (int(first), int(second))
+
+
+def _axes(reads: Callable[[int], Tensor]) -> tuple[Tensor, Tensor]:
+    """``(reads(0), reads(1))``: the rows' matrix, then the columns'."""
+    return reads(0), reads(1)
 
 
 def _window_reads(

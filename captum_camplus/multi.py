@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, overload
 
 import torch
 from captum._utils.common import (
@@ -147,6 +147,28 @@ class LayerCams(LayerAttribution, GradientAttribution):
     def _data_parallel(self) -> bool:
         return self.device_ids is not None or hasattr(self.forward_func, "device_ids")
 
+    @overload
+    def maps_from_layer(
+        self,
+        activation: Tensor,
+        gradient: Tensor,
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+        *,
+        input_shape: InputShape = None,
+    ) -> dict[str, Tensor]: ...
+
+    @overload
+    def maps_from_layer(
+        self,
+        activation: tuple[Tensor, ...],
+        gradient: tuple[Tensor, ...],
+        relu_attributions: bool = False,
+        attr_dim_summation: bool = True,
+        *,
+        input_shape: InputShape = None,
+    ) -> dict[str, Tensor | tuple[Tensor, ...]]: ...
+
     def maps_from_layer(
         self,
         activation: Tensor | tuple[Tensor, ...],
@@ -155,7 +177,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         attr_dim_summation: bool = True,
         *,
         input_shape: InputShape = None,
-    ) -> dict[str, Tensor | tuple[Tensor, ...]]:
+    ) -> dict[str, Tensor] | dict[str, Tensor | tuple[Tensor, ...]]:
         """Every method's map, by name, from the layer's ``A`` and ``g = dS/dA`` (no pass).
 
         The one loop over the methods: :meth:`attribute` and the metrics use it, e.g. on what a
@@ -164,7 +186,8 @@ class LayerCams(LayerAttribution, GradientAttribution):
         layer output, as Captum gives them; the maps are then tuples too); the options are those
         of :meth:`CamAttribution.attribute`. ``input_shape``, the shape of the input the tensors
         came from, lets the layout establish the layer's grid (see :mod:`captum_camplus.layouts`);
-        a gradient that is zero on the whole grid warns.
+        a gradient that is zero on the whole grid warns. For one ``A`` tensor the maps are
+        tensors (typed so); for tuples, tuples when the layer gave several tensors.
         """
         check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
         several = isinstance(activation, tuple)
