@@ -3,8 +3,8 @@
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
   arXiv:2205.10838.
-- Selvaraju et al. (2017), "Grad-CAM: Visual explanations from deep networks via gradient-based
-  localization", ICCV, arXiv:1610.02391.
+- Selvaraju, Cogswell, Das, Vedantam, Parikh & Batra (2017), "Grad-CAM: Visual explanations from
+  deep networks via gradient-based localization", ICCV, arXiv:1610.02391.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
   arXiv:2205.10838.
-- "Discussion: Computation analysis of GradCAM++", a note on the closed form of the Grad-CAM++
-  alphas and its assumptions.
+- "Discussion: Computation analysis of GradCAM++", an unsigned, undated note on the closed form
+  of the Grad-CAM++ alphas and its assumptions (no arXiv id).
 - Chattopadhay, Sarkar, Howlader & Balasubramanian (2018), "Grad-CAM++: Generalized gradient-based
   visual explanations for deep convolutional networks", WACV, arXiv:1710.11063.
 """

@@ -1,4 +1,4 @@
-"""HiResCAM (Draelos & Carin 2021), as defined in Taimeskhanov et al..
+"""HiResCAM (Draelos & Carin 2020), as defined in Taimeskhanov et al.
 
 References:
 - Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,

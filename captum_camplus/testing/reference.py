@@ -6,8 +6,11 @@ deviation report (``benchmarks/deviation.py``) all use it. The formulas are plai
 explicit loop over channels, so that they share nothing with the library (no torch broadcasting
 tricks, no shared helpers). A and g have shape (N, K, *spatial).
 
-Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838; Taimeskhanov, Sicre
-& Garreau (2024), arXiv:2404.01964.
+References:
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
 """
 
 from __future__ import annotations
