@@ -34,7 +34,7 @@ def evaluate_methods(
     *,
     labels: Tensor | None = None,
     maps_from: Sequence[MapsFrom] = MAPS_FROM,
-    softmax: bool | None = None,
+    scores: ScoreKind = "softmax",
     threshold: float | None = None,
     preprocess: Preprocess | None = None,
     unseen: Tensor | None = None,
@@ -42,7 +42,6 @@ def evaluate_methods(
     progress: bool = True,
     on_layer: LayerCallback | None = None,
     layout: LayoutSpec = None,
-    scores: ScoreKind | None = None,
 ) -> EvaluationResult:
     """Score every method on every image with every metric.
 
@@ -60,8 +59,11 @@ def evaluate_methods(
         labels: The class to explain per image for tensor ``data``; default the predicted one.
         maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas,
             tables 1-2).
-        softmax: Score ``Y`` and ``O`` as softmax probabilities (True, the papers) or raw
-            outputs (False); ``scores`` says the same and more.
+        scores: How ``Y`` and ``O`` are scored: ``"softmax"`` probabilities (default, the
+            papers'), ``"sigmoid"`` (binary ``(N, 1)`` and multi-label models: each label's
+            sigmoid probability; post-softmax maps then differentiate it) or ``"raw"`` outputs
+            (:func:`metrics.confidence.class_scores`). A binary model's one output is never put
+            through a softmax: the default raises an error naming the choice.
         threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use 0.5 on
             softmax).
         preprocess: If given, ``data`` holds images in [0, 1] and the model sees
@@ -76,10 +78,6 @@ def evaluate_methods(
         layout: The layer's layout (``"tokens"`` for a ViT, ``"channels_last"`` for a Swin
             stage), as :class:`captum_camplus.CamAttribution` takes it; read against each
             batch's images (:mod:`captum_camplus.layouts`).
-        scores: ``"softmax"`` (default), ``"sigmoid"`` (binary ``(N, 1)`` and multi-label
-            models: each label's sigmoid probability; post-softmax maps then differentiate it)
-            or ``"raw"`` (:func:`metrics.confidence.class_scores`). A binary model's one output
-            is never put through a softmax: the default raises an error naming the choice.
 
     Raises:
         ValueError: if no image passes the threshold, and for bad arguments.
@@ -89,7 +87,6 @@ def evaluate_methods(
         layer,
         methods,
         maps_from=maps_from,
-        softmax=softmax,
         scores=scores,
         threshold=threshold,
         preprocess=preprocess,
