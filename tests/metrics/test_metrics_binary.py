@@ -186,8 +186,9 @@ def test_evaluate_methods_refuses_a_binary_softmax_and_scores_sigmoids(binary):
     with torch.no_grad():
         o = torch.sigmoid(model(explanation_maps(torch.as_tensor(maps), images)).double())[:, 0]
     np.testing.assert_allclose(result.o["pre-softmax"]["HiResCAM"].numpy(), o.numpy(), rtol=1e-6)
-    drops = [row["average drop"] for row in result.summary()]
-    assert len(set(np.round(drops, 6))) > 1  # not 0 for every method, as softmax(one logit) gave
+    # not the constant Y = O = 1 of a softmax of one logit (compared per image, not between
+    # methods, which may tie on random weights)
+    assert bool((result.o["pre-softmax"]["HiResCAM"] != result.y).all())
 
 
 def test_evaluate_methods_explains_and_scores_a_multi_label_model_per_label(multi_label):
