@@ -7,14 +7,10 @@ Each check runs in a fresh interpreter: this test process has imported Quantus l
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
+from test_architecture import _run
 
-ROOT = Path(__file__).resolve().parents[2]
 FIVE = [
     "Average Drop",
     "Increase in Confidence",
@@ -26,14 +22,7 @@ FIVE = [
 
 def _fresh(code: str) -> dict:
     """Run ``code`` in a new interpreter; it prints one JSON object as its last line."""
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": ""},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = _run(code)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])
 
