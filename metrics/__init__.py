@@ -19,8 +19,13 @@ the Quantus metrics need the ``metrics`` extra. The package is also importable a
 ``captum_camplus.metrics``, a name no module of a user's project can shadow.
 
 References:
+- Chattopadhay, Sarkar, Howlader & Balasubramanian (2018), "Grad-CAM++: Generalized
+  Gradient-based Visual Explanations for Deep Convolutional Networks", WACV 2018,
+  arXiv:1710.11063 (average drop, increase in confidence, win %).
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
+  arXiv:2205.10838 (Grad-CAM+, relative performance).
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD
+  2024, arXiv:2404.01964 (dead-zone mass).
 """
 
 from importlib import import_module

@@ -6,9 +6,9 @@ Importing this module lists the five metrics in ``quantus.available_metrics()`` 
 "Faithfulness" (:func:`metrics.quantus_registry.register_quantus_metrics`, idempotent).
 
 The formulas are those of :mod:`metrics.functional`. Average drop, increase in confidence and
-win % were proposed with Grad-CAM++; the course report of Singh, Harithas, Khan & Hadi
-reimplements them (its section 4.2). Relative performance is Lerma & Lucas' and the dead-zone
-mass Taimeskhanov et al.'s.
+win % were proposed with Grad-CAM++ by Chattopadhay et al. (a course report by Singh, Harithas,
+Khan & Hadi, without year or venue, reimplements the first two, its section 4.2); relative
+performance is Lerma & Lucas' (eq. 16-17) and the dead-zone mass Taimeskhanov et al.'s (eq. 7).
 
 References:
 - Chattopadhay, Sarkar, Howlader & Balasubramanian (2018), "Grad-CAM++: Generalized
@@ -130,10 +130,11 @@ class RelativePerformance(CamMetric):
 
 
 class DeadZoneMass(CamMetric):
-    """Dead-zone mass ``||L on the unseen region||_2 / ||L||_2`` per image (Taimeskhanov et al.).
+    """Dead-zone mass ``||L on the unseen region||_2 / ||L||_2`` per image (Taimeskhanov et al.,
+    eq. 7).
 
     ``L`` is the map upsampled to the mask and min-max normalised. Lower is better; Taimeskhanov et
-    al. reports ``100 mu``. No model output is used.
+    al.'s table 1 gives ``100 mu``. No model output is used.
 
     Args:
         unseen: Boolean mask of the region the model cannot see, ``(H, W)`` or one per image,
