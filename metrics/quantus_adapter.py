@@ -149,7 +149,7 @@ class CamMetric(quantus.Metric):
             0.5). The others get a NaN score that the default aggregation skips; a call in which
             no image passes raises ``ValueError``.
         return_aggregate: Return the dataset value (default) rather than per-image scores.
-        aggregate_func: Replaces the default aggregation (see :attr:`aggregate`).
+        aggregate_func: Replaces the default aggregation (see :meth:`aggregate`).
         scores: How ``Y`` and ``O`` are scored, the one setting of it: ``"softmax"`` (default,
             the papers') probabilities, computed in float64; ``"sigmoid"`` (binary ``(N, 1)``
             and multi-label models: each label's sigmoid probability); ``"raw"`` outputs
