@@ -3,6 +3,14 @@ batches of :class:`~metrics.scoring.BatchScorer` over the data (this process's s
 ``torch.distributed``), as records (:mod:`metrics.records`) gathered from every process into
 one :class:`~metrics.result.EvaluationResult`.
 
+>>> result = evaluate_methods(model, model.layer4, images, labels=labels, threshold=0.5)
+>>> print(result)                     # aggregates and the relative-performance table
+>>> result.summary()                  # the same as rows (dicts), e.g. for csv.DictWriter
+>>> scorer = BatchScorer(model, model.layer4, threshold=0.5)  # one batch at a time, to stream
+>>> batch = scorer(x, labels, index)  # per-image Y, O, log O of every method
+>>> records = image_records(batch)    # one JSON-ready record per image
+>>> result = evaluation_result(records, scorer.names, scorer.maps_from, scores=scorer.scores)
+
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
   arXiv:2205.10838.
