@@ -1,7 +1,8 @@
 """What importing the metrics costs and changes: no Quantus until a Quantus name is used, the
 registration in ``quantus.available_metrics()`` when it is, and a star import without Quantus.
 
-Each check runs in a fresh interpreter: this test process has imported Quantus long ago.
+The checks of what an import loads run in a fresh interpreter: this test process has imported
+Quantus long ago.
 """
 
 from __future__ import annotations
