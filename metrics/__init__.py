@@ -5,8 +5,10 @@
   (:mod:`metrics.intervals`); :mod:`metrics.digits` prints values to the digits their intervals
   support.
 - Quantus metrics :class:`AverageDrop`, :class:`IncreaseInConfidence`, :class:`WinPercentage`,
-  :class:`RelativePerformance`, :class:`DeadZoneMass`, listed in ``quantus.available_metrics()``
-  under "Faithfulness" as soon as this package is imported.
+  :class:`RelativePerformance`, :class:`DeadZoneMass` (:mod:`metrics.quantus_metrics`). They
+  are imported at first use, ``metrics.AverageDrop`` or ``import metrics.quantus_metrics``,
+  which also lists them in ``quantus.available_metrics()`` under "Faithfulness"; until then
+  nothing here imports Quantus.
 - :func:`cam_explain`: a Quantus ``explain_func`` for the ``captum_camplus`` methods.
 - :func:`evaluate_methods`: every metric for several methods over a data set, one CAM pass per
   batch, with Lerma & Lucas' relative-performance tables; works under ``torch.distributed``.
@@ -17,12 +19,20 @@ the Quantus metrics need the ``metrics`` extra. The package is also importable a
 ``captum_camplus.metrics``, a name no module of a user's project can shadow.
 
 References:
+- Chattopadhay, Sarkar, Howlader & Balasubramanian (2018), "Grad-CAM++: Generalized
+  Gradient-based Visual Explanations for Deep Convolutional Networks", WACV 2018,
+  arXiv:1710.11063 (average drop, increase in confidence, win %).
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
+  arXiv:2205.10838 (Grad-CAM+, relative performance).
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD
+  2024, arXiv:2404.01964 (dead-zone mass).
 """
 
+from importlib import import_module
+from importlib.util import find_spec
+
 from .confidence import cam_dead_zone_mass, class_scores, explanation_maps
-from .evaluate import BatchScorer, BatchScores, EvaluationResult, evaluate_methods
+from .driver import evaluate_methods
 from .functional import (
     PairComparison,
     RelativePerformanceIntervals,
@@ -39,66 +49,54 @@ from .functional import (
     win_percentage,
 )
 from .heatmaps import MAPS_FROM, cam_explain, compute_cams
+from .result import EvaluationResult
+from .scoring import BatchScorer, BatchScores
 
-try:
-    import quantus  # noqa: F401
-except ImportError:  # the formulas and the driver work without it
-    _QUANTUS_MISSING = True
-else:
-    _QUANTUS_MISSING = False
-    from .quantus_adapter import CamMetric
-    from .quantus_metrics import (
-        QUANTUS_METRICS,
-        AverageDrop,
-        DeadZoneMass,
-        IncreaseInConfidence,
-        RelativePerformance,
-        WinPercentage,
-    )
-    from .quantus_registry import register
-
-    register(QUANTUS_METRICS)
-
-#: Names that exist only with Quantus installed.
-_NEED_QUANTUS = frozenset(
-    {
-        "QUANTUS_METRICS",
-        "AverageDrop",
-        "CamMetric",
-        "DeadZoneMass",
-        "IncreaseInConfidence",
-        "RelativePerformance",
-        "WinPercentage",
-        "register",
-    }
-)
+#: The names that need Quantus, by module. They are imported by :func:`__getattr__` at first use,
+#: not here: Quantus is an optional extra, slow to import, and importing
+#: :mod:`metrics.quantus_metrics` changes Quantus' global registry.
+_QUANTUS_NAMES = {
+    "QUANTUS_METRICS": "quantus_metrics",
+    "AverageDrop": "quantus_metrics",
+    "DeadZoneMass": "quantus_metrics",
+    "IncreaseInConfidence": "quantus_metrics",
+    "RelativePerformance": "quantus_metrics",
+    "WinPercentage": "quantus_metrics",
+    "CamMetric": "quantus_adapter",
+    "register_quantus_metrics": "quantus_registry",
+}
 
 
 def __getattr__(name: str) -> object:
-    if _QUANTUS_MISSING and name in _NEED_QUANTUS:
+    module = _QUANTUS_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        value = getattr(import_module(f".{module}", __name__), name)
+    except ImportError as error:
+        if (error.name or "").partition(".")[0] != "quantus":
+            raise
         raise ImportError(
-            f"metrics.{name} is a Quantus metric and Quantus is not installed: "
+            f"metrics.{name} needs Quantus, which is not installed (or cannot be imported): "
             'pip install "captum-camplus[metrics]"'
-        )
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        ) from error
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_QUANTUS_NAMES})
 
 
 __all__ = [
     "MAPS_FROM",
-    "QUANTUS_METRICS",
-    "AverageDrop",
     "BatchScorer",
     "BatchScores",
-    "CamMetric",
-    "DeadZoneMass",
     "EvaluationResult",
-    "IncreaseInConfidence",
     "PairComparison",
-    "RelativePerformance",
     "RelativePerformanceIntervals",
     "RelativePerformanceStats",
     "ScoreIntervals",
-    "WinPercentage",
     "average_drop",
     "cam_dead_zone_mass",
     "cam_explain",
@@ -109,10 +107,14 @@ __all__ = [
     "evaluate_methods",
     "explanation_maps",
     "increase_in_confidence",
-    "register",
     "relative_performance",
     "relative_performance_intervals",
     "score_intervals",
     "sign_test",
     "win_percentage",
 ]
+
+# ``from metrics import *`` gives the Quantus names only where Quantus can be imported (found on
+# the path, not imported here), so that it works without the extra.
+if find_spec("quantus") is not None:
+    __all__ += list(_QUANTUS_NAMES)

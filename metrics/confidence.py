@@ -49,21 +49,23 @@ class Scores(NamedTuple):
     target: Tensor  #: the explained class of each image (long)
 
 
-def score_kind(scores: ScoreKind | bool | None = None, softmax: bool | None = None) -> ScoreKind:
-    """The :data:`ScoreKind` of a ``scores=`` option, or of the older ``softmax=`` flag (True:
-    ``"softmax"``, False: ``"raw"``); ``"softmax"`` when neither is given."""
-    if isinstance(scores, bool):
-        scores, softmax = None, scores
-    if softmax is not None and not isinstance(softmax, bool):
-        raise TypeError(f"softmax must be True or False, got {softmax!r}")
-    from_flag = None if softmax is None else ("softmax" if softmax else "raw")
+def score_kind(scores: ScoreKind | None = None) -> ScoreKind:
+    """The :data:`ScoreKind` of a ``scores=`` option (``None``: ``"softmax"``, the papers').
+
+    Raises:
+        TypeError: for True or False (no flag stands for a kind of score: name it).
+        ValueError: for anything else that is not in :data:`SCORES`.
+    """
     if scores is None:
-        return from_flag or "softmax"
-    if scores not in SCORES:
-        raise ValueError(f"scores must be one of {SCORES}, got {scores!r}")
-    if from_flag is not None and from_flag != scores:
-        raise ValueError(f"softmax={softmax} contradicts scores={scores!r}: pass scores alone")
-    return scores
+        return "softmax"
+    if isinstance(scores, bool):
+        raise TypeError(
+            f"scores={scores} is not a kind of score: pass scores='softmax', 'sigmoid' or 'raw'"
+        )
+    for kind in SCORES:
+        if scores == kind:
+            return kind
+    raise ValueError(f"scores must be one of {SCORES}, got {scores!r}")
 
 
 def check_score_kind(outputs: Tensor, scores: ScoreKind) -> None:
@@ -78,26 +80,18 @@ def check_score_kind(outputs: Tensor, scores: ScoreKind) -> None:
 
 
 def model_forward(
-    model: Callable[[Tensor], Tensor],
-    preprocess: Preprocess | None = None,
-    softmax: bool = False,
+    model: Callable[[Tensor], Tensor], preprocess: Preprocess | None = None
 ) -> Callable[[Tensor], Tensor]:
-    """The function the metrics call: ``model(preprocess(x))``, optionally followed by a softmax.
+    """The function the metrics call: ``model(preprocess(x))``.
 
     With ``preprocess``, every input must be an image in [0, 1] (checked on each call).
     """
-    if preprocess is None and not softmax:
+    if preprocess is None:
         return model
 
     def forward(inputs: Tensor) -> Tensor:
-        if preprocess is not None:
-            check_image(inputs)
-            inputs = preprocess(inputs)
-        outputs = model_scores(model(inputs))
-        if not softmax:
-            return outputs
-        check_not_probabilities(outputs)
-        return torch.softmax(outputs, dim=1)
+        check_image(inputs)
+        return model_scores(model(preprocess(inputs)))
 
     return forward
 
@@ -143,7 +137,7 @@ def class_scores(
     forward: Callable[[Tensor], Tensor],
     inputs: Tensor,
     target: Tensor | int | Sequence[int] | np.ndarray | None = None,
-    scores: ScoreKind | bool = "softmax",
+    scores: ScoreKind = "softmax",
 ) -> Scores:
     """Score of the target class on each input, from one batched forward without gradients.
 
@@ -159,8 +153,7 @@ def class_scores(
             (:func:`metrics.guards.check_not_probabilities`). ``"sigmoid"``: the probability of
             each label on its own, ``sigmoid(z_c)``, from ``logsigmoid`` in float64: binary
             ``(N, 1)`` and multi-label models, scored per label. ``"raw"``: the outputs, whose
-            log is NaN where they are not positive. True and False stand for ``"softmax"`` and
-            ``"raw"`` (the older ``softmax=`` flag).
+            log is NaN where they are not positive.
     """
     with torch.no_grad():
         outputs = model_scores(forward(inputs))
@@ -170,7 +163,7 @@ def class_scores(
 def target_scores(
     outputs: Tensor,
     target: Tensor | int | Sequence[int] | np.ndarray | None = None,
-    scores: ScoreKind | bool = "softmax",
+    scores: ScoreKind = "softmax",
 ) -> Scores:
     """:func:`class_scores` from outputs already computed (e.g. by the CAM pass's forward)."""
     kind = score_kind(scores)
@@ -180,7 +173,8 @@ def target_scores(
     outputs = outputs.detach()
     if target is None:
         target = outputs.argmax(dim=1)
-    target = as_target(target, *outputs.shape, device=outputs.device)
+    n, classes = outputs.shape
+    target = as_target(target, n, classes, device=outputs.device)
     if kind == "softmax":
         check_not_probabilities(outputs)
     outputs = outputs.to(torch.float64)

@@ -3,6 +3,14 @@ batches of :class:`~metrics.scoring.BatchScorer` over the data (this process's s
 ``torch.distributed``), as records (:mod:`metrics.records`) gathered from every process into
 one :class:`~metrics.result.EvaluationResult`.
 
+>>> result = evaluate_methods(model, model.layer4, images, labels=labels, threshold=0.5)
+>>> print(result)                     # aggregates and the relative-performance table
+>>> result.summary()                  # the same as rows (dicts), e.g. for csv.DictWriter
+>>> scorer = BatchScorer(model, model.layer4, threshold=0.5)  # one batch at a time, to stream
+>>> batch = scorer(x, labels, index)  # per-image Y, O, log O of every method
+>>> records = image_records(batch)    # one JSON-ready record per image
+>>> result = evaluation_result(records, scorer.names, scorer.maps_from, scores=scorer.scores)
+
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
   arXiv:2205.10838.
@@ -35,7 +43,7 @@ def evaluate_methods(
     *,
     labels: Tensor | None = None,
     maps_from: Sequence[MapsFrom] = MAPS_FROM,
-    softmax: bool | None = None,
+    scores: ScoreKind = "softmax",
     threshold: float | None = None,
     preprocess: Preprocess | None = None,
     unseen: Tensor | None = None,
@@ -43,7 +51,6 @@ def evaluate_methods(
     progress: bool = True,
     on_layer: LayerCallback | None = None,
     layout: LayoutSpec = None,
-    scores: ScoreKind | None = None,
 ) -> EvaluationResult:
     """Score every method on every image with every metric.
 
@@ -61,8 +68,11 @@ def evaluate_methods(
         labels: The class to explain per image for tensor ``data``; default the predicted one.
         maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas,
             tables 1-2).
-        softmax: Score ``Y`` and ``O`` as softmax probabilities (True, the papers) or raw
-            outputs (False); ``scores`` says the same and more.
+        scores: How ``Y`` and ``O`` are scored: ``"softmax"`` probabilities (default, the
+            papers'), ``"sigmoid"`` (binary ``(N, 1)`` and multi-label models: each label's
+            sigmoid probability; post-softmax maps then differentiate it) or ``"raw"`` outputs
+            (:func:`metrics.confidence.class_scores`). A binary model's one output is never put
+            through a softmax: the default raises an error naming the choice.
         threshold: Keep only images whose score ``Y`` exceeds it (Lerma & Lucas use 0.5 on
             softmax).
         preprocess: If given, ``data`` holds images in [0, 1] and the model sees
@@ -77,10 +87,6 @@ def evaluate_methods(
         layout: The layer's layout (``"tokens"`` for a ViT, ``"channels_last"`` for a Swin
             stage), as :class:`captum_camplus.CamAttribution` takes it; read against each
             batch's images (:mod:`captum_camplus.layouts`).
-        scores: ``"softmax"`` (default), ``"sigmoid"`` (binary ``(N, 1)`` and multi-label
-            models: each label's sigmoid probability; post-softmax maps then differentiate it)
-            or ``"raw"`` (:func:`metrics.confidence.class_scores`). A binary model's one output
-            is never put through a softmax: the default raises an error naming the choice.
 
     Raises:
         ValueError: if no image passes the threshold, and for bad arguments.
@@ -90,7 +96,6 @@ def evaluate_methods(
         layer,
         methods,
         maps_from=maps_from,
-        softmax=softmax,
         scores=scores,
         threshold=threshold,
         preprocess=preprocess,

@@ -9,7 +9,7 @@ it inputs of its own dtype, and never put a second softmax on outputs that are p
 - :func:`check_not_probabilities`: the papers' scores are softmax probabilities of logits; a
   model that already ends in a softmax would get a second one, which squashes every score
   towards ``1 / classes`` without a word. Outputs whose rows are non-negative and sum to 1 are
-  refused with the option that scores them as they are (``softmax=False``).
+  refused with the option that scores them as they are (``scores="raw"``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def evaluation_mode(model: nn.Module | Callable[..., Any]) -> Iterator[None]:
     """Run the block with ``model`` in eval mode, then restore each submodule's own mode."""
     modules = list(model.modules()) if isinstance(model, nn.Module) else []
     modes = [module.training for module in modules]
-    if any(modes):  # metrics are eval-mode quantities; batch statistics would change the model
+    # metrics are eval-mode quantities; batch statistics would change the model
+    if isinstance(model, nn.Module) and any(modes):
         model.eval()
     try:
         yield
@@ -106,7 +107,7 @@ def check_not_probabilities(outputs: Tensor) -> None:
         raise ValueError(
             "the model's outputs already look like probabilities (every row non-negative and "
             "summing to 1), so a softmax on top would squash them: score them as they are with "
-            "softmax=False (and take CAMs of them with maps_from='pre-softmax', the gradients of "
+            "scores='raw' (and take CAMs of them with maps_from='pre-softmax', the gradients of "
             "the model's own outputs), or pass a model that returns logits"
         )
 

@@ -113,6 +113,21 @@ def method_instances(
     return LayerCams(model, layer, methods=methods, layout=layout)
 
 
+def relu_maps(
+    cams: LayerCams, activation: Tensor, gradient: Tensor, input_shape: torch.Size
+) -> dict[str, Tensor]:
+    """Every method's ReLU'd map, by name, from the layer's one output ``A`` and its ``g``.
+
+    The maps of one layer tensor are tensors (tuples are for layers with several outputs,
+    which :attr:`captum_camplus.LayerCapture.activation` refuses).
+    """
+    maps = cams.maps_from_layer(activation, gradient, True, input_shape=input_shape)
+    tensors = {name: cam for name, cam in maps.items() if isinstance(cam, Tensor)}
+    if len(tensors) != len(maps):
+        raise TypeError("one layer tensor gave a tuple of maps; the metrics take one map each")
+    return tensors
+
+
 def compute_cams(
     model: nn.Module,
     layer: nn.Module | str,
@@ -145,11 +160,10 @@ def compute_cams(
     layer = find_layer(model, layer)
     cams = method_instances(model, layer, methods, layout)
     passed = layer_pass(model_forward(model, preprocess), layer, inputs)
-    target = as_target(target, *passed.outputs.shape, device=passed.outputs.device)
-    gradient = layer_gradient(passed, target, maps_from, scores=scores)
-    return cams.maps_from_layer(
-        passed.activation.detach(), gradient, relu_attributions=True, input_shape=inputs.shape
-    )
+    n, classes = passed.outputs.shape
+    selected = as_target(target, n, classes, device=passed.outputs.device)
+    gradient = layer_gradient(passed, selected, maps_from, scores=scores)
+    return relu_maps(cams, passed.activation.detach(), gradient, inputs.shape)
 
 
 def cam_explain(
@@ -188,9 +202,8 @@ def cam_explain(
     target = as_target(targets, x.shape[0], device=module_device(model))
     name = method_name(method)
     with evaluation_mode(model):
-        maps = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout, scores)
-    maps = maps[name]
-    return upsample_and_normalize(maps, x.shape[2:]).cpu().numpy().astype(np.float32)
+        cams = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout, scores)
+    return upsample_and_normalize(cams[name], x.shape[2:]).cpu().numpy().astype(np.float32)
 
 
 def _check_maps_from(maps_from: str) -> None:
@@ -206,5 +219,6 @@ __all__ = [
     "layer_gradients",
     "layer_pass",
     "method_instances",
+    "relu_maps",
     "target_score",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -150,23 +150,33 @@ class CamMetric(quantus.Metric):
             0.5). The others get a NaN score that the default aggregation skips; a call in which
             no image passes raises ``ValueError``.
         return_aggregate: Return the dataset value (default) rather than per-image scores.
-        aggregate_func: Replaces the default aggregation (see :attr:`aggregate`).
+        aggregate_func: Replaces the default aggregation (see :meth:`aggregate`).
+        scores: How ``Y`` and ``O`` are scored, the one setting of it: ``"softmax"`` (default,
+            the papers') probabilities, computed in float64; ``"sigmoid"`` (binary ``(N, 1)``
+            and multi-label models: each label's sigmoid probability); ``"raw"`` outputs
+            (:func:`metrics.confidence.class_scores`). A binary model's one output is never put
+            through a softmax (the call raises an error naming the choice).
         disable_warnings, display_progressbar, kwargs: Passed to ``quantus.Metric``.
 
-    Call with Quantus' arguments; ``softmax=True`` (default, as the papers) scores softmax
-    probabilities computed in float64, ``softmax=False`` the model's raw outputs. ``scores=``
-    (here or in the call, which wins) chooses among ``"softmax"``, ``"sigmoid"`` (binary
-    ``(N, 1)`` and multi-label models, each label's sigmoid probability) and ``"raw"``
-    (:func:`metrics.confidence.class_scores`); a binary model's one output is never put through
-    a softmax (the call raises an error naming the choice).
+    Call with Quantus' arguments. Quantus' own ``softmax`` keyword (``quantus.evaluate`` passes
+    it when it is in ``call_kwargs``) does not choose the scores; it states them, and must agree
+    with ``scores``: ``softmax=True`` means ``scores="softmax"``, ``softmax=False`` means
+    ``"raw"`` or ``"sigmoid"``, and ``None`` (default) leaves ``scores`` to decide. A call that
+    contradicts ``scores`` raises ``ValueError``; a call never changes the metric.
+
+    ``return_aggregate=True`` by default, as Quantus' ``FaithfulnessCorrelation`` (not
+    ``PixelFlipping``): a call returns ``[dataset value]``.
     """
 
     data_applicability: ClassVar[set[DataType]] = {DataType.IMAGE}
     model_applicability: ClassVar[set[ModelType]] = {ModelType.TORCH}
     evaluation_category: ClassVar[EvaluationCategory] = EvaluationCategory.FAITHFULNESS
 
-    #: Default aggregation of the per-image scores: their mean, skipping thresholded images.
-    aggregate: ClassVar[Callable[[Any], float]] = staticmethod(lambda scores: np.nanmean(scores))
+    @staticmethod
+    def aggregate(scores: Sequence[float]) -> float:
+        """Default aggregation of the per-image scores: their mean, skipping thresholded images
+        (NaN)."""
+        return float(np.nanmean(scores))
 
     def __init__(
         self,
@@ -174,10 +184,10 @@ class CamMetric(quantus.Metric):
         preprocess: Preprocess | None = None,
         threshold: float | None = None,
         return_aggregate: bool = True,
-        aggregate_func: Callable | None = None,
+        aggregate_func: Callable[[Sequence[float]], Any] | None = None,
         disable_warnings: bool = True,
         display_progressbar: bool = False,
-        scores: ScoreKind | None = None,
+        scores: ScoreKind = "softmax",
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -194,8 +204,7 @@ class CamMetric(quantus.Metric):
         )
         self.preprocess = preprocess
         self.threshold = threshold
-        self.scores_option = None if scores is None else score_kind(scores)
-        self.scores: ScoreKind = self.scores_option or "softmax"
+        self.scores: ScoreKind = score_kind(scores)
 
     def __call__(
         self,
@@ -208,16 +217,17 @@ class CamMetric(quantus.Metric):
         explain_func: ExplainFunc | None = None,
         explain_func_kwargs: dict[str, Any] | None = None,
         model_predict_kwargs: dict[str, Any] | None = None,
-        softmax: bool | None = True,
+        softmax: bool | None = None,
         device: str | None = None,
         batch_size: int = 64,
         custom_batch: Any = None,
-        scores: ScoreKind | None = None,
         **kwargs: Any,
     ) -> list[float]:
-        """Score ``a_batch`` (or the maps of ``explain_func``) of ``model`` on the data."""
-        chosen = scores or self.scores_option
-        self.scores = score_kind(chosen) if chosen else score_kind(softmax=softmax is not False)
+        """Score ``a_batch`` (or the maps of ``explain_func``) of ``model`` on the data.
+
+        ``softmax`` must agree with the metric's ``scores`` (see :class:`CamMetric`).
+        """
+        self._check_softmax(softmax)
         if len(x_batch) == 0:  # Quantus would call the empty a_batch "all zero"
             raise ValueError(f"{self.name}: x_batch is empty, there is nothing to score")
         with evaluation_mode(model):
@@ -237,6 +247,19 @@ class CamMetric(quantus.Metric):
                 custom_batch=custom_batch,
                 **kwargs,
             )
+
+    def _check_softmax(self, softmax: bool | None) -> None:
+        """Raise unless Quantus' ``softmax`` flag of a call agrees with :attr:`scores`."""
+        if softmax is None or softmax == (self.scores == "softmax"):
+            return
+        if not isinstance(softmax, bool):
+            raise TypeError(f"softmax must be True, False or None, got {softmax!r}")
+        wanted = "'softmax'" if softmax else "'raw' or 'sigmoid'"
+        raise ValueError(
+            f"{self.name} scores {self.scores!r} but was called with softmax={softmax}: the "
+            f"metric's scores= decides how Y and O are scored; build it with scores={wanted} "
+            "(or leave softmax out of the call)"
+        )
 
     def score(self, batch: MetricBatch) -> Tensor:
         """The metric's formula: one value per image of ``batch``."""

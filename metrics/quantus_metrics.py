@@ -2,12 +2,22 @@
 Quantus metrics. Each states its formula; :class:`metrics.quantus_adapter.CamMetric` does the
 rest (arguments, tensors on the model's device, explanation maps, scores, threshold).
 
-The formulas are those of :mod:`metrics.functional`, after three sources: average drop and
-increase in confidence from the course report of Singh, Harithas, Khan & Hadi that reimplements
-Grad-CAM++ (section 4.2); win % and relative performance from Lerma & Lucas (2022), "Grad-CAM++
-is equivalent to Grad-CAM with positive gradients" (arXiv:2205.10838); the dead-zone mass from
-Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls"
-(arXiv:2404.01964).
+Importing this module lists the five metrics in ``quantus.available_metrics()`` under
+"Faithfulness" (:func:`metrics.quantus_registry.register_quantus_metrics`, idempotent).
+
+The formulas are those of :mod:`metrics.functional`. Average drop, increase in confidence and
+win % were proposed with Grad-CAM++ by Chattopadhay et al. (a course report by Singh, Harithas,
+Khan & Hadi, without year or venue, reimplements the first two, its section 4.2); relative
+performance is Lerma & Lucas' (eq. 16-17) and the dead-zone mass Taimeskhanov et al.'s (eq. 7).
+
+References:
+- Chattopadhay, Sarkar, Howlader & Balasubramanian (2018), "Grad-CAM++: Generalized
+  Gradient-based Visual Explanations for Deep Convolutional Networks", WACV 2018,
+  arXiv:1710.11063.
+- Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
+  arXiv:2205.10838.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD
+  2024, arXiv:2404.01964.
 """
 
 from __future__ import annotations
@@ -23,10 +33,11 @@ from torch import Tensor
 from . import functional
 from .confidence import cam_dead_zone_mass
 from .quantus_adapter import CamMetric, MetricBatch, Rival
+from .quantus_registry import register_quantus_metrics
 
 
 class AverageDrop(CamMetric):
-    """Average Drop %: ``100 max(0, Y - O) / Y`` per image, averaged (Singh et al., sec. 4.2).
+    """Average Drop %: ``100 max(0, Y - O) / Y`` per image, averaged (Chattopadhay et al.).
 
     Lower is better. The per-image scores are percentages; the aggregate is their mean.
     """
@@ -39,7 +50,7 @@ class AverageDrop(CamMetric):
 
 
 class IncreaseInConfidence(CamMetric):
-    """% Increase in Confidence: ``100 1[Y < O]`` per image, averaged (Singh et al., sec. 4.2).
+    """% Increase in Confidence: ``100 1[Y < O]`` per image, averaged (Chattopadhay et al.).
 
     Higher is better.
     """
@@ -53,7 +64,7 @@ class IncreaseInConfidence(CamMetric):
 
 class WinPercentage(CamMetric):
     """Win %: the share of images on which this method's map drops the score least among
-    itself and ``against`` (Grad-CAM++ paper, via Lerma & Lucas, sec. 4). Higher is better.
+    itself and ``against`` (Chattopadhay et al.). Higher is better.
 
     Methods within ``rtol`` of the best score split the image's win equally (see
     :func:`metrics.functional.win_percentage`), so with the same ``against`` list for every
@@ -86,11 +97,6 @@ class WinPercentage(CamMetric):
         return functional.win_percentage(scores, "none", self.rtol)[0]
 
 
-def _geometric_mean_of_ratios(log_ratios: Sequence[float]) -> float:
-    """Lerma & Lucas, eq. 17, from per-image log ratios (NaN for thresholded images is skipped)."""
-    return float(np.exp(np.nanmean(log_ratios)))
-
-
 class RelativePerformance(CamMetric):
     """Relative performance of this method ``M'`` vs ``baseline`` ``M`` (Lerma & Lucas, eq. 16-17).
 
@@ -107,7 +113,12 @@ class RelativePerformance(CamMetric):
 
     name = "Relative Performance"
     score_direction = ScoreDirection.HIGHER
-    aggregate = staticmethod(_geometric_mean_of_ratios)
+
+    @staticmethod
+    def aggregate(scores: Sequence[float]) -> float:
+        """Lerma & Lucas, eq. 17, from per-image log ratios (NaN for thresholded images is
+        skipped)."""
+        return float(np.exp(np.nanmean(scores)))
 
     def __init__(self, baseline: Rival, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -119,10 +130,11 @@ class RelativePerformance(CamMetric):
 
 
 class DeadZoneMass(CamMetric):
-    """Dead-zone mass ``||L on the unseen region||_2 / ||L||_2`` per image (Taimeskhanov et al.).
+    """Dead-zone mass ``||L on the unseen region||_2 / ||L||_2`` per image (Taimeskhanov et al.,
+    eq. 7).
 
     ``L`` is the map upsampled to the mask and min-max normalised. Lower is better; Taimeskhanov et
-    al. reports ``100 mu``. No model output is used.
+    al.'s table 1 gives ``100 mu``. No model output is used.
 
     Args:
         unseen: Boolean mask of the region the model cannot see, ``(H, W)`` or one per image,
@@ -156,6 +168,7 @@ QUANTUS_METRICS: dict[str, type[CamMetric]] = {
         DeadZoneMass,
     )
 }
+register_quantus_metrics(QUANTUS_METRICS)
 
 __all__ = [
     "QUANTUS_METRICS",

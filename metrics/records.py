@@ -78,7 +78,7 @@ def evaluation_result(
     Raises:
         ValueError: no records, or no image passed the threshold.
     """
-    kind = score_kind(scores, softmax)
+    kind = score_kind(scores)
     records = list(records)
     if not records:
         raise ValueError("the data holds no images: nothing to evaluate")

@@ -41,6 +41,7 @@ from .heatmaps import (
     layer_gradients,
     layer_pass,
     method_instances,
+    relu_maps,
 )
 from .result import PerMethod, map_per_method
 
@@ -69,12 +70,17 @@ class BatchScores:
 
     def cpu(self) -> BatchScores:
         """The same results on the CPU."""
-        fields = {"o": self.o, "log_o": self.log_o, "dead_zone": self.dead_zone}
-        nested = {
-            k: None if v is None else map_per_method(v, Tensor.cpu) for k, v in fields.items()
-        }
         return BatchScores(
-            *(t.cpu() for t in (self.index, self.target, self.y, self.log_y, self.kept)), **nested
+            index=self.index.cpu(),
+            target=self.target.cpu(),
+            y=self.y.cpu(),
+            log_y=self.log_y.cpu(),
+            kept=self.kept.cpu(),
+            o=map_per_method(self.o, Tensor.cpu),
+            log_o=map_per_method(self.log_o, Tensor.cpu),
+            dead_zone=None
+            if self.dead_zone is None
+            else map_per_method(self.dead_zone, Tensor.cpu),
         )
 
 
@@ -100,13 +106,12 @@ class BatchScorer:
         methods: Sequence[str] | Mapping[str, MethodFactory] | None = None,
         *,
         maps_from: Sequence[MapsFrom] = MAPS_FROM,
-        softmax: bool | None = None,
+        scores: ScoreKind = "softmax",
         threshold: float | None = None,
         preprocess: Preprocess | None = None,
         unseen: Tensor | None = None,
         on_layer: LayerCallback | None = None,
         layout: LayoutSpec = None,
-        scores: ScoreKind | None = None,
     ) -> None:
         self.names = method_names(methods)
         if not maps_from or any(source not in MAPS_FROM for source in maps_from):
@@ -121,7 +126,7 @@ class BatchScorer:
         self.methods = self.cams.methods
         self.device = module_device(model)
         self.model_forward = model_forward(model, preprocess)
-        self.scores = score_kind(scores, softmax)
+        self.scores = score_kind(scores)
         self.threshold = threshold
         self.unseen = None if unseen is None else torch.as_tensor(unseen).to(self.device)
         self.on_layer = on_layer
@@ -167,8 +172,7 @@ class BatchScorer:
             if self.on_layer is not None:
                 grid = (layout(activation, x.shape), layout(gradient, x.shape))
                 self.on_layer(source, kept_index, *grid)
-            maps = self.cams.maps_from_layer(activation, gradient, True, input_shape=x.shape)
-            for name, cam in maps.items():
+            for name, cam in relu_maps(self.cams, activation, gradient, x.shape).items():
                 scored = class_scores(
                     self.model_forward, explanation_maps(cam, x), target, self.scores
                 )

@@ -59,9 +59,9 @@ def _probability_twin(net: nn.Module, outputs: str) -> nn.Module:
 def test_probabilities_get_no_second_softmax(net, x):
     probs = _probability_twin(net, "probabilities")
     labels = torch.tensor([0, 1, 2, 3])
-    with pytest.raises(ValueError, match="already look like probabilities .* softmax=False"):
+    with pytest.raises(ValueError, match="already look like probabilities .* scores='raw'"):
         _call(AverageDrop(), probs, x, labels, layer=probs.conv)
-    stated = _call(AverageDrop(), probs, x, labels, layer=probs.conv, softmax=False)
+    stated = _call(AverageDrop(scores="raw"), probs, x, labels, layer=probs.conv)
     expected = _call(AverageDrop(), net, x, labels, layer=net.conv, maps_from="post-softmax")
     assert stated[0] == pytest.approx(expected[0], rel=1e-5)
 
@@ -73,7 +73,7 @@ def test_probabilities_in_the_driver_and_the_post_softmax_maps(net, x):
     with pytest.raises(ValueError, match="already look like probabilities"):
         compute_cams(probs, probs.conv, x, torch.tensor([0, 1, 2, 3]), maps_from="post-softmax")
     stated = evaluate_methods(
-        probs, probs.conv, x, softmax=False, maps_from=["pre-softmax"], progress=False
+        probs, probs.conv, x, scores="raw", maps_from=["pre-softmax"], progress=False
     )
     post = evaluate_methods(net, net.conv, x, maps_from=["post-softmax"], progress=False)
     torch.testing.assert_close(stated.y, post.y)

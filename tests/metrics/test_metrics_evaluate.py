@@ -220,7 +220,7 @@ def test_bad_arguments(setup) -> None:
         evaluate_methods(model, model.layer, images, labels=labels[:3], progress=False)
     with torch.no_grad():
         worst = model(images).argmin(dim=1)  # negative logits: no relative drop
-    raw = evaluate_methods(model, model.layer, images, labels=worst, softmax=False, progress=False)
+    raw = evaluate_methods(model, model.layer, images, labels=worst, scores="raw", progress=False)
     assert bool((raw.y < 0).any())
     with pytest.raises(ValueError, match="non-negative"):
         raw.summary()
@@ -232,6 +232,17 @@ def test_bad_arguments(setup) -> None:
         assert model.training
     finally:
         model.eval()
+
+
+def test_scores_is_the_one_option_for_how_y_and_o_are_scored(setup) -> None:
+    model, images, labels, _ = setup
+    with pytest.raises(TypeError, match="unexpected keyword argument 'softmax'"):
+        evaluate_methods(model, model.layer, images, softmax=False, progress=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'softmax'"):
+        BatchScorer(model, model.layer, softmax=True)
+    with pytest.raises(TypeError, match="not a kind of score"):
+        BatchScorer(model, model.layer, scores=False)  # type: ignore[arg-type]
+    assert BatchScorer(model, model.layer, scores="raw").scores == "raw"
 
 
 def _count_passes(model, layer):

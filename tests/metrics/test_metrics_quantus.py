@@ -129,10 +129,10 @@ def test_raw_outputs_and_threshold(setup) -> None:
         ["Grad-CAM"],
         labels=labels,
         maps_from=["pre-softmax"],
-        softmax=False,
+        scores="raw",
         progress=False,
     )
-    got = call(IncreaseInConfidence(), setup, "Grad-CAM", softmax=False)[0]
+    got = call(IncreaseInConfidence(scores="raw"), setup, "Grad-CAM")[0]
     assert got == pytest.approx(
         functional.increase_in_confidence(raw.y, raw.o["pre-softmax"]["Grad-CAM"]).item()
     )
@@ -145,20 +145,17 @@ def test_raw_outputs_and_threshold(setup) -> None:
         ["Grad-CAM", "HiResCAM"],
         labels=labels,
         maps_from=["pre-softmax"],
-        softmax=False,
+        scores="raw",
         threshold=threshold,
         progress=False,
     )
     per_image = call(
-        IncreaseInConfidence(threshold=threshold, return_aggregate=False),
+        IncreaseInConfidence(threshold=threshold, return_aggregate=False, scores="raw"),
         setup,
         "Grad-CAM",
-        softmax=False,
     )
     assert np.isnan(per_image).tolist() == (y <= threshold).tolist()
-    win = call(WinPercentage(METHODS[::3], threshold=threshold), setup, "Grad-CAM", softmax=False)[
-        0
-    ]
+    win = call(WinPercentage(METHODS[::3], threshold=threshold, scores="raw"), setup, "Grad-CAM")[0]
     assert win == pytest.approx(core_row(thresholded, "Grad-CAM")["win percentage"])
 
 
@@ -267,22 +264,22 @@ def test_registration_is_in_place_idempotent_and_polite() -> None:
     ]
     listed = quantus.available_metrics()["Faithfulness"]
     assert all(listed.count(name) == 1 for name in names)
-    assert metrics.register(metrics.QUANTUS_METRICS) == names
+    assert metrics.register_quantus_metrics(metrics.QUANTUS_METRICS) == names
     assert constants.AVAILABLE_METRICS is registry and registry["Faithfulness"] is faithfulness
     assert quantus.available_metrics()["Faithfulness"] == listed
     assert faithfulness["Win Percentage"] is WinPercentage
     with pytest.warns(UserWarning, match="already lists 'Pixel-Flipping'"):
-        assert metrics.register({"Pixel-Flipping": AverageDrop}) == []
+        assert metrics.register_quantus_metrics({"Pixel-Flipping": AverageDrop}) == []
     assert faithfulness["Pixel-Flipping"] is quantus.PixelFlipping
     # this package's class reloaded (same module and name) replaces the old one
     reloaded = type("AverageDrop", (AverageDrop,), {"__module__": AverageDrop.__module__})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            metrics.register({"Average Drop": reloaded})
+            metrics.register_quantus_metrics({"Average Drop": reloaded})
         assert faithfulness["Average Drop"] is reloaded
     finally:
-        metrics.register({"Average Drop": AverageDrop})
+        metrics.register_quantus_metrics({"Average Drop": AverageDrop})
     assert faithfulness["Average Drop"] is AverageDrop
 
 
@@ -318,3 +315,45 @@ def test_model_predict_kwargs_reach_the_model(setup) -> None:
     plain = AverageDrop()(model=model, **data)
     assert with_kwargs[0] == pytest.approx(built_in[0], rel=1e-12)
     assert with_kwargs[0] != pytest.approx(plain[0], rel=1e-3)
+
+
+def test_quantus_softmax_flag_states_the_scores_and_never_changes_the_metric(setup) -> None:
+    """``scores=`` is the metric's one setting; Quantus' ``softmax`` must agree with it."""
+    softmax, raw = AverageDrop(), AverageDrop(scores="raw")
+    expected = {"softmax": call(softmax, setup, "Grad-CAM")[0], "raw": call(raw, setup, "Grad-CAM")}
+    assert expected["raw"][0] != pytest.approx(expected["softmax"], rel=1e-3)
+    assert call(softmax, setup, "Grad-CAM", softmax=True)[0] == expected["softmax"]
+    assert call(raw, setup, "Grad-CAM", softmax=False) == expected["raw"]
+    with pytest.raises(ValueError, match="scores 'softmax' but was called with softmax=False"):
+        call(softmax, setup, "Grad-CAM", softmax=False)
+    with pytest.raises(ValueError, match="build it with scores='softmax'"):
+        call(raw, setup, "Grad-CAM", softmax=True)
+    assert (softmax.scores, raw.scores) == ("softmax", "raw")  # no call rewrote them
+    assert call(softmax, setup, "Grad-CAM")[0] == expected["softmax"]
+    with pytest.raises(TypeError, match="not a kind of score"):
+        AverageDrop(scores=False)  # type: ignore[arg-type]
+
+
+def test_quantus_evaluate_passes_its_softmax_call_keyword(setup) -> None:
+    model, images, labels, _ = setup
+
+    def run(metric: AverageDrop, softmax: bool) -> float:
+        table = quantus.evaluate(
+            metrics={"AD": metric},
+            xai_methods={"Grad-CAM": cam_explain},
+            model=model,
+            x_batch=images.numpy(),
+            y_batch=labels.numpy(),
+            explain_func_kwargs={"layer": model.layer},
+            call_kwargs={"stated": {"softmax": softmax}},
+            agg_func=lambda scores: scores[0],
+            verbose=False,
+        )
+        return table["Grad-CAM"]["AD"]
+
+    assert run(AverageDrop(scores="raw"), softmax=False) == pytest.approx(
+        call(AverageDrop(scores="raw"), setup, "Grad-CAM")[0], rel=1e-12
+    )
+    assert run(AverageDrop(), softmax=True) == pytest.approx(
+        call(AverageDrop(), setup, "Grad-CAM")[0], rel=1e-12
+    )
