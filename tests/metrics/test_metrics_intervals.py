@@ -251,7 +251,6 @@ def _result() -> EvaluationResult:
         o=per,
         log_o=log,
         dead_zone=None,
-        softmax=True,
         threshold=None,
         images_seen=30,
     )
