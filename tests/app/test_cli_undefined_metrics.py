@@ -60,6 +60,7 @@ def test_raw_scores_complete_the_run_with_undefined_metrics_as_na(tmp_path, caps
     for link in re.findall(r"\]\(([^)]+\.png)\)", report):
         assert (out / link).is_file(), link
     assert not list(out.glob("gallery-*.svg"))
+    assert "(O' - O largest first)" in report  # the gallery compares raw scores by difference
     printed = capsys.readouterr().out
     assert "scores: raw outputs" in printed and "average drop: n/a under raw scores" in printed
 
