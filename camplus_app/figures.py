@@ -3,7 +3,8 @@ and a gallery of the images on which two methods disagree most.
 
 Each function returns a matplotlib ``Figure`` drawn without a display (Agg canvas), so it can be
 saved from scripts, tests and servers alike; :func:`figure_files` renders one as a 200 dpi PNG
-and an SVG. Every axis is labelled, every panel says how many images it shows.
+(and, for plots, an SVG; a figure of raster images is PNG only: its SVG would only wrap the
+pixels, several MB each). Every axis is labelled, every panel says how many images it shows.
 
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
@@ -99,6 +100,8 @@ def overlay_figure(
         title: Figure title, e.g. the class explained.
         alpha: Opacity of the heatmaps.
     """
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
     pixels = _hwc(image)
     figure = _figure(2.6 * (1 + len(heatmaps)) + 0.8, 3.5)
     axes = figure.subplots(1, 1 + len(heatmaps), squeeze=False)[0]
@@ -116,17 +119,19 @@ def overlay_figure(
         bar.set_label("heatmap, min-max normalised per map")
     figure.suptitle(printable(title))  # an undecodable file name as \xHH, not a TypeError
     figure.text(0.5, 0.01, NORMALISED_CAPTION, ha="center", va="bottom", fontsize=7, wrap=True)
-    figure.get_layout_engine().set(rect=(0, 0.07, 1, 0.93))
+    figure.set_layout_engine(ConstrainedLayoutEngine(rect=(0, 0.07, 1, 0.93)))  # room for it
     return figure
 
 
-def _colour_bar(figure: Figure, axes: list[Axes], top: float, **options: float) -> Colorbar:
+def _colour_bar(
+    figure: Figure, axes: list[Axes], top: float, shrink: float, pad: float = 0.05
+) -> Colorbar:
     """An opaque colour bar of the heatmaps' colours from 0 to ``top`` beside ``axes``."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
     scale = ScalarMappable(Normalize(0.0, top), HEATMAP_COLOURS)
-    return figure.colorbar(scale, ax=axes, **options)
+    return figure.colorbar(scale, ax=axes, shrink=shrink, pad=pad)
 
 
 def relative_performance_boxplot(
@@ -321,7 +326,8 @@ class AlphaHistogram:
                 f"not {cls.binning()!r}: score the run again in a new folder"
             )
         histogram = cls()
-        histogram.counts[np.asarray(data["bins"], dtype=np.int64)] = data["counts"]
+        bins = np.asarray(data["bins"], dtype=np.int64)
+        histogram.counts[bins] = np.asarray(data["counts"], dtype=histogram.counts.dtype)
         histogram.min, histogram.max = float(data["min"]), float(data["max"])  # type: ignore[arg-type]
         return histogram
 
@@ -446,32 +452,34 @@ class GalleryRow:
 
 
 def disagreements(
-    log_ratios: Mapping[str, Tensor], pairs: int = 2, images: int = 8
+    contrasts: Mapping[str, Tensor], pairs: int = 2, images: int = 8
 ) -> list[tuple[str, Tensor, Tensor]]:
     """The pairs of methods that differ most and, for each, the images on which they disagree
     most in each direction.
 
     Args:
-        log_ratios: Pair label ("B vs A") -> per-image ``log(O'_i / O_i)``.
-        pairs: How many pairs, those with the largest mean ``|log(O'/O)|``; a pair whose log
-            ratios equal (or negate) a chosen pair's within :data:`SAME_DISAGREEMENT` is skipped.
+        contrasts: Pair label ("B vs A") -> a per-image contrast, positive where the first
+            method is ahead: ``log(O'_i / O_i)``, or ``O'_i - O_i`` for scores without ratios.
+        pairs: How many pairs, those with the largest mean ``|contrast|``; a pair whose
+            contrasts equal (or negate) a chosen pair's within :data:`SAME_DISAGREEMENT` is
+            skipped.
         images: Images per direction.
 
     Returns:
         ``(pair, first_better, second_better)``: positions (into the per-image values) of the
-        ``images`` largest log ratios, largest first, and of the ``images`` smallest, smallest
-        first (only images where the ratio leans that way).
+        ``images`` largest contrasts, largest first, and of the ``images`` smallest, smallest
+        first (only images where the contrast leans that way).
     """
-    ranked = sorted(log_ratios, key=lambda pair: -float(log_ratios[pair].abs().mean()))
+    ranked = sorted(contrasts, key=lambda pair: -float(contrasts[pair].abs().mean()))
     kept: list[str] = []
     for pair in ranked:
-        values = log_ratios[pair]
+        values = contrasts[pair]
         same = (  # the same disagreement (up to rounding) as a pair already kept, e.g. through
             # a method equal to another one (HiResCAM and Grad-CAM under global average pooling)
-            values.shape == log_ratios[other].shape
+            values.shape == contrasts[other].shape
             and min(
-                float((values - log_ratios[other]).abs().max()),
-                float((values + log_ratios[other]).abs().max()),
+                float((values - contrasts[other]).abs().max()),
+                float((values + contrasts[other]).abs().max()),
             )
             <= SAME_DISAGREEMENT
             for other in kept
@@ -480,7 +488,7 @@ def disagreements(
             kept.append(pair)
     chosen = []
     for pair in kept:
-        values = log_ratios[pair]
+        values = contrasts[pair]
         order = torch.argsort(values, descending=True, stable=True)
         first = order[: min(images, int((values > 0).sum()))]
         second = order.flip(0)[: min(images, int((values < 0).sum()))]

@@ -5,7 +5,9 @@ For the pairs of methods whose per-image relative performance ``O'_i / O_i`` dif
 positive gradients", arXiv:2205.10838, eq. 16), the images on which the first method is most
 ahead and those on which the second is, each with every method's map computed again for that
 image and kind of map (:func:`metrics.compute_cams`), min-max normalised as for the
-explanation map ``E = L (.) I`` that gave its ``O``, on one colour scale per image.
+explanation map ``E = L (.) I`` that gave its ``O``, on one colour scale per image. Scores that
+leave the ratio undefined (raw outputs, :func:`metrics.result.undefined_metrics`) are compared
+by their difference ``O' - O`` instead.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from camplus_app.figures import NORMALISED_CAPTION, GalleryRow, disagreements, g
 from captum_camplus.maps import upsample_and_normalize
 from captum_camplus.modules import module_device
 from metrics import compute_cams
+from metrics.heatmaps import MapsFrom
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,6 +32,9 @@ if TYPE_CHECKING:
 
 #: Pairs of methods shown, and images per pair and direction.
 PAIRS, IMAGES = 2, 8
+#: How two methods' ``O`` on an image are compared: their ratio, or their difference for
+#: scores that leave the ratio undefined.
+RATIO, DIFFERENCE = "O'/O", "O' - O"
 
 
 @dataclass
@@ -63,28 +69,31 @@ def build_galleries(
         class_of: Class index -> its label, e.g. ``"tabby (281)"``.
         pairs, images: How many pairs, and images per pair and direction.
     """
-    log_ratios = {}
+    contrast = gallery_contrast(result)
+    compared = result.log_o if contrast == RATIO else result.o
+    pairs_of: dict[str, tuple[MapsFrom, str, str]] = {}
+    contrasts = {}
     for source in result.maps_from:
-        log_o = result.log_o[source]
         for j, new in enumerate(result.methods):
             for base in result.methods[:j]:
-                log_ratios[f"{new} vs {base}, {source} maps"] = log_o[new] - log_o[base]
-    galleries = []
-    for label, first, second in disagreements(log_ratios, pairs, images):
-        pair, source = label.split(", ")
-        new, base = pair.split(" vs ")
+                label = f"{new} vs {base}, {source} maps"
+                pairs_of[label] = (source, new, base)
+                contrasts[label] = compared[source][new] - compared[source][base]
+    galleries: list[Gallery] = []
+    for label, first, second in disagreements(contrasts, pairs, images):
+        source, new, base = pairs_of[label]
         for ahead, rows in ((new, first), (base, second)):
             if len(rows) == 0:
                 continue
             number = len(galleries) + 1
             title = (
-                f"{pair}, {source}: the {len(rows)} images on which {ahead} is most ahead "
-                f"(O'/O {'largest' if ahead == new else 'smallest'} first)\n"
+                f"{label}: the {len(rows)} images on which {ahead} is most ahead "
+                f"({contrast} {'largest' if ahead == new else 'smallest'} first)\n"
                 f"{NORMALISED_CAPTION}"
             )
             drawn = _rows(
                 result,
-                source.removesuffix(" maps"),
+                source,
                 rows.tolist(),
                 model,
                 layer,
@@ -104,9 +113,15 @@ def build_galleries(
     return galleries
 
 
+def gallery_contrast(result: EvaluationResult) -> str:
+    """:data:`RATIO` where the result's scores define relative performance, else
+    :data:`DIFFERENCE`."""
+    return DIFFERENCE if "relative performance" in result.undefined else RATIO
+
+
 def _rows(
     result: EvaluationResult,
-    source: str,
+    source: MapsFrom,
     rows: Sequence[int],
     model: torch.nn.Module,
     layer: torch.nn.Module | str,
@@ -125,9 +140,9 @@ def _rows(
         x,
         target,
         result.methods,
-        source,  # type: ignore[arg-type]
+        source,
         layout=layout,
-        scores=result.scores,  # type: ignore[arg-type]
+        scores=result.scores,
     )
     upsampled = {m: upsample_and_normalize(cam, x.shape[-2:]) for m, cam in maps.items()}
     return [
@@ -143,4 +158,12 @@ def _rows(
     ]
 
 
-__all__ = ["IMAGES", "PAIRS", "Gallery", "build_galleries"]
+__all__ = [
+    "DIFFERENCE",
+    "IMAGES",
+    "PAIRS",
+    "RATIO",
+    "Gallery",
+    "build_galleries",
+    "gallery_contrast",
+]

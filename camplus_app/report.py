@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from camplus_app.gallery import Gallery
+from camplus_app.gallery import RATIO, Gallery, gallery_contrast
 from camplus_app.provenance import Provenance
-from metrics.digits import with_intervals
+from metrics.functional import TIE_RTOL
 from metrics.intervals import RESAMPLES
 from metrics.result import EvaluationResult
-from metrics.tables import format_table
+from metrics.tables import Tables
 
 #: Unreadable images listed in the report itself (all are in unreadable.csv).
 SHOWN_UNREADABLE = 20
@@ -56,34 +56,57 @@ class RunFacts:
 def markdown_report(
     facts: RunFacts,
     result: EvaluationResult,
-    summary: dict[str, Any],
+    tables: Tables,
+    summary: Mapping[str, Any],
     figures: Sequence[str],
-    unreadable: Sequence[dict[str, Any]],
+    unreadable: Sequence[Mapping[str, Any]],
     galleries: Sequence[Gallery] = (),
 ) -> str:
-    """The report as Markdown; ``figures`` are the image files written beside it. Values are
-    shown as ``value [low, high]`` (95 % paired bootstrap, seeded by ``facts.seed``) to the
-    digits their intervals support (:mod:`metrics.digits`)."""
+    """The report as Markdown, rendering ``tables`` (built once by
+    :meth:`EvaluationResult.tables`); ``figures`` are the image files written beside it. Values
+    are shown as ``value [low, high]`` (95 % paired bootstrap, seeded by ``facts.seed``) to the
+    digits their intervals support (:mod:`metrics.digits`), ``n/a`` with a note where the scores
+    leave a metric undefined."""
+    sections = [
+        _settings_section(facts, result, summary),
+        _scores_section(facts, tables),
+        _pairs_section(tables),
+        _figures_section(figures),
+        _gallery_section(galleries, result),
+        _provenance_section(facts),
+        _lists_section(facts, unreadable),
+        _files_section(),
+    ]
+    return "\n".join(line for section in sections for line in section)
+
+
+def _data_text(facts: RunFacts) -> str:
     data = ", ".join(facts.data) if facts.data else "the bundled photographs"
     if facts.classes is not None:
         data += f" ({facts.classes} class folders, {facts.listed} images)"
-    explained = (
-        "the true class (from the class folder)"
-        if facts.classes is not None
-        else (
-            f"class {facts.target} ({facts.target_name})"
-            if facts.target is not None
-            else "the predicted class"
-        )
-    )
+    return data
+
+
+def _explained_text(facts: RunFacts) -> str:
+    if facts.classes is not None:
+        return "the true class (from the class folder)"
+    if facts.target is not None:
+        return f"class {facts.target} ({facts.target_name})"
+    return "the predicted class"
+
+
+def _settings_section(
+    facts: RunFacts, result: EvaluationResult, summary: Mapping[str, Any]
+) -> list[str]:
+    """The title, the table of settings and what ``Y`` and ``O`` are."""
     selection = f"{facts.images} of {facts.listed}"
     if facts.limit is not None and facts.limit < facts.listed:
         selection += f" (--limit {facts.limit} --seed {facts.seed})"
     rows = [
-        ("data", data),
+        ("data", _data_text(facts)),
         ("model", f"{facts.model}, CAM layer `{facts.layer}`"),
         ("methods", ", ".join(facts.methods)),
-        ("explained class", explained),
+        ("explained class", _explained_text(facts)),
         ("scores", facts.scores),
         ("threshold", "none" if facts.threshold is None else f"{facts.scores} > {facts.threshold}"),
         ("images", selection),
@@ -93,10 +116,12 @@ def markdown_report(
         ("batch size", str(facts.batch_size)),
         ("processes (last attempt)", str(summary["processes"])),
     ]
+    if result.undefined:
+        rows.append(("n/a under these scores", ", ".join(result.undefined)))
     if summary.get("images per second"):
         rows.append(("images/s (all attempts)", f"{summary['images per second']:.3g}"))
-    lines = [
-        f"# camplus compare: {facts.model} on {data}",
+    return [
+        f"# camplus compare: {facts.model} on {_data_text(facts)}",
         "",
         "| setting | value |",
         "|---|---|",
@@ -107,6 +132,11 @@ def markdown_report(
         f"`E`, both {_SCORES[facts.scores]}. Maps come from the gradients of the logits",
         "(pre-softmax) and of the softmax output (post-softmax), as in Lerma & Lucas (2022),",
         "section 4.",
+    ]
+
+
+def _scores_section(facts: RunFacts, tables: Tables) -> list[str]:
+    return [
         "",
         "## Scores",
         "",
@@ -114,13 +144,17 @@ def markdown_report(
         "better), in %. Each value is followed by its 95 % interval, a paired percentile",
         f"bootstrap over the images ({RESAMPLES} resamples drawing the same images for every",
         f"method, seed {facts.seed}), and printed to the digits the interval supports; the CSV",
-        "files keep every digit. Win %: a tie (O within a relative 1e-4 of the best) is shared.",
+        "files keep every digit. Win %: a tie (O within a relative",
+        f"{TIE_RTOL:g} of the best) is shared.",
         "",
-        format_table(
-            with_intervals(result.summary(intervals=True, seed=facts.seed)), markdown=True
-        ),
+        tables.scores.text(markdown=True),
     ]
-    if len(result.methods) > 1:
+
+
+def _pairs_section(tables: Tables) -> list[str]:
+    """Relative performance and the pairwise comparisons (two or more methods)."""
+    lines = []
+    if tables.relative_performance is not None:
         lines += [
             "",
             "## Relative performance (Lerma & Lucas, tables 1-2)",
@@ -129,19 +163,25 @@ def markdown_report(
             "standard deviation of `log(O'/O)`, with their intervals. `equal` marks a pair whose",
             "value and interval lie within float32 rounding of equality.",
             "",
-            format_table(
-                with_intervals(result.relative_performance(intervals=True, seed=facts.seed)),
-                markdown=True,
-            ),
+            tables.relative_performance.text(markdown=True),
+        ]
+    if tables.pairwise is not None:
+        lines += [
             "",
             "## Pairwise",
             "",
             "For each pair, the share of images on which the first method's `O` is higher (with",
-            "its interval), the ties (within a relative 1e-4, counted apart), the share the",
-            "second wins, and the p-value of an exact two-sided sign test on the images not tied.",
+            f"its interval), the ties (within a relative {TIE_RTOL:g}, counted apart), the share",
+            "the second wins, and the p-value of an exact two-sided sign test on the images not",
+            "tied.",
             "",
-            format_table(with_intervals(result.pairwise(seed=facts.seed)), markdown=True),
+            tables.pairwise.text(markdown=True),
         ]
+    return lines
+
+
+def _figures_section(figures: Sequence[str]) -> list[str]:
+    lines = []
     if "relative_performance.png" in figures:
         lines += [
             "",
@@ -158,63 +198,86 @@ def markdown_report(
             "",
             "![Histogram of the Grad-CAM++ alphas](alphas.png)",
         ]
-    if galleries:
+    return lines
+
+
+def _gallery_section(galleries: Sequence[Gallery], result: EvaluationResult) -> list[str]:
+    if not galleries:
+        return []
+    contrast = gallery_contrast(result)
+    lines = [
+        "",
+        "## Gallery: where the methods that differ most disagree",
+        "",
+        f"For the pairs of methods whose per-image `{contrast}` lies farthest from",
+        f"{'1' if contrast == RATIO else '0'}, the images on which each of the two is most",
+        "ahead: the image, then every method's map (min-max normalised, as for `E`), with the",
+        "class, `Y` and each method's `O`.",
+    ]
+    for gallery in galleries:
+        title = gallery.title.splitlines()[0]
         lines += [
             "",
-            "## Gallery: where the methods that differ most disagree",
+            f"### {title}",
             "",
-            "For the pairs of methods whose per-image `O'/O` lies farthest from 1, the images on",
-            "which each of the two is most ahead: the image, then every method's map (min-max",
-            "normalised, as for `E`), with the class, `Y` and each method's `O`.",
+            "Images, top to bottom: " + ", ".join(f"`{name}`" for name in gallery.images),
+            "",
+            f"![{title}]({gallery.file}.png)",
         ]
-        for gallery in galleries:
-            lines += [
-                "",
-                f"### {gallery.title.splitlines()[0]}",
-                "",
-                "Images, top to bottom: " + ", ".join(f"`{name}`" for name in gallery.images),
-                "",
-                f"![{gallery.title.splitlines()[0]}]({gallery.file}.png)",
-            ]
-    if facts.provenance is not None:
-        lines += [
-            "",
-            "## Provenance",
-            "",
-            "| | |",
-            "|---|---|",
-            *(f"| {key} | {value} |" for key, value in facts.provenance.markdown_rows()),
-            *(
-                f"| earlier attempt {number} | started {attempt['started']}, "
-                f"{attempt['processes']} processes x {attempt['threads']} threads, "
-                f"`{' '.join(attempt['command'])}` |"
-                for number, attempt in enumerate(facts.earlier_attempts, start=1)
-            ),
-        ]
+    return lines
+
+
+def _provenance_section(facts: RunFacts) -> list[str]:
+    if facts.provenance is None:
+        return []
+    return [
+        "",
+        "## Provenance",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {key} | {value} |" for key, value in facts.provenance.markdown_rows()),
+        *(
+            f"| earlier attempt {number} | started {attempt['started']}, "
+            f"{attempt['processes']} processes x {attempt['threads']} threads, "
+            f"`{' '.join(attempt['command'])}` |"
+            for number, attempt in enumerate(facts.earlier_attempts, start=1)
+        ),
+    ]
+
+
+def _lists_section(facts: RunFacts, unreadable: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The class folders left out, the files not read and the unreadable images."""
+    lines = []
     if facts.unmatched:
         lines += ["", "## Class folders left out (--skip-unmatched)", ""]
         lines += [f"- `{name}`: {why}" for name, why in facts.unmatched.items()]
     if facts.skipped:
         lines += ["", f"## Files of the class folders not read ({len(facts.skipped)})", ""]
-        shown = list(facts.skipped.items())[:SHOWN_UNREADABLE]
-        lines += [f"- `{name}`: {why}" for name, why in shown]
-        if len(facts.skipped) > SHOWN_UNREADABLE:
-            lines.append(f"- and {len(facts.skipped) - SHOWN_UNREADABLE} more")
+        lines += _at_most([f"- `{name}`: {why}" for name, why in facts.skipped.items()])
     if unreadable:
         lines += ["", f"## Unreadable images ({len(unreadable)}, all in unreadable.csv)", ""]
-        lines += [f"- `{row['image']}`: {row['error']}" for row in unreadable[:SHOWN_UNREADABLE]]
-        if len(unreadable) > SHOWN_UNREADABLE:
-            lines.append(f"- and {len(unreadable) - SHOWN_UNREADABLE} more")
-    lines += [
+        lines += _at_most([f"- `{row['image']}`: {row['error']}" for row in unreadable])
+    return lines
+
+
+def _at_most(items: list[str]) -> list[str]:
+    """The first :data:`SHOWN_UNREADABLE` items, and how many more there are."""
+    more = len(items) - SHOWN_UNREADABLE
+    return items[:SHOWN_UNREADABLE] + ([f"- and {more} more"] if more > 0 else [])
+
+
+def _files_section() -> list[str]:
+    return [
         "",
         "Files: `scores.csv`, `relative_performance.csv`, `pairwise.csv` (full precision, each",
-        "value followed by `<column> ci low` and `<column> ci high`), `images.csv` (per image,",
-        "method and kind of map), `dataset.csv` (the images scored, by position), each figure",
-        "as PNG (200 dpi) and SVG, `manifest.json` (the settings and the provenance), `parts/`",
+        "value followed by `<column> ci low` and `<column> ci high`; `n/a` and a `note` where",
+        "the scores leave a value undefined), `images.csv` (per image, method and kind of map),",
+        "`dataset.csv` (the images scored, by position), each plot as PNG (200 dpi) and SVG,",
+        "each gallery figure as PNG, `manifest.json` (the settings and the provenance), `parts/`",
         "(the raw per-batch results).",
         "",
     ]
-    return "\n".join(lines)
 
 
 __all__ = ["RunFacts", "markdown_report"]

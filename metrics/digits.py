@@ -22,6 +22,9 @@ NOISE = 1e-5
 DIGITS = 4
 #: Suffixes of the columns that bound a column ``c``: ``c ci low`` and ``c ci high``.
 LOW, HIGH = " ci low", " ci high"
+#: What a table shows for a value that is not defined (NaN): a metric the scores leave
+#: undefined, or win % of a single method.
+NOT_AVAILABLE = "n/a"
 #: What each kind of column equals when two methods are equal.
 REFERENCES = {"relative performance": 1.0, "log mean": 0.0, "log std": 0.0}
 
@@ -45,11 +48,14 @@ def format_estimate(
     """``value [low, high]`` to the precision of the interval, or ``equal (reference)`` when
     the value and its interval lie within ``noise`` of ``reference``.
 
-    Without an interval, or with one of zero width, :data:`DIGITS` significant digits.
+    Without an interval, or with one of zero width, :data:`DIGITS` significant digits; a NaN
+    value (not defined) is :data:`NOT_AVAILABLE`, whatever its interval.
     """
     ends = [v for v in (low, high) if v is not None]
     if len(ends) == 1:
         raise ValueError("give both ends of the interval or neither")
+    if math.isnan(value):
+        return NOT_AVAILABLE
     if reference is not None and all(abs(v - reference) <= noise for v in (value, *ends)):
         return f"equal ({reference:g})"
     if not ends:
@@ -92,6 +98,8 @@ def with_intervals(
 
 
 def _significant(value: float) -> str:
+    if math.isnan(value):
+        return NOT_AVAILABLE
     return _unsigned_zero(f"{value:.{DIGITS}g}")
 
 
@@ -114,6 +122,7 @@ __all__ = [
     "HIGH",
     "LOW",
     "NOISE",
+    "NOT_AVAILABLE",
     "REFERENCES",
     "decimals",
     "format_estimate",

@@ -1,6 +1,6 @@
 """The metrics' formulas on tensors of scores and maps: no model, no Quantus.
 
-Notation (Lerma & Lucas, section 4, Singh et al., section 4.2): for image ``i`` and the explained
+Notation (Lerma & Lucas, section 4; Chattopadhay et al.): for image ``i`` and the explained
 class ``c``, ``Y_i`` is the model's score of ``c`` on the image and ``O_i`` its score on the
 explanation map ``E_i = L_i (.) I_i``. Every function works on the tensors' device and returns
 float64.
@@ -9,13 +9,17 @@ float64.
 ``"mean"`` returns the dataset value the papers report.
 
 References:
+- Chattopadhay, Sarkar, Howlader & Balasubramanian (2018), "Grad-CAM++: Generalized
+  Gradient-based Visual Explanations for Deep Convolutional Networks", WACV 2018,
+  arXiv:1710.11063, https://arxiv.org/abs/1710.11063: Average Drop %, % Increase in Confidence
+  and Win %.
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
+  arXiv:2205.10838, https://arxiv.org/abs/2205.10838: relative performance (eq. 15-17).
 - Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
-  arXiv:2404.01964.
+  arXiv:2404.01964, https://arxiv.org/abs/2404.01964: dead-zone mass.
 - Singh, Harithas, Khan & Hadi, "Grad-CAM++: generalized gradient-based visual explanations for
-  deep convolutional networks", course report reimplementing CAM, Grad-CAM and Grad-CAM++ (Average
-  Drop % and % Increase in Confidence, section 4.2).
+  deep convolutional networks", a course report that reimplements the metrics of Chattopadhay
+  et al. (its section 4.2).
 
 Uncertainty: :func:`score_intervals`, :func:`relative_performance_intervals` and
 :func:`compare_pair` give 95 % paired percentile bootstrap intervals of the dataset values
@@ -34,9 +38,15 @@ from .intervals import LEVEL, RESAMPLES, Interval, paired_bootstrap, sign_test
 
 Reduction = Literal["mean", "none"]
 
+#: Relative tolerance within which two scores ``O`` tie (win %, pairwise comparisons): float32
+#: noise must not decide between maps that are equal in exact arithmetic (Grad-CAM and HiResCAM
+#: under global average pooling).
+TIE_RTOL = 1e-4
+
 
 def average_drop(y: Tensor, o: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """Average Drop %: ``100/N sum_i max(0, Y_i - O_i) / Y_i``, lower is better (Singh et al.).
+    """Average Drop %: ``100/N sum_i max(0, Y_i - O_i) / Y_i``, lower is better
+    (Chattopadhay et al. 2018).
 
     The drop is relative to ``Y``, so the scores must be non-negative (probabilities, the
     default of the papers). An image with ``Y_i = 0`` has a drop of 0: its score cannot fall.
@@ -55,13 +65,15 @@ def average_drop(y: Tensor, o: Tensor, reduction: Reduction = "mean") -> Tensor:
 
 
 def increase_in_confidence(y: Tensor, o: Tensor, reduction: Reduction = "mean") -> Tensor:
-    """% Increase in Confidence: ``100/N sum_i 1[Y_i < O_i]``, higher is better (Singh et al.)."""
+    """% Increase in Confidence: ``100/N sum_i 1[Y_i < O_i]``, higher is better
+    (Chattopadhay et al. 2018)."""
     y, o = _scores(y, "Y"), _scores(o, "O", like=y)
     return _reduce(100 * (y < o).to(torch.float64), reduction)
 
 
-def win_percentage(o: Tensor, reduction: Reduction = "mean", rtol: float = 1e-4) -> Tensor:
-    """Win %: the share of images on which each method's explanation map drops the score least.
+def win_percentage(o: Tensor, reduction: Reduction = "mean", rtol: float = TIE_RTOL) -> Tensor:
+    """Win % (Chattopadhay et al. 2018): the share of images on which each method's explanation
+    map drops the score least.
 
     ``o[m, i]`` is ``O_i`` for method ``m``. As all methods share ``Y_i``, the smallest drop
     ``(Y_i - O_i) / Y_i`` is the largest ``O_i``; the drop is not clamped at 0 here, so when
@@ -69,7 +81,7 @@ def win_percentage(o: Tensor, reduction: Reduction = "mean", rtol: float = 1e-4)
 
     Tie rule: the ``k`` methods whose ``O_i`` lies within ``rtol`` (relative) of the largest
     each get ``1/k`` of that image's win, so the percentages of all methods add up to 100. The
-    default ``rtol = 1e-4`` keeps float32 noise from deciding between maps that are equal in
+    default :data:`TIE_RTOL` keeps float32 noise from deciding between maps that are equal in
     exact arithmetic (Grad-CAM and HiResCAM under global average pooling); ``rtol=0`` counts
     exact ties only.
 
@@ -95,7 +107,7 @@ def win_percentage(o: Tensor, reduction: Reduction = "mean", rtol: float = 1e-4)
 
 
 class RelativePerformanceStats(NamedTuple):
-    """Relative performance of a method ``M'`` against ``M`` (Lerma & Lucas, eq. 16-17)."""
+    """Relative performance of a method ``M'`` against ``M`` (Lerma & Lucas, eq. 15-17)."""
 
     geometric_mean: Tensor  #: ``exp(mean_i log(O'_i / O_i))``, Lerma & Lucas, eq. 17 (table 1)
     log_mean: Tensor  #: mean of the log relative performance (table 2)
@@ -172,7 +184,7 @@ def dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mean") 
 class ScoreIntervals(NamedTuple):
     """Bootstrap intervals of :func:`score_intervals`, each ``(M,)`` ends, one per method."""
 
-    average_drop: Interval
+    average_drop: Interval | None  #: None when left out (scores it is undefined for)
     increase_in_confidence: Interval
     win_percentage: Interval | None  #: None for one method
 
@@ -181,10 +193,11 @@ def score_intervals(
     y: Tensor,
     o: Tensor,
     *,
-    rtol: float = 1e-4,
+    rtol: float = TIE_RTOL,
     resamples: int = RESAMPLES,
     seed: int = 0,
     level: float = LEVEL,
+    with_average_drop: bool = True,
 ) -> ScoreIntervals:
     """Paired percentile bootstrap intervals of average drop, increase in confidence and win %.
 
@@ -192,14 +205,15 @@ def score_intervals(
     images for every method; the statistics are those of :func:`average_drop`,
     :func:`increase_in_confidence` and :func:`win_percentage` (tie tolerance ``rtol``) on the
     resampled images. Win % is a mean of per-image shares among the methods, so the resample's
-    win % is the mean of the resampled images' shares.
+    win % is the mean of the resampled images' shares. Without ``with_average_drop`` (scores
+    it is undefined for, such as raw logits) its interval is None; the others are unchanged, as
+    the resampled images depend only on the number of images and the seed.
     """
     if o.dim() != 2:
         raise ValueError(f"o must be (methods, images), got shape {tuple(o.shape)}")
-    columns = [
-        torch.stack([average_drop(y, row, "none") for row in o], dim=1),
-        torch.stack([increase_in_confidence(y, row, "none") for row in o], dim=1),
-    ]
+    columns = [torch.stack([increase_in_confidence(y, row, "none") for row in o], dim=1)]
+    if with_average_drop:
+        columns.insert(0, torch.stack([average_drop(y, row, "none") for row in o], dim=1))
     if o.shape[0] > 1:
         columns.append(win_percentage(o, "none", rtol).T)
     ends = paired_bootstrap(
@@ -210,13 +224,15 @@ def score_intervals(
         level=level,
     )
     methods = o.shape[0]
-    parts = [
+    parts = (
         Interval(
             ends.low[k * methods : (k + 1) * methods], ends.high[k * methods : (k + 1) * methods]
         )
         for k in range(len(columns))
-    ]
-    return ScoreIntervals(parts[0], parts[1], parts[2] if len(parts) > 2 else None)
+    )
+    drop = next(parts) if with_average_drop else None
+    increase = next(parts)
+    return ScoreIntervals(drop, increase, next(parts, None))
 
 
 class RelativePerformanceIntervals(NamedTuple):
@@ -267,7 +283,7 @@ def compare_pair(
     o_first: Tensor,
     o_second: Tensor,
     *,
-    rtol: float = 1e-4,
+    rtol: float = TIE_RTOL,
     resamples: int = RESAMPLES,
     seed: int = 0,
     level: float = LEVEL,
@@ -299,14 +315,16 @@ def compare_pair(
         seed=seed,
         level=level,
     )
-    counts = [int(c) for c in (won.sum(), tied.sum(), lost.sum())]
+    images_won, images_tied, images_lost = (int(c) for c in (won.sum(), tied.sum(), lost.sum()))
     return PairComparison(
         shares[0],
         shares[1],
         shares[2],
         Interval(ends.low[0], ends.high[0]),
-        *counts,
-        sign_test(counts[0], counts[2]),
+        images_won,
+        images_tied,
+        images_lost,
+        sign_test(images_won, images_lost),
     )
 
 
@@ -337,6 +355,7 @@ def _reduce(values: Tensor, reduction: Reduction, dim: int = 0) -> Tensor:
 
 
 __all__ = [
+    "TIE_RTOL",
     "Interval",
     "PairComparison",
     "RelativePerformanceIntervals",

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .confidence import ScoreKind, score_kind
+from .heatmaps import MapsFrom
 from .result import EvaluationResult, PerMethod, map_per_method
 from .scoring import BatchScores
 
@@ -29,6 +30,10 @@ from .scoring import BatchScores
 PER_METHOD_FIELDS = {"O": "o", "log O": "log_o", "dead zone mass": "dead_zone"}
 
 Record = dict[str, Any]
+
+
+class NoImageAboveThreshold(ValueError):
+    """Every image's score ``Y`` is at or below the threshold: there is nothing to evaluate."""
 
 
 def image_records(scores: BatchScores) -> list[Record]:
@@ -66,25 +71,25 @@ def image_records(scores: BatchScores) -> list[Record]:
 def evaluation_result(
     records: Iterable[Mapping[str, Any]],
     methods: Sequence[str],
-    maps_from: Sequence[str],
+    maps_from: Sequence[MapsFrom],
     *,
-    softmax: bool | None = None,
     threshold: float | None = None,
-    scores: ScoreKind | None = None,
+    scores: ScoreKind = "softmax",
 ) -> EvaluationResult:
     """The result of the images' records (every image seen, in the data's order); ``scores``
-    (or the older ``softmax`` flag) says how Y and O were scored.
+    says how Y and O were scored.
 
     Raises:
-        ValueError: no records, or no image passed the threshold.
+        ValueError: no records, or an unknown kind of scores.
+        NoImageAboveThreshold: no image passed the threshold.
     """
-    kind = score_kind(scores)
+    scores = score_kind(scores)
     records = list(records)
     if not records:
         raise ValueError("the data holds no images: nothing to evaluate")
     kept = [record for record in records if record["kept"]]
     if not kept:
-        raise ValueError(
+        raise NoImageAboveThreshold(
             f"no image has a score Y above the threshold {threshold}: nothing to evaluate"
         )
 
@@ -112,11 +117,16 @@ def evaluation_result(
         o=per_method("O"),
         log_o=per_method("log O"),
         dead_zone=per_method("dead zone mass") if "dead zone mass" in kept[0] else None,
-        softmax=kind == "softmax",
         threshold=threshold,
         images_seen=len(records),
-        scores=kind,
+        scores=scores,
     )
 
 
-__all__ = ["PER_METHOD_FIELDS", "Record", "evaluation_result", "image_records"]
+__all__ = [
+    "PER_METHOD_FIELDS",
+    "NoImageAboveThreshold",
+    "Record",
+    "evaluation_result",
+    "image_records",
+]

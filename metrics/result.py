@@ -2,8 +2,12 @@
 Lerma & Lucas, section 4, computed from them.
 
 References:
+- Chattopadhay, Sarkar, Howlader & Balasubramanian (2018), "Grad-CAM++: Generalized
+  Gradient-based Visual Explanations for Deep Convolutional Networks", WACV 2018,
+  arXiv:1710.11063, https://arxiv.org/abs/1710.11063: average drop, increase in confidence and
+  win %.
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
-  arXiv:2205.10838.
+  arXiv:2205.10838, https://arxiv.org/abs/2205.10838: relative performance (eq. 15-17).
 """
 
 from __future__ import annotations
@@ -17,12 +21,45 @@ import torch
 from torch import Tensor
 
 from . import functional
-from .digits import HIGH, LOW, with_intervals
+from .confidence import SCORES, ScoreKind
+from .digits import HIGH, LOW
+from .functional import TIE_RTOL
+from .heatmaps import MapsFrom
 from .intervals import RESAMPLES
-from .tables import format_table
+from .tables import Rows, Table, Tables
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
 PerMethod = dict[str, dict[str, Tensor]]
+
+#: Why raw outputs leave a metric undefined: they can be zero or negative, and they have no
+#: fixed zero (a constant added to every logit changes no prediction, but every ratio).
+_NO_ZERO = "raw outputs can be zero or negative and have no fixed zero"
+#: Per kind of scores, the metrics it leaves undefined, each with the reason.
+_UNDEFINED: dict[str, dict[str, str]] = {
+    "raw": {
+        "average drop": f"max(0, Y - O) / Y divides by Y, so it needs positive scores; {_NO_ZERO}",
+        "relative performance": f"O'/O and log(O'/O) need positive scores; {_NO_ZERO}",
+    },
+}
+#: The columns of the relative-performance table (every one is a statistic of ``log(O'/O)``).
+_RELATIVE_COLUMNS = ("relative performance", "log mean", "log std")
+
+
+def undefined_metrics(scores: ScoreKind) -> dict[str, str]:
+    """The metrics that scores of kind ``scores`` leave undefined, each with the reason; empty
+    for probabilities (``"softmax"``, ``"sigmoid"``).
+
+    Decided by the kind alone, before any image is scored: under ``"raw"`` average drop
+    (``max(0, Y - O) / Y``) and relative performance (``O'/O``) are ``n/a`` even on data whose
+    outputs happen to be positive. Increase in confidence (``1[Y < O]``), win % (the largest
+    ``O``) and the pairwise comparisons only compare scores, so every kind defines them.
+
+    Raises:
+        ValueError: for a kind not in :data:`metrics.confidence.SCORES`.
+    """
+    if scores not in SCORES:
+        raise ValueError(f"scores must be one of {SCORES}, got {scores!r}")
+    return dict(_UNDEFINED.get(scores, {}))
 
 
 def map_per_method(values: PerMethod, func: Callable[[Tensor], Any]) -> dict[str, dict[str, Any]]:
@@ -36,11 +73,12 @@ class EvaluationResult:
 
     All tensors are on the CPU, in float64, in the order of the data (for a DataLoader under
     ``torch.distributed``: rank 0's images first). Only images that passed the threshold are
-    kept; ``index`` gives their positions in the data.
+    kept; ``index`` gives their positions in the data. A metric that ``scores`` leaves
+    undefined (:func:`undefined_metrics`) is NaN in every table and never raises.
     """
 
     methods: list[str]
-    maps_from: list[str]
+    maps_from: list[MapsFrom]
     index: Tensor  #: (K,) positions of the scored images in the data
     target: Tensor  #: (K,) the explained class
     y: Tensor  #: (K,) ``Y``, the score of the class on the image
@@ -48,26 +86,33 @@ class EvaluationResult:
     o: PerMethod  #: ``O``, the score on each method's explanation map
     log_o: PerMethod  #: its log (from ``log_softmax`` for softmax scores)
     dead_zone: PerMethod | None  #: dead-zone mass per image, if a region was given
-    softmax: bool  #: softmax probabilities (True) or raw outputs
     threshold: float | None
     images_seen: int  #: images in the data before the threshold
-    scores: str = "softmax"  #: ``"softmax"``, ``"sigmoid"`` or ``"raw"`` (``softmax`` is its flag)
+    scores: ScoreKind = "softmax"  #: how the outputs became ``Y`` and ``O``
+
+    @property
+    def undefined(self) -> dict[str, str]:
+        """The metrics this result's scores leave undefined, with the reason
+        (:func:`undefined_metrics`)."""
+        return undefined_metrics(self.scores)
 
     def summary(
         self,
-        win_rtol: float = 1e-4,
+        win_rtol: float = TIE_RTOL,
         *,
         intervals: bool = False,
         seed: int = 0,
         resamples: int = RESAMPLES,
-    ) -> list[dict[str, Any]]:
+    ) -> Rows:
         """One row per kind of map and method: the dataset values of every metric.
 
         ``win_rtol``: the tie tolerance of :func:`metrics.functional.win_percentage`. With
         ``intervals``, each metric is followed by ``<metric> ci low`` and ``<metric> ci high``,
         its 95 % paired bootstrap interval (:func:`metrics.functional.score_intervals`, drawn
-        from ``seed``; every kind of map and method resamples the same images).
+        from ``seed``; every kind of map and method resamples the same images). Average drop
+        is NaN (interval too) for scores that leave it undefined; win % for one method.
         """
+        drop_defined = "average drop" not in self.undefined
         rows = []
         for source in self.maps_from:
             o = self.o[source]
@@ -79,23 +124,35 @@ class EvaluationResult:
             )
             bounds = (
                 functional.score_intervals(
-                    self.y, stacked, rtol=win_rtol, resamples=resamples, seed=seed
+                    self.y,
+                    stacked,
+                    rtol=win_rtol,
+                    resamples=resamples,
+                    seed=seed,
+                    with_average_drop=drop_defined,
                 )
                 if intervals
                 else None
             )
             for k, method in enumerate(self.methods):
-                row = {"maps": source, "method": method, "images": len(self.index)}
+                row: dict[str, Any] = {"maps": source, "method": method, "images": len(self.index)}
                 values = {
-                    "average drop": functional.average_drop(self.y, o[method]),
-                    "increase in confidence": functional.increase_in_confidence(self.y, o[method]),
-                    "win percentage": wins[k],
+                    "average drop": (
+                        float(functional.average_drop(self.y, o[method]))
+                        if drop_defined
+                        else math.nan
+                    ),
+                    "increase in confidence": float(
+                        functional.increase_in_confidence(self.y, o[method])
+                    ),
+                    "win percentage": float(wins[k]),
                 }
                 for number, (column, value) in enumerate(values.items()):
-                    row[column] = float(value)
-                    if bounds is not None and bounds[number] is not None:
-                        row[column + LOW] = float(bounds[number].low[k])
-                        row[column + HIGH] = float(bounds[number].high[k])
+                    row[column] = value
+                    if bounds is not None:
+                        bound = bounds[number]
+                        row[column + LOW] = math.nan if bound is None else float(bound.low[k])
+                        row[column + HIGH] = math.nan if bound is None else float(bound.high[k])
                 if self.dead_zone is not None:
                     row["dead zone mass"] = float(self.dead_zone[source][method].mean())
                 rows.append(row)
@@ -103,43 +160,47 @@ class EvaluationResult:
 
     def relative_performance(
         self, *, intervals: bool = False, seed: int = 0, resamples: int = RESAMPLES
-    ) -> list[dict[str, Any]]:
+    ) -> Rows:
         """Lerma & Lucas, tables 1-2: every later method vs every earlier one, per kind of map.
 
         With ``intervals``, each value is followed by its 95 % paired bootstrap interval
         (:func:`metrics.functional.relative_performance_intervals`, drawn from ``seed``).
+        Every value is NaN for scores that leave relative performance undefined.
         """
+        defined = "relative performance" not in self.undefined
         rows = []
-        for source, new, base, stats in self._pairs():
+        for source, new, base in self._pairs():
             row: dict[str, Any] = {"maps": source, "methods": f"{new} vs {base}"}
+            log_new, log_base = self.log_o[source][new], self.log_o[source][base]
+            values = (
+                tuple(float(v) for v in functional.relative_performance(log_new, log_base)[:3])
+                if defined
+                else (math.nan,) * 3
+            )
             bounds = (
                 functional.relative_performance_intervals(
-                    self.log_o[source][new],
-                    self.log_o[source][base],
-                    resamples=resamples,
-                    seed=seed,
+                    log_new, log_base, resamples=resamples, seed=seed
                 )
-                if intervals
+                if intervals and defined
                 else None
             )
-            values = (stats.geometric_mean, stats.log_mean, stats.log_std)
-            for number, column in enumerate(("relative performance", "log mean", "log std")):
-                row[column] = float(values[number])
-                if bounds is not None:
-                    row[column + LOW] = float(bounds[number].low)
-                    row[column + HIGH] = float(bounds[number].high)
+            for number, column in enumerate(_RELATIVE_COLUMNS):
+                row[column] = values[number]
+                if intervals:
+                    row[column + LOW] = math.nan if bounds is None else float(bounds[number].low)
+                    row[column + HIGH] = math.nan if bounds is None else float(bounds[number].high)
             rows.append(row)
         return rows
 
     def pairwise(
-        self, win_rtol: float = 1e-4, *, seed: int = 0, resamples: int = RESAMPLES
-    ) -> list[dict[str, Any]]:
+        self, win_rtol: float = TIE_RTOL, *, seed: int = 0, resamples: int = RESAMPLES
+    ) -> Rows:
         """Every later method vs every earlier one, per kind of map: the share of images on
         which the first has the higher ``O`` (with its bootstrap interval), the ties within
         ``win_rtol``, the share the second wins, and the exact sign test's p-value
-        (:func:`metrics.functional.compare_pair`)."""
+        (:func:`metrics.functional.compare_pair`). Defined for every kind of scores."""
         rows = []
-        for source, new, base, _ in self._pairs():
+        for source, new, base in self._pairs():
             o = self.o[source]
             pair = functional.compare_pair(
                 o[new], o[base], rtol=win_rtol, seed=seed, resamples=resamples
@@ -161,34 +222,86 @@ class EvaluationResult:
             )
         return rows
 
+    def tables(
+        self,
+        *,
+        intervals: bool = True,
+        seed: int = 0,
+        resamples: int = RESAMPLES,
+        win_rtol: float = TIE_RTOL,
+    ) -> Tables:
+        """Every table, computed once, to render as CSV, Markdown and text.
+
+        The pairwise table comes with ``intervals`` only (its win share carries one). A value
+        the scores leave undefined is NaN, and its table's notes say why.
+        """
+        undefined = self.undefined
+        options: dict[str, Any] = {"seed": seed, "resamples": resamples}
+        scores_notes = []
+        if "average drop" in undefined:
+            scores_notes.append(self._note("average drop", undefined["average drop"]))
+        if len(self.methods) == 1:
+            scores_notes.append("win percentage: n/a, as it compares two or more methods")
+        scores = Table(
+            "scores", self.summary(win_rtol, intervals=intervals, **options), tuple(scores_notes)
+        )
+        if len(self.methods) == 1:
+            return Tables(scores)
+        relative_notes = []
+        if "relative performance" in undefined:
+            what = ", ".join(_RELATIVE_COLUMNS)
+            relative_notes.append(self._note(what, undefined["relative performance"]))
+        relative = Table(
+            "relative performance (Lerma & Lucas, tables 1-2)",
+            self.relative_performance(intervals=intervals, **options),
+            tuple(relative_notes),
+        )
+        pairwise = (
+            Table(
+                "pairwise: images on which the first method's O is higher",
+                self.pairwise(win_rtol, **options),
+            )
+            if intervals
+            else None
+        )
+        return Tables(scores, relative, pairwise)
+
+    def _note(self, what: str, reason: str) -> str:
+        return f"{what}: n/a under {self.scores} scores, as {reason}"
+
     def relative_performance_per_image(self) -> dict[str, dict[str, Tensor]]:
         """``O'_i / O_i`` per image for each pair of :meth:`relative_performance`, by kind of map
-        (the boxplots of Lerma & Lucas, figure 6)."""
+        (the boxplots of Lerma & Lucas, figure 6); no pairs for scores that leave relative
+        performance undefined."""
         ratios: dict[str, dict[str, Tensor]] = {source: {} for source in self.maps_from}
-        for source, new, base, stats in self._pairs():
+        if "relative performance" in self.undefined:
+            return ratios
+        for source, new, base in self._pairs():
+            log_o = self.log_o[source]
+            stats = functional.relative_performance(log_o[new], log_o[base])
             ratios[source][f"{new} vs {base}"] = stats.log_ratio.exp()
         return ratios
 
-    def _pairs(self) -> Iterator[tuple[str, str, str, functional.RelativePerformanceStats]]:
-        """Every later method vs every earlier one, per kind of map, with their statistics."""
+    def _pairs(self) -> Iterator[tuple[MapsFrom, str, str]]:
+        """Every later method vs every earlier one, per kind of map."""
         for source in self.maps_from:
-            log_o = self.log_o[source]
             for j, new in enumerate(self.methods):
                 for base in self.methods[:j]:
-                    yield (
-                        source,
-                        new,
-                        base,
-                        functional.relative_performance(log_o[new], log_o[base]),
-                    )
+                    yield source, new, base
 
-    def image_rows(self) -> list[dict[str, Any]]:
-        """One row per image, kind of map and method, with the per-image values."""
+    def image_rows(self) -> Rows:
+        """One row per image, kind of map and method, with the per-image values (``drop %``
+        NaN for scores that leave average drop undefined)."""
+        drop_defined = "average drop" not in self.undefined
         rows = []
         for source in self.maps_from:
             for method in self.methods:
                 o = self.o[source][method]
-                drop = functional.average_drop(self.y, o, "none")
+                drop = (
+                    functional.average_drop(self.y, o, "none")
+                    if drop_defined
+                    else torch.full_like(o, math.nan)
+                )
                 for i in range(len(self.index)):
                     row = {
                         "index": int(self.index[i]),
@@ -205,35 +318,31 @@ class EvaluationResult:
                     rows.append(row)
         return rows
 
-    def format(self, intervals: bool = False, seed: int = 0) -> str:
-        """The aggregates and the relative-performance table as text; with ``intervals``, each
-        value as ``value [low, high]`` to the digits its interval supports
-        (:mod:`metrics.digits`), and the pairwise table."""
-        kind = "raw" if self.scores == "softmax" and not self.softmax else self.scores
+    def heading(self) -> str:
+        """What was scored, and how: ``"9 of 9 images, scores: softmax probabilities"``."""
         scores = {
             "softmax": "softmax probabilities",
             "sigmoid": "sigmoid probabilities per label",
             "raw": "raw outputs",
-        }[kind]
+        }[self.scores]
         kept = f"{len(self.index)} of {self.images_seen} images"
         if self.threshold is not None:
             kept += f" (score > {self.threshold})"
-        options = {"intervals": intervals, "seed": seed}
-        parts = [f"{kept}, scores: {scores}", format_table(with_intervals(self.summary(**options)))]
-        if len(self.methods) > 1:
-            parts += [
-                "relative performance (Lerma & Lucas, tables 1-2)",
-                format_table(with_intervals(self.relative_performance(**options))),
-            ]
-            if intervals:
-                parts += [
-                    "pairwise: images on which the first method's O is higher",
-                    format_table(with_intervals(self.pairwise(seed=seed))),
-                ]
-        return "\n\n".join(parts)
+        return f"{kept}, scores: {scores}"
+
+    def format(
+        self, intervals: bool = False, seed: int = 0, *, tables: Tables | None = None
+    ) -> str:
+        """The heading and the tables as text; with ``intervals``, each value as
+        ``value [low, high]`` to the digits its interval supports (:mod:`metrics.digits`), and
+        the pairwise table. ``tables``: ones already built by :meth:`tables` (the other
+        arguments are then not used)."""
+        if tables is None:
+            tables = self.tables(intervals=intervals, seed=seed)
+        return f"{self.heading()}\n\n{tables.text()}"
 
     def __str__(self) -> str:
         return self.format()
 
 
-__all__ = ["EvaluationResult", "PerMethod", "map_per_method"]
+__all__ = ["EvaluationResult", "PerMethod", "map_per_method", "undefined_metrics"]

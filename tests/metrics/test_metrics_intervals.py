@@ -119,6 +119,35 @@ def test_sign_test_by_hand() -> None:
         intervals.sign_test(-1, 3)
 
 
+def test_sign_test_equals_exact_integers_for_every_small_split() -> None:
+    for n in range(0, 61):
+        for wins in range(n + 1):
+            exact = hand_sign_test(wins, n - wins)
+            assert intervals.sign_test(wins, n - wins) == pytest.approx(exact, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize(
+    ("wins", "losses"),
+    [
+        (25_000, 25_000),  # balanced: p = 1
+        (24_999, 25_001),
+        (24_800, 25_200),  # p near 0.07
+        (24_000, 26_000),  # p near 1e-19
+        (22_000, 28_000),  # p near 6e-159
+        (1, 49_999),  # extreme: p near 1e-15000 underflows to 0
+        (0, 50_000),
+        (3, 7),
+        (1_000, 1_100),
+    ],
+)
+def test_sign_test_equals_scipy_at_any_size(wins: int, losses: int) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    expected = stats.binomtest(wins, wins + losses, 0.5).pvalue
+    got = intervals.sign_test(wins, losses)
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    assert intervals.sign_test(losses, wins) == got
+
+
 def test_constant_values_give_zero_width_intervals() -> None:
     y = torch.full((25,), 0.8, dtype=torch.float64)
     o = torch.tensor([[0.4] * 25, [0.6] * 25], dtype=torch.float64)
@@ -251,7 +280,6 @@ def _result() -> EvaluationResult:
         o=per,
         log_o=log,
         dead_zone=None,
-        softmax=True,
         threshold=None,
         images_seen=30,
     )

@@ -38,6 +38,7 @@ from camplus_app.runs import (
     printable,
     read_parts,
 )
+from metrics.records import NoImageAboveThreshold
 
 from .outputs import NothingReadable, Outputs, counts, summary_line
 from .processes import Processes
@@ -327,15 +328,16 @@ class CompareJob:
         except NothingReadable as error:  # nothing worth keeping: a new run leaves nothing
             self.folder.discard()
             raise UsageError(str(error)) from error
-        except ValueError as error:  # no image above the threshold: a complete run, no tables
+        except NoImageAboveThreshold as error:  # a complete run, with no tables
             self.folder.complete(summary)
             raise UsageError(str(error)) from error
+        tables = result.tables(seed=self.settings.seed)  # once, for the files and the text
         self.provenance.finish()  # for the report written next; the manifest gets the last
-        outputs.write(result, summary, self.facts())
+        outputs.write(result, tables, summary, self.facts())
         self.provenance.finish()
         self.folder.complete(summary, self.provenance.to_json())
         if not self.args.quiet:
-            shown = result.format(intervals=True, seed=self.settings.seed)
+            shown = result.format(tables=tables)
             write(f"{clf.name}, layer {clf.layer_name}: " + shown)
             write(summary_line(tally, scored_now, elapsed, self.processes.world))
             if self.listing.skipped:

@@ -18,11 +18,14 @@ from camplus_app.runs import RunFolder
 from metrics.heatmaps import MAPS_FROM
 from metrics.records import evaluation_result
 from metrics.result import EvaluationResult
+from metrics.tables import Tables, not_available
 
 from .scoring import GRAD_CAM_PP
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from camplus_app.zoo import Classifier
 
 
@@ -56,7 +59,8 @@ class Outputs:
         """The per-image scores as the metrics' :class:`EvaluationResult` (tables, formats).
 
         Raises:
-            ValueError: no image could be read, or none passed the threshold.
+            NothingReadable: no image could be read.
+            metrics.records.NoImageAboveThreshold: none passed the threshold.
         """
         read = [row for row in self.rows if "error" not in row]
         if not read:
@@ -104,38 +108,32 @@ class Outputs:
             layout=LAYOUT,
         )
 
-    def write(self, result: EvaluationResult, summary: dict[str, Any], facts: RunFacts) -> None:
-        """Every file of the run; the CSV tables in full precision with their intervals
-        (``<column> ci low``/``<column> ci high``, seeded by ``--seed``)."""
+    def write(
+        self, result: EvaluationResult, tables: Tables, summary: dict[str, Any], facts: RunFacts
+    ) -> None:
+        """Every file of the run from its ``tables`` (built once, :meth:`EvaluationResult.tables`):
+        the CSV tables in full precision with their intervals (``<column> ci low``/``<column>
+        ci high``, seeded by ``--seed``), ``n/a`` and a ``note`` where a value is not defined."""
         folder, entries, categories = self.folder, self.entries, self.categories
-        seed = self.settings.seed
         image_rows = [
             {"image": entries[row["index"]].name, **row, "class name": categories[row["target"]]}
             for row in result.image_rows()
         ]
-        folder.write_csv("scores.csv", result.summary(intervals=True, seed=seed))
-        folder.write_csv("images.csv", image_rows)
-        pictures = {}
-        if len(result.methods) > 1:
-            folder.write_csv(
-                "relative_performance.csv", result.relative_performance(intervals=True, seed=seed)
-            )
-            folder.write_csv("pairwise.csv", result.pairwise(seed=seed))
-            pictures["relative_performance"] = figures.relative_performance_boxplot(
-                {
-                    f"{source} maps": {pair: r.tolist() for pair, r in ratios.items()}
-                    for source, ratios in result.relative_performance_per_image().items()
-                },
-                seed=seed,
-            )
-        alphas = self.alphas()
-        if alphas is not None:
-            pictures["alphas"] = figures.alpha_histogram(alphas, self.alphas("raw alphas"))
+        folder.write_csv("scores.csv", tables.scores.csv_rows())
+        folder.write_csv("images.csv", not_available(image_rows))
+        if tables.relative_performance is not None:
+            folder.write_csv("relative_performance.csv", tables.relative_performance.csv_rows())
+        if tables.pairwise is not None:
+            folder.write_csv("pairwise.csv", tables.pairwise.csv_rows())
+        plots = self.plots(result)
         galleries = self.galleries(result)
-        pictures.update({gallery.file: gallery.figure for gallery in galleries})
-        for name, figure in pictures.items():
+        for name, figure in plots.items():  # vector plots: a PNG and a small SVG
             for kind, data in figures.figure_files(figure).items():
                 folder.write_bytes(f"{name}.{kind}", data)
+        for gallery in galleries:  # raster images: an SVG would only wrap the pixels
+            folder.write_bytes(
+                f"{gallery.file}.png", figures.figure_files(gallery.figure, ["png"])["png"]
+            )
         unreadable = [
             {"position": p, "image": entries[p].path or entries[p].name, "error": row["error"]}
             for row in self.rows
@@ -145,9 +143,27 @@ class Outputs:
         if unreadable:
             folder.write_csv("unreadable.csv", unreadable)
         report = markdown_report(
-            facts, result, summary, [f"{name}.png" for name in pictures], unreadable, galleries
+            facts, result, tables, summary, [f"{name}.png" for name in plots], unreadable, galleries
         )
         folder.write_text("report.md", report)
+
+    def plots(self, result: EvaluationResult) -> dict[str, Figure]:
+        """The run's plots by file stem: per-image relative performance (two or more methods,
+        scores that define it) and the Grad-CAM++ alphas (if counted)."""
+        plots = {}
+        ratios = {
+            f"{source} maps": {pair: r.tolist() for pair, r in by_pair.items()}
+            for source, by_pair in result.relative_performance_per_image().items()
+            if by_pair
+        }
+        if ratios:
+            plots["relative_performance"] = figures.relative_performance_boxplot(
+                ratios, seed=self.settings.seed
+            )
+        alphas = self.alphas()
+        if alphas is not None:
+            plots["alphas"] = figures.alpha_histogram(alphas, self.alphas("raw alphas"))
+        return plots
 
 
 def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
