@@ -41,8 +41,9 @@ def test_one_version_everywhere() -> None:
 def test_the_changelog_has_this_version() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog
-    assert re.search(rf"^## \[{re.escape(captum_camplus.__version__)}\] - \d{{4}}-\d\d-\d\d$",
-                     changelog, re.M)
+    assert re.search(
+        rf"^## \[{re.escape(captum_camplus.__version__)}\] - \d{{4}}-\d\d-\d\d$", changelog, re.M
+    )
 
 
 def test_every_package_is_marked_typed() -> None:
