@@ -114,8 +114,8 @@ def test_the_readme_says_what_ci_runs() -> None:
         ("ruff format --check .", "`ruff format --check`"),
         ("lint-imports", "`lint-imports`"),
         ("mypy captum_camplus metrics camplus_app", "`mypy` on the three packages"),
-        ('pip install -e ".[docs]"', "`docs` extra"),
-        ("mkdocs build --strict", "`mkdocs build --strict`"),
+        ('-e ".[docs]"', "`docs` extra"),
+        ("mkdocs build --strict --site-dir", "`mkdocs build --strict`"),
         ("pytest -m slow", "`pytest -m slow`"),
     ]
     in_ci = [ci.index(command) for command, _ in steps]
