@@ -1,9 +1,10 @@
-"""The numbers printed in README.md, computed again: checked, or written into the README.
+"""The numbers printed in the docs, computed again: checked, or written into the pages.
 
     python -m benchmarks.readme_numbers            # compute, list what differs beyond noise
-    python -m benchmarks.readme_numbers --write    # compute, write them into README.md
+    python -m benchmarks.readme_numbers --write    # compute, write them into the pages
 
-Two blocks of the README hold computed numbers, each after a marker line:
+Two blocks of the documentation (the pages of ``PAGES_OF``) hold computed numbers, each after a
+marker line:
 
 - ``<!-- numbers: compare -->``: the output of ``camplus compare`` on the bundled photographs;
   each line shown is the line of a fresh run with the same labels (its text with the numbers
@@ -29,27 +30,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+#: The page that prints each block of numbers.
+PAGES_OF = {"compare": ROOT / "docs" / "cli.md", "walls": ROOT / "docs" / "walls.md"}
+#: Every page with a block of numbers.
+PAGES = sorted(set(PAGES_OF.values()))
 #: A number in a line of output: not part of a word (``lite0``) or of another number.
 NUMBER = re.compile(r"(?<![\w.+-])[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?(?![\w.])")
 #: Tolerances of the compare block: relative, and absolute for values at rounding noise.
 COMPARE_RTOL, COMPARE_ATOL = 2e-3, 1e-5
 #: Tolerance of the walls table (mu x 100): one unit of the last digit printed.
 WALLS_ATOL = 0.1 + 1e-9
-#: The README's words before the dead-zone mass of an evenly spread map.
+#: The words before the dead-zone mass of an evenly spread map.
 EVEN = "a map spread evenly would score"
 
 
 @dataclass
 class Difference:
-    """A README line whose numbers differ from the fresh ones beyond their noise."""
+    """A printed line whose numbers differ from the fresh ones beyond their noise."""
 
     block: str
     printed: str
     computed: str
 
     def __str__(self) -> str:
-        return f"{self.block}: README {self.printed!r}, computed {self.computed!r}"
+        return f"{self.block}: printed {self.printed!r}, computed {self.computed!r}"
 
 
 def key(line: str) -> str:
@@ -115,12 +120,15 @@ BLOCKS: dict[str, tuple[Callable[[], list[str]], Callable[[list[float], list[flo
 
 
 def check(text: str, fresh: dict[str, list[str]]) -> tuple[str, list[Difference]]:
-    """The README text with every computed line replaced by its fresh version, and the lines
+    """A page's text with every computed line replaced by its fresh version, and the lines
     whose numbers differ beyond noise. A line of a block without a fresh line of the same key
-    is a difference too (the README shows something the command no longer prints)."""
+    is a difference too (the page shows something the command no longer prints). Only the
+    blocks whose marker is on the page are checked."""
     lines = text.splitlines()
     differences = []
     for name, computed in fresh.items():
+        if f"<!-- numbers: {name} -->" not in lines:
+            continue
         close = BLOCKS[name][1]
         by_key = {key(line): line for line in computed}
         first, end = block_lines(text, name)
@@ -136,6 +144,8 @@ def check(text: str, fresh: dict[str, list[str]]) -> tuple[str, list[Difference]
                     differences.append(Difference(name, line, match))
                 lines[i] = match
     text = "\n".join(lines) + "\n"
+    if "<!-- numbers: walls -->" not in lines:
+        return text, differences
     even = next(line for line in fresh["walls"] if line.startswith(EVEN))
     printed = re.search(re.escape(EVEN) + r" (\d+\.\d)", text)
     if printed is None or not walls_close([float(printed[1])], numbers(even)):
@@ -149,18 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.readme_numbers", description=__doc__
     )
-    parser.add_argument("--write", action="store_true", help="write the numbers into README.md")
+    parser.add_argument("--write", action="store_true", help="write the numbers into the pages")
     args = parser.parse_args(argv)
-    text = README.read_text()
     fresh = {name: make() for name, (make, _) in BLOCKS.items()}
-    new_text, differences = check(text, fresh)
-    for difference in differences:
-        print(difference)
-    if args.write:
-        README.write_text(new_text)
-        print(f"wrote {README}")
-        return 0
-    return 1 if differences else 0
+    found = False
+    for page in PAGES:
+        new_text, differences = check(page.read_text(), fresh)
+        for difference in differences:
+            print(f"{page.relative_to(ROOT)}: {difference}")
+        found = found or bool(differences)
+        if args.write:
+            page.write_text(new_text)
+            print(f"wrote {page}")
+    return 1 if found and not args.write else 0
 
 
 if __name__ == "__main__":
