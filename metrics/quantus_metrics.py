@@ -82,7 +82,9 @@ class WinPercentage(CamMetric):
     name = "Win Percentage"
     score_direction = ScoreDirection.HIGHER
 
-    def __init__(self, against: Sequence[Rival], rtol: float = 1e-4, **kwargs: Any) -> None:
+    def __init__(
+        self, against: Sequence[Rival], rtol: float = functional.TIE_RTOL, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.rtol = rtol
         if isinstance(against, str) or not isinstance(against, Sequence):

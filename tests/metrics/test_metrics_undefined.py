@@ -139,6 +139,8 @@ def test_one_tie_tolerance_is_every_default() -> None:
         inspect.signature(EvaluationResult.pairwise).parameters["win_rtol"].default,
         inspect.signature(EvaluationResult.tables).parameters["win_rtol"].default,
     ]
+    quantus_metrics = pytest.importorskip("metrics.quantus_metrics")
+    defaults.append(inspect.signature(quantus_metrics.WinPercentage).parameters["rtol"].default)
     assert all(default is F.TIE_RTOL for default in defaults)
 
 
