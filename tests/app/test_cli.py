@@ -111,6 +111,8 @@ def test_explain_given_target_and_custom_model(tmp_path) -> None:
     assert (row["image"], row["class_index"], row["class_name"]) == ("blue", "3", "class 3")
 
 
+#: What the line of a failure we did not expect ends with.
+HINT = " (a failure; set CAMPLUS_TRACEBACK=1 to see the traceback)"
 #: The manifest and its backup, in every run folder.
 MANIFESTS = ["manifest.backup.json", "manifest.json"]
 
@@ -254,3 +256,29 @@ def test_subprocess_bad_input_exit_status(tmp_path) -> None:
     assert result.stderr == "camplus: error: image not found: missing.jpg\n"
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "line"),
+    [
+        (errors.UsageError("bad input\nsecond line"), 2, "bad input\nsecond line"),
+        (errors.Failure("the disk is full"), 1, "the disk is full"),
+        (ValueError("a bug"), 1, "ValueError: a bug" + HINT),
+        (OSError(5, "Input/output error"), 1, "OSError: [Errno 5] Input/output error" + HINT),
+        (MemoryError(), 1, "MemoryError: (no message)" + HINT),
+    ],
+)
+def test_the_exit_status_tells_a_usage_error_from_a_failure(capsys, error, status, line) -> None:
+    def command() -> None:
+        raise error
+
+    assert cli.exit_status(command) == status
+    assert capsys.readouterr().err == f"camplus: error: {line}\n"
+
+
+def test_ctrl_c_is_130(capsys) -> None:
+    def command() -> None:
+        raise KeyboardInterrupt
+
+    assert cli.exit_status(command) == errors.INTERRUPTED == 130
+    assert capsys.readouterr().err == "\ncamplus: interrupted\n"
