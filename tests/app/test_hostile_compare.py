@@ -285,29 +285,37 @@ def test_pillow_formats_are_read_and_odd_files_are_reported(tmp_path, weights, c
     assert "`goldfish/loop-a.png`: a symbolic link that loops" in report
 
 
+class _OtherProcessesAgree(Processes):
+    """One of several processes whose start and agreements succeed without a process group;
+    its gather is the real one (:func:`metrics.distributed.gather`, replaced by a test)."""
+
+    def start(self, device) -> None:
+        pass
+
+    def agree(self, error):
+        return error
+
+    def share(self, value):
+        return value
+
+
+class _TwoProcesses(_OtherProcessesAgree):
+    """One of two processes whose collectives all succeed (each gets its own values back)."""
+
+    def gather(self, value):
+        return [value, value]
+
+
 def test_a_torchrun_process_that_dies_leaves_the_resume_command(
     tmp_path, dataset, weights, monkeypatch, capsys
 ):
-    class LostPeer(Processes):
-        """Rank 0 of 2, whose peer is killed while the batches are scored."""
-
-        def __init__(self) -> None:
-            super().__init__(rank=0, world=2)
-
-        def start(self, device) -> None:
-            pass
-
-        def agree(self, error):
-            return error
-
-        def share(self, value):
-            return value
-
-    def collective(value, world):
+    def lost_peer(value, world):
         raise RuntimeError("[gloo] Connection closed by peer [127.0.0.1]:29500")
 
-    monkeypatch.setattr(compare_job.Processes, "from_environment", LostPeer)
-    monkeypatch.setattr(processes_module, "gather", collective)
+    monkeypatch.setattr(
+        compare_job.Processes, "from_environment", lambda: _OtherProcessesAgree(0, 2)
+    )
+    monkeypatch.setattr(processes_module, "gather", lost_peer)
     out = tmp_path / "out"
     _fails(
         _argv(dataset, out, weights),
@@ -320,22 +328,6 @@ def test_a_torchrun_process_that_dies_leaves_the_resume_command(
         status=errors.FAILURE,
     )
     assert not list(out.glob(f"{TEMPORARY}*"))
-
-
-class _TwoProcesses(Processes):
-    """One of two processes whose collectives all succeed (each gets its own values back)."""
-
-    def start(self, device) -> None:
-        pass
-
-    def agree(self, error):
-        return error
-
-    def share(self, value):
-        return value
-
-    def gather(self, value):
-        return [value, value]
 
 
 @pytest.mark.parametrize("rank", [0, 1])
