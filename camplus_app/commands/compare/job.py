@@ -101,7 +101,7 @@ class CompareJob:
     def prepare(cls, args: argparse.Namespace, processes: Processes) -> CompareJob:
         """Check the input and load everything, on every process; bad input raises
         :class:`UsageError` on every process (they agree on the first one's)."""
-        failure = None
+        failure: Exception | None = None
         try:
             output = output_path(args.output)
             previous = previous_settings(output) if args.resume else None
@@ -153,7 +153,7 @@ class CompareJob:
             PeerProcessFailed: another process stopped; the message says how to resume.
             Exception: this process's own failure, as it is.
         """
-        failure = None
+        failure: UsageError | None = None
         if self.processes.rank == 0:
             try:
                 self._take_folder()
