@@ -1,11 +1,15 @@
 """The application layer of captum-camplus, built on the core and the metrics.
 
 - :mod:`camplus_app.cli`: the ``camplus`` command: parses, dispatches, owns the exit statuses;
-  :mod:`camplus_app.options`: the pieces the commands share (errors, option parsing);
+  :mod:`camplus_app.errors`: the exit statuses and the errors that choose them;
+  :mod:`camplus_app.options`: the pieces the commands share (option parsing);
   :mod:`camplus_app.commands.explain`: ``explain``, one figure per image;
   :mod:`camplus_app.commands.compare`: ``compare`` on a data set, streamed, resumable, under
-  ``torchrun`` (:mod:`camplus_app.compare` keeps its old names);
-  :mod:`camplus_app.runs`: one output folder per run, its manifest, lock and part files;
+  ``torchrun``;
+  :mod:`camplus_app.runs`: one output folder per run, its manifest and its backup;
+  :mod:`camplus_app.locks`: the lock that keeps a folder to one run;
+  :mod:`camplus_app.parts`: the part files a run streams its results to;
+  :mod:`camplus_app.textsafe`: CSV cells and file names safe to write;
   :mod:`camplus_app.report`: the run's ``report.md``;
 - :mod:`camplus_app.zoo`: the bundled EfficientNet-Lite0 and timm/torchvision models from local
   weights; :mod:`camplus_app.images`: image loading (every Pillow mode);

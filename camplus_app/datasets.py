@@ -31,9 +31,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from camplus_app.errors import first_line
 from camplus_app.images import (
     IMAGE_SUFFIXES,
     SAMPLE_IMAGES,
+    UnreadableImage,
     name_images,
     read_image,
     unique_name,
@@ -288,7 +290,8 @@ class Item(NamedTuple):
 
 class ImageDataset(Dataset):
     """The entries, decoded and preprocessed on access (in DataLoader workers): a file that
-    cannot be read gives an :class:`Item` with the error instead of stopping the run."""
+    cannot be decoded (:class:`~camplus_app.images.UnreadableImage`) gives an :class:`Item`
+    with the error instead of stopping the run; any other error stops it."""
 
     def __init__(self, entries: Sequence[ImageEntry], transform: Callable[[Image], Tensor]):
         self.entries = list(entries)
@@ -299,15 +302,15 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, position: int) -> Item:
         entry = self.entries[position]
-        try:
-            if entry.path:
+        if entry.path is None:
+            image = SAMPLE_IMAGES[entry.bundled or entry.name]()
+        else:
+            try:
                 image = read_image(entry.path)
-            else:
-                image = SAMPLE_IMAGES[entry.bundled or entry.name]()
-            return Item(position, self.transform(image), None)
-        except Exception as error:  # reported by path and counted, not hidden
-            first_line = (str(error).strip().splitlines() or [""])[0]
-            return Item(position, None, f"{type(error).__name__}: {first_line}")
+            except UnreadableImage as error:  # reported by path and counted, not hidden
+                return Item(position, None, first_line(str(error)))
+        # anything else (a bug in the transform, no memory) is a failure of the run
+        return Item(position, self.transform(image), None)
 
 
 class Batch(NamedTuple):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from camplus_app.runs import printable
+from camplus_app.textsafe import printable
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

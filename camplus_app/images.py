@@ -70,8 +70,8 @@ def _matplotlib(file_name: str) -> Callable[[], Image]:
         from matplotlib import cbook
         from PIL import Image
 
-        with cbook.get_sample_data(file_name) as file:
-            return Image.open(file).convert("RGB")
+        with Image.open(cbook.get_sample_data(file_name, asfileobj=False)) as opened:
+            return opened.convert("RGB")
 
     return load
 
@@ -217,7 +217,8 @@ def load_images(paths: Sequence[str | Path]) -> dict[str, Image]:
 
     Raises:
         FileNotFoundError: a path that does not exist.
-        ValueError: a file that is not a readable image, or a folder without images.
+        ValueError: a file that is not a readable image (:class:`UnreadableImage`), or a
+            folder without images.
     """
     images: dict[str, Image] = {}
     for file in image_files(paths):
@@ -225,11 +226,18 @@ def load_images(paths: Sequence[str | Path]) -> dict[str, Image]:
     return images
 
 
+class UnreadableImage(ValueError):
+    """A file that cannot be decoded into the picture a viewer shows; the message names it."""
+
+
 def read_image(path: str | Path) -> Image:
     """Decode one image file into an RGB PIL image, as a viewer shows it (:func:`to_rgb`).
 
     Raises:
-        ValueError: a file that is not a readable image, naming the file.
+        UnreadableImage: a file that is not a readable image, naming the file: what Pillow
+            raises for a file it cannot decode (``OSError``, which a truncated file gives,
+            ``UnidentifiedImageError``, ``DecompressionBombError``, and the ``SyntaxError`` and
+            ``EOFError`` of a broken file), and :func:`to_rgb`'s ``ValueError``.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -237,14 +245,14 @@ def read_image(path: str | Path) -> Image:
         with Image.open(path) as opened:
             return to_rgb(opened)
     except Image.DecompressionBombError as error:
-        raise ValueError(
+        raise UnreadableImage(
             f"image too large: {path} ({error}); Pillow refuses images of more than twice "
             f"Image.MAX_IMAGE_PIXELS ({Image.MAX_IMAGE_PIXELS}) pixels"
         ) from error
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"not a readable image: {path} ({error})") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as error:
+        raise UnreadableImage(f"not a readable image: {path} ({error})") from error
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
+        raise UnreadableImage(f"{path}: {error}") from error
 
 
 def name_images(arguments: Sequence[str | Path]) -> list[tuple[str, Path | str]]:

@@ -77,17 +77,18 @@ def quantus_table(
     model: WalledCNN, images: Tensor, labels: Tensor, threshold: float | None
 ) -> pd.DataFrame:
     """The ``quantus.evaluate`` table: one column per method, one row per metric."""
-    keep = {"threshold": threshold}
     return quantus.evaluate(
         metrics={
-            "Average Drop %": AverageDrop(**keep),
-            "Increase in Confidence %": IncreaseInConfidence(**keep),
-            "Win %": WinPercentage(against=METHODS, **keep),
-            "Relative Performance vs Grad-CAM": RelativePerformance("Grad-CAM", **keep),
-            "Dead Zone Mass": DeadZoneMass(unseen=model.dead_zone(), **keep),
+            "Average Drop %": AverageDrop(threshold=threshold),
+            "Increase in Confidence %": IncreaseInConfidence(threshold=threshold),
+            "Win %": WinPercentage(against=METHODS, threshold=threshold),
+            "Relative Performance vs Grad-CAM": RelativePerformance(
+                "Grad-CAM", threshold=threshold
+            ),
+            "Dead Zone Mass": DeadZoneMass(unseen=model.dead_zone(), threshold=threshold),
         },
         xai_methods=dict.fromkeys(METHODS, cam_explain),
-        model=model,
+        model=model,  # type: ignore[arg-type]  # Quantus wraps an nn.Module; its hint names its wrapper
         x_batch=images.numpy(),
         y_batch=labels.numpy(),
         explain_func_kwargs={"layer": model.cam_layer},

@@ -1,6 +1,7 @@
-"""The command line's shared pieces, below every command: the program name, exit statuses, the
-error a command raises for bad input, and the parsing of the options several commands take
-(device, methods, output folder, integers and probabilities)."""
+"""The command line's shared pieces, below every command: the program name, where ``torchrun``
+placed this process, and the parsing of the options several commands take (device, methods,
+scores, output folder, integers and probabilities). How a command ends is in
+:mod:`camplus_app.errors`."""
 
 from __future__ import annotations
 
@@ -9,37 +10,25 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
-from camplus_app.runs import RunFolderError, printable
+from camplus_app.errors import UsageError, one_line
+from camplus_app.textsafe import printable
 from captum_camplus import METHODS
 from captum_camplus.utils import method_name
 
 PROG = "camplus"
-#: Exit status for bad input (as argparse uses) and for any failure while running.
-USAGE_ERROR = 2
-#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
-INTERRUPTED = 130
 #: How the CAM layer's tensor is read: as the model's attributes say (timm ViT tokens, Swin
 #: channels last; every other layer channels first).
 LAYOUT = "auto"
+#: A ``--scores`` choice: how the model's outputs become the scores Y and O.
+Scores = Literal["softmax", "sigmoid", "raw"]
 #: ``--scores``: the metrics' ``scores=`` choices (:data:`metrics.confidence.SCORES`, not
 #: imported: the metrics load Quantus, and ``camplus --help`` answers without them).
-SCORES = ("softmax", "sigmoid", "raw")
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as written, exit status 2."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, carrying what the command tells the user about it (e.g. how to resume)."""
-
-
-#: Errors whose messages are ours, written for the user: shown as they are, never a traceback.
-OUR_ERRORS: tuple[type[Exception], ...] = (UsageError, RunFolderError)
+SCORES: tuple[Scores, ...] = ("softmax", "sigmoid", "raw")
 
 
 def torchrun_place() -> tuple[int, int, int]:
@@ -51,20 +40,6 @@ def torchrun_place() -> tuple[int, int, int]:
     return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def first_line(text: str) -> str:
-    """The first line of a message that is not blank."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "(no message)"
-
-
-def one_line(error: BaseException) -> str:
-    """The error as one line: our messages as they are, others prefixed with their type."""
-    text = first_line(str(error))
-    if isinstance(error, (*OUR_ERRORS, ValueError, OSError)):
-        return text
-    return f"{type(error).__name__}: {text}"
-
-
 def parse_methods(text: str | None) -> list[str]:
     """Method display names from a comma-separated list (None: all of them)."""
     if text is None:
@@ -72,7 +47,10 @@ def parse_methods(text: str | None) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise UsageError("--methods is empty: give at least one method")
-    chosen = [method_name(name) for name in names]  # ValueError names the bad one
+    try:
+        chosen = [method_name(name) for name in names]
+    except ValueError as error:  # it names the unknown method
+        raise UsageError(str(error)) from error
     return list(dict.fromkeys(chosen))
 
 
@@ -169,24 +147,18 @@ def probability(text: str) -> float:
 
 def write(line: str) -> None:
     """Print a line without breaking a progress bar on the terminal (an undecodable file name
-    with its bytes as ``\\xHH``, :func:`~camplus_app.runs.printable`)."""
+    with its bytes as ``\\xHH``, :func:`~camplus_app.textsafe.printable`)."""
     tqdm.write(printable(line))
 
 
 __all__ = [
-    "INTERRUPTED",
     "LAYOUT",
-    "OUR_ERRORS",
     "PROG",
     "SCORES",
-    "USAGE_ERROR",
-    "Interrupted",
-    "UsageError",
+    "Scores",
     "check_scores",
-    "first_line",
     "int_at_least",
     "non_negative_int",
-    "one_line",
     "output_path",
     "parse_device",
     "parse_methods",

@@ -2,51 +2,57 @@
 
 A folder holds at most one run of the ``camplus`` command. Its ``manifest.json`` states the
 command, the settings, the state (``running`` or ``complete``) and every file the run wrote; a
-lock file is held while the run works, so a second run into the same folder stops at once
-instead of mixing its files with the first's. A folder is taken only if it is new, empty, or
-holds a run of ours and the user says what to do with it: ``--resume`` continues it (same
-settings), ``--overwrite`` deletes the files it lists first. Files the run did not write are
-never touched: a folder holding any refuses even ``--overwrite``.
+lock file is held while the run works (:mod:`camplus_app.locks`), so a second run into the same
+folder stops at once instead of mixing its files with the first's. A folder is taken only if it
+is new, empty, or holds a run of ours and the user says what to do with it: ``--resume``
+continues it (same settings), ``--overwrite`` deletes the files it lists first. Files the run
+did not write are never touched: a folder holding any refuses even ``--overwrite``.
 
-Files are written whole through a temporary file in ``.camplus-tmp-<run id>/``, a folder the
-run names at random and records in its manifest (``temporary``): no user file can be there, so
-``--overwrite`` and a failed run delete only what the run wrote. The manifest is also kept in
-that folder, so a damaged ``manifest.json`` is recovered from the copy.
+Files are written whole through a temporary file in ``.camplus-tmp-<id>/``, a folder the run
+names at random and records in its manifest (``temporary``): no user file can be there, so
+``--overwrite`` and a failed run delete only what the run wrote. The folder is removed when the
+run releases the output folder (complete, discarded or interrupted); only a killed run leaves
+one, which the next run that takes the folder removes. Every manifest is also written to
+``manifest.backup.json``, from which a damaged or deleted ``manifest.json`` is recovered.
 
-CSV cells that a spreadsheet would read as a formula (starting with ``=``, ``+``, ``-``, ``@``,
-a tab or a carriage return) get a leading single quote, as OWASP recommends (negative numbers
-stay numbers). Text that holds file names which are not valid UTF-8 (Python keeps their bytes
-as lone surrogates) is written with each such byte as ``\\xHH``, in CSV, Markdown and printed
-messages; JSON keeps them as ``\\udcHH`` escapes, which read back to the same name.
-
-Streaming results go to append-only part files (``parts/<attempt>-rank<r>.jsonl``), one JSON
-line per batch, flushed and synced to disk as each batch ends: a crash or ``kill -9`` loses at
-most the batch being written, whose cut-off line is recognised and dropped on reading.
+The run's streaming results go to part files (:mod:`camplus_app.parts`); its CSV and text are
+made safe by :mod:`camplus_app.textsafe`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+from camplus_app.errors import Failure, UsageError
+from camplus_app.locks import try_lock, unlock
+from camplus_app.textsafe import csv_text, printable
 
 MANIFEST = "manifest.json"
+#: The copy of the manifest that a damaged or deleted ``manifest.json`` is recovered from.
+BACKUP = "manifest.backup.json"
 LOCK = ".camplus.lock"
-PARTS = "parts"
 TEMPORARY = ".camplus-tmp-"  #: prefix of the run's own folder of files being written
 _TEMPORARY_NAME = re.compile(re.escape(TEMPORARY) + r"[0-9a-f]{8}")
 
+_Result = TypeVar("_Result")
 
-class RunFolderError(Exception):
-    """The folder cannot take this run; the message says why and what to do."""
+
+class RunFolderError(UsageError):
+    """The folder cannot take this run (in use, someone else's files, nothing to resume, a
+    damaged record...); the message says why and what to do."""
+
+
+class WriteFailed(Failure):
+    """A file of the run could not be written (a full disk, no permission...); the message
+    names the file."""
 
 
 class RunFolder:
@@ -65,11 +71,9 @@ class RunFolder:
         self.previous = previous
         self.manifest: dict[str, Any] = {}
         self._created = created or []  # folders open_run made, outermost first
-        recorded = previous.get("temporary") if previous else None
-        if not (isinstance(recorded, str) and _TEMPORARY_NAME.fullmatch(recorded)):
-            recorded = f"{TEMPORARY}{secrets.token_hex(4)}"
-        #: The run's own folder of files being written (recorded in the manifest).
-        self.temporary = path / recorded
+        #: The run's own folder of files being written (recorded in the manifest), made on the
+        #: first write and removed when the folder is released.
+        self.temporary = path / f"{TEMPORARY}{secrets.token_hex(4)}"
 
     def start(
         self, command: str, settings: dict[str, Any], provenance: dict[str, Any] | None = None
@@ -108,7 +112,7 @@ class RunFolder:
             self.manifest["files"].append(name)
             self._save()
         path = self.path / name
-        _guarded(path.parent, lambda: path.parent.mkdir(parents=True, exist_ok=True))
+        guarded_write(path.parent, lambda: path.parent.mkdir(parents=True, exist_ok=True))
         return path
 
     def write_bytes(self, name: str, data: bytes) -> Path:
@@ -149,7 +153,6 @@ class RunFolder:
         if nothing else is in them. A resumed run is left as it is (it stays resumable)."""
         if self.previous is None:
             _remove_run(self.path, self.manifest or {"files": [], "temporary": None})
-            shutil.rmtree(self.temporary, ignore_errors=True)
         self.close()
         if self.previous is None:
             (self.path / LOCK).unlink(missing_ok=True)
@@ -158,9 +161,11 @@ class RunFolder:
                     folder.rmdir()
 
     def close(self) -> None:
-        """Release the lock (the manifest keeps its state: an unfinished run stays resumable)."""
+        """Remove the run's temporary folder and release the lock (the manifest keeps its
+        state: an unfinished run stays resumable)."""
         if self._lock is not None:
-            _unlock(self._lock)
+            shutil.rmtree(self.temporary, ignore_errors=True)
+            unlock(self._lock)
             self._lock.close()
             self._lock = None
 
@@ -174,10 +179,10 @@ class RunFolder:
         self.manifest["updated"] = _now()
         text = (json.dumps(self.manifest, indent=2) + "\n").encode()
         self._atomic_write(self.path / MANIFEST, text)
-        self._atomic_write(self.temporary / MANIFEST, text)  # the copy a damaged one comes from
+        self._atomic_write(self.path / BACKUP, text)
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
-        _atomic_write(path, data, self.temporary)
+        atomic_write(path, data, self.temporary)
 
 
 def open_run(
@@ -208,7 +213,7 @@ def open_run(
         lock = (folder / LOCK).open("a")
     except OSError as error:
         raise RunFolderError(f"cannot create the output folder {folder}: {error}") from error
-    if not _try_lock(lock):
+    if not try_lock(lock):
         lock.close()
         raise RunFolderError(
             f"output folder {folder} is in use by another camplus run; wait "
@@ -217,7 +222,7 @@ def open_run(
     try:
         previous = _inspect(folder, command, resume=resume, overwrite=overwrite, ours=ours)
     except BaseException:
-        _unlock(lock)
+        unlock(lock)
         lock.close()
         raise
     return RunFolder(folder, lock, previous, created)
@@ -257,7 +262,7 @@ def _inside(name: object) -> bool:
     if not isinstance(name, str) or not name or name.startswith("/"):
         return False
     parts = name.split("/")
-    return ".." not in parts and "" not in parts and parts[0] not in (LOCK, MANIFEST)
+    return ".." not in parts and "" not in parts and parts[0] not in (LOCK, MANIFEST, BACKUP)
 
 
 def _manifest_or_none(folder: Path) -> dict[str, Any] | None:
@@ -269,21 +274,17 @@ def _manifest_or_none(folder: Path) -> dict[str, Any] | None:
 
 
 def _recovered_manifest(folder: Path, damage: RunFolderError) -> dict[str, Any]:
-    """The copy of a damaged manifest kept in the run's temporary folder."""
-    copies = []
-    for copy in sorted(folder.glob(f"{TEMPORARY}*/{MANIFEST}")):
-        try:
-            manifest = _read_manifest_file(copy)
-        except RunFolderError:
-            continue
-        if manifest is not None and manifest.get("temporary") == copy.parent.name:
-            copies.append(manifest)
-    if len(copies) != 1:
+    """The manifest from its backup, for a damaged or missing ``manifest.json``."""
+    try:
+        manifest = _read_manifest_file(folder / BACKUP)
+    except RunFolderError:
+        manifest = None
+    if manifest is None:
         raise RunFolderError(
-            f"{damage}; it has no intact copy, so camplus cannot tell which files are its own: "
-            "move the folder aside and start a new run"
+            f"{damage}; it has no intact copy ({BACKUP}), so camplus cannot tell which files "
+            "are its own: move the folder aside and start a new run"
         ) from damage
-    return copies[0]
+    return manifest
 
 
 def run_manifest(folder: Path, ours: bool | None = None) -> dict[str, Any] | None:
@@ -301,7 +302,7 @@ def run_manifest(folder: Path, ours: bool | None = None) -> dict[str, Any] | Non
         if not ours:
             raise
         return _recovered_manifest(folder, damage)
-    if manifest is None and ours and any(folder.glob(f"{TEMPORARY}*/{MANIFEST}")):
+    if manifest is None and ours and (folder / BACKUP).exists():
         return _recovered_manifest(folder, RunFolderError(f"{folder / MANIFEST} is missing"))
     return manifest
 
@@ -311,14 +312,15 @@ def _inspect(
 ) -> dict | None:
     """Check what the locked folder holds against what the user asked; clear it for
     ``overwrite``. Returns the previous manifest for ``resume``. ``ours``: the folder held a
-    camplus lock file before (so a damaged manifest is ours, and temporary folders without a
-    manifest are left by a run killed before it wrote one)."""
+    camplus lock file before (so a damaged manifest is ours, and temporary folders are left by
+    a run that was killed)."""
     manifest = run_manifest(folder, ours)
-    if manifest is not None and _manifest_or_none(folder) != manifest:  # restore it
-        text = (json.dumps(manifest, indent=2) + "\n").encode()
-        _atomic_write(folder / MANIFEST, text, folder / manifest["temporary"])
-    leftovers = [] if manifest is not None or not ours else _temporaries(folder)
+    if manifest is not None and _manifest_or_none(folder) != manifest:
+        _restore_manifest(folder, manifest)
+    leftovers = _temporaries(folder) if ours else []
     allowed = {LOCK, MANIFEST} | set(manifest["files"] if manifest else ())
+    if manifest is not None or ours:
+        allowed.add(BACKUP)
     if manifest and isinstance(manifest.get("temporary"), str):
         allowed.add(manifest["temporary"])
     foreign = _foreign(folder, allowed | {p.name for p in leftovers})
@@ -332,7 +334,7 @@ def _inspect(
             f"({shown}); camplus writes only into a new or empty folder or one of its "
             "own runs: choose another folder with -o"
         )
-    for leftover in leftovers:  # a run killed before its first manifest
+    for leftover in leftovers:  # a killed run's half-written files
         shutil.rmtree(leftover, ignore_errors=True)
     if manifest is None:
         if resume:
@@ -358,6 +360,15 @@ def _inspect(
     )
 
 
+def _restore_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` again from its recovered copy."""
+    scratch = folder / f"{TEMPORARY}{secrets.token_hex(4)}"
+    try:
+        atomic_write(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode(), scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if _TEMPORARY_NAME.fullmatch(p.name) and p.is_dir()]
 
@@ -380,7 +391,8 @@ def _foreign(folder: Path, ours: set[str]) -> list[str]:
 
 
 def _remove_run(folder: Path, manifest: dict[str, Any]) -> None:
-    """Delete the files a run listed, its temporary folder, and the sub-folders it left empty."""
+    """Delete the files a run listed, its temporary folder, its manifest and backup, and the
+    sub-folders it left empty."""
     for name in manifest["files"]:
         (folder / name).unlink(missing_ok=True)
     temporary = manifest.get("temporary")
@@ -390,12 +402,14 @@ def _remove_run(folder: Path, manifest: dict[str, Any]) -> None:
     for sub in subfolders:
         if sub.is_dir() and not any(sub.iterdir()):
             sub.rmdir()
+    (folder / BACKUP).unlink(missing_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)
 
 
-def _atomic_write(path: Path, data: bytes, temporary: Path) -> None:
+def atomic_write(path: Path, data: bytes, temporary: Path) -> None:
     """Write ``data`` to a new file in the run's ``temporary`` folder, then rename it into
-    place; a failure (a full disk...) raises :class:`RunFolderError` naming ``path``."""
+    place (a reader sees the old file or the new one); a failure (a full disk...) raises
+    :class:`WriteFailed` naming ``path``."""
 
     def write() -> None:
         temporary.mkdir(exist_ok=True)
@@ -409,172 +423,34 @@ def _atomic_write(path: Path, data: bytes, temporary: Path) -> None:
         finally:
             part.unlink(missing_ok=True)
 
-    _guarded(path, write)
+    guarded_write(path, write)
 
 
-def _guarded(path: Path, action: Any) -> Any:
+def guarded_write(path: Path, action: Callable[[], _Result]) -> _Result:
     """``action()``, an ``OSError`` (a full disk, no permission...) raised as a
-    :class:`RunFolderError` that names ``path``."""
+    :class:`WriteFailed` that names ``path``."""
     try:
         return action()
     except OSError as error:
         reason = error.strerror or str(error)
-        raise RunFolderError(f"cannot write {path}: {reason}") from error
+        raise WriteFailed(f"cannot write {path}: {reason}") from error
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-try:  # POSIX
-    import fcntl
-
-    def _try_lock(file: IO[str]) -> bool:
-        try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _unlock(file: IO[str]) -> None:
-        fcntl.flock(file.fileno(), fcntl.LOCK_UN)
-
-except ImportError:  # Windows
-    import msvcrt
-
-    def _try_lock(file: IO[str]) -> bool:
-        try:
-            msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _unlock(file: IO[str]) -> None:
-        msvcrt.locking(file.fileno(), msvcrt.LK_UNLCK, 1)
-
-
-# --------------------------------------------------------------------------- part files
-
-
-class PartWriter:
-    """An append-only JSON-lines file: one record per line, on disk when :meth:`write` returns."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = _guarded(path, lambda: path.open("a", encoding="utf-8"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-
-        def append() -> None:
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-
-        _guarded(self.path, append)
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> PartWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def part_name(attempt: int, rank: int) -> str:
-    """The part file of one process of one attempt of a run."""
-    return f"{PARTS}/{attempt:03d}-rank{rank}.jsonl"
-
-
-def read_parts(folder: Path) -> Iterator[dict[str, Any]]:
-    """Every complete record of every part file in ``folder``, in file order
-    (:func:`read_located_parts` without the places)."""
-    for _, record in read_located_parts(folder):
-        yield record
-
-
-def read_located_parts(folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every complete record of every part file in ``folder``, in file order, with where it is
-    (``"<folder>/parts/001-rank0.jsonl, line 3"``, for messages).
-
-    A last line without its newline (a write cut off by a crash) is dropped; any other line
-    that is not a JSON object means the file was damaged and raises :class:`RunFolderError`.
-    """
-    for path in sorted((folder / PARTS).glob("*.jsonl")):
-        with path.open("rb") as file:  # bytes: a line that is not UTF-8 is damaged, not fatal
-            for number, line in enumerate(file, start=1):
-                if not line.endswith(b"\n"):
-                    break  # a write cut off by a crash: that batch is scored again
-                try:
-                    record = json.loads(line)
-                except ValueError as error:
-                    raise RunFolderError(
-                        f"{path}, line {number}, is damaged ({error}); move the folder aside "
-                        "and start a new run"
-                    ) from error
-                if not isinstance(record, dict):
-                    raise RunFolderError(
-                        f"{path}, line {number}, is damaged (a {type(record).__name__}, not a "
-                        "record); move the folder aside and start a new run"
-                    )
-                yield f"{path}, line {number}", record
-
-
-def csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    """Rows (dicts with the same keys) as CSV text with a header line, every cell
-    :func:`spreadsheet_safe`."""
-    buffer = io.StringIO()
-    fields = list(rows[0]) if rows else []
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([spreadsheet_safe(name) for name in fields])
-    writer.writerows([spreadsheet_safe(row[name]) for name in fields] for row in rows)
-    return buffer.getvalue()
-
-
-#: What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def spreadsheet_safe(value: Any) -> Any:
-    """A CSV cell that no spreadsheet runs as a formula: text starting with ``=``, ``+``, ``-``,
-    ``@``, a tab or a carriage return gets a leading single quote, as OWASP recommends;
-    numbers, negative ones included, stay numbers; undecodable file-name bytes become
-    ``\\xHH`` (:func:`printable`)."""
-    if value is None or isinstance(value, bool):
-        return value
-    text = printable(str(value))
-    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
-        return "'" + text
-    return value if isinstance(value, (int, float)) else text
-
-
-def printable(text: str) -> str:
-    """``text`` with the bytes of an undecodable file name (kept by Python as lone surrogates,
-    ``os.fsdecode``) written as ``\\xHH``: lossless, and valid UTF-8 to write or print."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # surrogates that are not escaped bytes
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 __all__ = [
+    "BACKUP",
     "LOCK",
     "MANIFEST",
-    "PARTS",
-    "PartWriter",
     "RunFolder",
     "RunFolderError",
     "TEMPORARY",
-    "csv_text",
+    "WriteFailed",
+    "atomic_write",
+    "guarded_write",
     "open_run",
-    "part_name",
-    "printable",
     "read_manifest",
-    "read_located_parts",
-    "read_parts",
     "run_manifest",
-    "spreadsheet_safe",
 ]

@@ -23,14 +23,16 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from camplus_app.images import check_aspect, to_rgb
+from captum_camplus import LayerCams
 from captum_camplus.checks import model_scores
 from captum_camplus.layouts import model_facts
+from captum_camplus.maps import upsample_and_normalize
 from captum_camplus.modules import find_layer, module_device
 from metrics.confidence import class_scores
 
@@ -45,6 +47,9 @@ DEFAULT_LAYER = {DEFAULT_MODEL: "bn2"}
 
 class Normalized(nn.Module):
     """``net((x - mean) / std)``: a classifier that takes images in [0, 1]."""
+
+    mean: Tensor  #: (1, C, 1, 1) buffer
+    std: Tensor  #: (1, C, 1, 1) buffer
 
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -102,6 +107,21 @@ class Classifier:
         for image in images:
             check_aspect(image)
         return torch.stack([self.transform(to_rgb(img)) for img in images]).to(self.device)
+
+    def check_layer(self, layout: str) -> None:
+        """Compute one Grad-CAM on a blank image, to find a layer no CAM can use (an
+        ``nn.Linear``, a flattened output) before any work starts.
+
+        Raises:
+            ValueError: the layer's output has no spatial dimensions, or cannot be read with
+                ``layout``.
+        """
+        from PIL import Image as PILImage
+
+        blank = self.preprocess([PILImage.new("RGB", (256, 256), (128, 128, 128))])
+        cams = LayerCams(self.model, self.layer, ["Grad-CAM"], layout=layout)
+        for layer_map in cams.attribute(blank, target=0).values():
+            upsample_and_normalize(cast(Tensor, layer_map), blank.shape[-2:])
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> Prediction:

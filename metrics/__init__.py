@@ -30,6 +30,7 @@ References:
 
 from importlib import import_module
 from importlib.util import find_spec
+from typing import TYPE_CHECKING
 
 from .confidence import cam_dead_zone_mass, class_scores, explanation_maps
 from .driver import evaluate_methods
@@ -51,6 +52,16 @@ from .functional import (
 from .heatmaps import MAPS_FROM, cam_explain, compute_cams
 from .result import EvaluationResult
 from .scoring import BatchScorer, BatchScores
+
+if TYPE_CHECKING:  # what a type checker sees of the names that load at first use
+    from .quantus_adapter import CamMetric as CamMetric
+    from .quantus_metrics import QUANTUS_METRICS as QUANTUS_METRICS
+    from .quantus_metrics import AverageDrop as AverageDrop
+    from .quantus_metrics import DeadZoneMass as DeadZoneMass
+    from .quantus_metrics import IncreaseInConfidence as IncreaseInConfidence
+    from .quantus_metrics import RelativePerformance as RelativePerformance
+    from .quantus_metrics import WinPercentage as WinPercentage
+    from .quantus_registry import register_quantus_metrics as register_quantus_metrics
 
 #: The names that need Quantus, by module. They are imported by :func:`__getattr__` at first use,
 #: not here: Quantus is an optional extra, slow to import, and importing

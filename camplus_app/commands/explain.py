@@ -12,12 +12,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from camplus_app import figures, zoo
-from camplus_app.images import resolve_images
+from camplus_app.errors import UsageError, first_line
+from camplus_app.images import check_aspect, resolve_images
 from camplus_app.options import (
     LAYOUT,
-    UsageError,
+    Scores,
     check_scores,
-    first_line,
     output_path,
     parse_device,
     parse_methods,
@@ -45,7 +45,7 @@ class Job:
     batch_size: int
     progress: bool
     overwrite: bool = False
-    scores: str = "softmax"  #: ``--scores``: how the outputs become the figures' scores
+    scores: Scores = "softmax"  #: ``--scores``: how the outputs become the figures' scores
 
 
 def run(args: argparse.Namespace) -> None:
@@ -77,13 +77,18 @@ def prepare(args: argparse.Namespace) -> Job:
         images = resolve_images(args.images)
         if args.weights is not None and args.model is None:
             raise UsageError("--weights needs --model, the architecture the weights are for")
+        for image in images.values():
+            check_aspect(image)
         classifier = zoo.load_classifier(args.model or zoo.DEFAULT_MODEL, args.weights, args.layer)
+        classifier.to(device).check_layer(LAYOUT)
         target = None if args.target is None else classifier.class_index(args.target)
         check_scores(args.scores, len(classifier.categories), classifier.name)
+    # the images, the zoo and the core raise these for input the user can fix (an unreadable
+    # image, a bad weights file, a layer without a map, a library to install)
     except (ValueError, FileNotFoundError, ImportError) as error:
         raise UsageError(first_line(str(error))) from error
     return Job(
-        classifier=classifier.to(device),
+        classifier=classifier,
         images=images,
         methods=methods,
         target=target,

@@ -40,8 +40,11 @@ class WalledCNN(nn.Module):
         cam_index: int = -1,
     ) -> None:
         super().__init__()
-        if not (len(head) >= 2 and isinstance(head[0], nn.Flatten)):
+        if not (
+            len(head) >= 2 and isinstance(head[0], nn.Flatten) and isinstance(head[1], nn.Linear)
+        ):
             raise ValueError("the head must start with nn.Flatten() followed by nn.Linear")
+        linear: nn.Linear = head[1]
         self.features = features
         self.head = head
         self.image_size = tuple(int(s) for s in image_size)
@@ -49,7 +52,7 @@ class WalledCNN(nn.Module):
         self.cam_index = cam_index % len(features)
         feature_shape = self._shape_after(features)
         unseen = bottom_rows(feature_shape[1], feature_shape[2], unseen_rows)
-        self.view_mask: ViewMask = mask_linear_input(head[1], feature_shape, unseen)
+        self.view_mask: ViewMask = mask_linear_input(linear, feature_shape, unseen)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
@@ -109,13 +112,12 @@ class Theorem3CNN(WalledCNN):
                 f"divisible by the pool size {pool} with an even pooled height "
                 "(Taimeskhanov et al., theorem 3)"
             )
-        features = nn.Sequential(
-            nn.Conv2d(1, filters, kernel_size, bias=False), nn.ReLU(), nn.MaxPool2d(pool)
-        )
-        pooled = filters * (height // pool) * (width // pool)
-        head = nn.Sequential(nn.Flatten(), nn.Linear(pooled, 1, bias=False))
-        for layer in (features[0], head[1]):
+        conv = nn.Conv2d(1, filters, kernel_size, bias=False)
+        linear = nn.Linear(filters * (height // pool) * (width // pool), 1, bias=False)
+        for layer in (conv, linear):
             nn.init.normal_(layer.weight, std=tau, generator=generator)
+        features = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(pool))
+        head = nn.Sequential(nn.Flatten(), linear)
         super().__init__(features, head, image_size, 1, height // pool // 2, cam_index=1)
 
 

@@ -24,7 +24,7 @@ pytest.importorskip("matplotlib")
 from captum.attr import LayerGradCam  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from camplus_app import cli, figures, zoo  # noqa: E402
+from camplus_app import cli, errors, figures, zoo  # noqa: E402
 from camplus_app.images import sample_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def test_explain_writes_a_figure_per_image(tmp_path, monkeypatch) -> None:
     out = tmp_path / "out"
     argv = ["explain", "coffee", "chelsea", "--output", str(out), "--quiet"]
     assert cli.main([*argv, "--methods", "gradcam, Grad-CAM++", "--batch-size", "1"]) == 0
-    assert _listing(out) == ["chelsea.png", "coffee.png", "manifest.json", "predictions.csv"]
+    assert _listing(out) == ["chelsea.png", "coffee.png", *MANIFESTS, "predictions.csv"]
     manifest = json.loads((out / "manifest.json").read_text())
     settings = manifest["settings"]
     assert settings["methods"] == ["Grad-CAM", "Grad-CAM++"]
@@ -111,6 +111,12 @@ def test_explain_given_target_and_custom_model(tmp_path) -> None:
     assert (row["image"], row["class_index"], row["class_name"]) == ("blue", "3", "class 3")
 
 
+#: What the line of a failure we did not expect ends with.
+HINT = " (a failure; set CAMPLUS_TRACEBACK=1 to see the traceback)"
+#: The manifest and its backup, in every run folder.
+MANIFESTS = ["manifest.backup.json", "manifest.json"]
+
+
 def _listing(folder: Path) -> list[str]:
     """The visible files of an output folder (the run's lock file is hidden)."""
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
@@ -125,10 +131,10 @@ def test_output_folder_is_never_mixed_with_another_run_or_other_files(tmp_path, 
     assert cli.main(["explain", "chelsea", *argv[2:]]) == 2
     err = capsys.readouterr().err
     assert "holds a complete camplus explain run: pass --overwrite" in err and err.count("\n") == 1
-    assert _listing(out) == ["coffee.png", "manifest.json", "predictions.csv"]
+    assert _listing(out) == ["coffee.png", *MANIFESTS, "predictions.csv"]
     # --overwrite replaces the earlier run: no file of it is left beside the new ones
     assert cli.main(["explain", "chelsea", *argv[2:], "--overwrite"]) == 0
-    assert _listing(out) == ["chelsea.png", "manifest.json", "predictions.csv"]
+    assert _listing(out) == ["chelsea.png", *MANIFESTS, "predictions.csv"]
     assert first  # written, then removed by the overwrite
     # a file someone else put there is never touched, not even with --overwrite
     (out / "notes.txt").write_text("mine")
@@ -168,8 +174,11 @@ def test_failure_during_run_leaves_no_output(tmp_path, monkeypatch, capsys) -> N
 
     monkeypatch.setattr(figures, "overlay_figure", broken)
     out = tmp_path / "new" / "out"
-    assert cli.main(["explain", "coffee", "--quiet", "--output", str(out)]) == 2
-    assert capsys.readouterr().err == "camplus: error: RuntimeError: drawing failed\n"
+    assert cli.main(["explain", "coffee", "--quiet", "--output", str(out)]) == errors.FAILURE
+    assert capsys.readouterr().err == (
+        "camplus: error: RuntimeError: drawing failed (a failure; set CAMPLUS_TRACEBACK=1 to "
+        "see the traceback)\n"
+    )
     assert not (tmp_path / "new").exists()
     assert not list(tmp_path.glob(".camplus-*"))
 
@@ -247,3 +256,29 @@ def test_subprocess_bad_input_exit_status(tmp_path) -> None:
     assert result.stderr == "camplus: error: image not found: missing.jpg\n"
     assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "line"),
+    [
+        (errors.UsageError("bad input\nsecond line"), 2, "bad input\nsecond line"),
+        (errors.Failure("the disk is full"), 1, "the disk is full"),
+        (ValueError("a bug"), 1, "ValueError: a bug" + HINT),
+        (OSError(5, "Input/output error"), 1, "OSError: [Errno 5] Input/output error" + HINT),
+        (MemoryError(), 1, "MemoryError: (no message)" + HINT),
+    ],
+)
+def test_the_exit_status_tells_a_usage_error_from_a_failure(capsys, error, status, line) -> None:
+    def command() -> None:
+        raise error
+
+    assert cli.exit_status(command) == status
+    assert capsys.readouterr().err == f"camplus: error: {line}\n"
+
+
+def test_ctrl_c_is_130(capsys) -> None:
+    def command() -> None:
+        raise KeyboardInterrupt
+
+    assert cli.exit_status(command) == errors.INTERRUPTED == 130
+    assert capsys.readouterr().err == "\ncamplus: interrupted\n"

@@ -17,7 +17,7 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("transformers")
 from hugging_face_folders import vit_folder  # noqa: E402
 
-from camplus_app import cli, options, zoo  # noqa: E402
+from camplus_app import cli, errors, options, zoo  # noqa: E402
 from camplus_app.images import sample_images  # noqa: E402
 from metrics.confidence import SCORES  # noqa: E402
 
@@ -42,7 +42,7 @@ def test_softmax_of_one_output_is_a_usage_error_before_anything_runs(
 ) -> None:
     out = tmp_path / "out"
     argv = [command, "coffee", "--model", str(binary_folder), "--methods", "gradcam"]
-    assert cli.main([*argv, "-q", "-o", str(out)]) == options.USAGE_ERROR
+    assert cli.main([*argv, "-q", "-o", str(out)]) == errors.USAGE_ERROR
     error = capsys.readouterr().err
     assert "one output per image" in error and "--scores sigmoid" in error
     assert not out.exists()
@@ -75,26 +75,6 @@ def test_compare_records_the_scores_and_resume_refuses_another(
     report = (out / "report.md").read_text()
     assert "| scores | sigmoid |" in report and "sigmoid probabilities" in report
     for other in ("softmax", "raw"):
-        assert cli.main([*argv, "--resume", "--scores", other]) == options.USAGE_ERROR
+        assert cli.main([*argv, "--resume", "--scores", other]) == errors.USAGE_ERROR
         assert f"with --scores {other}: it was started with sigmoid" in capsys.readouterr().err
     assert cli.main([*argv, "--resume"]) == 0  # the run's own --scores
-
-
-def test_a_run_recorded_before_scores_existed_resumes_as_softmax(tmp_path, capsys) -> None:
-    pytest.importorskip("quantus")
-    model = vit_folder(tmp_path / "vit", ["cat", "dog", "cup"])
-    out = tmp_path / "out"
-    argv = ["compare", "coffee", "chelsea", "--model", str(model), "--batch-size", "1"]
-    argv += ["--methods", "gradcam,hirescam", "-q", "-o", str(out)]
-    assert cli.main(argv) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["settings"].pop("scores") == "softmax"
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    for part in (out / "parts").glob("*.jsonl"):
-        records = [json.loads(line) for line in part.read_text().splitlines()]
-        for record in records:
-            del record["settings"]["scores"]
-        part.write_text("".join(json.dumps(record) + "\n" for record in records[:1]))
-    assert cli.main([*argv, "--resume"]) == 0, capsys.readouterr().err
-    assert {row["method"] for row in _rows(out / "scores.csv")} == {"Grad-CAM", "HiResCAM"}
-    assert cli.main([*argv, "--resume", "--scores", "sigmoid"]) == options.USAGE_ERROR

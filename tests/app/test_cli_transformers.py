@@ -60,7 +60,7 @@ def test_explain_a_vit_from_a_weights_file(tmp_path, monkeypatch, vit_weights) -
         == 0
     )
     visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    assert visible == ["coffee.png", "manifest.json", "predictions.csv"]
+    assert visible == ["coffee.png", "manifest.backup.json", "manifest.json", "predictions.csv"]
     image, heatmaps = drawn["coffee"]
 
     # Independent reference: hook, autograd.grad, the grid restored by hand, upsample, min-max.

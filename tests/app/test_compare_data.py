@@ -364,3 +364,23 @@ def test_a_bundled_photograph_named_twice_is_read_twice():
     assert [e.name for e in listing.entries] == ["coffee", "coffee-2"]
     dataset = ImageDataset(listing.entries, lambda image: torch.zeros(1))
     assert [dataset[i].error for i in range(2)] == [None, None]
+
+
+def test_only_a_file_that_cannot_be_decoded_is_unreadable(tmp_path) -> None:
+    from PIL import Image
+
+    from camplus_app.datasets import ImageDataset, ImageEntry
+
+    good, broken = tmp_path / "good.png", tmp_path / "broken.png"
+    Image.new("RGB", (8, 8)).save(good)
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not a PNG")
+    entries = [ImageEntry("good", str(good), None), ImageEntry("broken", str(broken), None)]
+    dataset = ImageDataset(entries, lambda image: torch.zeros(3, 8, 8))
+    assert dataset[0].error is None and dataset[1].image is None
+    assert dataset[1].error.startswith(f"not a readable image: {broken}")
+
+    def buggy(image):
+        raise MemoryError
+
+    with pytest.raises(MemoryError):  # a bug or no memory is a failure, not an unreadable file
+        ImageDataset(entries, buggy)[0]

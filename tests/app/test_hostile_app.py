@@ -166,6 +166,7 @@ def test_decompression_bomb_and_empty_files_are_named(tmp_path):
 
 zoo = pytest.importorskip("camplus_app.zoo")
 cli = pytest.importorskip("camplus_app.cli")
+errors = pytest.importorskip("camplus_app.errors")
 pytest.importorskip("torchvision")
 
 
@@ -207,11 +208,14 @@ def photo(tmp_path) -> Path:
     return path
 
 
-def _fails(argv: list[str], message: str, capsys, out: Path) -> None:
-    """One line on stderr naming the problem, exit status 2, nothing written."""
-    status = cli.main([*argv, "--quiet", "--output", str(out)] if "--output" not in argv else argv)
+def _fails(
+    argv: list[str], message: str, capsys, out: Path, status: int = errors.USAGE_ERROR
+) -> None:
+    """One line on stderr naming the problem, the exit status (a usage error's, 2, unless
+    told), nothing written."""
+    got = cli.main([*argv, "--quiet", "--output", str(out)] if "--output" not in argv else argv)
     err = capsys.readouterr().err
-    assert status == 2, err
+    assert got == status, err
     assert err.count("\n") == 1 and err.startswith("camplus: error: "), err
     assert re.search(message, err), err
     assert not out.exists() or not any(out.iterdir())
@@ -353,10 +357,25 @@ def test_an_unexpected_failure_is_one_line_unless_asked(tmp_path, capsys, photo,
         raise KeyError("internal")
 
     monkeypatch.setattr(zoo, "load_classifier", broken)
-    _fails(["explain", str(photo)], "KeyError: 'internal'", capsys, tmp_path / "out")
+    argv = ["explain", str(photo)]
+    _fails(argv, "KeyError: 'internal' .*CAMPLUS_TRACEBACK=1", capsys, tmp_path / "out", 1)
     monkeypatch.setenv("CAMPLUS_TRACEBACK", "1")
-    with pytest.raises(KeyError, match="internal"):
-        cli.main(["explain", str(photo), "--quiet", "--output", str(tmp_path / "out")])
+    assert cli.main([*argv, "--quiet", "--output", str(tmp_path / "out")]) == errors.FAILURE
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "in broken" in err, err
+    assert err.endswith(
+        "camplus: error: KeyError: 'internal' (a failure; set CAMPLUS_TRACEBACK=1 "
+        "to see the traceback)\n"
+    )
+
+
+def test_the_traceback_of_a_usage_error_is_shown_when_asked(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CAMPLUS_TRACEBACK", "1")
+    argv = ["explain", str(tmp_path / "missing.png"), "--output", str(tmp_path / "out")]
+    assert cli.main(argv) == errors.USAGE_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):"), err
+    assert "FileNotFoundError" in err and err.endswith("image not found: " + argv[1] + "\n")
 
 
 def test_sixteen_bit_photograph_gets_the_class_of_the_eight_bit_one(tmp_path):

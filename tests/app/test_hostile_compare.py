@@ -12,6 +12,8 @@ import csv
 import json
 import os
 import shutil
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,9 +24,16 @@ pytest.importorskip("skimage")
 pytest.importorskip("matplotlib")
 pytest.importorskip("quantus")
 from benchmarks.make_dataset import write_dataset  # noqa: E402
-from camplus_app import cli  # noqa: E402
+from camplus_app import cli, errors, zoo  # noqa: E402
 from camplus_app.commands.compare import job as compare_job  # noqa: E402
-from camplus_app.commands.compare.processes import Processes  # noqa: E402
+from camplus_app.commands.compare import processes as processes_module  # noqa: E402
+from camplus_app.commands.compare.processes import (  # noqa: E402
+    TIMEOUT,
+    TIMEOUT_VARIABLE,
+    Processes,
+    process_timeout,
+)
+from camplus_app.errors import PeerProcessFailed  # noqa: E402
 from camplus_app.runs import MANIFEST, TEMPORARY, read_manifest  # noqa: E402
 
 ARCH = "test_efficientnet"
@@ -77,8 +86,10 @@ def _resume(out: Path) -> list[str]:
     return ["compare", "-o", str(out), "--resume", "-q", "--workers", "0"]
 
 
-def _fails(argv: list[str], capsys, *messages: str, lines: int = 1) -> str:
-    assert cli.main(argv) == 2
+def _fails(
+    argv: list[str], capsys, *messages: str, lines: int = 1, status: int = errors.USAGE_ERROR
+) -> str:
+    assert cli.main(argv) == status
     err = capsys.readouterr().err
     assert err.count("\n") == lines and err.startswith("camplus: error: "), err
     for message in messages:
@@ -274,39 +285,106 @@ def test_pillow_formats_are_read_and_odd_files_are_reported(tmp_path, weights, c
     assert "`goldfish/loop-a.png`: a symbolic link that loops" in report
 
 
+class _OtherProcessesAgree(Processes):
+    """One of several processes whose start and agreements succeed without a process group;
+    its gather is the real one (:func:`metrics.distributed.gather`, replaced by a test)."""
+
+    def start(self, device) -> None:
+        pass
+
+    def agree(self, error):
+        return error
+
+    def share(self, value):
+        return value
+
+
+class _TwoProcesses(_OtherProcessesAgree):
+    """One of two processes whose collectives all succeed (each gets its own values back)."""
+
+    def gather(self, value):
+        return [value, value]
+
+
 def test_a_torchrun_process_that_dies_leaves_the_resume_command(
     tmp_path, dataset, weights, monkeypatch, capsys
 ):
-    class LostPeer(Processes):
-        """Rank 0 of 2, whose peer is killed while the batches are scored."""
+    def lost_peer(value, world):
+        raise RuntimeError("[gloo] Connection closed by peer [127.0.0.1]:29500")
 
-        def __init__(self) -> None:
-            super().__init__(rank=0, world=2)
-
-        def start(self, device) -> None:
-            pass
-
-        def agree(self, error):
-            return error
-
-        def share(self, value):
-            return value
-
-        def gather(self, value):
-            raise RuntimeError("[gloo] Connection closed by peer [127.0.0.1]:29500")
-
-    monkeypatch.setattr(compare_job.Processes, "from_environment", LostPeer)
+    monkeypatch.setattr(
+        compare_job.Processes, "from_environment", lambda: _OtherProcessesAgree(0, 2)
+    )
+    monkeypatch.setattr(processes_module, "gather", lost_peer)
     out = tmp_path / "out"
     _fails(
         _argv(dataset, out, weights),
         capsys,
-        "process 0 of 2 stopped: RuntimeError",
-        "Connection closed by peer",
+        "process 0 of 2 lost the others: another process stopped",
+        "(RuntimeError: [gloo] Connection closed by peer",
         "run the same torchrun command with --resume",
         f"-o {out} --resume",
         lines=2,
+        status=errors.FAILURE,
     )
-    assert not list(out.glob(f"{TEMPORARY}*/*.part"))
+    assert not list(out.glob(f"{TEMPORARY}*"))
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_torchrun_process_reports_its_own_error_as_itself(
+    tmp_path, dataset, weights, monkeypatch, capsys, rank
+):
+    def broken(shard):
+        raise ZeroDivisionError("a bug in the scoring")
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setattr(compare_job.Processes, "from_environment", lambda: _TwoProcesses(rank, 2))
+    monkeypatch.setattr(compare_job, "score_shard", broken)
+    out = tmp_path / "out"
+    assert cli.main(_argv(dataset, out, weights)) == errors.FAILURE
+    assert capsys.readouterr().err == (
+        f"camplus: error (process {rank} of 2): ZeroDivisionError: a bug in the scoring (a "
+        "failure; set CAMPLUS_TRACEBACK=1 to see the traceback)\n"
+    )
+    monkeypatch.setenv("CAMPLUS_TRACEBACK", "1")
+    assert cli.main(_argv(dataset, out, weights)) == errors.FAILURE
+    assert "in broken\n    raise ZeroDivisionError" in capsys.readouterr().err
+
+
+def test_a_failed_collective_is_a_peer_failure_and_the_timeout_is_bounded(monkeypatch):
+    def lost() -> None:
+        raise torch.distributed.DistNetworkError("Connection reset by peer")
+
+    with pytest.raises(PeerProcessFailed, match=r"process 1 of 3 lost the others: .*reset"):
+        Processes(rank=1, world=3)._collective(lost)
+    assert process_timeout() == TIMEOUT == timedelta(minutes=30)
+    monkeypatch.setenv(TIMEOUT_VARIABLE, "90")
+    assert process_timeout() == timedelta(minutes=90)
+    monkeypatch.setenv(TIMEOUT_VARIABLE, "never")
+    with pytest.raises(errors.UsageError, match="CAMPLUS_PROCESS_TIMEOUT='never' is not"):
+        process_timeout()
+
+
+def test_a_bug_in_the_transform_stops_the_run_instead_of_making_images_unreadable(
+    tmp_path, dataset, weights, monkeypatch, capsys
+):
+    def broken_transform(image):
+        raise ZeroDivisionError("a bug in the transform")
+
+    real = zoo.load_classifier
+    monkeypatch.setattr(
+        zoo, "load_classifier", lambda *a: replace(real(*a), transform=broken_transform)
+    )
+    monkeypatch.setattr(zoo.Classifier, "check_layer", lambda self, layout: None)
+    out = tmp_path / "out"
+    _fails(
+        _argv(dataset, out, weights),
+        capsys,
+        "camplus: error: ZeroDivisionError: a bug in the transform",
+        status=errors.FAILURE,
+    )
+    assert not out.exists()
 
 
 def test_explain_with_undecodable_and_formula_names(tmp_path, weights, capsys):

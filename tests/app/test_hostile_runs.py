@@ -5,26 +5,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from camplus_app.datasets import Fingerprint, _class_folders, find_images
+from camplus_app.parts import PartWriter, part_name, read_parts
 from camplus_app.runs import (
+    BACKUP,
     LOCK,
     MANIFEST,
     TEMPORARY,
-    PartWriter,
     RunFolderError,
-    csv_text,
+    WriteFailed,
     open_run,
-    part_name,
-    printable,
     read_manifest,
-    read_parts,
-    spreadsheet_safe,
 )
+from camplus_app.textsafe import csv_text, printable, spreadsheet_safe
 
 UNDECODABLE = os.fsdecode(b"caf\xe9-\xff")  # Latin-1 bytes: not UTF-8
 
@@ -37,9 +34,8 @@ def _run_with_files(out: Path, *names: str) -> None:
     run.close()
 
 
-def _temporary(out: Path) -> Path:
-    (found,) = out.glob(f"{TEMPORARY}*")
-    return found
+def _temporaries(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob(f"{TEMPORARY}*"))
 
 
 # ----------------------------------------------------------------------- temporaries
@@ -66,10 +62,53 @@ def test_a_failed_new_run_deletes_only_what_it_wrote(tmp_path: Path) -> None:
 
 def test_temporary_files_live_in_the_folder_the_manifest_records(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    _run_with_files(out, "scores.csv")
-    manifest = read_manifest(out)
-    assert manifest["temporary"] == _temporary(out).name
+    run = open_run(out, "compare")
+    run.start("compare", {"x": 1})
+    run.write_text("scores.csv", "data")
+    assert _temporaries(out) == [read_manifest(out)["temporary"]]
+    run.close()
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("end", ["complete", "discard", "close"])
+def test_a_run_that_ends_leaves_no_temporary_folder(tmp_path: Path, end: str) -> None:
+    out = tmp_path / "out"
+    run = open_run(out, "compare")
+    run.start("compare", {"x": 1})
+    run.write_text("scores.csv", "data")
+    assert _temporaries(out)
+    getattr(run, end)()
+    assert _temporaries(out) == []
+
+
+def test_a_killed_runs_temporary_folder_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run_with_files(out, "scores.csv")
+    killed = out / read_manifest(out)["temporary"]  # as a kill -9 mid-write leaves it
+    killed.mkdir()
+    (killed / "0123.part").write_text("half")
+    resumed = open_run(out, "compare", resume=True)
+    assert not killed.exists()
+    resumed.start("compare", {"x": 1})
+    resumed.complete()
+    assert _temporaries(out) == []
+
+
+def test_the_manifest_backup_is_named_as_what_it_is(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _run_with_files(out, "scores.csv")
+    assert BACKUP == "manifest.backup.json"
+    assert (out / BACKUP).read_text() == (out / MANIFEST).read_text()
+    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK, MANIFEST, BACKUP, "scores.csv"])
+
+
+def test_a_users_file_named_like_the_backup_is_never_taken_for_ours(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / BACKUP).write_text("mine")
+    with pytest.raises(RunFolderError, match=r"did not write \(manifest.backup.json\)"):
+        open_run(out, "compare")
+    assert (out / BACKUP).read_text() == "mine"
 
 
 def test_a_tampered_temporary_name_cannot_point_outside(tmp_path: Path) -> None:
@@ -80,7 +119,6 @@ def test_a_tampered_temporary_name_cannot_point_outside(tmp_path: Path) -> None:
     manifest = read_manifest(out)
     manifest["temporary"] = "../precious"
     (out / MANIFEST).write_text(json.dumps(manifest))
-    shutil.rmtree(_temporary(out))
     open_run(out, "compare", overwrite=True).close()
     assert (tmp_path / "precious" / "f").read_text() == "keep"
 
@@ -91,7 +129,7 @@ def test_a_tampered_file_list_cannot_delete_files_outside(tmp_path: Path) -> Non
     (tmp_path / "outside.txt").write_text("keep")
     manifest = read_manifest(out)
     manifest["files"].append("../outside.txt")
-    for copy in (out / MANIFEST, _temporary(out) / MANIFEST):
+    for copy in (out / MANIFEST, out / BACKUP):
         copy.write_text(json.dumps(manifest))
     with pytest.raises(RunFolderError, match="a file outside its folder"):
         open_run(out, "compare", overwrite=True)
@@ -130,7 +168,7 @@ def test_a_manifest_damaged_with_its_copy_is_refused_with_what_to_do(tmp_path: P
     out = tmp_path / "out"
     _run_with_files(out, "scores.csv")
     (out / MANIFEST).write_text("{")
-    (_temporary(out) / MANIFEST).write_text("{")
+    (out / BACKUP).write_text("{")
     with pytest.raises(RunFolderError, match="no intact copy.*move the folder aside"):
         open_run(out, "compare", overwrite=True)
     assert (out / "scores.csv").exists()
@@ -206,7 +244,7 @@ def test_undecodable_names_are_written_as_escaped_bytes(tmp_path: Path) -> None:
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_names_the_file() -> None:
     writer = PartWriter(Path("/dev/full"))
-    with pytest.raises(RunFolderError, match="cannot write /dev/full: No space left"):
+    with pytest.raises(WriteFailed, match="cannot write /dev/full: No space left"):
         writer.write({"batch": 0})
 
 
@@ -218,7 +256,7 @@ def test_a_read_only_folder_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "out" / "parts").mkdir()
     (tmp_path / "out" / "parts").chmod(0o500)
     try:
-        with pytest.raises(RunFolderError, match="cannot write .*parts"):
+        with pytest.raises(WriteFailed, match="cannot write .*parts"):
             PartWriter(run.file(part_name(1, 0)))
     finally:
         (tmp_path / "out" / "parts").chmod(0o700)

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from camplus_app.parts import PartWriter, part_name, read_parts
 from camplus_app.runs import (
     LOCK,
     TEMPORARY,
-    PartWriter,
     RunFolderError,
     open_run,
-    part_name,
     read_manifest,
-    read_parts,
 )
 
 
@@ -38,7 +36,13 @@ def test_a_new_run_records_every_file_and_completes(tmp_path: Path) -> None:
     manifest = read_manifest(out)
     assert manifest["state"] == "complete" and manifest["summary"] == {"images": 1}
     assert manifest["files"] == ["table.csv", "parts/001-rank0.jsonl"]
-    assert _visible(out) == ["manifest.json", "parts/001-rank0.jsonl", "table.csv"]
+    assert _visible(out) == [
+        "manifest.backup.json",
+        "manifest.json",
+        "parts/001-rank0.jsonl",
+        "table.csv",
+    ]
+    assert not list(out.glob(f"{TEMPORARY}*"))
 
 
 def test_occupied_folders_are_refused_and_overwrite_removes_only_the_runs_files(tmp_path):

@@ -13,7 +13,9 @@ every process scores every K-th missing batch into its own part file and the fir
 them: the same batches, hence the same tables, as one process.
 
 - :mod:`.processes`: this process's rank, GPU and collectives under ``torchrun``;
-- :mod:`.settings`: the settings that decide a run, and the checks ``--resume`` makes;
+- :mod:`.settings`: the settings that decide a run, and the checks ``--resume`` makes of them;
+- :mod:`.data`: the identity of the run's data (``dataset.csv``), checked by ``--resume``;
+- :mod:`.integrity`: the checks of the part files' records;
 - :mod:`.scoring`: the scoring loop, one part-file record per batch;
 - :mod:`.outputs`: the tables, figures and report of a finished run;
 - :mod:`.job`: the command, from its arguments to its files.

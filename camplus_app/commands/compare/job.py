@@ -16,42 +16,33 @@ import torch
 
 from camplus_app import zoo
 from camplus_app.datasets import ImageEntry, Listing, find_images, select
+from camplus_app.errors import Failure, Interrupted, PeerProcessFailed, UsageError
 from camplus_app.options import (
-    OUR_ERRORS,
+    LAYOUT,
     PROG,
-    Interrupted,
-    UsageError,
     check_scores,
-    one_line,
     output_path,
     parse_device,
     parse_methods,
     write,
 )
+from camplus_app.parts import part_name, read_parts
 from camplus_app.provenance import Provenance, collect
 from camplus_app.report import RunFacts
-from camplus_app.runs import (
-    RunFolder,
-    RunFolderError,
-    open_run,
-    part_name,
-    printable,
-    read_parts,
-)
+from camplus_app.runs import RunFolder, open_run
+from camplus_app.textsafe import printable
 from metrics.records import NoImageAboveThreshold
 
+from .data import check_same_data, listing_csv, listing_digest
+from .integrity import batch_records
 from .outputs import NothingReadable, Outputs, counts, summary_line
 from .processes import Processes
 from .scoring import Shard, score_shard
 from .settings import (
     Settings,
     batch_positions,
-    batch_records,
-    check_same_data,
     check_same_settings,
     check_unchanged,
-    listing_csv,
-    listing_digest,
     previous_settings,
     settings_from,
 )
@@ -59,7 +50,8 @@ from .settings import (
 
 def run(args: argparse.Namespace) -> None:
     """``camplus compare`` from parsed arguments, on this process (one of several under
-    ``torchrun``). Failures raise (:class:`UsageError` for bad input); Ctrl-C raises
+    ``torchrun``). Failures raise (:class:`UsageError` for bad input,
+    :class:`PeerProcessFailed` when another process stopped); Ctrl-C raises
     :class:`Interrupted` with how to go on."""
     processes = Processes.from_environment()
     job: CompareJob | None = None
@@ -108,22 +100,23 @@ class CompareJob:
 
     @classmethod
     def prepare(cls, args: argparse.Namespace, processes: Processes) -> CompareJob:
-        """Check the input and load everything, on every process; bad input raises UsageError."""
-        error = None
+        """Check the input and load everything, on every process; bad input raises
+        :class:`UsageError` on every process (they agree on the first one's)."""
+        failure: Exception | None = None
         try:
             output = output_path(args.output)
             previous = previous_settings(output) if args.resume else None
             settings = settings_from(args, previous, parse_methods)
             device = processes.device(parse_device(args.device))
-        except (UsageError, RunFolderError) as failure:
-            error = str(failure)
-        processes.start(torch.device("cpu") if error else device)
-        if (error := processes.agree(error)) is not None:
-            raise UsageError(error)
+        except UsageError as error:
+            failure = error
+        processes.start(torch.device("cpu") if failure else device)
+        _agree(processes, failure)
         try:
             settings.model = settings.model or zoo.DEFAULT_MODEL
             classifier = zoo.load_classifier(settings.model, settings.weights, settings.layer)
             classifier = classifier.to(device)
+            classifier.check_layer(LAYOUT)
             settings.layer = classifier.layer_name
             check_scores(settings.scores, len(classifier.categories), classifier.name)
             if args.target is not None:
@@ -136,10 +129,11 @@ class CompareJob:
                     "--target and a data set of class folders both name the class to explain: "
                     "leave out --target to explain each image's true class"
                 )
-        except (ValueError, FileNotFoundError, ImportError, UsageError, RunFolderError) as failure:
-            error = str(failure)
-        if (error := processes.agree(error)) is not None:
-            raise UsageError(error)
+        # the zoo and the listing raise these for input the user can fix (a bad weights file,
+        # an unknown class, a missing image, a library to install)
+        except (ValueError, FileNotFoundError, ImportError, UsageError) as error:
+            failure = error
+        _agree(processes, failure)
         entries = [
             listing.entries[p] for p in select(len(listing.entries), settings.limit, settings.seed)
         ]
@@ -153,28 +147,34 @@ class CompareJob:
         return batch_positions(number, self.settings.batch_size, len(self.entries))
 
     def run(self) -> None:
-        error = None
+        """Take the folder (rank 0), score this process's batches, merge them (rank 0).
+
+        Raises:
+            UsageError: the folder or ``--resume`` is refused (on every process).
+            PeerProcessFailed: another process stopped; the message says how to resume.
+            Exception: this process's own failure, as it is.
+        """
+        failure: UsageError | None = None
         if self.processes.rank == 0:
             try:
                 self._take_folder()
-            except (RunFolderError, UsageError) as failure:
-                error = str(failure)
-        if (error := self.processes.agree(error)) is not None:
-            raise UsageError(error)
-        self.attempt, self.plan = self.processes.share((self.attempt, self.plan))
+            except UsageError as error:
+                failure = error
+        _agree(self.processes, failure)
         started = time.perf_counter()
         try:
+            self.attempt, self.plan = self.processes.share((self.attempt, self.plan))
             scored = sum(self.processes.gather(self._score()))  # waits for every shard
-        except Exception as error:
+        except PeerProcessFailed as error:
             self._discard_if_empty()
-            if self.processes.world == 1 or isinstance(error, OUR_ERRORS):
-                raise
-            raise UsageError(  # another process died (killed, out of memory...)
-                f"process {self.processes.rank} of {self.processes.world} stopped: "
-                f"{one_line(error)}; the batches scored so far are saved in {self.output}; to "
-                "go on with the rest, run the same torchrun command with --resume:\n  "
+            raise PeerProcessFailed(
+                f"{error}; the batches scored so far are saved in {self.output}; to go on with "
+                f"the rest, run the same torchrun command with --resume:\n  "
                 f"{self.resume_command()}"
             ) from error
+        except Exception:
+            self._discard_if_empty()
+            raise
         elapsed = time.perf_counter() - started
         if self.processes.rank == 0:
             self._finish(scored, elapsed)
@@ -299,7 +299,7 @@ class CompareJob:
         records = {record["batch"]: record for record in self._records()}
         missing = [b for b in range(self.batches) if b not in records]
         if missing:
-            raise UsageError(
+            raise Failure(
                 f"{len(missing)} batches were not scored (did a process fail?); "
                 f"to score them, run:\n  {self.resume_command()}"
             )
@@ -346,6 +346,14 @@ class CompareJob:
                     "(listed in report.md)"
                 )
             write(f"results in {self.output}")
+
+
+def _agree(processes: Processes, failure: Exception | None) -> None:
+    """Raise the first process's usage error on every process (this process's own error as
+    the cause, for its traceback), or nothing if every process went well."""
+    message = processes.agree(None if failure is None else str(failure))
+    if message is not None:
+        raise UsageError(message) from failure
 
 
 __all__ = ["CompareJob", "run"]

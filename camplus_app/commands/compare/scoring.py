@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from camplus_app import figures
 from camplus_app.datasets import Batch, ImageDataset, ImageEntry, collate
 from camplus_app.options import LAYOUT
-from camplus_app.runs import PartWriter
+from camplus_app.parts import PartWriter
 from camplus_app.zoo import Classifier
 from metrics.records import image_records
 from metrics.scoring import BatchScorer

@@ -1,26 +1,18 @@
 """What decides a ``camplus compare`` run's results, and the checks that let ``--resume`` go on
-only with the same settings, the same data and the run's own part files."""
+only with the same settings. One comparison (:func:`setting_changes`) serves every check: an
+option given to ``--resume``, the manifest read again under the lock, and each part-file record
+(:mod:`.integrity`)."""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import io
-import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from camplus_app.datasets import ImageEntry, Listing, data_change, listing_rows
-from camplus_app.runs import (
-    RunFolderError,
-    csv_text,
-    read_located_parts,
-    read_parts,
-    run_manifest,
-)
+from camplus_app.options import Scores
+from camplus_app.runs import RunFolderError, run_manifest
 
 
 @dataclass
@@ -38,12 +30,8 @@ class Settings:
     limit: int | None = None
     seed: int = 0
     skip_unmatched: bool = False
-    scores: str = "softmax"  #: ``--scores``: how the outputs become Y and O
+    scores: Scores = "softmax"  #: ``--scores``: how the outputs become Y and O
 
-
-#: Settings added since the first runs, with the value those runs had: a run without them
-#: resumes with that value.
-EARLIER = {"scores": "softmax"}
 
 #: The option that sets each setting, for messages.
 FLAGS = {
@@ -92,9 +80,22 @@ def settings_from(
     return Settings(**{**defaults, **(previous or {}), **given})
 
 
+def setting_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The settings that differ between two records of them (either may lack one)."""
+    return [key for key in {**then, **now} if then.get(key) != now.get(key)]
+
+
+def describe_changes(then: Mapping[str, Any], now: Mapping[str, Any], keys: list[str]) -> str:
+    """``--batch-size 2 then, 3 now, ...``: the changed ``keys`` by their options."""
+    return ", ".join(
+        f"{FLAGS.get(key, key)} {_shown(then.get(key))} then, {_shown(now.get(key))} now"
+        for key in keys
+    )
+
+
 def check_unchanged(previous: dict[str, Any] | None, key: str, value: Any, output: Path) -> None:
     """Refuse an option given to ``--resume`` that differs from the run's."""
-    if previous is not None and previous.get(key) != value:
+    if previous is not None and setting_changes({key: previous.get(key)}, {key: value}):
         raise RunFolderError(
             f"cannot resume the run in {output} with {FLAGS[key]} {_shown(value)}: it was "
             f"started with {_shown(previous.get(key))}; leave the option out to keep the run's "
@@ -105,12 +106,11 @@ def check_unchanged(previous: dict[str, Any] | None, key: str, value: Any, outpu
 def check_same_settings(previous: dict[str, Any], settings: Settings, output: Path) -> None:
     """Refuse to resume a run whose manifest changed since its settings were read."""
     now = asdict(settings)
-    previous = {**EARLIER, **previous}
-    if previous != now:
-        changed = [k for k in now if previous.get(k) != now[k]]
+    changes = setting_changes(previous, now)
+    if changes:
         raise RunFolderError(
             f"cannot resume the run in {output}: its settings changed meanwhile "
-            f"({', '.join(FLAGS.get(k, k) for k in changed)})"
+            f"({describe_changes(previous, now, changes)})"
         )
 
 
@@ -124,13 +124,13 @@ def _shown(value: Any) -> str:
 
 def previous_settings(output: Path) -> dict[str, Any]:
     """The settings of the ``compare`` run in ``output``, to resume it (from the manifest's
-    copy if ``manifest.json`` is damaged)."""
+    backup if ``manifest.json`` is damaged)."""
     manifest = run_manifest(output) if output.is_dir() else None
     if manifest is None:
         raise RunFolderError(f"nothing to resume in {output}: it holds no camplus run")
     if manifest["command"] != "compare":
         raise RunFolderError(f"{output} holds a camplus {manifest['command']} run, not compare")
-    return {**EARLIER, **manifest["settings"]}
+    return dict(manifest["settings"])
 
 
 def _data_argument(argument: str) -> str:
@@ -139,133 +139,19 @@ def _data_argument(argument: str) -> str:
     return str(path.resolve()) if path.exists() else argument
 
 
-def listing_csv(entries: Sequence[ImageEntry], listing: Listing) -> str:
-    """``dataset.csv``: the images of the run by position, each with its content's fingerprint
-    (:func:`~camplus_app.datasets.listing_rows`)."""
-    return csv_text(listing_rows(entries, listing.root))
-
-
-def listing_digest(listing: str) -> str:
-    """The identity of a run's data: a hash of its ``dataset.csv`` rows, file times left out
-    (a copied data set is the same data; a byte changed in one image is not)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for row in csv.DictReader(io.StringIO(listing)):
-        row.pop("mtime_ns", None)
-        digest.update(json.dumps(row, sort_keys=True).encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()
-
-
-def check_same_data(previous: dict[str, Any], listing: str, output: Path) -> None:
-    """Refuse to resume on data that changed since the run started: other images, or other
-    bytes in one (in the batches scored and in those left), named with what changed. The
-    manifest's ``data`` digest decides; without it (a run killed before it was recorded),
-    ``dataset.csv`` does, and a folder where nothing was scored yet goes on."""
-    listing_file = output / "dataset.csv"
-    before = listing_file.read_text(errors="replace") if listing_file.exists() else None
-    if previous.get("data") == listing_digest(listing):
-        return
-    change = data_change(before, listing) if before is not None else None
-    if previous.get("data") is None:
-        if before is None and next(read_parts(output), None) is None:
-            return  # killed before the listing was written: nothing scored, nothing to mix
-        if before is not None and change is None:
-            return
-    what = change or "its images differ from those it recorded, and dataset.csv is missing"
-    raise RunFolderError(
-        f"cannot resume the run in {output}: the data changed since it started: {what}; "
-        "restore the data, or start again with --overwrite (or in another folder)"
-    )
-
-
-def batch_records(output: Path, settings: Settings, images: int) -> Iterator[dict[str, Any]]:
-    """The part files' batch records, each batch once, each checked to hold the images of its
-    batch, scored with the run's settings (a changed ``batch_size`` would mix batches)."""
-    now = asdict(settings)
-    batches = -(-images // settings.batch_size)
-    seen: set[int] = set()
-    for where, record in read_located_parts(output):
-        number = record.get("batch")
-        if not isinstance(number, int) or not 0 <= number < batches:
-            raise RunFolderError(
-                f"{where} holds an unknown batch {number!r} (the run has {batches} batches of "
-                f"{settings.batch_size}): was manifest.json edited? Restore it, or start again "
-                "with --overwrite"
-            )
-        if number in seen:
-            raise RunFolderError(
-                f"batch {number} appears twice in the part files of {output} ({where}): two "
-                "runs wrote into the folder; start a new run in another folder"
-            )
-        then = record.get("settings", now)  # runs of earlier versions did not record them
-        then = {**EARLIER, **then} if isinstance(then, dict) else {}
-        changed = [key for key in now if then.get(key) != now[key]]
-        if changed:
-            shown = ", ".join(
-                f"{FLAGS.get(k, k)} {_shown(then.get(k))} then, {_shown(now[k])} now"
-                for k in changed
-            )
-            raise RunFolderError(
-                f"{where}: batch {number} was scored with other settings ({shown}): was "
-                "manifest.json edited? Restore it, or start again with --overwrite"
-            )
-        check_record(where, record, batch_positions(number, settings.batch_size, images), now)
-        seen.add(number)
-        yield record
-
-
-def check_record(
-    where: str, record: dict[str, Any], positions: range, settings: dict[str, Any]
-) -> None:
-    """Raise :class:`RunFolderError` naming ``where`` unless ``record`` holds one row per image
-    of its batch (``positions``), each with the values the tables read."""
-    images = record.get("images")
-    if not isinstance(images, list) or not all(isinstance(row, dict) for row in images):
-        raise RunFolderError(f"{where} is damaged: its images are not a list of records")
-    found = [row.get("position") for row in images]
-    if found != list(positions):
-        raise RunFolderError(
-            f"{where} is damaged: batch {record['batch']} holds the images at positions "
-            f"{found}, not {positions.start} to {positions.stop - 1}"
-        )
-    methods = set(settings["methods"])
-    for row in images:
-        if "error" in row:
-            continue
-        needed = ["target", "Y", "log Y", "kept"] + (["O", "log O"] if row.get("kept") else [])
-        missing = [key for key in needed if key not in row]
-        missing += [
-            f"{key} of every method"
-            for key in ("O", "log O")
-            if key in row
-            and not (
-                isinstance(row[key], dict)
-                and all(isinstance(v, dict) and methods <= set(v) for v in row[key].values())
-            )
-        ]
-        if missing:
-            raise RunFolderError(
-                f"{where} is damaged: the image at position {row['position']} lacks "
-                f"{', '.join(missing)}"
-            )
-
-
 def batch_positions(number: int, batch_size: int, images: int) -> range:
     """The positions of batch ``number``: always the same images for the same settings."""
     return range(number * batch_size, min((number + 1) * batch_size, images))
 
 
 __all__ = [
-    "EARLIER",
     "FLAGS",
     "Settings",
     "batch_positions",
-    "batch_records",
-    "check_same_data",
     "check_same_settings",
-    "check_record",
     "check_unchanged",
-    "listing_csv",
-    "listing_digest",
+    "describe_changes",
     "previous_settings",
+    "setting_changes",
     "settings_from",
 ]
