@@ -101,6 +101,7 @@ def test_compare_writes_tables_and_figures(compared) -> None:
         "alphas.svg",
         "dataset.csv",
         "images.csv",
+        "manifest.backup.json",
         "manifest.json",
         "pairwise.csv",
         "parts",
@@ -286,6 +287,7 @@ def test_compare_one_method_has_no_pairs(tmp_path) -> None:
     assert visible == [
         "dataset.csv",
         "images.csv",
+        "manifest.backup.json",
         "manifest.json",
         "parts",
         "report.md",
