@@ -43,7 +43,6 @@ from camplus_app.errors import (
 )
 from camplus_app.options import (
     PROG,
-    SCORES,
     non_negative_int,
     positive_int,
     probability,
@@ -51,6 +50,7 @@ from camplus_app.options import (
 )
 from camplus_app.textsafe import printable
 from captum_camplus import METHODS, __version__
+from metrics.confidence import SCORES
 
 
 class _Parser(argparse.ArgumentParser):

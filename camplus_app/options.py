@@ -10,7 +10,6 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -24,11 +23,6 @@ PROG = "camplus"
 #: How the CAM layer's tensor is read: as the model's attributes say (timm ViT tokens, Swin
 #: channels last; every other layer channels first).
 LAYOUT = "auto"
-#: A ``--scores`` choice: how the model's outputs become the scores Y and O.
-Scores = Literal["softmax", "sigmoid", "raw"]
-#: ``--scores``: the metrics' ``scores=`` choices (:data:`metrics.confidence.SCORES`, not
-#: imported: the metrics load Quantus, and ``camplus --help`` answers without them).
-SCORES: tuple[Scores, ...] = ("softmax", "sigmoid", "raw")
 
 
 def torchrun_place() -> tuple[int, int, int]:
@@ -154,8 +148,6 @@ def write(line: str) -> None:
 __all__ = [
     "LAYOUT",
     "PROG",
-    "SCORES",
-    "Scores",
     "check_scores",
     "int_at_least",
     "non_negative_int",

@@ -16,7 +16,6 @@ from camplus_app.errors import UsageError, first_line
 from camplus_app.images import check_aspect, resolve_images
 from camplus_app.options import (
     LAYOUT,
-    Scores,
     check_scores,
     output_path,
     parse_device,
@@ -27,7 +26,7 @@ from camplus_app.provenance import collect
 from camplus_app.runs import RunFolder, open_run
 from captum_camplus import LayerCams
 from captum_camplus.maps import upsample_and_normalize
-from metrics.confidence import class_scores
+from metrics.confidence import ScoreKind, class_scores
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -45,7 +44,7 @@ class Job:
     batch_size: int
     progress: bool
     overwrite: bool = False
-    scores: Scores = "softmax"  #: ``--scores``: how the outputs become the figures' scores
+    scores: ScoreKind = "softmax"  #: ``--scores``: how the outputs become the figures' scores
 
 
 def run(args: argparse.Namespace) -> None:

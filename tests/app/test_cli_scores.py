@@ -17,7 +17,7 @@ pytest.importorskip("matplotlib")
 pytest.importorskip("transformers")
 from hugging_face_folders import vit_folder  # noqa: E402
 
-from camplus_app import cli, errors, options, zoo  # noqa: E402
+from camplus_app import cli, errors, zoo  # noqa: E402
 from camplus_app.images import sample_images  # noqa: E402
 from metrics.confidence import SCORES  # noqa: E402
 
@@ -33,7 +33,11 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_the_command_offers_the_metrics_score_kinds() -> None:
-    assert options.SCORES == SCORES
+    parser = cli.build_parser()
+    for kind in SCORES:
+        assert parser.parse_args(["compare", "--scores", kind]).scores == kind
+    with pytest.raises(errors.UsageError, match="choose from 'softmax', 'sigmoid', 'raw'"):
+        parser.parse_args(["compare", "--scores", "probabilities"])
 
 
 @pytest.mark.parametrize("command", ["explain", "compare"])

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from camplus_app.options import Scores
 from camplus_app.runs import RunFolderError, run_manifest
+from metrics.confidence import ScoreKind
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Settings:
     limit: int | None = None
     seed: int = 0
     skip_unmatched: bool = False
-    scores: Scores = "softmax"  #: ``--scores``: how the outputs become Y and O
+    scores: ScoreKind = "softmax"  #: ``--scores``: how the outputs become Y and O
 
 
 #: The option that sets each setting, for messages.
