@@ -63,6 +63,9 @@ def test_raw_scores_complete_the_run_with_undefined_metrics_as_na(tmp_path, caps
     assert "(O' - O largest first)" in report  # the gallery compares raw scores by difference
     printed = capsys.readouterr().out
     assert "scores: raw outputs" in printed and "average drop: n/a under raw scores" in printed
+    first, second = printed.splitlines()[:2]  # said up front, before any image is scored
+    assert first.startswith("average drop: n/a (max(0, Y - O) / Y divides by Y")
+    assert second.startswith("relative performance: n/a (O'/O and log(O'/O) need positive")
 
 
 def test_each_table_is_built_once_per_run(tmp_path, monkeypatch) -> None:

@@ -32,6 +32,7 @@ from camplus_app.report import RunFacts
 from camplus_app.runs import RunFolder, open_run
 from camplus_app.textsafe import printable
 from metrics.records import NoImageAboveThreshold
+from metrics.result import undefined_metrics
 
 from .data import check_same_data, listing_csv, listing_digest
 from .integrity import batch_records
@@ -161,6 +162,9 @@ class CompareJob:
             except UsageError as error:
                 failure = error
         _agree(self.processes, failure)
+        if self.processes.rank == 0 and not self.args.quiet:
+            for metric, reason in undefined_metrics(self.settings.scores).items():
+                write(f"{metric}: n/a ({reason})")  # said before the work, not after it
         started = time.perf_counter()
         try:
             self.attempt, self.plan = self.processes.share((self.attempt, self.plan))
