@@ -318,11 +318,11 @@ class AlphaHistogram:
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> AlphaHistogram:
-        """The histogram of :meth:`to_json`; ValueError for counts in other bins (written by an
-        earlier version of camplus)."""
+        """The histogram of :meth:`to_json`; ValueError for counts in other bins, or in bins
+        that the record does not name (they cannot be added to these)."""
         if data.get("binning") != cls.binning():
             raise ValueError(
-                f"alpha counts in bins {data.get('binning', 'of an earlier camplus version')!r}, "
+                f"alpha counts in bins {data.get('binning', 'that the record does not name')!r}, "
                 f"not {cls.binning()!r}: score the run again in a new folder"
             )
         histogram = cls()
