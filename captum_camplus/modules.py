@@ -1,9 +1,12 @@
-"""Looking things up in a model: a layer by its dotted name, and the model's device."""
+"""Looking things up in a model: a layer by its dotted name, the model's device; and running it
+in eval mode without changing it."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,4 +41,19 @@ def module_device(
     return torch.device(fallback)
 
 
-__all__ = ["find_layer", "module_device"]
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module | Callable[..., Any]) -> Iterator[None]:
+    """Run the block with ``model`` in eval mode, then restore each submodule's own mode (a
+    function is left alone)."""
+    modules = list(model.modules()) if isinstance(model, nn.Module) else []
+    modes = [module.training for module in modules]
+    if isinstance(model, nn.Module) and any(modes):
+        model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.training = mode
+
+
+__all__ = ["evaluation_mode", "find_layer", "module_device"]

@@ -21,6 +21,8 @@ Models (:mod:`captum_camplus.modules`):
 - :func:`find_layer`: a layer given as a module or by its dotted name.
 - :func:`module_device`: the device of a model's first parameter or buffer (a fallback for a
   function).
+- :func:`evaluation_mode`: a block run with the model in eval mode, each submodule's own mode
+  restored after it.
 
 Layouts (:mod:`captum_camplus.layouts`):
 
@@ -40,7 +42,7 @@ Methods by name (:mod:`captum_camplus.registry`, :mod:`captum_camplus.multi`):
 from captum_camplus.checks import check_target, model_scores
 from captum_camplus.layouts import resolve_layout
 from captum_camplus.maps import require_spatial
-from captum_camplus.modules import find_layer, module_device
+from captum_camplus.modules import evaluation_mode, find_layer, module_device
 from captum_camplus.multi import MethodFactory
 from captum_camplus.registry import (
     ENTRY_POINT_GROUP,
@@ -53,6 +55,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "MethodFactory",
     "check_target",
+    "evaluation_mode",
     "find_layer",
     "load_plugins",
     "method_class",

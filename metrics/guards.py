@@ -1,9 +1,10 @@
 """What the metrics assume of the model, made true or checked: they never change the model, feed
 it inputs of its own dtype, and never put a second softmax on outputs that are probabilities.
 
-- :func:`evaluation_mode`: a model left in ``train()`` mode is evaluated in eval mode (BatchNorm
-  running statistics, not batch statistics; no dropout) and every submodule's own mode is
-  restored afterwards, so the model's state, running statistics included, is unchanged.
+- A model left in ``train()`` mode is evaluated in eval mode (BatchNorm running statistics, not
+  batch statistics; no dropout) and every submodule's own mode is restored afterwards, so the
+  model's state, running statistics included, is unchanged: the core's
+  :func:`captum_camplus.utils.evaluation_mode`, which the scoring modules use.
 - :func:`as_model_input`: inputs as a tensor on the model's device in its floating dtype (Quantus'
   own fixtures give float64 arrays; a float32 model cannot take them).
 - :func:`check_not_probabilities`: the papers' scores are softmax probabilities of logits; a
@@ -14,9 +15,8 @@ it inputs of its own dtype, and never put a second softmax on outputs that are p
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,21 +26,6 @@ from torch import Tensor, nn
 from captum_camplus.utils import module_device
 
 R = TypeVar("R")
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: nn.Module | Callable[..., Any]) -> Iterator[None]:
-    """Run the block with ``model`` in eval mode, then restore each submodule's own mode."""
-    modules = list(model.modules()) if isinstance(model, nn.Module) else []
-    modes = [module.training for module in modules]
-    # metrics are eval-mode quantities; batch statistics would change the model
-    if isinstance(model, nn.Module) and any(modes):
-        model.eval()
-    try:
-        yield
-    finally:
-        for module, mode in zip(modules, modes, strict=True):
-            module.training = mode
 
 
 def model_dtype(model: nn.Module | Callable[..., Any]) -> torch.dtype:
@@ -116,6 +101,5 @@ __all__ = [
     "as_model_input",
     "check_channels_first",
     "check_not_probabilities",
-    "evaluation_mode",
     "model_dtype",
 ]

@@ -21,7 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from captum_camplus import LayerCams, LayerCapture, LayoutSpec, upsample_and_normalize
-from captum_camplus.utils import MethodFactory, find_layer, method_name, module_device
+from captum_camplus.utils import (
+    MethodFactory,
+    evaluation_mode,
+    find_layer,
+    method_name,
+    module_device,
+)
 
 from .confidence import (
     Preprocess,
@@ -31,7 +37,7 @@ from .confidence import (
     model_forward,
     score_kind,
 )
-from .guards import as_model_input, check_not_probabilities, evaluation_mode
+from .guards import as_model_input, check_not_probabilities
 
 #: Which score the CAM gradients are taken of (the two columns of Lerma & Lucas, tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]

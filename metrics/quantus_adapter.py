@@ -26,7 +26,7 @@ from quantus.helpers.model.model_interface import ModelInterface
 from torch import Tensor, nn
 
 from captum_camplus import upsample_and_normalize
-from captum_camplus.utils import module_device
+from captum_camplus.utils import evaluation_mode, module_device
 
 from .confidence import (
     Preprocess,
@@ -39,7 +39,7 @@ from .confidence import (
     model_forward,
     score_kind,
 )
-from .guards import as_model_input, evaluation_mode
+from .guards import as_model_input
 
 #: A Quantus explain function: ``(model, inputs, targets, **kwargs) -> np.ndarray``.
 ExplainFunc = Callable[..., np.ndarray]

@@ -21,7 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from captum_camplus import METHODS, LayoutSpec
-from captum_camplus.utils import MethodFactory, find_layer, method_name, module_device
+from captum_camplus.utils import (
+    MethodFactory,
+    evaluation_mode,
+    find_layer,
+    method_name,
+    module_device,
+)
 
 from .confidence import (
     Preprocess,
@@ -34,7 +40,7 @@ from .confidence import (
     score_kind,
     target_scores,
 )
-from .guards import as_model_input, evaluation_mode
+from .guards import as_model_input
 from .heatmaps import (
     MAPS_FROM,
     MapsFrom,

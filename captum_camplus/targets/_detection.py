@@ -14,8 +14,7 @@ The detector is duck-typed: this module imports no torchvision.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_camplus.maps import require_spatial, upsample_and_normalize
+from captum_camplus.modules import evaluation_mode
 from captum_camplus.precision import working_precision
 
 __all__ = ["DetectionScores", "box_iou"]
@@ -44,20 +44,6 @@ def box_iou(boxes: Tensor, others: Tensor) -> Tensor:
     other_area = (others[:, 2:] - others[:, :2]).prod(dim=-1)
     union = area[:, None] + other_area[None, :] - intersection
     return torch.where(union > 0, intersection / union.clamp(min=1e-30), torch.zeros_like(union))
-
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Run the block with ``module`` in eval mode, then restore each submodule's own mode."""
-    modules = list(module.modules())
-    modes = [m.training for m in modules]
-    if any(modes):
-        module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in zip(modules, modes, strict=True):
-            m.training = mode
 
 
 def _class_count(detector: nn.Module) -> tuple[int | None, bool]:
@@ -148,7 +134,7 @@ class DetectionScores(nn.Module):
                 f"the reference boxes are given per image for {self.boxes.shape[0]} images "
                 f"(shape {tuple(self.boxes.shape)}) but the batch has {count} images"
             )
-        with _eval_mode(self.detector):
+        with evaluation_mode(self.detector):
             detections = self.detector(list(inputs.unbind(0)))
         detections = _check_detections(detections, count)
         return torch.stack(
@@ -225,7 +211,7 @@ class DetectionScores(nn.Module):
                 f"image_maps needs the detector's `transform` (torchvision's "
                 f"GeneralizedRCNNTransform); {type(self.detector).__name__} has none"
             )
-        with torch.no_grad(), _eval_mode(self.detector):
+        with torch.no_grad(), evaluation_mode(self.detector):
             transformed = transform(list(inputs.detach().unbind(0)))
         image_list = transformed[0] if isinstance(transformed, tuple) else transformed
         sizes = getattr(image_list, "image_sizes", None)
