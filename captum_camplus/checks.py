@@ -228,6 +228,12 @@ def _check_index_fits(index: Any, shape: tuple[int, ...], target: TargetType) ->
             f"the model returns one score per example (shape {shape}): pass target=None"
         )
     _check_one_score_per_example(index, shape, target)
+    several = isinstance(index, Tensor) and index.numel() > 1
+    per_example_indices = several or (isinstance(target, list) and not isinstance(index, tuple))
+    if per_example_indices and len(shape) != 2:  # Captum gathers them from (N, classes) only
+        raise ValueError(
+            f"a list or tensor of per-example class indices needs (N, classes) scores, got {shape}"
+        )
     if isinstance(index, Tensor):
         if bool(((index < 0) | (index >= shape[1])).any()):  # host sync, tensor targets only
             raise ValueError(

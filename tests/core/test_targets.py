@@ -356,6 +356,19 @@ def test_a_target_that_picks_many_scores_is_refused_by_every_class(target):
                 attribution.attribute(images, target=target, **options)
 
 
+@pytest.mark.parametrize("target", [[0, 1], torch.tensor([0, 1])], ids=["list", "1-D tensor"])
+def test_per_example_indices_need_2d_scores(target):
+    model = _seeded(TinyEncoder(wrap=lambda t: t[:, :, None]))  # (N, 5, 1): one score each
+    images = _images()
+    torch.testing.assert_close(  # an int still picks the one score, as in Captum
+        LayerCams(model, model.layer).attribute(images, target=1)["Grad-CAM"],
+        CaptumLayerGradCam(model, model.layer).attribute(images, target=1).detach(),
+    )
+    for attribution in [LayerGradCam(model, model.layer), LayerCams(model, model.layer)]:
+        with pytest.raises(ValueError, match=r"per-example class indices needs \(N, classes\)"):
+            attribution.attribute(images, target=target)
+
+
 def test_a_tuple_target_still_picks_one_element_as_in_captum():
     model = _seeded(TinySegmenter())
     images = _images()
