@@ -192,7 +192,9 @@ def check_output(output: Any, target: TargetType, batch_size: int) -> None:
     if not isinstance(output, Tensor):
         raise TypeError(
             f"the model returns {type(output).__name__}, not a tensor of scores nor an object "
-            "with a tensor .logits: wrap it so it returns one, e.g. lambda x: model(x)[0]"
+            "with a tensor .logits: wrap it so it returns one, e.g. "
+            "captum_camplus.targets.OutputSelect(model, key) for a dict or tuple (or "
+            "lambda x: model(x)[0])"
         )
     shape = tuple(output.shape)
     if output.dim() == 0:
@@ -217,19 +219,22 @@ def check_output(output: Any, target: TargetType, batch_size: int) -> None:
         return
     indices = [target] if not isinstance(target, list) else target
     for index in indices:
-        _check_index_fits(index, shape)
+        _check_index_fits(index, shape, target)
 
 
-def _check_index_fits(index: Any, shape: tuple[int, ...]) -> None:
+def _check_index_fits(index: Any, shape: tuple[int, ...], target: TargetType) -> None:
     if len(shape) < 2:
         raise ValueError(
             f"the model returns one score per example (shape {shape}): pass target=None"
         )
+    _check_one_score_per_example(index, shape, target)
+    several = isinstance(index, Tensor) and index.numel() > 1
+    per_example_indices = several or (isinstance(target, list) and not isinstance(index, tuple))
+    if per_example_indices and len(shape) != 2:  # Captum gathers them from (N, classes) only
+        raise ValueError(
+            f"a list or tensor of per-example class indices needs (N, classes) scores, got {shape}"
+        )
     if isinstance(index, Tensor):
-        if index.numel() > 1 and len(shape) != 2:
-            raise ValueError(
-                f"a tensor of per-example targets needs (N, classes) scores, got {shape}"
-            )
         if bool(((index < 0) | (index >= shape[1])).any()):  # host sync, tensor targets only
             raise ValueError(
                 f"targets must be class indices in [0, {shape[1]}) for scores of shape "
@@ -248,6 +253,32 @@ def _check_index_fits(index: Any, shape: tuple[int, ...]) -> None:
                 f"target {index!r} is out of range for scores of shape {shape}: class indices "
                 f"lie in [0, {size})"
             )
+
+
+def _check_one_score_per_example(index: Any, shape: tuple[int, ...], target: TargetType) -> None:
+    """A target picks one score per example: on ``(N, K, H, W)`` segmentation logits an int
+    picks ``H * W`` of them (Captum's ``_select_targets`` indexes dim 1 only), which Captum's
+    LayerGradCam refuses in autograd and a summed score would explain silently, so every class
+    and pass refuses it here with the same error. A tuple with one index per dimension after
+    the batch, e.g. ``(k, i, j)``, still picks one element, as in Captum."""
+    if isinstance(index, tuple) and any(isinstance(part, slice) for part in index):
+        return  # slices select as in Captum
+    if isinstance(index, Tensor) and index.numel() > 1:
+        picked = 1  # one index per example, along dim 1
+    else:
+        picked = len(index) if isinstance(index, tuple) else 1
+    per_example = math.prod(shape[1 + picked :])
+    if per_example > 1:
+        shown = target.tolist() if isinstance(target, Tensor) else target
+        raise ValueError(
+            f"target {shown!r} picks {per_example} scores per example from the model's output "
+            f"of shape {shape}, but a CAM explains one score per example (an int target "
+            "indexes dimension 1 only): wrap the model so that it returns (N, K) scores, e.g. "
+            "captum_camplus.targets.SegmentationScores(model) for segmentation logits "
+            "(N, K, H, W), or captum_camplus.targets.OutputSelect(model, key) for one tensor "
+            "of a dict or tuple output; a tuple target with one index per dimension after the "
+            "batch, such as (k, i, j), still picks one element, as in Captum"
+        )
 
 
 def unreached_layer_error(error: RuntimeError, layer: Module) -> ValueError | None:
