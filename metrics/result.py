@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from . import functional
-from .confidence import SCORES, ScoreKind
+from .confidence import ScoreKind, score_kind
 from .digits import HIGH, LOW
 from .functional import TIE_RTOL
 from .heatmaps import MapsFrom
@@ -55,11 +55,10 @@ def undefined_metrics(scores: ScoreKind) -> dict[str, str]:
     ``O``) and the pairwise comparisons only compare scores, so every kind defines them.
 
     Raises:
-        ValueError: for a kind not in :data:`metrics.confidence.SCORES`.
+        ValueError: for a kind not in :data:`metrics.confidence.SCORES` (as
+            :func:`metrics.confidence.score_kind`).
     """
-    if scores not in SCORES:
-        raise ValueError(f"scores must be one of {SCORES}, got {scores!r}")
-    return dict(_UNDEFINED.get(scores, {}))
+    return dict(_UNDEFINED.get(score_kind(scores), {}))
 
 
 def map_per_method(values: PerMethod, func: Callable[[Tensor], Any]) -> dict[str, dict[str, Any]]:
