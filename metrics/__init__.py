@@ -4,6 +4,8 @@
   win %, relative performance, dead-zone mass) and their paired bootstrap intervals
   (:mod:`metrics.intervals`); :mod:`metrics.digits` prints values to the digits their intervals
   support.
+- :mod:`metrics.perturbation`: deletion and insertion AUC (Petsiuk et al. 2018,
+  arXiv:1806.07421) and ROAD (Rong et al. 2022, arXiv:2202.00449), batched over maps and images.
 - Quantus metrics :class:`AverageDrop`, :class:`IncreaseInConfidence`, :class:`WinPercentage`,
   :class:`RelativePerformance`, :class:`DeadZoneMass` (:mod:`metrics.quantus_metrics`). They
   are imported at first use, ``metrics.AverageDrop`` or ``import metrics.quantus_metrics``,
@@ -50,6 +52,7 @@ from .functional import (
     win_percentage,
 )
 from .heatmaps import MAPS_FROM, cam_explain, compute_cams
+from .perturbation import deletion_auc, insertion_auc, road_curve
 from .result import EvaluationResult
 from .scoring import BatchScorer, BatchScores
 
@@ -115,11 +118,14 @@ __all__ = [
     "compare_pair",
     "compute_cams",
     "dead_zone_mass",
+    "deletion_auc",
     "evaluate_methods",
     "explanation_maps",
     "increase_in_confidence",
+    "insertion_auc",
     "relative_performance",
     "relative_performance_intervals",
+    "road_curve",
     "score_intervals",
     "sign_test",
     "win_percentage",

@@ -1,0 +1,281 @@
+"""Deletion and insertion AUC and ROAD against float64 computations of the protocols written
+here pixel by pixel, and ROAD's imputation against pytorch-grad-cam's and Quantus' solvers.
+
+Papers (full references in the README): Petsiuk, Das & Saenko (2018), arXiv:1806.07421; Rong,
+Leemann, Borisov, Kasneci & Kasneci (2022), arXiv:2202.00449.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from metrics_models import tiny_setup
+
+from metrics import perturbation as P
+
+STEPS = 7  # does not divide 16 * 16 pixels: the rounding of k_s matters
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, images, labels = tiny_setup(n=3, size=16)
+    model64 = copy.deepcopy(model).double()
+    generator = torch.Generator().manual_seed(5)
+    # two kinds of map: continuous ones, and coarse ones full of ties
+    smooth = torch.rand(3, 1, 16, 16, generator=generator, dtype=torch.float64)
+    coarse = (smooth * 3).floor()
+    return model64, images.double(), labels, torch.stack([smooth, coarse])
+
+
+def softmax_score(model, image: torch.Tensor, label: int) -> float:
+    with torch.no_grad():
+        logits = model(image[None])[0].tolist()
+    top = max(logits)
+    return math.exp(logits[label] - top) / sum(math.exp(z - top) for z in logits)
+
+
+def by_hand_curve(model, image, heat, label, substrate, insert: bool, steps: int):
+    """The protocol as written in the issue, one pixel at a time."""
+    channels, h, w = image.shape
+    values = heat.reshape(-1).tolist()
+    order = sorted(range(h * w), key=lambda i: (-values[i], i))
+    fractions, scores = [], []
+    for s in range(steps + 1):
+        k = round(s * h * w / steps)
+        chosen = set(order[:k])
+        out = torch.empty_like(image)
+        for i in range(h * w):
+            row, col = divmod(i, w)
+            take_image = (i in chosen) if insert else (i not in chosen)
+            for c in range(channels):
+                out[c, row, col] = image[c, row, col] if take_image else substrate[c, row, col]
+        fractions.append(k / (h * w))
+        scores.append(softmax_score(model, out, label))
+    area = sum(
+        (fractions[s] - fractions[s - 1]) * (scores[s] + scores[s - 1]) / 2
+        for s in range(1, steps + 1)
+    )
+    return scores, area
+
+
+@pytest.mark.parametrize("insert", [False, True])
+def test_auc_equals_the_protocol_pixel_by_pixel(setup, insert: bool) -> None:
+    model, images, labels, maps = setup
+    substrate = P.gaussian_blur(images) if insert else torch.zeros_like(images)
+    auc = (P.insertion_auc if insert else P.deletion_auc)(model, images, maps, labels, steps=STEPS)
+    curve, _ = P.perturbation_curve(model, images, maps, labels, steps=STEPS, insert=insert)
+    assert auc.shape == (2, 3) and auc.dtype == torch.float64
+    for k in range(2):
+        for i in range(3):
+            scores, area = by_hand_curve(
+                model, images[i], maps[k, i], int(labels[i]), substrate[i], insert, STEPS
+            )
+            torch.testing.assert_close(curve[k, i], torch.tensor(scores, dtype=torch.float64))
+            assert auc[k, i].item() == pytest.approx(area, abs=1e-12)
+
+
+def test_float32_model_and_one_map_per_image(setup) -> None:
+    model64, images, labels, maps = setup
+    model = copy.deepcopy(model64).float()
+    one = P.deletion_auc(model, images.float(), maps[0].float(), labels, steps=STEPS)
+    both = P.deletion_auc(model64, images, maps, labels, steps=STEPS)
+    assert one.shape == (3,)
+    torch.testing.assert_close(one, both[0], atol=1e-5, rtol=0)
+    squeezed = P.deletion_auc(model, images.float(), maps[0, :, 0].float(), labels, steps=STEPS)
+    torch.testing.assert_close(squeezed, one)
+    mean = P.deletion_auc(
+        model, images.float(), maps[0].float(), labels, steps=STEPS, reduction="mean"
+    )
+    torch.testing.assert_close(mean, one.mean())
+
+
+def test_the_ends_of_the_curves(setup) -> None:
+    model, images, labels, maps = setup
+    full = torch.tensor(
+        [softmax_score(model, x, int(c)) for x, c in zip(images, labels, strict=True)]
+    )
+    deletion, fraction = P.perturbation_curve(model, images, maps, labels, steps=4)
+    insertion, _ = P.perturbation_curve(model, images, maps, labels, steps=4, insert=True)
+    torch.testing.assert_close(fraction, torch.tensor([0, 0.25, 0.5, 0.75, 1], dtype=torch.float64))
+    torch.testing.assert_close(deletion[..., 0], full.expand(2, 3).double())  # nothing deleted
+    torch.testing.assert_close(insertion[..., -1], full.expand(2, 3).double())  # all inserted
+    # a substrate equal to the image changes nothing: a flat curve whose area is the score
+    same = P.deletion_auc(model, images, maps, labels, steps=5, substrate=images)
+    torch.testing.assert_close(same, full.expand(2, 3).double())
+    # one substrate for all images, e.g. a grey image
+    grey = torch.full(images.shape[1:], 0.5, dtype=torch.float64)
+    auc = P.deletion_auc(model, images, maps, labels, steps=3, substrate=grey)
+    manual = P.deletion_auc(model, images, maps, labels, steps=3, substrate=grey.expand_as(images))
+    torch.testing.assert_close(auc, manual)
+
+
+def test_one_batched_forward_per_step(setup) -> None:
+    model, images, labels, maps = setup
+    batches = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        batches.append(len(x))
+        return model(x)
+
+    P.insertion_auc(forward, images, maps, labels, steps=6)
+    assert batches == [2 * 3] * 7
+    batches.clear()
+    P.road_curve(forward, images, maps, labels, percentiles=(20, 50))
+    assert batches == [2 * 3] * 2
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5, True])
+def test_bad_steps_are_refused(setup, steps) -> None:
+    model, images, labels, maps = setup
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        P.deletion_auc(model, images, maps, labels, steps=steps)
+
+
+def test_bad_substrates_and_maps_are_refused(setup) -> None:
+    model, images, labels, maps = setup
+    with pytest.raises(ValueError, match=r"substrate must have the inputs' shape \(3, 3, 16, 16\)"):
+        P.deletion_auc(model, images, maps, labels, steps=4, substrate=torch.zeros(3, 3, 8, 8))
+    with pytest.raises(ValueError, match="at the inputs' size, e.g. with captum_camplus.upsample"):
+        P.insertion_auc(model, images, maps[..., ::2, ::2], labels, steps=4)  # layer-sized maps
+    with pytest.raises(ValueError, match="do not fit inputs"):
+        P.deletion_auc(model, images, maps[:, :2], labels, steps=4)  # two maps for three images
+    with pytest.raises(ValueError, match="NaN"):
+        P.deletion_auc(model, images, torch.full_like(maps, math.nan), labels, steps=4)
+    with pytest.raises(ValueError, match=r"inputs must be a tensor of images \(N, C, H, W\)"):
+        P.deletion_auc(model, images[0], maps[0, 0], labels, steps=4)
+    with pytest.raises(ValueError, match="scores must be one of"):
+        P.deletion_auc(model, images, maps, labels, steps=4, scores="probabilities")
+
+
+def test_ties_are_broken_by_flat_index() -> None:
+    flat = torch.tensor([[[0.5, 1.0, 0.5, 1.0, 0.0]]], dtype=torch.float64)
+    assert P.relevance_rank(flat).tolist() == [[[2, 0, 3, 1, 4]]]
+
+
+def test_gaussian_blur_against_scipy(setup) -> None:
+    scipy_ndimage = pytest.importorskip("scipy.ndimage")
+    _, images, _, _ = setup
+    blurred = P.gaussian_blur(images, sigma=1.5)
+    expected = scipy_ndimage.gaussian_filter(
+        images.numpy(), sigma=(0, 0, 1.5, 1.5), mode="nearest", truncate=3.0
+    )
+    np.testing.assert_allclose(blurred.numpy(), expected, atol=1e-12)
+
+
+# --- ROAD (Rong et al.)
+# -----------------------------------------------------------------------------
+
+
+def imputation_by_hand(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """x_i = sum_j w_ij x_j / sum_j w_ij over in-image neighbours, a dense float64 solve."""
+    channels, h, w = image.shape
+    unknown = [i for i in range(h * w) if removed.reshape(-1)[i]]
+    column = {pixel: k for k, pixel in enumerate(unknown)}
+    weights = {(0, 1): 1 / 6, (1, 0): 1 / 6, (0, -1): 1 / 6, (-1, 0): 1 / 6}
+    weights.update({(1, 1): 1 / 12, (1, -1): 1 / 12, (-1, 1): 1 / 12, (-1, -1): 1 / 12})
+    out = image.copy()
+    for c in range(channels):
+        a = np.zeros((len(unknown), len(unknown)))
+        b = np.zeros(len(unknown))
+        for k, pixel in enumerate(unknown):
+            row, col = divmod(pixel, w)
+            for (dr, dc), weight in weights.items():
+                r, q = row + dr, col + dc
+                if not (0 <= r < h and 0 <= q < w):
+                    continue
+                a[k, k] += weight
+                if removed[r, q]:
+                    a[k, column[r * w + q]] -= weight
+                else:
+                    b[k] += weight * image[c, r, q]
+        out[c].reshape(-1)[unknown] = np.linalg.solve(a, b)
+    return out
+
+
+@pytest.fixture(scope="module")
+def holes():
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 3, 12, 10, generator=generator, dtype=torch.float64)
+    removed = torch.rand(2, 12, 10, generator=generator) < 0.6
+    removed[1, :6] = True  # a large hole touching the border
+    removed[1, 6:] = False
+    return images, removed
+
+
+def test_imputation_equals_a_dense_solve(holes) -> None:
+    images, removed = holes
+    got = P.noisy_linear_imputation(images, removed, noise=0.0)
+    for i in range(2):
+        expected = imputation_by_hand(images[i].numpy(), removed[i].numpy())
+        np.testing.assert_allclose(got[i].numpy(), expected, atol=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")  # scipy in the peers
+def test_imputation_equals_pytorch_grad_cam_and_quantus(holes) -> None:
+    road = pytest.importorskip("pytorch_grad_cam.metrics.road")
+    perturb = pytest.importorskip("quantus.functions.perturb_func")
+    images, removed = holes
+    got = P.noisy_linear_imputation(images, removed, noise=0.0)
+    for i in range(2):
+        keep = (~removed[i]).double()  # pytorch-grad-cam's mask: 1 = kept
+        peer = road.NoisyLinearImputer(noise=0.0)(images[i].float(), keep)
+        np.testing.assert_allclose(got[i].numpy(), peer.numpy(), atol=1e-6)  # float32 result
+        flat = np.flatnonzero(removed[i].numpy())  # Quantus takes flat indices of (H, W)
+        theirs = perturb.noisy_linear_imputation(images[i].numpy(), flat, noise=0.0)
+        np.testing.assert_allclose(got[i].numpy(), theirs, atol=1e-8)
+
+
+def test_imputation_noise_is_seeded_and_only_on_removed_pixels(holes) -> None:
+    images, removed = holes
+    clean = P.noisy_linear_imputation(images, removed, noise=0.0)
+    draws = [
+        P.noisy_linear_imputation(images, removed, 0.5, torch.Generator().manual_seed(1))
+        for _ in range(2)
+    ]
+    torch.testing.assert_close(draws[0], draws[1])
+    noise = draws[0] - clean
+    kept = ~removed[:, None].expand_as(images)
+    assert bool((noise[kept] == 0).all())
+    assert noise[~kept].std().item() == pytest.approx(0.5, rel=0.15)
+
+
+def test_road_equals_the_protocol(setup) -> None:
+    model, images, labels, maps = setup
+    percentiles = (10, 45, 90)
+    for order in ("most", "least"):
+        curve = P.road_curve(
+            model, images, maps, labels, order=order, percentiles=percentiles, noise=0.0
+        )
+        assert curve.shape == (2, 3, 3)
+        for k in range(2):
+            for i in range(3):
+                values = maps[k, i].reshape(-1).tolist()
+                ranked = sorted(range(256), key=lambda j: (-values[j], j))
+                if order == "least":
+                    ranked = ranked[::-1]
+                for column, p in enumerate(percentiles):
+                    removed = np.zeros(256, dtype=bool)
+                    removed[ranked[: round(p * 256 / 100)]] = True
+                    imputed = imputation_by_hand(images[i].numpy(), removed.reshape(16, 16))
+                    score = softmax_score(model, torch.from_numpy(imputed), int(labels[i]))
+                    assert curve[k, i, column].item() == pytest.approx(score, abs=1e-7)
+
+
+def test_road_is_seeded_and_refuses_bad_options(setup) -> None:
+    model, images, labels, maps = setup
+    first, second = (P.road_curve(model, images, maps, labels, seed=4) for _ in range(2))
+    torch.testing.assert_close(first, second)
+    other = P.road_curve(model, images, maps, labels, seed=5)
+    assert not torch.equal(first, other)
+    with pytest.raises(ValueError, match="'most' \\(MoRF\\) or 'least'"):
+        P.road_curve(model, images, maps, labels, order="top")
+    with pytest.raises(ValueError, match=r"percentages in \[0, 100\)"):
+        P.road_curve(model, images, maps, labels, percentiles=(50, 100))
+    with pytest.raises(ValueError, match="noise must be non-negative"):
+        P.road_curve(model, images, maps, labels, noise=-1.0)
+    with pytest.raises(ValueError, match="every pixel removed"):
+        P.noisy_linear_imputation(images, torch.ones(3, 16, 16, dtype=torch.bool))
