@@ -61,8 +61,12 @@ if TYPE_CHECKING:  # what a type checker sees of the names that load at first us
     from .quantus_metrics import QUANTUS_METRICS as QUANTUS_METRICS
     from .quantus_metrics import AverageDrop as AverageDrop
     from .quantus_metrics import DeadZoneMass as DeadZoneMass
+    from .quantus_metrics import DeletionAUC as DeletionAUC
     from .quantus_metrics import IncreaseInConfidence as IncreaseInConfidence
+    from .quantus_metrics import InsertionAUC as InsertionAUC
     from .quantus_metrics import RelativePerformance as RelativePerformance
+    from .quantus_metrics import RoadLeastRelevantFirst as RoadLeastRelevantFirst
+    from .quantus_metrics import RoadMostRelevantFirst as RoadMostRelevantFirst
     from .quantus_metrics import WinPercentage as WinPercentage
     from .quantus_registry import register_quantus_metrics as register_quantus_metrics
 
@@ -73,6 +77,10 @@ _QUANTUS_NAMES = {
     "QUANTUS_METRICS": "quantus_metrics",
     "AverageDrop": "quantus_metrics",
     "DeadZoneMass": "quantus_metrics",
+    "DeletionAUC": "quantus_metrics",
+    "InsertionAUC": "quantus_metrics",
+    "RoadLeastRelevantFirst": "quantus_metrics",
+    "RoadMostRelevantFirst": "quantus_metrics",
     "IncreaseInConfidence": "quantus_metrics",
     "RelativePerformance": "quantus_metrics",
     "WinPercentage": "quantus_metrics",

@@ -174,6 +174,7 @@ def road_curve(
     noise: float = ROAD_NOISE,
     seed: int = 0,
     scores: ScoreKind = "softmax",
+    clip: tuple[float, float] | None = None,
 ) -> Tensor:
     """ROAD (Rong et al.): the target's score after removing the ``p`` % most (``order="most"``,
     MoRF) or least (``"least"``, LeRF) relevant pixels and imputing them with
@@ -181,7 +182,8 @@ def road_curve(
 
     ``round(p * H * W / 100)`` pixels are removed, in the pixel order of the module (reversed for
     ``"least"``). The noise is drawn from a generator on the maps' device seeded with ``seed``,
-    one draw per percentile in order, so a call is reproducible on one device.
+    one draw per percentile in order, so a call is reproducible on one device. ``clip`` bounds
+    the imputed images (``(0, 1)`` for images in [0, 1] that a preprocessing normalises).
 
     Returns:
         float64 scores ``(K, N, len(percentiles))`` (``(N, ...)`` for maps without ``K``).
@@ -208,6 +210,8 @@ def road_curve(
         images = inputs.expand(removed.shape[0], *inputs.shape).flatten(0, 1)
         holes = removed.flatten(0, 1).view(-1, *inputs.shape[2:])
         batch = noisy_linear_imputation(images, holes, noise, generator).to(inputs.dtype)
+        if clip is not None:
+            batch = batch.clamp(*clip)
         curve.append(class_scores(forward, batch, target.flatten(), kind).value.view(target.shape))
     result = torch.stack(curve, dim=-1)
     return result if stacked else result[0]

@@ -1,14 +1,17 @@
-"""Average drop, increase in confidence, win %, relative performance and dead-zone mass as
-Quantus metrics. Each states its formula; :class:`metrics.quantus_adapter.CamMetric` does the
-rest (arguments, tensors on the model's device, explanation maps, scores, threshold).
+"""Average drop, increase in confidence, win %, relative performance, dead-zone mass, deletion
+and insertion AUC and ROAD as Quantus metrics. Each states its formula;
+:class:`metrics.quantus_adapter.CamMetric` does the rest (arguments, tensors on the model's
+device, explanation maps, scores, threshold).
 
-Importing this module lists the five metrics in ``quantus.available_metrics()`` under
+Importing this module lists the nine metrics in ``quantus.available_metrics()`` under
 "Faithfulness" (:func:`metrics.quantus_registry.register_quantus_metrics`, idempotent).
 
 The formulas are those of :mod:`metrics.functional`. Average drop, increase in confidence and
 win % were proposed with Grad-CAM++ by Chattopadhay et al. (a course report by Singh, Harithas,
 Khan & Hadi, without year or venue, reimplements the first two, its section 4.2); relative
 performance is Lerma & Lucas' (eq. 16-17) and the dead-zone mass Taimeskhanov et al.'s (eq. 7).
+Deletion and insertion are Petsiuk et al.'s (section 4.1), ROAD is Rong et al.'s (section 4);
+their protocols are those of :mod:`metrics.perturbation`.
 
 References:
 - Chattopadhay, Sarkar, Howlader & Balasubramanian (2018), "Grad-CAM++: Generalized
@@ -18,19 +21,23 @@ References:
   arXiv:2205.10838.
 - Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD
   2024, arXiv:2404.01964.
+- Petsiuk, Das & Saenko (2018), "RISE: Randomized Input Sampling for Explanation of Black-box
+  Models", BMVC 2018, arXiv:1806.07421.
+- Rong, Leemann, Borisov, Kasneci & Kasneci (2022), "A Consistent and Efficient Evaluation
+  Strategy for Attribution Methods", ICML 2022, arXiv:2202.00449.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from quantus.helpers.enums import ScoreDirection
 from torch import Tensor
 
-from . import functional
+from . import functional, perturbation
 from .confidence import cam_dead_zone_mass
 from .quantus_adapter import CamMetric, MetricBatch, Rival
 from .quantus_registry import register_quantus_metrics
@@ -159,6 +166,121 @@ class DeadZoneMass(CamMetric):
         return cam_dead_zone_mass(batch.maps, region, reduction="none")
 
 
+#: A substrate: one ``(C, H, W)`` tensor for all images, or a function of the batch's inputs.
+Substrate = Tensor | Callable[[Tensor], Tensor] | None
+
+
+class _PixelCurve(CamMetric):
+    """Deletion or insertion (Petsiuk et al.): the AUC of the target's score per image, as
+    :func:`metrics.perturbation.perturbation_curve` computes it (one forward per step).
+
+    Args:
+        steps: The number of steps (default 100).
+        substrate: What deleted pixels become, or what pixels are inserted into: a ``(C, H, W)``
+            tensor, or a function of the ``(N, C, H, W)`` inputs; default zeros (deletion) or
+            their Gaussian blur (insertion, :data:`metrics.perturbation.BLUR_SIGMA`).
+        kwargs: See :class:`CamMetric`.
+    """
+
+    insert: ClassVar[bool]
+
+    def __init__(self, steps: int = 100, substrate: Substrate = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.steps = steps
+        self.substrate = substrate
+
+    def score(self, batch: MetricBatch) -> Tensor:
+        substrate = self.substrate(batch.x) if callable(self.substrate) else self.substrate
+        curve, fraction = perturbation.perturbation_curve(
+            batch.forward,
+            batch.x,
+            batch.maps,
+            batch.target,
+            steps=self.steps,
+            substrate=substrate,
+            insert=self.insert,
+            scores=self.scores,
+        )
+        return perturbation.trapezoid(curve, fraction)
+
+
+class DeletionAUC(_PixelCurve):
+    """Deletion AUC (Petsiuk et al.): lower is better, the score falls fast as the most
+    relevant pixels go. See :class:`_PixelCurve` for the arguments."""
+
+    name = "Deletion AUC"
+    score_direction = ScoreDirection.LOWER
+    insert = False
+
+
+class InsertionAUC(_PixelCurve):
+    """Insertion AUC (Petsiuk et al.): higher is better, the score rises fast as the most
+    relevant pixels come back. See :class:`_PixelCurve` for the arguments."""
+
+    name = "Insertion AUC"
+    score_direction = ScoreDirection.HIGHER
+    insert = True
+
+
+class _Road(CamMetric):
+    """ROAD (Rong et al.): per image, the mean over ``percentiles`` of the target's score after
+    removing that share of the pixels and imputing them with noisy linear imputation
+    (:func:`metrics.perturbation.road_curve`).
+
+    Args:
+        percentiles: Percentages of pixels removed (default 10, 20, ..., 90).
+        noise: Standard deviation of the imputation's noise, in the units of ``x_batch``.
+        seed: Seed of the noise (each batch starts from it).
+        kwargs: See :class:`CamMetric`. With ``preprocess`` the imputed images are clipped to
+            [0, 1].
+    """
+
+    order: ClassVar[perturbation.Order]
+
+    def __init__(
+        self,
+        percentiles: Sequence[float] = perturbation.ROAD_PERCENTILES,
+        noise: float = perturbation.ROAD_NOISE,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.percentiles = tuple(percentiles)
+        self.noise = noise
+        self.seed = seed
+
+    def score(self, batch: MetricBatch) -> Tensor:
+        curve = perturbation.road_curve(
+            batch.forward,
+            batch.x,
+            batch.maps,
+            batch.target,
+            order=self.order,
+            percentiles=self.percentiles,
+            noise=self.noise,
+            seed=self.seed,
+            scores=self.scores,
+            clip=None if self.preprocess is None else (0.0, 1.0),
+        )
+        return curve.mean(dim=-1)
+
+
+class RoadMostRelevantFirst(_Road):
+    """ROAD removing the most relevant pixels first (MoRF): lower is better."""
+
+    name = "ROAD Most Relevant First"
+    score_direction = ScoreDirection.LOWER
+    order = "most"
+
+
+class RoadLeastRelevantFirst(_Road):
+    """ROAD removing the least relevant pixels first (LeRF): higher is better."""
+
+    name = "ROAD Least Relevant First"
+    score_direction = ScoreDirection.HIGHER
+    order = "least"
+
+
 #: The metrics by display name, as registered in ``quantus.available_metrics()``.
 QUANTUS_METRICS: dict[str, type[CamMetric]] = {
     cls.name: cls
@@ -168,6 +290,10 @@ QUANTUS_METRICS: dict[str, type[CamMetric]] = {
         WinPercentage,
         RelativePerformance,
         DeadZoneMass,
+        DeletionAUC,
+        InsertionAUC,
+        RoadMostRelevantFirst,
+        RoadLeastRelevantFirst,
     )
 }
 register_quantus_metrics(QUANTUS_METRICS)
@@ -176,7 +302,11 @@ __all__ = [
     "QUANTUS_METRICS",
     "AverageDrop",
     "DeadZoneMass",
+    "DeletionAUC",
     "IncreaseInConfidence",
+    "InsertionAUC",
     "RelativePerformance",
+    "RoadLeastRelevantFirst",
+    "RoadMostRelevantFirst",
     "WinPercentage",
 ]

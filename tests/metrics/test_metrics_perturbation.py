@@ -17,6 +17,9 @@ from metrics_models import tiny_setup
 
 from metrics import perturbation as P
 
+# the peers' scipy solvers warn of numpy 2's __array_wrap__
+pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")
+
 STEPS = 7  # does not divide 16 * 16 pixels: the rounding of k_s matters
 
 
@@ -214,7 +217,6 @@ def test_imputation_equals_a_dense_solve(holes) -> None:
         np.testing.assert_allclose(got[i].numpy(), expected, atol=1e-8)
 
 
-@pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")  # scipy in the peers
 def test_imputation_equals_pytorch_grad_cam_and_quantus(holes) -> None:
     road = pytest.importorskip("pytorch_grad_cam.metrics.road")
     perturb = pytest.importorskip("quantus.functions.perturb_func")
@@ -267,9 +269,11 @@ def test_road_equals_the_protocol(setup) -> None:
 
 def test_road_is_seeded_and_refuses_bad_options(setup) -> None:
     model, images, labels, maps = setup
-    first, second = (P.road_curve(model, images, maps, labels, seed=4) for _ in range(2))
+    first, second = (
+        P.road_curve(model, images, maps, labels, percentiles=(50,), seed=4) for _ in range(2)
+    )
     torch.testing.assert_close(first, second)
-    other = P.road_curve(model, images, maps, labels, seed=5)
+    other = P.road_curve(model, images, maps, labels, percentiles=(50,), seed=5)
     assert not torch.equal(first, other)
     with pytest.raises(ValueError, match="'most' \\(MoRF\\) or 'least'"):
         P.road_curve(model, images, maps, labels, order="top")
@@ -279,3 +283,135 @@ def test_road_is_seeded_and_refuses_bad_options(setup) -> None:
         P.road_curve(model, images, maps, labels, noise=-1.0)
     with pytest.raises(ValueError, match="every pixel removed"):
         P.noisy_linear_imputation(images, torch.ones(3, 16, 16, dtype=torch.bool))
+
+
+def test_road_equals_pytorch_grad_cam_with_its_percentile_kept(setup) -> None:
+    """pytorch-grad-cam's ``percentile`` is the share of pixels it keeps (it removes those at
+    or above the map's ``percentile``-th percentile), so its 90 is ROAD's 10 % removed."""
+    road = pytest.importorskip("pytorch_grad_cam.metrics.road")
+    targets = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
+    model, images, labels, maps = setup
+    smooth = maps[0]  # no ties: the percentile threshold and the order pick the same pixels
+    chosen = [targets.ClassifierOutputSoftmaxTarget(int(c)) for c in labels]
+    model32 = copy.deepcopy(model).float()
+    for ours, theirs in (
+        ("most", road.ROADMostRelevantFirst),
+        ("least", road.ROADLeastRelevantFirst),
+    ):
+        for removed in (10, 50, 90):
+            metric = theirs(percentile=100 - removed)
+            metric.perturbation.imputer.noise = 0.0
+            peer = metric(images.float(), smooth[:, 0].numpy(), chosen, model32, return_diff=False)
+            got = P.road_curve(
+                model, images, smooth, labels, order=ours, percentiles=(removed,), noise=0.0
+            )
+            np.testing.assert_allclose(got[:, 0].numpy(), peer, atol=1e-5)
+
+
+class _Grey(torch.nn.Module):
+    """A one-channel model, the only inputs Quantus' ROAD can take (see the next test)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.repeat(1, 3, 1, 1))
+
+
+@pytest.fixture(scope="module")
+def grey():
+    model, images, _ = tiny_setup(n=4, size=16)
+    net = _Grey(model).eval()
+    x = images.mean(dim=1, keepdim=True)
+    with torch.no_grad():
+        labels = net(x).argmax(dim=1)
+    maps = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    return net, x, labels, maps
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_quantus_road_is_the_accuracy_on_our_imputed_images_in_one_batch(grey) -> None:
+    """Quantus' ROAD scores whether the prediction stays the label (accuracy), not the score;
+    on one batch of one-channel images it agrees with our imputation."""
+    quantus = pytest.importorskip("quantus")
+    net, x, labels, maps = grey
+    wrong = (labels + 1) % 5
+    labels = torch.cat([wrong[:1], labels[1:]])  # one image the model gets wrong
+    percentiles = [10, 50, 90]
+    predictions = []
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        outputs = net(images)
+        predictions.append(outputs.argmax(dim=1))
+        return outputs
+
+    P.road_curve(forward, x, maps, labels, percentiles=percentiles, noise=0.0)
+    ours = [(p == labels).double().mean().item() for p in predictions]
+    theirs = quantus.ROAD(percentages=percentiles, noise=0.0, disable_warnings=True)(
+        model=net, x_batch=x.numpy(), y_batch=labels.numpy(), a_batch=maps.numpy(), device="cpu"
+    )
+    assert list(theirs.values()) == pytest.approx(ours)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_quantus_road_keeps_only_its_first_batch_and_fails_on_colour_images(grey, setup) -> None:
+    """Two faults of Quantus 0.6's ROAD that ours does not have (docs/metrics.md): with several
+    batches it reports the first batch alone, and it ranks the map broadcast to every channel,
+    so a colour image with one map per image indexes past its pixels."""
+    quantus = pytest.importorskip("quantus")
+    net, x, labels, maps = grey
+    wrong = torch.cat([labels[:2], (labels[2:] + 1) % 5])  # the second batch all wrong
+    kwargs = {"x_batch": x.numpy(), "y_batch": wrong.numpy(), "a_batch": maps.numpy()}
+    road = quantus.ROAD(percentages=[10], noise=0.0, disable_warnings=True)
+    assert road(model=net, **kwargs, device="cpu", batch_size=2) == {10: 1.0}  # not 0.5
+    model, images, labels3, maps3 = setup
+    with pytest.raises(IndexError):
+        quantus.ROAD(percentages=[50], disable_warnings=True)(
+            model=copy.deepcopy(model).float(),
+            x_batch=images.float().numpy(),
+            y_batch=labels3.numpy(),
+            a_batch=maps3[0].float().numpy(),
+            device="cpu",
+        )
+
+
+# --- the Quantus metrics
+# ---------------------------------------------------------------------------
+
+
+def test_quantus_metrics_equal_the_functions(setup) -> None:
+    from metrics import (
+        DeletionAUC,
+        InsertionAUC,
+        RoadLeastRelevantFirst,
+        RoadMostRelevantFirst,
+        cam_explain,
+    )
+
+    model64, images64, labels, _ = setup
+    model, images = copy.deepcopy(model64).float(), images64.float()
+    maps = torch.from_numpy(
+        cam_explain(model, images.numpy(), labels.numpy(), method="Grad-CAM++", layer=model.layer)
+    )
+    call = {
+        "model": model,
+        "x_batch": images.numpy(),
+        "y_batch": labels.numpy(),
+        "explain_func": cam_explain,
+        "explain_func_kwargs": {"method": "Grad-CAM++", "layer": model.layer},
+        "batch_size": 2,
+    }
+    deletion = DeletionAUC(steps=9, return_aggregate=False)(**call)
+    expected = P.deletion_auc(model, images, maps, labels, steps=9)
+    np.testing.assert_allclose(deletion, expected.numpy(), rtol=1e-6)
+    grey = torch.full((3, 16, 16), 0.5)
+    insertion = InsertionAUC(steps=9, substrate=lambda x: grey.expand_as(x))(**call)
+    expected = P.insertion_auc(model, images, maps, labels, steps=9, substrate=grey)
+    assert insertion == pytest.approx([expected.mean().item()], rel=1e-6)
+    for metric, order in ((RoadMostRelevantFirst, "most"), (RoadLeastRelevantFirst, "least")):
+        got = metric(percentiles=(30, 60), noise=0.0, return_aggregate=False)(**call)
+        curve = P.road_curve(
+            model, images, maps, labels, order=order, percentiles=(30, 60), noise=0
+        )
+        np.testing.assert_allclose(got, curve.mean(dim=-1).numpy(), rtol=1e-6)

@@ -18,8 +18,10 @@ from captum_camplus.masking import bottom_rows
 from metrics import (
     AverageDrop,
     DeadZoneMass,
+    DeletionAUC,
     IncreaseInConfidence,
     RelativePerformance,
+    RoadMostRelevantFirst,
     WinPercentage,
     cam_explain,
     evaluate_methods,
@@ -261,6 +263,10 @@ def test_registration_is_in_place_idempotent_and_polite() -> None:
         "Win Percentage",
         "Relative Performance",
         "Dead Zone Mass",
+        "Deletion AUC",
+        "Insertion AUC",
+        "ROAD Most Relevant First",
+        "ROAD Least Relevant First",
     ]
     listed = quantus.available_metrics()["Faithfulness"]
     assert all(listed.count(name) == 1 for name in names)
@@ -284,7 +290,7 @@ def test_registration_is_in_place_idempotent_and_polite() -> None:
 
 
 def test_metric_attributes() -> None:
-    lower = {AverageDrop, DeadZoneMass}
+    lower = {AverageDrop, DeadZoneMass, DeletionAUC, RoadMostRelevantFirst}
     for name, cls in metrics.QUANTUS_METRICS.items():
         assert cls.name == name
         assert cls.evaluation_category == quantus.helpers.enums.EvaluationCategory.FAITHFULNESS
