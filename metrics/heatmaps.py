@@ -13,6 +13,7 @@ References:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
@@ -193,7 +194,9 @@ def cam_explain(
 
     Args:
         method: A name of :data:`captum_camplus.METHODS`, matched leniently ("gradcam++").
-        layer: The layer (module or name in ``model``).
+        layer: The layer (module or name in ``model``). A module of the original model also
+            works on a deep copy of it (Quantus' MPRT and Random Logit), see
+            :func:`model_layer`.
         maps_from, preprocess, layout, scores: See :func:`compute_cams`.
         device: Accepted because Quantus passes it; the maps are computed on the model's device.
 
@@ -204,12 +207,59 @@ def cam_explain(
         float32 ``(N, 1, *inputs spatial)`` maps in [0, 1].
     """
     del device  # the model's device decides
+    layer = model_layer(model, layer)  # Quantus' MPRT passes a copy of the model
     x = as_model_input(inputs, model)  # float64 arrays (Quantus' fixtures) included
     target = as_target(targets, x.shape[0], device=module_device(model))
     name = method_name(method)
     with evaluation_mode(model):
         cams = compute_cams(model, layer, x, target, [name], maps_from, preprocess, layout, scores)
     return upsample_and_normalize(cams[name], x.shape[2:]).cpu().numpy().astype(np.float32)
+
+
+#: The qualified name each layer module had in the last model found to hold it: Quantus' MPRT and
+#: Random Logit explain deep copies of the model, which hold copies of the module, not itself.
+_LAYER_NAMES: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def model_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
+    """``layer`` as a module of ``model``: its name resolved, a module of ``model`` itself, or,
+    for a module of another model (a deep copy's original), the module of ``model`` at the same
+    qualified name.
+
+    The name is the one the module had in a model that held it, seen by an earlier call, or else
+    the one module of ``model`` of the same structure (type, parameter and buffer shapes).
+
+    Raises:
+        ValueError: for a module that is not in ``model`` and whose place in it is unknown or
+            ambiguous, naming the way out (pass the layer's name).
+    """
+    if isinstance(layer, str):
+        return find_layer(model, layer)
+    names = {module: name for name, module in model.named_modules()}
+    if layer in names:
+        _LAYER_NAMES[layer] = names[layer]
+        return layer
+    signature = _structure(layer)
+    known = _LAYER_NAMES.get(layer)
+    if known is not None:
+        found = dict(model.named_modules()).get(known)
+        if found is not None and _structure(found) == signature:
+            return found
+    twins = [name for module, name in names.items() if _structure(module) == signature]
+    if len(twins) == 1:
+        return model.get_submodule(twins[0])
+    where = f"{len(twins)} modules of its structure" if twins else "no module of its structure"
+    raise ValueError(
+        f"the layer {type(layer).__name__} is not a module of this model (a copy of the model, "
+        f"as Quantus' MPRT makes?), and the model has {where}: pass the layer's name in the "
+        "model instead, e.g. layer='layer4' (see model.named_modules())"
+    )
+
+
+def _structure(module: nn.Module) -> tuple[object, ...]:
+    """What a deep copy keeps of a module: its type and its parameters' and buffers' shapes."""
+    tensors = (*module.named_parameters(), *module.named_buffers())
+    return (type(module), tuple((name, tuple(t.shape)) for name, t in tensors))
 
 
 def _check_maps_from(maps_from: str) -> None:
@@ -225,6 +275,7 @@ __all__ = [
     "layer_gradients",
     "layer_pass",
     "method_instances",
+    "model_layer",
     "relu_maps",
     "target_score",
 ]
