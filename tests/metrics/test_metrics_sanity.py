@@ -74,3 +74,52 @@ def test_a_module_of_unknown_place_is_refused_with_the_way_out(setup) -> None:
         other, images.numpy(), labels.numpy(), method="Grad-CAM", layer="features.2"
     )
     np.testing.assert_array_equal(found, by_name)
+
+
+# --- cascading randomisation (Adebayo et al., section 3.1)
+# ---------------------------------------------------------------------------
+
+
+def test_cascade_equals_a_step_by_step_randomisation_and_scipy(setup) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    from metrics import compute_cams
+    from metrics.sanity import cascading_randomisation
+
+    model, images, labels = setup
+    before = copy.deepcopy(model.state_dict())
+    methods = ["Grad-CAM", "HiResCAM"]
+    got = cascading_randomisation(model, model.layer, images, labels, methods=methods, seed=7)
+    assert got.layers == ["head", "features.2", "features.0"]
+    for key, value in model.state_dict().items():  # the model itself is untouched
+        torch.testing.assert_close(value, before[key])
+    trained = compute_cams(model, model.layer, images, labels, methods)
+    twin = copy.deepcopy(model)
+    for step, name in enumerate(["head", "features.2", "features.0"]):
+        torch.manual_seed(7 + step)
+        twin.get_submodule(name).reset_parameters()
+        random = compute_cams(twin, twin.layer, images, labels, methods)
+        for method in methods:
+            for i in range(len(images)):
+                a, b = trained[method][i].flatten(), random[method][i].flatten()
+                if a.min() == a.max() or b.min() == b.max():
+                    assert torch.isnan(got.correlation[method][step, i])
+                    continue
+                expected = stats.spearmanr(a.double().numpy(), b.double().numpy()).statistic
+                assert got.correlation[method][step, i].item() == pytest.approx(expected, abs=1e-12)
+    assert all(c.shape == (3, len(images)) for c in got.correlation.values())
+
+
+def test_spearman_ties_constant_rows_and_bad_depth(setup) -> None:
+    from metrics.sanity import average_ranks, cascading_randomisation, spearman
+
+    rows = torch.tensor([[0.0, 0.0, 2.0, 1.0, 2.0], [3.0, 3.0, 3.0, 3.0, 3.0]])
+    assert average_ranks(rows).tolist() == [[1.5, 1.5, 4.5, 3.0, 4.5], [3.0] * 5]
+    result = spearman(rows, torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]] * 2))
+    stats = pytest.importorskip("scipy.stats")
+    expected = stats.spearmanr([0, 0, 2, 1, 2], [1, 2, 3, 4, 5]).statistic
+    assert result[0].item() == pytest.approx(expected, abs=1e-12)
+    assert torch.isnan(result[1])
+    model, images, labels = setup
+    for depth in (0, 4, 1.5):
+        with pytest.raises(ValueError, match="depth must be an integer from 1 to 3"):
+            cascading_randomisation(model, model.layer, images, labels, depth=depth)

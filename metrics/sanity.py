@@ -1,0 +1,128 @@
+"""Sanity checks of the maps: cascading model-parameter randomisation with rank correlations.
+
+A map that explains the model must change when the model's weights do. The layers with
+parameters are re-initialised one at a time from the output down, each keeping those above it
+random (the cascade), and after each step every method's map is compared with the trained
+model's by Spearman's rank correlation, per image: near 0 passes the check, near 1 fails it.
+
+References:
+- Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim (2018), "Sanity Checks for Saliency Maps",
+  NeurIPS 2018, arXiv:1810.03292: cascading randomisation (section 3.1), Spearman rank
+  correlation of the maps (figure 4).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from captum_camplus import LayoutSpec
+from captum_camplus.utils import MethodFactory, evaluation_mode, module_device
+
+from .confidence import Preprocess, ScoreKind, as_target
+from .guards import as_model_input
+from .heatmaps import MapsFrom, compute_cams, model_layer
+
+
+class Cascade(NamedTuple):
+    """The result of :func:`cascading_randomisation`."""
+
+    layers: list[str]  #: the layers randomised, in order (step ``s`` randomised ``layers[:s+1]``)
+    correlation: dict[str, Tensor]  #: per method, ``(steps, N)`` float64 Spearman correlations
+
+
+def randomised_layers(model: nn.Module) -> list[str]:
+    """The modules with parameters of their own and a ``reset_parameters``, from the output down
+    (the reverse of their registration order, as Adebayo et al.'s top-down cascade)."""
+    names = [
+        name
+        for name, module in model.named_modules()
+        if callable(getattr(module, "reset_parameters", None))
+        and next(module.parameters(recurse=False), None) is not None
+    ]
+    return names[::-1]
+
+
+def cascading_randomisation(
+    model: nn.Module,
+    layer: nn.Module | str,
+    inputs: Tensor,
+    target: Tensor | int | Sequence[int],
+    *,
+    methods: Iterable[str] | Mapping[str, MethodFactory] | None = None,
+    depth: int | None = None,
+    seed: int = 0,
+    maps_from: MapsFrom = "pre-softmax",
+    preprocess: Preprocess | None = None,
+    layout: LayoutSpec = None,
+    scores: ScoreKind = "softmax",
+) -> Cascade:
+    """Spearman rank correlation between each method's map of the trained model and its map
+    after randomising the top ``1..depth`` layers of :func:`randomised_layers` (default: all).
+
+    The model is not changed: a deep copy is randomised. Step ``s`` re-initialises layer ``s``
+    with its own ``reset_parameters()`` after ``torch.manual_seed(seed + s)`` (the global random
+    state is restored afterwards). The maps are the ReLU'd CAMs on the layer's grid, one CAM
+    pass per step for all methods (:func:`metrics.heatmaps.compute_cams`); the correlation uses
+    average ranks for ties and is NaN where either map is constant (an all-zero map has no
+    order to compare).
+
+    Raises:
+        ValueError: for a ``depth`` outside ``1..len(randomised_layers(model))``.
+    """
+    names = randomised_layers(model)
+    depth = len(names) if depth is None else depth
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= len(names):
+        raise ValueError(
+            f"depth must be an integer from 1 to {len(names)} (the model's layers with "
+            f"parameters, top-down: {names[:3]}...), got {depth!r}"
+        )
+    layer = model_layer(model, layer)
+    layer_name = next(n for n, m in model.named_modules() if m is layer)
+    x = as_model_input(inputs, model)
+    target = as_target(target, x.shape[0], device=module_device(model))
+
+    def maps_of(net: nn.Module) -> dict[str, Tensor]:
+        with evaluation_mode(net):
+            found = compute_cams(
+                net, layer_name, x, target, methods, maps_from, preprocess, layout, scores
+            )
+        return {name: cam.flatten(1) for name, cam in found.items()}
+
+    trained = maps_of(model)
+    twin = copy.deepcopy(model)
+    correlation: dict[str, list[Tensor]] = {name: [] for name in trained}
+    with torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
+        for step, name in enumerate(names[:depth]):
+            torch.manual_seed(seed + step)
+            twin.get_submodule(name).reset_parameters()  # type: ignore[operator]
+            for method, cam in maps_of(twin).items():
+                correlation[method].append(spearman(trained[method], cam))
+    return Cascade(names[:depth], {m: torch.stack(c) for m, c in correlation.items()})
+
+
+def spearman(a: Tensor, b: Tensor) -> Tensor:
+    """Spearman's rank correlation of each row of ``a`` with the same row of ``b`` (average
+    ranks for ties; NaN for a constant row), float64."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
+    norm = torch.linalg.vector_norm(ra, dim=1) * torch.linalg.vector_norm(rb, dim=1)
+    return (ra * rb).sum(dim=1) / torch.where(norm > 0, norm, torch.full_like(norm, torch.nan))
+
+
+def average_ranks(rows: Tensor) -> Tensor:
+    """The rank (1-based) of each value in its row, tied values sharing their mean rank."""
+    rows = rows.to(torch.float64)
+    ranks = torch.empty_like(rows)
+    for i, row in enumerate(rows):
+        _, inverse, counts = torch.unique(row, return_inverse=True, return_counts=True)
+        last = counts.cumsum(0).to(torch.float64)  # the 1-based rank of each value's last copy
+        ranks[i] = (last - (counts - 1) / 2)[inverse]
+    return ranks
+
+
+__all__ = ["Cascade", "average_ranks", "cascading_randomisation", "randomised_layers", "spearman"]
