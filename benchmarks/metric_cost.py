@@ -1,5 +1,6 @@
 """Metric cost: the ways of scoring maps with the papers' metrics (ours in one pass, ours inside
-Quantus, pytorch-grad-cam's), and the forward passes each makes per image.
+Quantus, pytorch-grad-cam's), ours with every metric (deletion and insertion AUC, ROAD, the
+cascading randomisation check), and the forward passes each makes per image and per batch.
 
 Quantus and pytorch-grad-cam are imported when their evaluation is made, so a missing one
 becomes a note in the report instead of a failure.
@@ -10,10 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from benchmarks.cases import Case
-from metrics import evaluate_methods
+from captum_camplus import upsample_and_normalize
+from metrics import cascading_randomisation, compute_cams, evaluate_methods
+from metrics.perturbation import deletion_auc, insertion_auc, road_curve
+
+#: Steps of deletion and insertion in the cost rows (RISE's code: one step per 224 pixels).
+STEPS = 100
+#: Layers randomised by the cost row of the sanity check (from the top).
+DEPTH = 3
 
 
 @dataclass
@@ -41,6 +50,36 @@ def _evaluate_methods() -> MetricEvaluation:
 
     scores = "4 methods x (average drop, increase in confidence, win %, relative performance)"
     return MetricEvaluation("metrics.evaluate_methods", scores, run)
+
+
+def _papers_and_perturbations() -> MetricEvaluation:
+    papers = _evaluate_methods()
+
+    def run(case: Case) -> object:
+        cams = compute_cams(case.model, case.layer, case.inputs, case.target, layout=case.layout)
+        size = case.inputs.shape[2:]
+        maps = torch.stack([upsample_and_normalize(cam, size) for cam in cams.values()])
+        kwargs = {"forward": case.model, "inputs": case.inputs, "maps": maps}
+        return (
+            papers.run(case),
+            deletion_auc(**kwargs, target=case.target, steps=STEPS),
+            insertion_auc(**kwargs, target=case.target, steps=STEPS),
+            road_curve(**kwargs, target=case.target, order="most"),
+            road_curve(**kwargs, target=case.target, order="least"),
+        )
+
+    scores = f"the papers' metrics + deletion, insertion ({STEPS} steps), ROAD MoRF + LeRF"
+    return MetricEvaluation("metrics, papers' + perturbations", scores, run)
+
+
+def _randomisation() -> MetricEvaluation:
+    def run(case: Case) -> object:
+        return cascading_randomisation(
+            case.model, case.layer, case.inputs, case.target, depth=DEPTH, layout=case.layout
+        )
+
+    scores = f"4 methods x rank correlation after randomising the top {DEPTH} layers"
+    return MetricEvaluation("metrics.cascading_randomisation", scores, run)
 
 
 def _quantus_average_drop() -> MetricEvaluation:
@@ -87,6 +126,12 @@ METRIC_EVALUATIONS: dict[str, Callable[[], list[MetricEvaluation]]] = {
 }
 
 
+def every_metric() -> list[MetricEvaluation]:
+    """Ours with the papers' metrics alone, then with every metric (``benchmarks.metric_ratios``;
+    not in ``benchmarks.run``, where the perturbations would dominate the run's time)."""
+    return [_evaluate_methods(), _papers_and_perturbations(), _randomisation()]
+
+
 def metric_evaluations() -> tuple[list[MetricEvaluation], list[str]]:
     """Every way of scoring that is installed, and a note for each that is not."""
     found, missing = [], []
@@ -98,12 +143,14 @@ def metric_evaluations() -> tuple[list[MetricEvaluation], list[str]]:
     return found, missing
 
 
-def forwards_per_image(run: Callable[[Case], object], case: Case) -> float:
-    """Images the model is run on during one call, per image of the batch."""
-    seen = 0
+def model_calls(run: Callable[[Case], object], case: Case) -> tuple[int, int]:
+    """The model's calls during one call of ``run`` (passes per batch) and the images they
+    took in all."""
+    calls = seen = 0
 
     def count(module: nn.Module, args: tuple) -> None:
-        nonlocal seen
+        nonlocal calls, seen
+        calls += 1
         seen += args[0].shape[0]
 
     handle = case.model.register_forward_pre_hook(count)
@@ -111,7 +158,21 @@ def forwards_per_image(run: Callable[[Case], object], case: Case) -> float:
         run(case)
     finally:
         handle.remove()
-    return seen / len(case.inputs)
+    return calls, seen
 
 
-__all__ = ["METRIC_EVALUATIONS", "MetricEvaluation", "forwards_per_image", "metric_evaluations"]
+def forwards_per_image(run: Callable[[Case], object], case: Case) -> float:
+    """Images the model is run on during one call, per image of the batch."""
+    return model_calls(run, case)[1] / len(case.inputs)
+
+
+__all__ = [
+    "DEPTH",
+    "METRIC_EVALUATIONS",
+    "STEPS",
+    "MetricEvaluation",
+    "every_metric",
+    "forwards_per_image",
+    "metric_evaluations",
+    "model_calls",
+]

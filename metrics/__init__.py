@@ -54,6 +54,7 @@ from .functional import (
 from .heatmaps import MAPS_FROM, cam_explain, compute_cams
 from .perturbation import deletion_auc, insertion_auc, road_curve
 from .result import EvaluationResult
+from .sanity import cascading_randomisation
 from .scoring import BatchScorer, BatchScores
 
 if TYPE_CHECKING:  # what a type checker sees of the names that load at first use
@@ -122,6 +123,7 @@ __all__ = [
     "average_drop",
     "cam_dead_zone_mass",
     "cam_explain",
+    "cascading_randomisation",
     "class_scores",
     "compare_pair",
     "compute_cams",

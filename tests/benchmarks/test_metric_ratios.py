@@ -1,0 +1,27 @@
+"""The cost rows of every metric count the model's passes as the protocols say."""
+
+from __future__ import annotations
+
+import torch
+from metrics_models import tiny_setup
+
+from benchmarks.cases import Case
+from benchmarks.metric_cost import DEPTH, STEPS, every_metric, model_calls
+from metrics.perturbation import ROAD_PERCENTILES
+
+METHODS = 4
+
+
+def test_passes_per_batch_and_images_per_image_of_every_metric() -> None:
+    model, images, labels = tiny_setup(n=2, size=16)
+    case = Case(model, model.layer, images, labels)
+    papers, everything, randomisation = (model_calls(e.run, case) for e in every_metric())
+    # the papers' metrics: one CAM pass that gives Y, then O of each method's map
+    assert papers == (1 + METHODS, 2 * (1 + METHODS))
+    # + one CAM pass, deletion and insertion (STEPS + 1 each) and ROAD MoRF + LeRF, every step
+    # one forward of the four methods' maps of both images
+    steps = 2 * (STEPS + 1) + 2 * len(ROAD_PERCENTILES)
+    assert everything == (papers[0] + 1 + steps, papers[1] + 2 + steps * METHODS * 2)
+    # the trained model's maps, then one CAM pass per randomised layer
+    assert randomisation == (1 + DEPTH, 2 * (1 + DEPTH))
+    assert torch.equal(case.inputs, images)
