@@ -295,12 +295,14 @@ def _flat_maps(maps: Tensor, inputs: Tensor) -> tuple[Tensor, bool]:
     """Maps as ``(K, N, H * W)`` float64, and whether they came with ``K``.
 
     Raises:
-        ValueError: for inputs that are not ``(N, C, H, W)``, maps not at the inputs' size or of
-            another number of images, or NaN maps.
+        ValueError: for inputs that are not finite ``(N, C, H, W)`` images, maps not at the
+            inputs' size or of another number of images, or NaN maps.
     """
     if not isinstance(inputs, Tensor) or inputs.dim() != 4:
         shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
         raise ValueError(f"inputs must be a tensor of images (N, C, H, W), got {shape}")
+    if not bool(torch.isfinite(inputs).all()):
+        raise ValueError("the inputs contain NaN or inf values: the model's scores are undefined")
     n, _, h, w = inputs.shape
     stacked = maps.dim() == 5
     if maps.dim() == 3:

@@ -150,6 +150,8 @@ def test_bad_substrates_and_maps_are_refused(setup) -> None:
         P.deletion_auc(model, images, torch.full_like(maps, math.nan), labels, steps=4)
     with pytest.raises(ValueError, match=r"inputs must be a tensor of images \(N, C, H, W\)"):
         P.deletion_auc(model, images[0], maps[0, 0], labels, steps=4)
+    with pytest.raises(ValueError, match="inputs contain NaN or inf"):
+        P.insertion_auc(model, images * math.inf, maps, labels, steps=4)
     with pytest.raises(ValueError, match="scores must be one of"):
         P.deletion_auc(model, images, maps, labels, steps=4, scores="probabilities")
 
