@@ -181,7 +181,8 @@ def road_curve(
     :func:`noisy_linear_imputation`, for each ``p`` of ``percentiles``.
 
     ``round(p * H * W / 100)`` pixels are removed, in the pixel order of the module (reversed for
-    ``"least"``). The noise is drawn from a generator on the maps' device seeded with ``seed``,
+    ``"least"``). The noise is drawn from a generator on the inputs' device (where the maps are
+    moved) seeded with ``seed``,
     one draw per percentile in order, so a call is reproducible on one device. ``clip`` bounds
     the imputed images (``(0, 1)`` for images in [0, 1] that a preprocessing normalises).
 
@@ -233,9 +234,14 @@ def noisy_linear_imputation(
     residual ``tolerance``). Gaussian noise of standard deviation ``noise`` is then added to the
     removed pixels. ``removed`` is ``(N, H, W)``, True where a pixel is removed.
 
+    Returns:
+        The imputed images, float64.
+
     Raises:
         ValueError: for masks of the wrong shape or an image with every pixel removed (nothing
             to impute from).
+        RuntimeError: if the solve has not reached ``tolerance`` after twice as many iterations
+            as removed pixels (exact arithmetic needs at most as many).
     """
     n, c, h, w = images.shape
     if removed.shape != (n, h, w):
@@ -256,7 +262,8 @@ def noisy_linear_imputation(
         return unknown * (degree * z - neighbours(unknown * z))
 
     right = unknown * neighbours((1 - unknown) * x)
-    solution = _conjugate_gradients(system, right, tolerance, int(unknown[0].sum().item()) + 10)
+    limit = 2 * int(removed.flatten(1).sum(dim=1).max().item()) + 10
+    solution = _conjugate_gradients(system, right, tolerance, limit)
     filled = torch.where(unknown.bool(), solution, x).reshape(n, c, h, w)
     if noise:
         draw = torch.randn(filled.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -267,7 +274,8 @@ def noisy_linear_imputation(
 def _conjugate_gradients(
     system: Callable[[Tensor], Tensor], right: Tensor, tolerance: float, limit: int
 ) -> Tensor:
-    """Solve ``system(z) = right`` for each of a batch of SPD systems (one per leading index)."""
+    """Solve ``system(z) = right`` for each of a batch of SPD systems (one per leading index),
+    raising if a relative residual of ``tolerance`` is not reached in ``limit`` iterations."""
     dims = tuple(range(1, right.dim()))
     z = torch.zeros_like(right)
     residual = right.clone()
@@ -288,6 +296,13 @@ def _conjugate_gradients(
             residual + new_norm / torch.where(norm > 0, norm, torch.ones_like(norm)) * direction
         )
         norm = new_norm
+    if not bool((norm <= goal).all()):
+        worst = (norm / goal).max().sqrt().item() * tolerance
+        raise RuntimeError(
+            f"the imputation's conjugate gradients stopped at a relative residual of {worst:.1e} "
+            f"after {limit} iterations, above the tolerance {tolerance:.0e}: pass a larger "
+            "tolerance to noisy_linear_imputation"
+        )
     return z
 
 

@@ -233,6 +233,15 @@ def test_imputation_equals_pytorch_grad_cam_and_quantus(holes) -> None:
         np.testing.assert_allclose(got[i].numpy(), theirs, atol=1e-8)
 
 
+def test_a_solve_that_does_not_converge_says_so() -> None:
+    scale = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)  # three distinct eigenvalues
+    right = torch.ones(1, 3, dtype=torch.float64)
+    solved = P._conjugate_gradients(lambda z: scale * z, right, 1e-12, 3)
+    torch.testing.assert_close(solved, 1 / scale)
+    with pytest.raises(RuntimeError, match="after 1 iterations, above the tolerance 1e-12"):
+        P._conjugate_gradients(lambda z: scale * z, right, 1e-12, 1)
+
+
 def test_imputation_noise_is_seeded_and_only_on_removed_pixels(holes) -> None:
     images, removed = holes
     clean = P.noisy_linear_imputation(images, removed, noise=0.0)
