@@ -12,10 +12,10 @@ reverse of that order.
 
 References:
 - Petsiuk, Das & Saenko (2018), "RISE: Randomized Input Sampling for Explanation of Black-box
-  Models", BMVC 2018, arXiv:1806.07421: deletion and insertion (section 4.1).
+  Models", BMVC 2018, arXiv:1806.07421: deletion and insertion.
 - Rong, Leemann, Borisov, Kasneci & Kasneci (2022), "A Consistent and Efficient Evaluation
-  Strategy for Attribution Methods", ICML 2022, arXiv:2202.00449: ROAD, noisy linear imputation
-  (section 4).
+  Strategy for Attribution Methods", ICML 2022, arXiv:2202.00449: ROAD, noisy linear
+  imputation.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ Order = Literal["most", "least"]
 #: Standard deviation, in pixels, of the Gaussian blur of insertion's default substrate (RISE's
 #: code blurs with sigma 5 and an 11-pixel kernel; here the kernel spans +-3 sigma).
 BLUR_SIGMA = 5.0
-#: ROAD's percentages of pixels removed (Rong et al., figures 5-6: 10 % to 90 %).
+#: ROAD's percentages of pixels removed (10 % to 90 %, as pytorch-grad-cam's averaged ROAD).
 ROAD_PERCENTILES: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 #: ROAD's noise: the standard deviation of the Gaussian noise added to imputed values, in the
 #: units of ``inputs`` (Rong et al.'s code: 0.01).

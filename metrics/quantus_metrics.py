@@ -10,7 +10,7 @@ The formulas are those of :mod:`metrics.functional`. Average drop, increase in c
 win % were proposed with Grad-CAM++ by Chattopadhay et al. (a course report by Singh, Harithas,
 Khan & Hadi, without year or venue, reimplements the first two, its section 4.2); relative
 performance is Lerma & Lucas' (eq. 16-17) and the dead-zone mass Taimeskhanov et al.'s (eq. 7).
-Deletion and insertion are Petsiuk et al.'s (section 4.1), ROAD is Rong et al.'s (section 4);
+Deletion and insertion are Petsiuk et al.'s, ROAD is Rong et al.'s;
 their protocols are those of :mod:`metrics.perturbation`.
 
 References:

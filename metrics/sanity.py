@@ -7,8 +7,8 @@ model's by Spearman's rank correlation, per image: near 0 passes the check, near
 
 References:
 - Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim (2018), "Sanity Checks for Saliency Maps",
-  NeurIPS 2018, arXiv:1810.03292: cascading randomisation (section 3.1), Spearman rank
-  correlation of the maps (figure 4).
+  NeurIPS 2018, arXiv:1810.03292: cascading randomisation, Spearman rank correlation of the
+  maps.
 """
 
 from __future__ import annotations
