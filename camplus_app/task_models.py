@@ -110,6 +110,7 @@ class Detector:
         model: The detector in eval mode.
         layer: The module whose activations the CAMs weight; ``layer_name`` its dotted name.
         categories: Class names, indexed by the detector's labels.
+        background: Whether label 0 is a background class that has no boxes (R-CNN, SSD).
     """
 
     name: str
@@ -117,6 +118,7 @@ class Detector:
     layer: nn.Module
     layer_name: str
     categories: list[str]
+    background: bool
 
     @property
     def device(self) -> torch.device:
@@ -182,12 +184,17 @@ def load_detector(name: str, weights: str | Path | None, layer: str | None = Non
     if layer is None:
         stages = "backbone.body" if hasattr(net.backbone, "body") else "backbone.features"
         layer = f"{stages}.{_last_child(net, stages)}"
+    background = hasattr(net, "roi_heads") or type(net).__name__ == "SSD"
+    categories = _categories(num_classes, "detection")
+    if background and num_classes != 91:
+        categories[0] = "background"
     return Detector(
         name=arch,
         model=net,
         layer=find_layer(net, layer),
         layer_name=layer,
-        categories=_categories(num_classes, "detection"),
+        categories=categories,
+        background=background,
     )
 
 

@@ -111,13 +111,10 @@ def prepare(
         )
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error).strip().splitlines()[0]) from error
-    if (
-        detection
-        and target == 0
-        and isinstance(model, Detector)
-        and model.categories[0] == "__background__"
-    ):
-        raise UsageError("class 0 is the detector's background, which has no boxes: pick a class")
+    if isinstance(model, Detector) and model.background and target == 0:
+        raise UsageError(
+            f"class 0 is the background of {model.name}, which has no boxes: pick another class"
+        )
     job = TaskJob(
         model=model,
         images=images,
