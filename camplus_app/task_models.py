@@ -143,6 +143,36 @@ class Detector:
         setattr(owner, "score_thresh", threshold)  # noqa: B010 (a plain attribute, not a module)
 
 
+def check_layer(model: Segmenter | Detector) -> None:
+    """Run the model once on a blank image and refuse a CAM layer whose output is not an
+    ``(N, C, H, W)`` map with more than one position (a linear layer of a head, a pooling, a
+    module the forward never calls), before any work starts.
+
+    Raises:
+        ValueError: naming the layer, what it gave and the way out.
+    """
+    seen: list[object] = []
+    handle = model.layer.register_forward_hook(lambda module, args, output: seen.append(output))
+    blank = torch.full((3, 128, 128), 0.5, device=model.device)
+    try:
+        with torch.no_grad():
+            model.model(blank[None]) if isinstance(model, Segmenter) else model.model([blank])
+    finally:
+        handle.remove()
+    if not seen:
+        raise ValueError(
+            f"layer {model.layer_name!r} of {model.name} is never called by its forward: pass "
+            "another --layer"
+        )
+    output = seen[0]
+    if not isinstance(output, Tensor) or output.dim() != 4 or output[0, 0].numel() == 1:
+        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise ValueError(
+            f"layer {model.layer_name!r} of {model.name} gives {shape}, not an (N, C, H, W) map: "
+            "pass a convolutional --layer (default: the backbone's last stage)"
+        )
+
+
 def load_segmenter(name: str, weights: str | Path | None, layer: str | None = None) -> Segmenter:
     """A torchvision segmentation model with a local weights file (nothing is downloaded).
 
@@ -288,6 +318,7 @@ def _categories(num_classes: int, task: Task) -> list[str]:
 
 __all__ = [
     "Detector",
+    "check_layer",
     "Segmenter",
     "Task",
     "load_detector",

@@ -34,6 +34,7 @@ from camplus_app.task_models import (
     Detector,
     Segmenter,
     Task,
+    check_layer,
     load_detector,
     load_segmenter,
 )
@@ -106,6 +107,7 @@ def prepare(
     try:
         load = load_detector if detection else load_segmenter
         model = load(args.model, args.weights, args.layer).to(device)
+        check_layer(model)
         target = (
             None if args.target is None else class_index(args.target, model.categories, model.name)
         )
@@ -143,7 +145,6 @@ def run_explain(job: TaskJob, folder: RunFolder) -> None:
 
 
 def _explain_segmentation(job: TaskJob, seg: Segmenter, folder: RunFolder) -> None:
-    cams = None
     rows = []
     for name, image in job.images.items():
         x = seg.preprocess(image)

@@ -194,6 +194,9 @@ def test_a_detector_that_finds_no_box_fails_clearly(files, tmp_path, capsys, opt
         (DETECTOR, ["--scores", "raw"], "--scores applies to classifiers"),
         (DETECTOR, ["--class", "0"], "class 0 is the background of fasterrcnn"),
         (None, ["--boxes", "2"], "apply to detectors, not to classifiers"),
+        (DETECTOR, ["--layer", "roi_heads.box_head.fc7"], "not an (N, C, H, W) map"),
+        (SEGMENTER, ["--layer", "classifier.scale"], "gives (1, 128, 1, 1), not an (N, C, H, W)"),
+        (SEGMENTER, ["--layer", "nowhere"], "has no layer named 'nowhere'"),
     ],
 )
 def test_options_of_another_task_are_refused(files, tmp_path, capsys, model, options, said):
