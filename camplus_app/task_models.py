@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from camplus_app.images import check_aspect, to_rgb
-from camplus_app.zoo import Normalized, _read_state_dict
+from camplus_app.zoo import Normalized, _read_state_dict, load_strictly
 from captum_camplus.modules import find_layer
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ def load_segmenter(name: str, weights: str | Path | None, layer: str | None = No
 
     arch = name.removeprefix("torchvision/")
     state = _state(arch, weights)
-    num_classes = _last_rows(state, "classifier.", "a segmentation classifier")
+    num_classes = _last_rows(state, "classifier.", "segmentation classifier")
     aux = any(key.startswith("aux_classifier.") for key in state)
     net = _build(arch, weights, state, num_classes=num_classes, aux_loss=aux)
     layer_name = layer or f"backbone.{_last_child(net, 'backbone')}"
@@ -243,15 +243,12 @@ def _build(
     from torchvision import models
 
     net = models.get_model(arch, weights=None, weights_backbone=None, **options)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as error:  # its first line only says "Error(s) in loading state_dict"
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0]
-        detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise ValueError(
-            f"the weights in {weights} do not fit torchvision {arch!r} ({detail})"
-        ) from error
+    load_strictly(
+        net,
+        state,
+        f"the weights in {weights} do not fit torchvision {arch!r}",
+        "check the architecture name (the class count is read from the weights)",
+    )
     return net.eval()
 
 

@@ -245,21 +245,29 @@ def load_classifier(
         net = _timm().create_model(arch, pretrained=False, num_classes=num_classes)
     else:
         net = _torchvision_model(arch, num_classes)
+    load_strictly(
+        net,
+        state,
+        f"the weights in {weights} do not fit {library} {arch!r}",
+        "check the architecture name or choose the library with a timm/ or torchvision/ prefix",
+    )
+    net.eval()
+    layer = layer or default_layer_name(net)
+    if library == "timm":
+        return _timm_classifier(arch, net, layer, num_classes)
+    return _torchvision_classifier(arch, net, layer, num_classes)
+
+
+def load_strictly(net: nn.Module, state: dict[str, Tensor], problem: str, way_out: str) -> None:
+    """``net.load_state_dict(state, strict=True)``, a mismatch raised as ``ValueError`` with
+    ``problem``, the first missing or unexpected key or shape, and ``way_out``."""
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as error:  # the first line only says "Error(s) in loading state_dict"
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise ValueError(
-            f"the weights in {weights} do not fit {library} {arch!r} ({detail}); check the "
-            "architecture name or choose the library with a timm/ or torchvision/ prefix"
-        ) from error
-    net.eval()
-    layer = layer or default_layer_name(net)
-    if library == "timm":
-        return _timm_classifier(arch, net, layer, num_classes)
-    return _torchvision_classifier(arch, net, layer, num_classes)
+        raise ValueError(f"{problem} ({detail}); {way_out}") from error
 
 
 def lite0_to_timm(state: dict[str, Tensor], stage_depths: Sequence[int]) -> dict[str, Tensor]:

@@ -231,3 +231,17 @@ def test_the_class_count_is_read_from_any_detector_head(arch) -> None:
 
     net = models.get_model(arch, weights=None, weights_backbone=None, num_classes=5)
     assert task_models._detector_classes(net.state_dict()) == 5
+
+
+@pytest.mark.parametrize(
+    ("model", "weights", "said"),
+    [
+        (DETECTOR, "seg", "the weights have no detection head"),
+        (SEGMENTER, "det", "the weights have no segmentation classifier"),
+        ("deeplabv3_mobilenet_v3_large", "seg", "do not fit torchvision 'deeplabv3_mobilenet"),
+    ],
+)
+def test_weights_of_another_model_are_refused(files, tmp_path, capsys, model, weights, said):
+    argv = ["explain", str(files["wide"]), "--model", model, "--weights", str(files[weights])]
+    assert cli.main([*argv, "-o", str(tmp_path / "out")]) == errors.USAGE_ERROR
+    assert said in capsys.readouterr().err
