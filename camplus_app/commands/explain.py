@@ -132,7 +132,7 @@ def _common(args: argparse.Namespace) -> tuple[list[str], torch.device, Path, di
 def prepare(args: argparse.Namespace) -> Job:
     """Check and load everything the command needs; bad input raises :class:`UsageError`."""
     methods, device, output, images = _common(args)
-    if args.boxes is not None or args.box_threshold is not None:
+    if getattr(args, "boxes", None) is not None or getattr(args, "box_threshold", None) is not None:
         raise UsageError("--boxes and --box-threshold apply to detectors, not to classifiers")
     try:
         classifier = zoo.load_classifier(args.model or zoo.DEFAULT_MODEL, args.weights, args.layer)

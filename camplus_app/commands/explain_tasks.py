@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from camplus_app import figures
-from camplus_app.errors import Failure, UsageError
+from camplus_app.errors import Failure, UsageError, first_line
 from camplus_app.options import LAYOUT, write
 from camplus_app.runs import RunFolder
 from camplus_app.task_models import (
@@ -112,7 +112,7 @@ def prepare(
             None if args.target is None else class_index(args.target, model.categories, model.name)
         )
     except (ValueError, FileNotFoundError) as error:
-        raise UsageError(str(error).strip().splitlines()[0]) from error
+        raise UsageError(first_line(str(error))) from error
     if isinstance(model, Detector) and model.background and target == 0:
         raise UsageError(
             f"class 0 is the background of {model.name}, which has no boxes: pick another class"
