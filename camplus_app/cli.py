@@ -129,6 +129,7 @@ def _add_explain_only(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--class",
         dest="target",
+        metavar="CLASS",
         help="the same as --target; for a segmentation model the class to explain (default: "
         "the predicted region, the class other than the background that covers most pixels), "
         "for a detector the class whose boxes to explain (default: any)",
@@ -136,12 +137,14 @@ def _add_explain_only(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--boxes",
         type=positive_int,
+        metavar="N",
         help="for a detector: explain this many of the highest-scoring boxes per image, each "
         "on its own (default: 3)",
     )
     sub.add_argument(
         "--box-threshold",
         type=probability,
+        metavar="SCORE",
         help="for a detector: explain only boxes scoring at least this (default: 0.5)",
     )
 
