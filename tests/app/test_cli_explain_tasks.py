@@ -245,3 +245,32 @@ def test_weights_of_another_model_are_refused(files, tmp_path, capsys, model, we
     argv = ["explain", str(files["wide"]), "--model", model, "--weights", str(files[weights])]
     assert cli.main([*argv, "-o", str(tmp_path / "out")]) == errors.USAGE_ERROR
     assert said in capsys.readouterr().err
+
+
+def test_the_detection_figure_draws_each_box_on_each_map() -> None:
+    from matplotlib.patches import Rectangle
+
+    image = torch.rand(3, 30, 50)
+    heat = torch.rand(1, 30, 50)
+    panels = [
+        figures.BoxPanel((5.0, 4.0, 20.0, 25.0), "cat 0.91", {"Grad-CAM": heat, "HiResCAM": heat}),
+        figures.BoxPanel((30.0, 2.0, 45.0, 9.0), "dog 0.60", {"Grad-CAM": heat, "HiResCAM": heat}),
+    ]
+    figure = figures.detection_figure(image, panels, "photo")
+    grid = [axis for axis in figure.axes if axis.images]  # the colour bar has no image
+    assert len(grid) == 4
+    for axis, panel in zip(grid, [p for p in panels for _ in range(2)], strict=True):
+        (box,) = [patch for patch in axis.patches if isinstance(patch, Rectangle)]
+        x1, y1, x2, y2 = panel.box
+        assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (
+            x1,
+            y1,
+            x2 - x1,
+            y2 - y1,
+        )
+        assert [text.get_text() for text in axis.texts] == [panel.caption]
+    with pytest.raises(ValueError, match="no detections to draw"):
+        figures.detection_figure(image, [], "photo")
+    with pytest.raises(ValueError, match="upsample the maps to the image first"):
+        small = figures.BoxPanel((0.0, 0.0, 1.0, 1.0), "x", {"Grad-CAM": torch.rand(1, 3, 5)})
+        figures.detection_figure(image, [small], "photo")
