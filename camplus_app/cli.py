@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain_parser = commands.add_parser(
         "explain",
         help="overlay each method's heatmap on each image",
-        description="For each image, a figure with the image and each method's heatmap.",
+        description="For each image, a figure with the image and each method's heatmap. With "
+        "a torchvision segmentation model (--model fcn_*, deeplabv3_*, lraspp_*) the maps of one "
+        "class over its predicted region; with a torchvision detector (fasterrcnn_*, "
+        "retinanet_*, fcos_*, ssd*) one map per top box, drawn with the box on the image.",
     )
     compare_parser = commands.add_parser(
         "compare",
@@ -79,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "histogram of the Grad-CAM++ alphas (Lerma & Lucas, figures 3-4).",
     )
     _add_compare_only(compare_parser)
+    _add_explain_only(explain_parser)
     _add_common(explain_parser, "explain", resumable=False)
     _add_common(compare_parser, "compare", resumable=True)
     return parser
@@ -116,6 +120,32 @@ def _add_compare_only(sub: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue the run in the output folder: score only the images it has not scored "
         "yet, with its settings (options left out keep the run's values)",
+    )
+
+
+def _add_explain_only(sub: argparse.ArgumentParser) -> None:
+    """The options of ``explain`` alone: ``--class`` and the detectors' ``--boxes`` and
+    ``--box-threshold`` (:mod:`camplus_app.commands.explain_tasks`)."""
+    sub.add_argument(
+        "--class",
+        dest="target",
+        metavar="CLASS",
+        help="the same as --target; for a segmentation model the class to explain (default: "
+        "the predicted region, the class other than the background that covers most pixels), "
+        "for a detector the class whose boxes to explain (default: any)",
+    )
+    sub.add_argument(
+        "--boxes",
+        type=positive_int,
+        metavar="N",
+        help="for a detector: explain this many of the highest-scoring boxes per image, each "
+        "on its own (default: 3)",
+    )
+    sub.add_argument(
+        "--box-threshold",
+        type=probability,
+        metavar="SCORE",
+        help="for a detector: explain only boxes scoring at least this (default: 0.5)",
     )
 
 

@@ -123,6 +123,68 @@ def overlay_figure(
     return figure
 
 
+@dataclass(frozen=True)
+class BoxPanel:
+    """One detection to draw: its box ``(x1, y1, x2, y2)`` in the image's pixels, its caption
+    (label and score) and each method's ``(H, W)`` map of it on the image, in [0, 1]."""
+
+    box: tuple[float, float, float, float]
+    caption: str
+    heatmaps: Mapping[str, Tensor]
+
+
+def detection_figure(
+    image: Tensor, panels: Sequence[BoxPanel], title: str, alpha: float = 0.5
+) -> Figure:
+    """A grid of the image, one row per detection and one column per method: each panel the
+    method's map of that detection over the image at its own size, with the box and its
+    caption drawn on it (each map normalised on its own, :data:`NORMALISED_CAPTION`).
+
+    Args:
+        image: ``(3, H, W)`` in [0, 1].
+        panels: The detections, each with the same methods.
+        title: Figure title, e.g. the image's name.
+        alpha: Opacity of the heatmaps.
+    """
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+    from matplotlib.patches import Rectangle
+
+    if not panels:
+        raise ValueError("no detections to draw")
+    pixels = _hwc(image)
+    methods = list(panels[0].heatmaps)
+    height, width = pixels.shape[:2]
+    side = 2.6 * min(1.0, height / width) + 0.4  # a panel's height for a 2.6-inch width
+    figure = _figure(2.6 * len(methods) + 0.8, side * len(panels) + 1.0)
+    axes = figure.subplots(len(panels), len(methods), squeeze=False)
+    for row, panel in zip(axes, panels, strict=True):
+        x1, y1, x2, y2 = panel.box
+        for axis, method in zip(row, methods, strict=True):
+            axis.imshow(pixels)
+            heat = _heat(method, panel.heatmaps[method], pixels.shape[:2])
+            axis.imshow(heat, cmap=HEATMAP_COLOURS, alpha=alpha, vmin=0.0, vmax=1.0)
+            axis.add_patch(
+                Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=1.5)
+            )
+            axis.text(
+                x1,
+                y1,
+                printable(panel.caption),
+                color="black",
+                fontsize=7,
+                va="bottom",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+            )
+            axis.set_title(method, fontsize=9)
+            axis.set_axis_off()
+    bar = _colour_bar(figure, list(axes.ravel()), 1.0, shrink=0.8)
+    bar.set_label("heatmap, min-max normalised per map")
+    figure.suptitle(printable(title))
+    figure.text(0.5, 0.01, NORMALISED_CAPTION, ha="center", va="bottom", fontsize=7, wrap=True)
+    figure.set_layout_engine(ConstrainedLayoutEngine(rect=(0, 0.06, 1, 0.94)))
+    return figure
+
+
 def _colour_bar(
     figure: Figure, axes: list[Axes], top: float, shrink: float, pad: float = 0.05
 ) -> Colorbar:

@@ -134,42 +134,46 @@ class Classifier:
         return replace(self, layer=find_layer(self.model.net, layer_name), layer_name=layer_name)
 
     def class_index(self, target: int | str) -> int:
-        """A class index from an index or a class name (case-insensitive).
+        """A class index from an index or a class name: :func:`class_index` of its classes."""
+        return class_index(target, self.categories, self.name)
 
-        Raises:
-            ValueError: an index out of range, an unknown name (with the closest names), or a
-                name that several classes match (ImageNet has "Cardigan", the corgi, and
-                "cardigan", the sweater): all of them are listed, none is picked.
-        """
-        text = str(target).strip()
-        try:
-            index = int(text)
-        except ValueError:
-            return self._index_of_name(text)
-        if not 0 <= index < len(self.categories):
-            raise ValueError(
-                f"class index {index} is out of range: {self.name} has "
-                f"{len(self.categories)} classes (0 to {len(self.categories) - 1})"
-            )
-        return index
 
-    def _index_of_name(self, name: str) -> int:
-        wanted = name.lower()
-        matches = [(i, c) for i, c in enumerate(self.categories) if c.lower() == wanted]
-        if len(matches) == 1:
-            return matches[0][0]
-        if matches:
-            listed = ", ".join(f"{i} ({c!r})" for i, c in matches)
-            raise ValueError(
-                f"class name {name!r} matches {len(matches)} classes of {self.name}: {listed}; "
-                "give the class index"
-            )
-        lowered = {c.lower(): c for c in self.categories}
-        close = [lowered[c] for c in difflib.get_close_matches(wanted, lowered, n=3)]
-        hint = f" (closest: {', '.join(map(repr, close))})" if close else ""
+def class_index(target: int | str, categories: Sequence[str], model: str) -> int:
+    """A class index of ``model`` from an index or a class name (case-insensitive).
+
+    Raises:
+        ValueError: an index out of range, an unknown name (with the closest names), or a
+            name that several classes match (ImageNet has "Cardigan", the corgi, and
+            "cardigan", the sweater): all of them are listed, none is picked.
+    """
+    text = str(target).strip()
+    try:
+        index = int(text)
+    except ValueError:
+        return _index_of_name(text, categories, model)
+    if not 0 <= index < len(categories):
         raise ValueError(
-            f"unknown class {name!r} for {self.name}{hint}: give a class index or name"
+            f"class index {index} is out of range: {model} has "
+            f"{len(categories)} classes (0 to {len(categories) - 1})"
         )
+    return index
+
+
+def _index_of_name(name: str, categories: Sequence[str], model: str) -> int:
+    wanted = name.lower()
+    matches = [(i, c) for i, c in enumerate(categories) if c.lower() == wanted]
+    if len(matches) == 1:
+        return matches[0][0]
+    if matches:
+        listed = ", ".join(f"{i} ({c!r})" for i, c in matches)
+        raise ValueError(
+            f"class name {name!r} matches {len(matches)} classes of {model}: {listed}; "
+            "give the class index"
+        )
+    lowered = {c.lower(): c for c in categories}
+    close = [lowered[c] for c in difflib.get_close_matches(wanted, lowered, n=3)]
+    hint = f" (closest: {', '.join(map(repr, close))})" if close else ""
+    raise ValueError(f"unknown class {name!r} for {model}{hint}: give a class index or name")
 
 
 def efficientnet_lite0(layer: str | None = None) -> Classifier:
@@ -241,21 +245,29 @@ def load_classifier(
         net = _timm().create_model(arch, pretrained=False, num_classes=num_classes)
     else:
         net = _torchvision_model(arch, num_classes)
+    load_strictly(
+        net,
+        state,
+        f"the weights in {weights} do not fit {library} {arch!r}",
+        "check the architecture name or choose the library with a timm/ or torchvision/ prefix",
+    )
+    net.eval()
+    layer = layer or default_layer_name(net)
+    if library == "timm":
+        return _timm_classifier(arch, net, layer, num_classes)
+    return _torchvision_classifier(arch, net, layer, num_classes)
+
+
+def load_strictly(net: nn.Module, state: dict[str, Tensor], problem: str, way_out: str) -> None:
+    """``net.load_state_dict(state, strict=True)``, a mismatch raised as ``ValueError`` with
+    ``problem``, the first missing or unexpected key or shape, and ``way_out``."""
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as error:  # the first line only says "Error(s) in loading state_dict"
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise ValueError(
-            f"the weights in {weights} do not fit {library} {arch!r} ({detail}); check the "
-            "architecture name or choose the library with a timm/ or torchvision/ prefix"
-        ) from error
-    net.eval()
-    layer = layer or default_layer_name(net)
-    if library == "timm":
-        return _timm_classifier(arch, net, layer, num_classes)
-    return _torchvision_classifier(arch, net, layer, num_classes)
+        raise ValueError(f"{problem} ({detail}); {way_out}") from error
 
 
 def lite0_to_timm(state: dict[str, Tensor], stage_depths: Sequence[int]) -> dict[str, Tensor]:

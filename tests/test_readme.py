@@ -47,7 +47,7 @@ def all_blocks() -> list[tuple[str, str, str]]:
 
 def test_the_pages_have_python_blocks() -> None:
     readme = [heading for heading, _ in python_blocks(README)]
-    assert readme == ["Explain with Captum", "Score with Quantus"]
+    assert readme == ["Explain with Captum", "Beyond classification", "Score with Quantus"]
     assert len(all_blocks()) >= 7
     found = {(page, heading) for page, heading, _ in all_blocks()}
     assert found >= SLOW_SECTIONS

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from camplus_app import figures, zoo
+from camplus_app.commands import explain_tasks
 from camplus_app.errors import UsageError, first_line
 from camplus_app.images import check_aspect, resolve_images
 from camplus_app.options import (
@@ -24,6 +26,7 @@ from camplus_app.options import (
 )
 from camplus_app.provenance import collect
 from camplus_app.runs import RunFolder, open_run
+from camplus_app.task_models import task_of
 from captum_camplus import LayerCams
 from captum_camplus.maps import upsample_and_normalize
 from metrics.confidence import ScoreKind, class_scores
@@ -48,27 +51,70 @@ class Job:
 
 
 def run(args: argparse.Namespace) -> None:
-    """``camplus explain`` from parsed arguments; a failed run leaves nothing behind."""
-    job = prepare(args)
-    folder = open_run(job.output, "explain", overwrite=job.overwrite)
-    provenance = collect(job.classifier.device, command=getattr(args, "command_line", None))
+    """``camplus explain`` from parsed arguments; a failed run leaves nothing behind. A
+    torchvision segmentation model or detector goes to :mod:`.explain_tasks`."""
+    task = task_of(args.model)
+    if task is None:
+        job = prepare(args)
+        clf = job.classifier
+        header = f"{clf.name}, CAM layer {clf.layer_name}"
+        _run_in_folder(
+            args,
+            job.output,
+            job.overwrite,
+            job.progress,
+            clf.device,
+            header,
+            settings(job, args),
+            lambda folder: run_explain(job, folder),
+        )
+        return
+    methods, device, output, images = _common(args)
+    task_job = explain_tasks.prepare(args, task, methods, device, output, images)
+    model = task_job.model
+    header = f"{model.name} ({task}), CAM layer {model.layer_name}"
+    _run_in_folder(
+        args,
+        output,
+        task_job.overwrite,
+        task_job.progress,
+        model.device,
+        header,
+        task_job.settings(args),
+        lambda folder: explain_tasks.run_explain(task_job, folder),
+    )
+
+
+def _run_in_folder(
+    args: argparse.Namespace,
+    output: Path,
+    overwrite: bool,
+    progress: bool,
+    device: torch.device,
+    header: str,
+    run_settings: dict[str, object],
+    work: Callable[[RunFolder], None],
+) -> None:
+    """Run ``work`` in a new run folder with its settings and provenance; discard the folder
+    if it fails."""
+    folder = open_run(output, "explain", overwrite=overwrite)
+    provenance = collect(device, command=getattr(args, "command_line", None))
     try:
-        folder.start("explain", settings(job, args), provenance.to_json())
-        if job.progress:
-            clf = job.classifier
-            write(f"{clf.name}, CAM layer {clf.layer_name}")
-        run_explain(job, folder)
+        folder.start("explain", run_settings, provenance.to_json())
+        if progress:
+            write(header)
+        work(folder)
     except BaseException:
         folder.discard()
         raise
     provenance.finish()
     folder.complete(provenance=provenance.to_json())
-    if job.progress:
-        print(f"results in {job.output}")
+    if progress:
+        print(f"results in {output}")
 
 
-def prepare(args: argparse.Namespace) -> Job:
-    """Check and load everything the command needs; bad input raises :class:`UsageError`."""
+def _common(args: argparse.Namespace) -> tuple[list[str], torch.device, Path, dict[str, Image]]:
+    """The options of every model: methods, device, output folder and images, checked."""
     try:
         methods = parse_methods(args.methods)
         device = parse_device(args.device)
@@ -78,6 +124,17 @@ def prepare(args: argparse.Namespace) -> Job:
             raise UsageError("--weights needs --model, the architecture the weights are for")
         for image in images.values():
             check_aspect(image)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        raise UsageError(first_line(str(error))) from error
+    return methods, device, output, images
+
+
+def prepare(args: argparse.Namespace) -> Job:
+    """Check and load everything the command needs; bad input raises :class:`UsageError`."""
+    methods, device, output, images = _common(args)
+    if getattr(args, "boxes", None) is not None or getattr(args, "box_threshold", None) is not None:
+        raise UsageError("--boxes and --box-threshold apply to detectors, not to classifiers")
+    try:
         classifier = zoo.load_classifier(args.model or zoo.DEFAULT_MODEL, args.weights, args.layer)
         classifier.to(device).check_layer(LAYOUT)
         target = None if args.target is None else classifier.class_index(args.target)

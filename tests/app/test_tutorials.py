@@ -1,4 +1,4 @@
-"""Tutorials 1-3 and 5 run top to bottom, offline, in a fresh kernel (each well under two
+"""Tutorials 1-3, 5 and 6 run top to bottom, offline, in a fresh kernel (each well under two
 minutes)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ NOTEBOOKS = [  # tutorial 04 has a test of its own (test_walls_tutorial.py)
         "02_score_with_quantus.ipynb",
         "03_add_a_cam_method.ipynb",
         "05_vision_transformers.ipynb",
+        "06_beyond_classification.ipynb",
     )
 ]
 
