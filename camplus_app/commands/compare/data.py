@@ -20,7 +20,7 @@ from camplus_app.textsafe import csv_text
 def listing_csv(entries: Sequence[ImageEntry], listing: Listing) -> str:
     """``dataset.csv``: the images of the run by position, each with its content's fingerprint
     (:func:`~camplus_app.datasets.listing_rows`)."""
-    return csv_text(listing_rows(entries, listing.root))
+    return csv_text(listing_rows(entries, listing.root, listing.fingerprints))
 
 
 def listing_digest(listing: str) -> str:
