@@ -196,7 +196,7 @@ def _class_folders(
     _refuse_unmatched(listing, root, classes, skip_unmatched, matched)
     shared = {index: names for index, names in by_class.items() if len(names) > 1}
     if shared and not merge_classes:
-        _refuse_shared(shared, classes)
+        _refuse_shared(root, shared, classes)
     listing.merged = shared
     taken: set[str] = set()
     for name, (files, match) in found.items():
@@ -265,17 +265,18 @@ def _refuse_unmatched(
     )
 
 
-def _refuse_shared(shared: dict[int, list[str]], classes: ModelClasses) -> None:
-    """Refuse class folders that map to one class, naming them."""
+def _refuse_shared(root: Path, shared: dict[int, list[str]], classes: ModelClasses) -> None:
+    """Refuse class folders that name one class, naming them."""
     shown = "; ".join(
-        f"{' and '.join(map(shown_name, names))} are all class {classes.describe(index)}"
+        f"{' and '.join(map(shown_name, names))} are {'both' if len(names) == 2 else 'all'} "
+        f"class {classes.describe(index)}"
         for index, names in list(shared.items())[:5]
     )
     more = f"; and {len(shared) - 5} more classes" if len(shared) > 5 else ""
     raise ValueError(
-        f"{sum(map(len, shared.values()))} class folders map to {len(shared)} classes of "
-        f"{classes.model} that other folders map to too ({shown}{more}): rename or remove "
-        "the folders that do not hold that class, or pass --merge-classes to score them as one"
+        f"class folders of {root} name the same class of {classes.model}: {shown}{more}; "
+        "rename or remove the folders that do not hold that class, or pass --merge-classes "
+        "to score them as one class"
     )
 
 
