@@ -362,7 +362,7 @@ def _find_duplicates(listing: Listing, keep: bool) -> None:
     clashes = [group for group in same if len({labels[path] for path in group}) > 1]
     if clashes and not keep:
         shown = "; ".join(
-            " and ".join(f"{listing.relative(p)} (class {labels[p]})" for p in group)
+            " and ".join(f"{shown_name(listing.relative(p))} (class {labels[p]})" for p in group)
             for group in clashes[:5]
         )
         raise ValueError(

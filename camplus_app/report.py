@@ -348,7 +348,7 @@ def _lists_section(facts: RunFacts, unreadable: Sequence[Mapping[str, Any]]) -> 
     lines = []
     if facts.unmatched:
         lines += ["", "## Class folders left out (--skip-unmatched)", ""]
-        lines += [f"- `{name}`: {why}" for name, why in facts.unmatched.items()]
+        lines += [f"- `{_cell(name)}`: {why}" for name, why in facts.unmatched.items()]
     if facts.skipped:
         lines += ["", f"## Files of the class folders not read ({len(facts.skipped)})", ""]
         lines += _at_most([f"- `{name}`: {why}" for name, why in facts.skipped.items()])

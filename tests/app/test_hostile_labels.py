@@ -182,6 +182,10 @@ def test_names_that_show_other_than_they_are_are_refused(tmp_path, folder, said)
     message = _refusal(_data(tmp_path, folder, "dog"), TOY)
     assert said in message and "rename the folder" in message
     assert "\u202e" not in message and "\u200f" not in message  # shown escaped, not obeyed
+    listing = find_images([str(tmp_path)], TOY, skip_unmatched=True)  # listed, escaped
+    lines = _classes_section(listing)
+    assert list(listing.classes) == ["dog"] and sum(line.startswith("| ") for line in lines) == 3
+    assert not any(c in line for line in lines for c in "\n\t\u202e\u200f\u200b")
 
 
 def test_a_folder_name_that_is_not_utf8_is_refused(tmp_path):
