@@ -466,3 +466,18 @@ def test_resume_refuses_a_run_whose_folders_would_now_be_other_classes(tmp_path,
 def test_a_listing_reads_no_class_folder_from_a_flat_folder(tmp_path):
     listing = find_images([str(_png(tmp_path / "a.png"))], TOY)
     assert isinstance(listing, Listing) and not listing.labelled and listing.folders == []
+
+
+def test_resume_names_a_folder_read_otherwise_and_leaves_new_or_gone_ones_to_the_data(tmp_path):
+    from camplus_app.commands.compare.data import check_same_classes
+    from camplus_app.runs import RunFolderError
+
+    root = _data(tmp_path, "cat", "dog", "cup")
+    then = {"classes": class_mapping(find_images([str(root)], TOY))}
+    check_same_classes({}, find_images([str(root)], TOY), tmp_path)  # recorded before: goes on
+    for image in (root / "dog").iterdir():
+        image.unlink()  # dog emptied: read as no class now
+    with pytest.raises(RunFolderError, match="dog: class 1 then, not scored now"):
+        check_same_classes(then, find_images([str(root)], TOY), tmp_path)
+    (root / "dog").rmdir()  # gone: its images are missing, which the data check names
+    check_same_classes(then, find_images([str(root)], TOY), tmp_path)

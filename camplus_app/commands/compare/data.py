@@ -47,14 +47,15 @@ def class_mapping(listing: Listing) -> dict[str, int | None]:
 
 
 def check_same_classes(previous: dict[str, Any], listing: Listing, output: Path) -> None:
-    """Refuse to resume a run whose class folders would now be read as other classes (a
-    folder renamed, the model's labels edited), naming the folders. A run recorded before
-    the mapping was goes on (its labels are checked with its data)."""
+    """Refuse to resume a run whose class folders would now be read as other classes (the
+    model's labels edited, a folder emptied or matched now), naming the folders. A run
+    recorded before the mapping was goes on (its labels are checked with its data)."""
     then = previous.get("classes")
     if not isinstance(then, dict):
         return
     now = class_mapping(listing)
-    changed = [name for name in {**then, **now} if then.get(name, "") != now.get(name, "")]
+    # a folder added or removed adds or removes images: the data check names them
+    changed = [name for name in then if name in now and then[name] != now[name]]
     if changed:
         shown = "; ".join(
             f"{name}: {_read_as(then, name)} then, {_read_as(now, name)} now"
@@ -63,14 +64,12 @@ def check_same_classes(previous: dict[str, Any], listing: Listing, output: Path)
         more = f"; and {len(changed) - 5} more" if len(changed) > 5 else ""
         raise RunFolderError(
             f"cannot resume the run in {output}: its class folders would now be read as other "
-            f"classes ({shown}{more}); restore the folders (and the model's labels), or start "
+            f"classes ({shown}{more}); restore the folders and the model's labels, or start "
             "again with --overwrite (or in another folder)"
         )
 
 
 def _read_as(mapping: dict[str, Any], name: str) -> str:
-    if name not in mapping:
-        return "no such folder"
     return "not scored" if mapping[name] is None else f"class {mapping[name]}"
 
 
