@@ -202,7 +202,7 @@ def _class_folders(
     for name, (files, match) in found.items():
         note = listing.unmatched.get(name, "") or ("empty" if not files else "")
         index = None if match is None else match.class_index
-        if index in shared:
+        if files and index in shared:
             others = ", ".join(n for n in shared[index] if n != name)
             note = f"merged with {others} (--merge-classes)"
         listing.folders.append(

@@ -98,6 +98,8 @@ def test_a_name_that_several_classes_share_is_refused_with_their_synset_ids(tmp_
 )
 def test_folders_that_name_one_class_are_refused_naming_all_or_merged(tmp_path, folders):
     root = _data(tmp_path, *folders, images=2)
+    (root / "TENCH").mkdir()  # empty: not merged, whatever it names
+    (root / "goldfish").mkdir()
     message = _refusal(root, IMAGENET)
     assert all(name in message for name in folders) and "--merge-classes" in message
     listing = find_images([str(root)], IMAGENET, merge_classes=True)
@@ -105,6 +107,7 @@ def test_folders_that_name_one_class_are_refused_naming_all_or_merged(tmp_path, 
     assert list(listing.merged.values()) == [sorted(folders)]
     notes = {r["folder"]: r["note"] for r in _rows(classes_csv(listing))}
     assert all(notes[name].startswith("merged with") for name in folders)
+    assert (notes["TENCH"], notes["goldfish"]) == ("empty", "empty")
     assert "## Class folders merged (--merge-classes)" in "\n".join(_classes_section(listing))
 
 
