@@ -116,6 +116,18 @@ def _add_compare_only(sub: argparse.ArgumentParser) -> None:
         "(default: refuse a data set with folders that match no class)",
     )
     sub.add_argument(
+        "--merge-classes",
+        action="store_true",
+        help="score class folders that name the same class as one class, and say so in the "
+        "report (default: refuse them, naming the folders)",
+    )
+    sub.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="score every file of the class folders, even those with the same bytes as "
+        "another (default: score each picture once, the first path in sorted order)",
+    )
+    sub.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in the output folder: score only the images it has not scored "

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from camplus_app.gallery import RATIO, Gallery, gallery_contrast
+from camplus_app.labels import shown_name
 from camplus_app.provenance import Provenance
 from metrics.functional import TIE_RTOL
 from metrics.intervals import RESAMPLES
 from metrics.result import EvaluationResult
 from metrics.tables import Tables
+
+if TYPE_CHECKING:
+    from camplus_app.datasets import Listing
 
 #: Unreadable images listed in the report itself (all are in unreadable.csv).
 SHOWN_UNREADABLE = 20
@@ -51,6 +55,8 @@ class RunFacts:
     skipped: Mapping[str, str] = field(default_factory=dict)
     provenance: Provenance | None = None  #: software, machine and command of the last attempt
     earlier_attempts: Sequence[Mapping[str, Any]] = ()  #: the provenance of the earlier ones
+    #: a class-folder data set as it was read: every folder's class, duplicates, hidden files
+    listing: Listing | None = None
 
 
 def markdown_report(
@@ -74,6 +80,7 @@ def markdown_report(
         _figures_section(figures),
         _gallery_section(galleries, result),
         _provenance_section(facts),
+        _classes_section(facts.listing),
         _lists_section(facts, unreadable),
         _files_section(),
     ]
@@ -116,6 +123,9 @@ def _settings_section(
         ("batch size", str(facts.batch_size)),
         ("processes (last attempt)", str(summary["processes"])),
     ]
+    if facts.listing is not None:
+        rows.append(("class folders read as", facts.listing.source))
+        rows.append(("duplicates", _duplicates_text(facts.listing)))
     if result.undefined:
         rows.append(("n/a under these scores", ", ".join(result.undefined)))
     if summary.get("images per second"):
@@ -246,12 +256,99 @@ def _provenance_section(facts: RunFacts) -> list[str]:
     ]
 
 
+def _duplicates_text(listing: Listing) -> str:
+    copies = sum(map(len, listing.duplicates.values()))
+    if not copies:
+        return "none (no two files with the same bytes)"
+    scored = "scored too (--keep-duplicates)" if listing.keep_duplicates else "not scored"
+    files = "1 file" if copies == 1 else f"{copies} files"
+    return f"{files} with the bytes of another, {scored} (listed below)"
+
+
+def _classes_section(listing: Listing | None) -> list[str]:
+    """Every class folder with the class it was read as, and how (also ``classes.csv``); the
+    folders merged, the empty ones, the duplicates, the near duplicates, the hidden files."""
+    if listing is None:
+        return []
+    lines = [
+        "",
+        f"## Class folders ({len(listing.folders)}, also in classes.csv)",
+        "",
+        f"Each folder of the data set, the class it was read as and how, through {listing.source}.",
+        "",
+        "| folder | class | class name | matched by | images | note |",
+        "|---|---|---|---|---|---|",
+        *(
+            "| "
+            + " | ".join(
+                _cell(value)
+                for value in (
+                    row.folder,
+                    "" if row.class_index is None else row.class_index,
+                    row.class_name or "",
+                    row.matched,
+                    row.images,
+                    row.note,
+                )
+            )
+            + " |"
+            for row in listing.folders
+        ),
+    ]
+    if listing.merged:
+        lines += ["", "## Class folders merged (--merge-classes)", ""]
+        lines += [
+            f"- class {index}: " + ", ".join(f"`{_cell(n)}`" for n in names)
+            for index, names in listing.merged.items()
+        ]
+    if listing.empty:
+        lines += ["", f"## Empty class folders ({len(listing.empty)}, no image file)", ""]
+        lines += _at_most([f"- `{_cell(name)}`" for name in listing.empty])
+    if listing.duplicates:
+        scored = "scored too (--keep-duplicates)" if listing.keep_duplicates else "not scored"
+        lines += [
+            "",
+            f"## Duplicates ({len(listing.duplicates)} pictures in more than one file)",
+            "",
+            f"The file scored, then the files with the same bytes (BLAKE2b), {scored}.",
+            "",
+        ]
+        lines += _at_most(
+            [
+                f"- `{_cell(first)}`: " + ", ".join(f"`{_cell(p)}`" for p in rest)
+                for first, rest in listing.duplicates.items()
+            ]
+        )
+    if listing.near_duplicates:
+        lines += [
+            "",
+            f"## Near duplicates ({len(listing.near_duplicates)} groups, all scored)",
+            "",
+            "Files with other bytes but the same 8 x 8 average hash: maybe the same picture at",
+            "another size or in another encoding. Listed, not removed.",
+            "",
+        ]
+        lines += _at_most(
+            ["- " + ", ".join(f"`{_cell(p)}`" for p in group) for group in listing.near_duplicates]
+        )
+    if listing.hidden:
+        lines += ["", f"## Hidden files and folders ({len(listing.hidden)}, not read)", ""]
+        lines += _at_most([f"- `{_cell(name)}`" for name in listing.hidden])
+    return lines
+
+
+def _cell(value: object) -> str:
+    """A value for a Markdown table cell or code span: invisible characters escaped, no
+    ``|`` or backtick to end it."""
+    return shown_name(str(value)).replace("|", "\\|").replace("`", "'")
+
+
 def _lists_section(facts: RunFacts, unreadable: Sequence[Mapping[str, Any]]) -> list[str]:
     """The class folders left out, the files not read and the unreadable images."""
     lines = []
     if facts.unmatched:
         lines += ["", "## Class folders left out (--skip-unmatched)", ""]
-        lines += [f"- `{name}`: {why}" for name, why in facts.unmatched.items()]
+        lines += [f"- `{_cell(name)}`: {why}" for name, why in facts.unmatched.items()]
     if facts.skipped:
         lines += ["", f"## Files of the class folders not read ({len(facts.skipped)})", ""]
         lines += _at_most([f"- `{name}`: {why}" for name, why in facts.skipped.items()])
@@ -273,7 +370,8 @@ def _files_section() -> list[str]:
         "Files: `scores.csv`, `relative_performance.csv`, `pairwise.csv` (full precision, each",
         "value followed by `<column> ci low` and `<column> ci high`; `n/a` and a `note` where",
         "the scores leave a value undefined), `images.csv` (per image, method and kind of map),",
-        "`dataset.csv` (the images scored, by position), each plot as PNG (200 dpi) and SVG,",
+        "`dataset.csv` (the images scored, by position), `classes.csv` (a class-folder data",
+        "set's folders, each with the class it was read as), each plot as PNG (200 dpi) and SVG,",
         "each gallery figure as PNG, `manifest.json` (the settings and the provenance), `parts/`",
         "(the raw per-batch results).",
         "",

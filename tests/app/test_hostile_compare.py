@@ -117,7 +117,8 @@ def test_bytes_replaced_under_the_same_name_and_time_are_refused(
     _drop_batches(out, 1)
     image = sorted((dataset / "goldfish").glob("*.jpg"))[-1]  # in a batch left to score
     status = image.stat()
-    other = sorted((dataset / "n01440764").glob("*.jpg"))[0].read_bytes()
+    # another picture (not a copy of one in another class, which the listing refuses)
+    other = sorted((dataset / "n01440764").glob("*.jpg"))[0].read_bytes() + b"\x00"
     image.write_bytes(other)
     os.utime(image, ns=(status.st_atime_ns, status.st_mtime_ns))
     _fails(
@@ -266,14 +267,17 @@ def test_pillow_formats_are_read_and_odd_files_are_reported(tmp_path, weights, c
     from PIL import Image
 
     data = tmp_path / "classes"
-    for folder, suffix, fmt in [
-        ("goldfish", ".ppm", "PPM"),
-        ("goldfish", ".jfif", "JPEG"),
-        ("n01440764", ".tga", "TGA"),
-        ("n01440764", ".jpe", "JPEG"),
-    ]:
+    for shade, (folder, suffix, fmt) in enumerate(
+        [
+            ("goldfish", ".ppm", "PPM"),
+            ("goldfish", ".jfif", "JPEG"),
+            ("n01440764", ".tga", "TGA"),
+            ("n01440764", ".jpe", "JPEG"),
+        ]
+    ):  # other colours: the same bytes in two classes would be refused
         (data / folder).mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (40, 40), (20, 130, 30)).save(data / folder / f"a{suffix}", format=fmt)
+        colour = (20 + 40 * shade, 130, 30)
+        Image.new("RGB", (40, 40), colour).save(data / folder / f"a{suffix}", format=fmt)
     os.symlink("loop-b", data / "goldfish" / "loop-a.png")
     os.symlink("loop-a.png", data / "goldfish" / "loop-b.png")
     out = tmp_path / "out"

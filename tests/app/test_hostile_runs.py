@@ -314,9 +314,10 @@ def test_files_of_class_folders_not_read_are_listed_with_why(tmp_path: Path) -> 
     os.symlink("loop-a.png", tmp_path / "cat" / "loop-b")
     os.symlink("gone.png", tmp_path / "cat" / "dangling.png")
     os.symlink(tmp_path / "cat", tmp_path / "cat" / "itself")
-    os.symlink(tmp_path / "cat", tmp_path / "dog")  # a class folder that is a link: read
+    os.symlink(tmp_path / "cat", tmp_path / "dog")  # a link to another class folder: not read
     listing = _class_folders(tmp_path, _Classes(), False)
-    assert [e.name for e in listing.entries] == ["cat/a", "dog/a"]
+    assert [e.name for e in listing.entries] == ["cat/a"]
+    assert listing.skipped["dog"].startswith("a symbolic link to cat (not read: its images")
     assert listing.skipped["cat/itself"] == "a symbolic link to a folder (not followed)"
     assert listing.skipped["cat/loop-a.png"] == "a symbolic link that loops"
     assert listing.skipped["cat/loop-b"] == "a symbolic link that loops"

@@ -14,13 +14,63 @@ from typing import Any
 from camplus_app.datasets import ImageEntry, Listing, data_change, listing_rows
 from camplus_app.parts import read_parts
 from camplus_app.runs import RunFolderError
-from camplus_app.textsafe import csv_text
+from camplus_app.textsafe import csv_text, printable
 
 
 def listing_csv(entries: Sequence[ImageEntry], listing: Listing) -> str:
     """``dataset.csv``: the images of the run by position, each with its content's fingerprint
     (:func:`~camplus_app.datasets.listing_rows`)."""
-    return csv_text(listing_rows(entries, listing.root))
+    return csv_text(listing_rows(entries, listing.root, listing.fingerprints))
+
+
+def classes_csv(listing: Listing) -> str:
+    """``classes.csv``: every folder of a class-folder data set, the class it was read as,
+    how it matched, its image count, and why it is not scored or what it was merged with."""
+    return csv_text(
+        [
+            {
+                "folder": row.folder,
+                "class index": row.class_index,
+                "class name": row.class_name,
+                "matched by": row.matched,
+                "images": row.images,
+                "note": row.note,
+            }
+            for row in listing.folders
+        ]
+    )
+
+
+def class_mapping(listing: Listing) -> dict[str, int | None]:
+    """Each class folder -> the class it was read as (None: not scored), for ``--resume``."""
+    return {printable(row.folder): listing.classes.get(row.folder) for row in listing.folders}
+
+
+def check_same_classes(previous: dict[str, Any], listing: Listing, output: Path) -> None:
+    """Refuse to resume a run whose class folders would now be read as other classes (the
+    model's labels edited, a folder emptied or matched now), naming the folders. A run
+    recorded before the mapping was goes on (its labels are checked with its data)."""
+    then = previous.get("classes")
+    if not isinstance(then, dict):
+        return
+    now = class_mapping(listing)
+    # a folder added or removed adds or removes images: the data check names them
+    changed = [name for name in then if name in now and then[name] != now[name]]
+    if changed:
+        shown = "; ".join(
+            f"{name}: {_read_as(then, name)} then, {_read_as(now, name)} now"
+            for name in changed[:5]
+        )
+        more = f"; and {len(changed) - 5} more" if len(changed) > 5 else ""
+        raise RunFolderError(
+            f"cannot resume the run in {output}: its class folders would now be read as other "
+            f"classes ({shown}{more}); restore the folders and the model's labels, or start "
+            "again with --overwrite (or in another folder)"
+        )
+
+
+def _read_as(mapping: dict[str, Any], name: str) -> str:
+    return "not scored" if mapping[name] is None else f"class {mapping[name]}"
 
 
 def listing_digest(listing: str) -> str:
@@ -55,4 +105,11 @@ def check_same_data(previous: dict[str, Any], listing: str, output: Path) -> Non
     )
 
 
-__all__ = ["check_same_data", "listing_csv", "listing_digest"]
+__all__ = [
+    "check_same_classes",
+    "check_same_data",
+    "class_mapping",
+    "classes_csv",
+    "listing_csv",
+    "listing_digest",
+]

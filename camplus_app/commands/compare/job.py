@@ -34,7 +34,14 @@ from camplus_app.textsafe import printable
 from metrics.records import NoImageAboveThreshold
 from metrics.result import undefined_metrics
 
-from .data import check_same_data, listing_csv, listing_digest
+from .data import (
+    check_same_classes,
+    check_same_data,
+    class_mapping,
+    classes_csv,
+    listing_csv,
+    listing_digest,
+)
 from .integrity import batch_records
 from .outputs import NothingReadable, Outputs, counts, summary_line
 from .processes import Processes
@@ -124,7 +131,13 @@ class CompareJob:
                 target = classifier.class_index(args.target)
                 check_unchanged(previous, "target", target, output)
                 settings.target = target
-            listing = find_images(settings.data, classifier, settings.skip_unmatched)
+            listing = find_images(
+                settings.data,
+                classifier,
+                settings.skip_unmatched,
+                settings.merge_classes,
+                settings.keep_duplicates,
+            )
             if listing.labelled and settings.target is not None:
                 raise UsageError(
                     "--target and a data set of class folders both name the class to explain: "
@@ -208,6 +221,7 @@ class CompareJob:
             check_same_settings(folder.previous["settings"], self.settings, self.output)
         listing = listing_csv(self.entries, self.listing)
         if folder.previous is not None:
+            check_same_classes(folder.previous, self.listing, self.output)
             check_same_data(folder.previous, listing, self.output)
         self.provenance = collect(
             self.classifier.device,
@@ -224,6 +238,9 @@ class CompareJob:
         ):
             folder.write_text("dataset.csv", listing)  # new, lost to a kill, or newer file times
         folder.record("data", listing_digest(listing))
+        if self.listing.labelled:  # what each folder was read as, checked on --resume
+            folder.write_text("classes.csv", classes_csv(self.listing))
+            folder.record("classes", class_mapping(self.listing))
         done = {record["batch"] for record in self._records()}
         self.plan = [b for b in range(self.batches) if b not in done]
         for rank in range(self.processes.world):
@@ -291,6 +308,7 @@ class CompareJob:
             scores=settings.scores,
             unmatched=dict(listing.unmatched),
             skipped=dict(listing.skipped),
+            listing=listing if listing.labelled else None,
             provenance=self.provenance,
             earlier_attempts=(
                 self.folder.manifest.get("earlier attempts", []) if self.folder else []

@@ -31,6 +31,8 @@ class Settings:
     seed: int = 0
     skip_unmatched: bool = False
     scores: ScoreKind = "softmax"  #: ``--scores``: how the outputs become Y and O
+    merge_classes: bool = False  #: ``--merge-classes``: folders of one class are one class
+    keep_duplicates: bool = False  #: ``--keep-duplicates``: files with the same bytes scored
 
 
 #: The option that sets each setting, for messages.
@@ -47,7 +49,11 @@ FLAGS = {
     "seed": "--seed",
     "skip_unmatched": "--skip-unmatched",
     "scores": "--scores",
+    "merge_classes": "--merge-classes",
+    "keep_duplicates": "--keep-duplicates",
 }
+#: Settings added after runs were recorded without them: a record that lacks one had this.
+LATER_DEFAULTS = {"merge_classes": False, "keep_duplicates": False}
 
 
 def settings_from(
@@ -71,8 +77,9 @@ def settings_from(
     for key in ("threshold", "batch_size", "limit", "seed", "scores"):
         if getattr(args, key) is not None:
             given[key] = getattr(args, key)
-    if args.skip_unmatched:
-        given["skip_unmatched"] = True
+    for key in ("skip_unmatched", "merge_classes", "keep_duplicates"):
+        if getattr(args, key, False):
+            given[key] = True
     output = Path(args.output)
     for key, value in given.items():
         check_unchanged(previous, key, value, output)
@@ -81,8 +88,13 @@ def settings_from(
 
 
 def setting_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """The settings that differ between two records of them (either may lack one)."""
-    return [key for key in {**then, **now} if then.get(key) != now.get(key)]
+    """The settings that differ between two records of them (either may lack one; one of
+    :data:`LATER_DEFAULTS` missing had its default)."""
+    return [
+        key
+        for key in {**then, **now}
+        if then.get(key, LATER_DEFAULTS.get(key)) != now.get(key, LATER_DEFAULTS.get(key))
+    ]
 
 
 def describe_changes(then: Mapping[str, Any], now: Mapping[str, Any], keys: list[str]) -> str:
