@@ -357,7 +357,16 @@ def test_bootstrap_errors() -> None:
         ((45.678, 40.1, 51.3), {}, "45.7 [40.1, 51.3]"),  # half-width 5.6
         ((1234.5, 1000.0, 1500.0), {}, "1230 [1000, 1500]"),  # half-width 250: tens
         ((-0.001, -0.3, 0.2), {}, "0.00 [-0.30, 0.20]"),  # no negative zero
-        ((12.3, 12.3, 12.3), {}, "12.3 [12.3, 12.3]"),  # zero width: 4 significant digits
+        ((12.3, 12.3, 12.3), {}, "12.3 (no spread)"),  # zero width: no interval, not certainty
+        ((100.0, 100.0, 100.0), {}, "100 (no spread)"),  # nine images won out of nine
+        # a ratio of 1.00034 with a zero-width interval: not "1 [1, 1]"
+        ((1.00034, 1.00034, 1.00034), {"reference": 1.0}, "1.0003 (no spread)"),
+        # an end just above 1 never prints as 1: the interval excludes it
+        ((1.062, 1.00001, 1.127), {"reference": 1.0}, "1.062 [1.00001, 1.127]"),
+        ((0.1, -0.00003, 0.2), {"reference": 0.0}, "0.10 [-0.00003, 0.20]"),
+        ((1.0, 0.9, 1.1), {"reference": 1.0}, "1.00 [0.90, 1.10]"),  # exactly 1 may print as 1
+        ((0.4321, math.nan, math.nan), {}, "0.4321"),  # no interval (one image; withheld)
+        ((1.00034,), {"reference": 1.0}, "1.0003"),
         ((8.248e-08, -1e-7, 3e-7), {"reference": 0.0}, "equal (0)"),  # float32 noise
         ((1.0000003, 0.9999998, 1.0000009), {"reference": 1.0}, "equal (1)"),
         ((1.24, 1.2, 1.28), {"reference": 1.0}, "1.240 [1.200, 1.280]"),  # half-width 0.04
@@ -376,6 +385,8 @@ def test_decimals_and_errors() -> None:
         format_estimate(1.0, 2.0, 0.0)
     with pytest.raises(ValueError, match="both ends"):
         format_estimate(1.0, 0.5)
+    with pytest.raises(ValueError, match="NaN, the other not"):
+        format_estimate(1.0, math.nan, 2.0)
 
 
 def test_with_intervals_merges_the_bounding_columns() -> None:
