@@ -52,6 +52,44 @@ RESAMPLES = 2000
 LEVEL = 0.95
 #: Most float64 elements a chunk of resampled values holds (32 MiB).
 CHUNK_ELEMENTS = 1 << 22
+#: Per statistic (the names of ``python -m benchmarks.coverage``), the fewest images from which
+#: the 95 % BCa intervals covered 93-97 % on every distribution simulated there, at that and at
+#: every larger number of images (``benchmarks/results/coverage.md``); None: at none up to 1000.
+COVERAGE_FROM: dict[str, int | None] = {
+    "mean": None,
+    "geometric mean": None,
+    "win %": None,
+    "log std": None,
+    "mean in [0, 1]": None,
+}
+#: Statistics shown without an interval where their coverage does not hold, with the reason.
+WITHOUT_INTERVAL = {
+    "log std": "the bootstrap covers a standard deviation far less often than 95 %",
+}
+
+
+class Coverage(NamedTuple):
+    """What a statistic's interval can say at a number of images (:func:`coverage`)."""
+
+    shown: bool  #: False: no interval (one image, or withheld: :data:`WITHOUT_INTERVAL`)
+    approximate: bool  #: shown, below the images from which its coverage holds
+
+
+def coverage(statistic: str, images: int) -> Coverage:
+    """Whether ``statistic``'s interval is shown at ``images`` images, and whether it is
+    approximate there (:data:`COVERAGE_FROM`)."""
+    if statistic not in COVERAGE_FROM:
+        raise ValueError(
+            f"no coverage measured for {statistic!r}; the statistics are {', '.join(COVERAGE_FROM)}"
+        )
+    holds_from = COVERAGE_FROM[statistic]
+    if holds_from is not None and images >= holds_from:
+        return Coverage(True, False)
+    if images < 2 or statistic in WITHOUT_INTERVAL:
+        return Coverage(False, False)
+    return Coverage(True, True)
+
+
 #: How an interval is read off the resampled statistics.
 Method = Literal["bca", "percentile"]
 METHODS: tuple[Method, ...] = ("bca", "percentile")
@@ -244,13 +282,17 @@ def sign_test(wins: int, losses: int) -> float:
 
 __all__ = [
     "CHUNK_ELEMENTS",
+    "COVERAGE_FROM",
     "LEVEL",
     "METHODS",
     "RESAMPLES",
+    "WITHOUT_INTERVAL",
+    "Coverage",
     "Interval",
     "Method",
     "Statistic",
     "bca_probabilities",
+    "coverage",
     "leave_one_out_indices",
     "paired_bootstrap",
     "quantiles",

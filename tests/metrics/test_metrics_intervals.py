@@ -452,9 +452,98 @@ def test_result_tables_carry_the_intervals_after_each_column() -> None:
     assert [r["methods"] for r in relative] == ["B vs A", "C vs A", "C vs B"]
     log_o = result.log_o["pre-softmax"]
     bounds = F.relative_performance_intervals(log_o["C"], log_o["B"], seed=4, resamples=RESAMPLES)
-    assert relative[2]["log std ci low"] == float(bounds.log_std.low)
+    assert relative[2]["log mean ci low"] == float(bounds.log_mean.low)
+    if intervals.coverage("log std", 30).shown:
+        assert relative[2]["log std ci low"] == float(bounds.log_std.low)
+    else:  # withheld: its coverage does not hold at 30 images
+        assert math.isnan(relative[2]["log std ci low"])
     pairwise = result.pairwise(seed=4, resamples=RESAMPLES)
     assert pairwise[0]["images tied"] == 5  # the five images where B equals A
     assert pairwise[0]["images won"] + pairwise[0]["images lost"] == 25
     text = result.format(intervals=True)
     assert "pairwise" in text and " [" in text
+
+
+# --- coverage: what the intervals can say at N images
+# ------------------------------------------------------------------------------------
+
+
+def test_coverage_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(intervals.COVERAGE_FROM, "mean", 20)
+    monkeypatch.setitem(intervals.COVERAGE_FROM, "log std", None)
+    assert intervals.coverage("mean", 20) == (True, False)
+    assert intervals.coverage("mean", 9) == (True, True)  # approximate
+    assert intervals.coverage("mean", 1) == (False, False)  # no interval at one image
+    assert intervals.coverage("log std", 10_000) == (False, False)  # withheld: never holds
+    monkeypatch.setitem(intervals.COVERAGE_FROM, "log std", 100)
+    assert intervals.coverage("log std", 100) == (True, False)
+    assert intervals.coverage("log std", 99) == (False, False)
+    with pytest.raises(ValueError, match="geometric mean"):
+        intervals.coverage("median", 10)
+
+
+def _small_result(images: int, methods: int = 3) -> EvaluationResult:
+    y, o = scores(methods=methods, images=images)
+    names = ["A", "B", "C"][:methods]
+    return EvaluationResult(
+        methods=names,
+        maps_from=["pre-softmax"],
+        index=torch.arange(images),
+        target=torch.zeros(images, dtype=torch.long),
+        y=y,
+        log_y=y.log(),
+        o={"pre-softmax": {n: o[k] for k, n in enumerate(names)}},
+        log_o={"pre-softmax": {n: o[k].log() for k, n in enumerate(names)}},
+        dead_zone=None,
+        threshold=None,
+        images_seen=images,
+    )
+
+
+def test_tables_withhold_log_std_and_say_what_intervals_are_approximate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for statistic in intervals.COVERAGE_FROM:
+        monkeypatch.setitem(intervals.COVERAGE_FROM, statistic, 20)
+    monkeypatch.setitem(intervals.COVERAGE_FROM, "log std", 100)
+    nine = _small_result(9).tables(resamples=RESAMPLES)
+    relative = nine.relative_performance
+    assert relative is not None
+    assert all(
+        math.isnan(r["log std ci low"]) and math.isnan(r["log std ci high"]) for r in relative.rows
+    )
+    assert all(r["log mean ci low"] < r["log mean ci high"] for r in relative.rows)
+    text = relative.text()
+    assert "log std: no interval at 9 images, as the bootstrap covers a standard deviation" in text
+    assert "approximate at 9 images" in text and "from 20 images" in text
+    assert "approximate at 9 images" in nine.scores.text()
+    assert "n/a" not in text  # the log std is shown, without its interval
+    thirty = _small_result(30).tables(resamples=RESAMPLES)
+    assert thirty.relative_performance is not None
+    assert "approximate" not in thirty.text()  # coverage holds from 20 images
+    assert "log std: no interval at 30 images" in thirty.text()
+    hundred = _small_result(100).relative_performance(intervals=True, resamples=RESAMPLES)
+    assert all(r["log std ci low"] < r["log std ci high"] for r in hundred)
+
+
+def test_one_image_has_no_interval_in_any_table() -> None:
+    tables = _small_result(1).tables(resamples=RESAMPLES)
+    for table in tables.all():
+        bounds = [
+            v for row in table.rows for k, v in row.items() if k.endswith((" ci low", " ci high"))
+        ]
+        assert bounds and all(math.isnan(v) for v in bounds)
+        assert table.caveats == ("no intervals: one image says nothing about the spread",)
+        assert " [" not in table.text()
+
+
+def test_an_interval_without_spread_is_not_shown_as_certainty() -> None:
+    result = _small_result(9, methods=2)
+    result.o["pre-softmax"]["B"] = result.o["pre-softmax"]["A"] * 2  # B wins every image
+    result.log_o["pre-softmax"]["B"] = result.log_o["pre-softmax"]["A"] + math.log(2)
+    tables = result.tables(resamples=RESAMPLES)
+    text = tables.scores.text()
+    assert "100 (no spread)" in text and "[100, 100]" not in text
+    assert "9 images alike are not certainty" in text
+    assert tables.pairwise is not None and "100 (no spread)" in tables.pairwise.text()
+    assert tables.scores.csv_rows()[1]["win percentage ci low"] == 100.0  # files keep the ends
