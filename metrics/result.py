@@ -260,32 +260,32 @@ class EvaluationResult:
             return ()
         if images < 2:
             return ("no intervals: one image says nothing about the spread",)
-        caveats, approximate = [], {}
+        caveats: list[str] = []
+        approximate: dict[int | None, list[str]] = {}
         for column in columns:
             statistic = _STATISTIC_OF[column]
             shown, rough = coverage(statistic, images)
             if not shown:
                 caveats.append(
-                    f"{column}: no interval at {images} images, as {WITHOUT_INTERVAL[statistic]} "
-                    f"there ({_COVERAGE_TABLE})"
+                    f"{column}: no interval, as {WITHOUT_INTERVAL[statistic]} at {images} images "
+                    f"({_COVERAGE_TABLE})"
                 )
             elif rough:
-                holds_from = COVERAGE_FROM[statistic]
-                approximate.setdefault(holds_from, []).append(column)
+                approximate.setdefault(COVERAGE_FROM[statistic], []).append(column)
         for holds_from, names in approximate.items():
             where = (
-                f"from {holds_from} images"
-                if holds_from is not None
-                else "at no number of images up to 1000 on skewed data"
+                "at no number of images up to 1000"
+                if holds_from is None
+                else f"from {holds_from} images"
             )
             caveats.append(
-                f"intervals of {', '.join(names)}: approximate at {images} images, as their "
-                f"95 % coverage holds (93-97 %, {_COVERAGE_TABLE}) {where}"
+                f"intervals of {', '.join(names)}: approximate at {images} images; their 95 % "
+                f"coverage holds {where} ({_COVERAGE_TABLE})"
             )
         if any(row[c + LOW] == row[c + HIGH] for row in rows for c in columns):
             caveats.append(
-                f"{NO_SPREAD}: every image gave the same value, so the resamples cannot show the "
-                f"spread; {images} images alike are not certainty"
+                f"{NO_SPREAD}: every one of the {images} images gave the same value, so the "
+                "resamples show no spread; that is not certainty"
             )
         return tuple(caveats)
 

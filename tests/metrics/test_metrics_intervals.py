@@ -514,14 +514,20 @@ def test_tables_withhold_log_std_and_say_what_intervals_are_approximate(
     )
     assert all(r["log mean ci low"] < r["log mean ci high"] for r in relative.rows)
     text = relative.text()
-    assert "log std: no interval at 9 images, as the bootstrap covers a standard deviation" in text
+    assert "log std: no interval, as the bootstrap covers a standard deviation" in text
+    assert "far less often than 95 % at 9 images" in text
     assert "approximate at 9 images" in text and "from 20 images" in text
     assert "approximate at 9 images" in nine.scores.text()
     assert "n/a" not in text  # the log std is shown, without its interval
     thirty = _small_result(30).tables(resamples=RESAMPLES)
     assert thirty.relative_performance is not None
     assert "approximate" not in thirty.text()  # coverage holds from 20 images
-    assert "log std: no interval at 30 images" in thirty.text()
+    assert "95 % at 30 images" in thirty.text()
+    monkeypatch.setitem(intervals.COVERAGE_FROM, "mean", None)
+    never = _small_result(30).tables(resamples=RESAMPLES).text()
+    assert (
+        "intervals of log mean: approximate at 30 images; their 95 % coverage holds at no " in never
+    )
     hundred = _small_result(100).relative_performance(intervals=True, resamples=RESAMPLES)
     assert all(r["log std ci low"] < r["log std ci high"] for r in hundred)
 
@@ -544,6 +550,7 @@ def test_an_interval_without_spread_is_not_shown_as_certainty() -> None:
     tables = result.tables(resamples=RESAMPLES)
     text = tables.scores.text()
     assert "100 (no spread)" in text and "[100, 100]" not in text
-    assert "9 images alike are not certainty" in text
+    assert "every one of the 9 images gave the same value" in text
+    assert "that is not certainty" in text
     assert tables.pairwise is not None and "100 (no spread)" in tables.pairwise.text()
     assert tables.scores.csv_rows()[1]["win percentage ci low"] == 100.0  # files keep the ends
