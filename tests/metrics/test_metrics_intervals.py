@@ -75,9 +75,10 @@ def explicit_bca(
     return np.array(lows), np.array(highs)
 
 
-def draws(images: int, seed: int = 0) -> list[np.ndarray]:
+def draws(images: int, seed: int = 0, resamples: int = RESAMPLES) -> list[np.ndarray]:
+    """The documented draws: one ``integers(0, N, N)`` call per resample."""
     generator = np.random.Generator(np.random.PCG64(seed))
-    return [generator.integers(0, images, images) for _ in range(RESAMPLES)]
+    return [generator.integers(0, images, images) for _ in range(resamples)]
 
 
 def loop_bca(
@@ -162,7 +163,7 @@ def test_bca_equals_scipy_given_the_same_resamples(images: int) -> None:
     generator = np.random.default_rng(images)
     x = generator.lognormal(size=images)  # skewed: BCa moves the ends away from percentile's
     got = intervals.paired_bootstrap(x, lambda s: s.mean(axis=1), resamples=1000, seed=2)
-    distribution = np.array([x[i].mean() for i in draws_of(images, 1000, seed=2)])
+    distribution = np.array([x[i].mean() for i in draws(images, seed=2, resamples=1000)])
     expected = scipy_bca((x,), np.mean, distribution)
     assert float(got.low[0]) == pytest.approx(expected.low, rel=1e-12)
     assert float(got.high[0]) == pytest.approx(expected.high, rel=1e-12)
@@ -175,7 +176,7 @@ def test_bca_equals_scipy_on_a_paired_ratio() -> None:
     got = F.relative_performance_intervals(
         torch.from_numpy(new), torch.from_numpy(base), resamples=800
     )
-    distribution = np.array([np.exp((new[i] - base[i]).mean()) for i in draws_of(30, 800)])
+    distribution = np.array([np.exp((new[i] - base[i]).mean()) for i in draws(30, resamples=800)])
 
     def ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.exp((a - b).mean(axis=axis))
@@ -183,11 +184,6 @@ def test_bca_equals_scipy_on_a_paired_ratio() -> None:
     expected = scipy_bca((new, base), ratio, distribution)
     assert float(got.geometric_mean.low) == pytest.approx(expected.low, rel=1e-12)
     assert float(got.geometric_mean.high) == pytest.approx(expected.high, rel=1e-12)
-
-
-def draws_of(images: int, resamples: int, seed: int = 0) -> list[np.ndarray]:
-    generator = np.random.Generator(np.random.PCG64(seed))
-    return [generator.integers(0, images, images) for _ in range(resamples)]
 
 
 def test_bca_corrects_the_percentile_interval_of_a_skewed_mean() -> None:
@@ -416,28 +412,26 @@ def test_with_intervals_merges_the_bounding_columns() -> None:
 # ---------------------------------------------------------------------------
 
 
-def _result() -> EvaluationResult:
-    y, o = scores(methods=3, images=30)
-    names = ["A", "B", "C"]
-    per = {"pre-softmax": {n: o[k] for k, n in enumerate(names)}}
-    log = {"pre-softmax": {n: o[k].log() for k, n in enumerate(names)}}
+def _small_result(images: int, methods: int = 3) -> EvaluationResult:
+    y, o = scores(methods=methods, images=images)
+    names = ["A", "B", "C"][:methods]
     return EvaluationResult(
         methods=names,
         maps_from=["pre-softmax"],
-        index=torch.arange(30),
-        target=torch.zeros(30, dtype=torch.long),
+        index=torch.arange(images),
+        target=torch.zeros(images, dtype=torch.long),
         y=y,
         log_y=y.log(),
-        o=per,
-        log_o=log,
+        o={"pre-softmax": {n: o[k] for k, n in enumerate(names)}},
+        log_o={"pre-softmax": {n: o[k].log() for k, n in enumerate(names)}},
         dead_zone=None,
         threshold=None,
-        images_seen=30,
+        images_seen=images,
     )
 
 
 def test_result_tables_carry_the_intervals_after_each_column() -> None:
-    result = _result()
+    result = _small_result(30)
     y, o = result.y, torch.stack([result.o["pre-softmax"][n] for n in result.methods])
     rows = result.summary(intervals=True, seed=4, resamples=RESAMPLES)
     assert list(rows[0])[3:6] == ["average drop", "average drop ci low", "average drop ci high"]
@@ -480,24 +474,6 @@ def test_coverage_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert intervals.coverage("log std", 99) == (False, False)
     with pytest.raises(ValueError, match="geometric mean"):
         intervals.coverage("median", 10)
-
-
-def _small_result(images: int, methods: int = 3) -> EvaluationResult:
-    y, o = scores(methods=methods, images=images)
-    names = ["A", "B", "C"][:methods]
-    return EvaluationResult(
-        methods=names,
-        maps_from=["pre-softmax"],
-        index=torch.arange(images),
-        target=torch.zeros(images, dtype=torch.long),
-        y=y,
-        log_y=y.log(),
-        o={"pre-softmax": {n: o[k] for k, n in enumerate(names)}},
-        log_o={"pre-softmax": {n: o[k].log() for k, n in enumerate(names)}},
-        dead_zone=None,
-        threshold=None,
-        images_seen=images,
-    )
 
 
 def test_tables_withhold_log_std_and_say_what_intervals_are_approximate(
