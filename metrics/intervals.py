@@ -19,17 +19,22 @@ Introduction to the Bootstrap", chapter 14: with ``theta`` the statistic on the 
     alpha_1,2 = Phi(z0 + (z0 + z) / (1 - a (z0 + z))),  z = Phi^-1((1 -/+ level) / 2)
 
 and the ends are the ``alpha_1`` and ``alpha_2`` quantiles of ``theta*`` (linear interpolation).
-Ties ``theta*_b = theta`` (within :data:`TIE_EPS`, relative) count one half in ``p0``
-(discrete statistics such as win %; so does ``scipy.stats.bootstrap``, without the tolerance), ``p0`` is kept within ``[1/(2B), 1 - 1/(2B)]`` (what ``B`` resamples can
-resolve) and ``a = 0`` when every jackknife value is equal, so constant values give the
-zero-width interval ``[theta, theta]``. Equal to ``scipy.stats.bootstrap(method="BCa")`` given
-the same resamples; written here because scipy draws its own indices (one process, no paired
-chunks across calls) and is no dependency of the metrics. ``method="percentile"`` gives the
-percentile interval (Efron & Tibshirani, chapter 13). BCa's coverage, measured by
-``python -m benchmarks.coverage`` (``benchmarks/results/coverage.md``), holds 93-97 % from
-:data:`COVERAGE_FROM` images, and is nearer 95 % than the percentile interval's on skewed
-values (the mean of 30 lognormal values: 90.5 % against 88.7 %); neither covers the standard
-deviation of heavy-tailed values (81-87 % at 1000 images), so tables show it without one.
+Ties ``theta*_b = theta`` (within :data:`TIE_EPS`, relative) count one half in ``p0`` (discrete
+statistics such as win %; ``scipy.stats.bootstrap`` too, without the tolerance); ``p0`` is kept
+within ``[1/(2B), 1 - 1/(2B)]`` (what ``B`` resamples can resolve) and ``a = 0`` when every
+jackknife value is equal, so constant values give the zero-width interval ``[theta, theta]``.
+Equal to ``scipy.stats.bootstrap(method="BCa")`` given the same resamples; written here because
+scipy draws its own indices, so separate calls (one per table, per pair of methods) would not
+resample the same images, and scipy is no dependency of the metrics. The jackknife costs
+``O(N^2 K)``: about 3 times the resamples' time at 5,000 images. ``method="percentile"`` gives
+the percentile interval (Efron & Tibshirani, chapter 13).
+
+Coverage, measured by ``python -m benchmarks.coverage`` (``benchmarks/results/coverage.md``):
+BCa holds 93-97 % from :data:`COVERAGE_FROM` images. Against the percentile interval it covers
+more on skewed values (the mean of 30 lognormal values: 90.5 % against 88.7 %), less on
+symmetric heavy tails (30 Student-t(3) values: 88.9 % against 92.6 %), and is conservative for
+shares at 20-30 images (97-98 %); neither covers the standard deviation of heavy-tailed values
+(81-87 % at 1000 images), so tables show it without an interval.
 
 The sign test (Conover (1999), "Practical Nonparametric Statistics", section 3.4) asks whether
 method A beats method B on more images than chance: under the null hypothesis each non-tied image
