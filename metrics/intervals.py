@@ -6,7 +6,7 @@ order, so the draws depend only on ``(N, seed)``: every method, every kind of ma
 metric computed with the same seed sees the same resampled images (the comparisons are paired),
 and the chunks in which resamples are evaluated (to bound memory) change nothing. The
 statistics are summed by numpy reductions, which do not depend on the thread count, so the
-intervals are the same bits in one process and under ``torchrun`` (each process computes them
+intervals are the same bits in one process and under ``torchrun`` (they are computed
 from the merged result: every process's images, in rank order).
 
 The interval is the bias-corrected and accelerated (BCa) one of Efron (1987), "Better Bootstrap
