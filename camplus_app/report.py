@@ -151,7 +151,7 @@ def _scores_section(facts: RunFacts, tables: Tables) -> list[str]:
         "## Scores",
         "",
         "Average drop (lower is better), increase in confidence and win percentage (higher is",
-        "better), in %. Each value is followed by its 95 % interval, a paired percentile",
+        "better), in %. Each value is followed by its 95 % interval, a paired BCa",
         f"bootstrap over the images ({RESAMPLES} resamples drawing the same images for every",
         f"method, seed {facts.seed}), and printed to the digits the interval supports; the CSV",
         "files keep every digit. Win %: a tie (O within a relative",

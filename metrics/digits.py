@@ -6,6 +6,13 @@ half-width ``(high - low) / 2``, plus one digit: ``1.2345`` with ``[1.1934, 1.28
 reference (1 for a ratio, 0 for a log ratio), interval included, lies within :data:`NOISE` is
 ``equal``: the scores ``O`` come from float32 models, so such differences are rounding, not a
 result.
+
+Printing never claims more than the numbers hold: a zero-width interval (every image gave the
+same value) prints as ``value (no spread)``, not as the certainty ``[v, v]``; a NaN interval (no
+interval: one image, or a statistic whose coverage is not there, see
+:data:`metrics.intervals.COVERAGE_FROM`) prints the value alone; and a number that is not
+exactly the reference never prints as the reference (``1.00034`` is not ``1``, ``0.00003`` is
+not ``0.00``): it gets the digits that tell them apart.
 Files (CSV) keep full precision; only tables for reading are rounded.
 """
 
@@ -25,6 +32,9 @@ LOW, HIGH = " ci low", " ci high"
 #: What a table shows for a value that is not defined (NaN): a metric the scores leave
 #: undefined, or win % of a single method.
 NOT_AVAILABLE = "n/a"
+#: What a zero-width interval prints after its value: every image gave the same value, which is
+#: no interval (a few images alike leave the true value open), not certainty.
+NO_SPREAD = "(no spread)"
 #: What each kind of column equals when two methods are equal.
 REFERENCES = {"relative performance": 1.0, "log mean": 0.0, "log std": 0.0}
 
@@ -48,26 +58,35 @@ def format_estimate(
     """``value [low, high]`` to the precision of the interval, or ``equal (reference)`` when
     the value and its interval lie within ``noise`` of ``reference``.
 
-    Without an interval, or with one of zero width, :data:`DIGITS` significant digits; a NaN
-    value (not defined) is :data:`NOT_AVAILABLE`, whatever its interval.
+    Without an interval, or with NaN ends (none), :data:`DIGITS` significant digits; with a
+    zero-width one, those digits and :data:`NO_SPREAD`; a NaN value (not defined) is
+    :data:`NOT_AVAILABLE`, whatever its interval. A number other than ``reference`` never
+    prints as it.
     """
     ends = [v for v in (low, high) if v is not None]
     if len(ends) == 1:
         raise ValueError("give both ends of the interval or neither")
     if math.isnan(value):
         return NOT_AVAILABLE
+    if any(math.isnan(v) for v in ends):
+        if not all(math.isnan(v) for v in ends):
+            raise ValueError(f"one end of the interval [{low}, {high}] is NaN, the other not")
+        ends = []
     if reference is not None and all(abs(v - reference) <= noise for v in (value, *ends)):
         return f"equal ({reference:g})"
     if not ends:
-        return _significant(value)
+        return _significant(value, reference)
     assert low is not None and high is not None
     if not low <= high:
         raise ValueError(f"the interval [{low}, {high}] has its ends the wrong way round")
     half_width = (high - low) / 2
-    if half_width == 0 or not math.isfinite(half_width):
-        return f"{_significant(value)} [{_significant(low)}, {_significant(high)}]"
+    if half_width == 0:
+        return f"{_significant(value, reference)} {NO_SPREAD}"
+    if not math.isfinite(half_width):
+        raise ValueError(f"the interval [{low}, {high}] is not finite")
     places = decimals(half_width)
-    return f"{_fixed(value, places)} [{_fixed(low, places)}, {_fixed(high, places)}]"
+    shown = (_fixed(v, places, reference) for v in (value, low, high))
+    return "{} [{}, {}]".format(*shown)
 
 
 def with_intervals(
@@ -97,17 +116,33 @@ def with_intervals(
     return shown
 
 
-def _significant(value: float) -> str:
-    if math.isnan(value):
-        return NOT_AVAILABLE
-    return _unsigned_zero(f"{value:.{DIGITS}g}")
+def _significant(value: float, reference: float | None = None) -> str:
+    """:data:`DIGITS` significant digits, more where fewer would print ``reference``."""
+    digits = DIGITS
+    while True:
+        text = _unsigned_zero(f"{value:.{digits}g}")
+        if not _looks_like(text, value, reference) or digits >= 17:
+            return text
+        digits += 1
 
 
-def _fixed(value: float, places: int) -> str:
-    if places >= 0:
-        return _unsigned_zero(f"{value:.{places}f}")
-    step = 10.0 ** (-places)
-    return _unsigned_zero(f"{round(value / step) * step:.0f}")
+def _fixed(value: float, places: int, reference: float | None = None) -> str:
+    """``places`` decimals (negative: tens, hundreds...), more where fewer would print
+    ``reference``."""
+    while True:
+        if places >= 0:
+            text = _unsigned_zero(f"{value:.{places}f}")
+        else:
+            step = 10.0 ** (-places)
+            text = _unsigned_zero(f"{round(value / step) * step:.0f}")
+        if not _looks_like(text, value, reference) or places >= 17:
+            return text
+        places += 1
+
+
+def _looks_like(text: str, value: float, reference: float | None) -> bool:
+    """Whether ``text`` reads as ``reference`` although ``value`` is not it."""
+    return reference is not None and value != reference and float(text) == reference
 
 
 def _unsigned_zero(text: str) -> str:
@@ -123,6 +158,7 @@ __all__ = [
     "LOW",
     "NOISE",
     "NOT_AVAILABLE",
+    "NO_SPREAD",
     "REFERENCES",
     "decimals",
     "format_estimate",

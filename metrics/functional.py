@@ -22,7 +22,7 @@ References:
   et al. (its section 4.2).
 
 Uncertainty: :func:`score_intervals`, :func:`relative_performance_intervals` and
-:func:`compare_pair` give 95 % paired percentile bootstrap intervals of the dataset values
+:func:`compare_pair` give 95 % paired bootstrap (BCa) intervals of the dataset values
 (:mod:`metrics.intervals`); with the same seed every one of them resamples the same images.
 """
 
@@ -199,7 +199,7 @@ def score_intervals(
     level: float = LEVEL,
     with_average_drop: bool = True,
 ) -> ScoreIntervals:
-    """Paired percentile bootstrap intervals of average drop, increase in confidence and win %.
+    """Paired bootstrap (BCa) intervals of average drop, increase in confidence and win %.
 
     ``y`` is ``(N,)``, ``o`` is ``(M, N)`` (one row per method). Each resample draws the same
     images for every method; the statistics are those of :func:`average_drop`,
@@ -251,7 +251,7 @@ def relative_performance_intervals(
     seed: int = 0,
     level: float = LEVEL,
 ) -> RelativePerformanceIntervals:
-    """Paired percentile bootstrap intervals of :func:`relative_performance`'s geometric mean
+    """Paired bootstrap (BCa) intervals of :func:`relative_performance`'s geometric mean
     ``exp(mean_i log(O'_i / O_i))``, log mean and log std (population) over resampled images.
 
     Identical scores give exactly ``[1, 1]``, ``[0, 0]`` and ``[0, 0]``.

@@ -22,10 +22,10 @@ from torch import Tensor
 
 from . import functional
 from .confidence import ScoreKind, score_kind
-from .digits import HIGH, LOW
+from .digits import HIGH, LOW, NO_SPREAD
 from .functional import TIE_RTOL
 from .heatmaps import MapsFrom
-from .intervals import RESAMPLES
+from .intervals import COVERAGE_FROM, RESAMPLES, WITHOUT_INTERVAL, coverage
 from .tables import Rows, Table, Tables
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
@@ -43,6 +43,21 @@ _UNDEFINED: dict[str, dict[str, str]] = {
 }
 #: The columns of the relative-performance table (every one is a statistic of ``log(O'/O)``).
 _RELATIVE_COLUMNS = ("relative performance", "log mean", "log std")
+#: The statistic of :data:`metrics.intervals.COVERAGE_FROM` that each column with an interval
+#: is: a mean of bounded per-image values (average drop, in [0, 100]), a share (increase in
+#: confidence and wins: 0 or 100 per image), the mean and geometric mean of unbounded log
+#: ratios, and their standard deviation.
+_STATISTIC_OF = {
+    "average drop": "mean in [0, 1]",
+    "increase in confidence": "win %",
+    "win percentage": "win %",
+    "first wins %": "win %",
+    "relative performance": "geometric mean",
+    "log mean": "mean",
+    "log std": "log std",
+}
+#: Where the coverage of the intervals was measured.
+_COVERAGE_TABLE = "benchmarks/results/coverage.md"
 
 
 def undefined_metrics(scores: ScoreKind) -> dict[str, str]:
@@ -155,7 +170,7 @@ class EvaluationResult:
                 if self.dead_zone is not None:
                     row["dead zone mass"] = float(self.dead_zone[source][method].mean())
                 rows.append(row)
-        return rows
+        return self._withhold(rows) if intervals else rows
 
     def relative_performance(
         self, *, intervals: bool = False, seed: int = 0, resamples: int = RESAMPLES
@@ -189,7 +204,7 @@ class EvaluationResult:
                     row[column + LOW] = math.nan if bounds is None else float(bounds[number].low)
                     row[column + HIGH] = math.nan if bounds is None else float(bounds[number].high)
             rows.append(row)
-        return rows
+        return self._withhold(rows) if intervals else rows
 
     def pairwise(
         self, win_rtol: float = TIE_RTOL, *, seed: int = 0, resamples: int = RESAMPLES
@@ -219,7 +234,60 @@ class EvaluationResult:
                     "sign test p": pair.p_value,
                 }
             )
+        return self._withhold(rows)
+
+    def _withhold(self, rows: Rows) -> Rows:
+        """The rows with NaN ends where an interval is not shown
+        (:func:`metrics.intervals.coverage`: one image, or a statistic withheld)."""
+        images = len(self.index)
+        for row in rows:
+            for column, statistic in _STATISTIC_OF.items():
+                if column + LOW in row and not coverage(statistic, images).shown:
+                    row[column + LOW] = row[column + HIGH] = math.nan
         return rows
+
+    def _caveats(self, rows: Rows) -> tuple[str, ...]:
+        """What the intervals of ``rows`` can and cannot say: none at one image, a withheld
+        statistic's reason, the columns whose coverage does not hold at this number of images
+        (approximate), and that an interval without spread is not certainty."""
+        images = len(self.index)
+        columns = [
+            c
+            for c in _STATISTIC_OF
+            if rows and c + LOW in rows[0] and not all(math.isnan(row[c]) for row in rows)
+        ]
+        if not columns:
+            return ()
+        if images < 2:
+            return ("no intervals: one image says nothing about the spread",)
+        caveats: list[str] = []
+        approximate: dict[int | None, list[str]] = {}
+        for column in columns:
+            statistic = _STATISTIC_OF[column]
+            shown, rough = coverage(statistic, images)
+            if not shown:
+                caveats.append(
+                    f"{column}: no interval, as {WITHOUT_INTERVAL[statistic]} at {images} images "
+                    f"({_COVERAGE_TABLE})"
+                )
+            elif rough:
+                approximate.setdefault(COVERAGE_FROM[statistic], []).append(column)
+        for holds_from, names in approximate.items():
+            where = (
+                "at no number of images up to 1000"
+                if holds_from is None
+                else f"from {holds_from} images"
+            )
+            caveats.append(
+                f"intervals of {', '.join(names)}: approximate at {images} images; their 95 % "
+                f"coverage holds {where} ({_COVERAGE_TABLE})"
+            )
+        if any(row[c + LOW] == row[c + HIGH] for row in rows for c in columns):
+            caveats.append(
+                f"{NO_SPREAD}: every one of the {images} images gave the same value, so the "
+                "resamples show no spread; that is not certainty"
+            )
+        return tuple(caveats)
 
     def tables(
         self,
@@ -241,28 +309,29 @@ class EvaluationResult:
             scores_notes.append(self._note("average drop", undefined["average drop"]))
         if len(self.methods) == 1:
             scores_notes.append("win percentage: n/a, as it compares two or more methods")
-        scores = Table(
-            "scores", self.summary(win_rtol, intervals=intervals, **options), tuple(scores_notes)
-        )
+        summary = self.summary(win_rtol, intervals=intervals, **options)
+        scores = Table("scores", summary, tuple(scores_notes), self._caveats(summary))
         if len(self.methods) == 1:
             return Tables(scores)
         relative_notes = []
         if "relative performance" in undefined:
             what = ", ".join(_RELATIVE_COLUMNS)
             relative_notes.append(self._note(what, undefined["relative performance"]))
+        relative_rows = self.relative_performance(intervals=intervals, **options)
         relative = Table(
             "relative performance (Lerma & Lucas, tables 1-2)",
-            self.relative_performance(intervals=intervals, **options),
+            relative_rows,
             tuple(relative_notes),
+            self._caveats(relative_rows) if "relative performance" not in undefined else (),
         )
-        pairwise = (
-            Table(
+        pairwise = None
+        if intervals:
+            pairwise_rows = self.pairwise(win_rtol, **options)
+            pairwise = Table(
                 "pairwise: images on which the first method's O is higher",
-                self.pairwise(win_rtol, **options),
+                pairwise_rows,
+                caveats=self._caveats(pairwise_rows),
             )
-            if intervals
-            else None
-        )
         return Tables(scores, relative, pairwise)
 
     def _note(self, what: str, reason: str) -> str:

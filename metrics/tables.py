@@ -25,15 +25,18 @@ class Table:
     title: str  #: what the table shows, e.g. ``"relative performance (Lerma & Lucas, ...)"``
     rows: Rows  #: each value followed by ``<column> ci low``/``<column> ci high`` if bounded
     notes: tuple[str, ...] = ()
+    #: what the intervals can and cannot say (too few images for their coverage), for reading
+    caveats: tuple[str, ...] = ()
 
     def text(self, markdown: bool = False) -> str:
         """The table for reading: each value to the digits its interval supports
-        (:func:`metrics.digits.with_intervals`), NaN as ``n/a``, then the notes."""
+        (:func:`metrics.digits.with_intervals`), NaN as ``n/a``, then the notes and caveats."""
         table = format_table(with_intervals(self.rows), markdown=markdown)
-        if not self.notes:
+        lines = self.notes + self.caveats
+        if not lines:
             return table
         bullet = "- " if markdown else ""
-        return "\n\n".join([table, "\n".join(bullet + note for note in self.notes)])
+        return "\n\n".join([table, "\n".join(bullet + line for line in lines)])
 
     def csv_rows(self) -> Rows:
         """The rows for a CSV file: every digit, NaN as ``n/a``, and, where a value is not
