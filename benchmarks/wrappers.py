@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor, nn
@@ -37,8 +36,9 @@ from benchmarks.contenders import (
     Implementation,
     layer_activation_and_gradient,
 )
-from benchmarks.meters import clean_up, interquartile_range, progress, time_rounds
-from benchmarks.report import fmt
+from benchmarks.meters import clean_up, progress, record_times, time_rounds
+from benchmarks.report import Row, fmt
+from benchmarks.run import add_problem_options, check_counts
 from captum_camplus import LayerCams, LayerGradCam
 from captum_camplus.targets import (
     DetectionScores,
@@ -135,15 +135,12 @@ def contenders() -> list[Implementation]:
 
 
 @dataclass
-class WrapperRow:
-    wrapper: str
-    name: str
-    times_ms: list[float] = field(default_factory=list)
-    median_ms: float = float("nan")
-    iqr_pct: float = float("nan")
-    ratio_to_floor: float = float("nan")
-    forwards: float = float("nan")  #: forwards of the wrapped model per call
-    deviation: float = float("nan")  #: max |Grad-CAM - Captum's| / max |Captum's|
+class WrapperRow(Row):
+    """A contender's row for one wrapper."""
+
+    wrapper: str = ""
+    forwards: float = math.nan  #: forwards of the wrapped model per call
+    deviation: float = math.nan  #: max |Grad-CAM - Captum's| / max |Captum's|
 
 
 def forwards_per_call(run: Callable[[Case], object], case: Case) -> int:
@@ -168,7 +165,7 @@ def measure(name: str, args: argparse.Namespace) -> list[WrapperRow]:
     progress(f"{name}: building the case")
     case = wrapper_case(name, args.batch, args.size, args.device, args.seed)
     impls = contenders()
-    rows = {impl.name: WrapperRow(name, impl.name) for impl in impls}
+    rows = {impl.name: WrapperRow(impl.name, impl.library, wrapper=name) for impl in impls}
     captum = next(i for i in impls if i.name == CAPTUM).maps(case)[OURS].detach()
     scale = float(captum.abs().max())
     for impl in impls:
@@ -176,13 +173,7 @@ def measure(name: str, args: argparse.Namespace) -> list[WrapperRow]:
         if maps := impl.maps(case):
             rows[impl.name].deviation = float((maps[OURS] - captum).abs().max()) / scale
         clean_up(case)
-    times = time_rounds(impls, case, args.rounds, args.seed)
-    floor_ms = statistics.median(times[FLOOR])
-    for row in rows.values():
-        row.times_ms = times[row.name]
-        row.median_ms = statistics.median(row.times_ms)
-        row.iqr_pct = 100 * interquartile_range(row.times_ms) / row.median_ms
-        row.ratio_to_floor = row.median_ms / floor_ms
+    record_times(rows.values(), time_rounds(impls, case, args.rounds, args.seed))
     return list(rows.values())
 
 
@@ -207,18 +198,8 @@ def markdown(rows: Sequence[WrapperRow]) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wrappers", nargs="+", choices=list(WRAPPERS), default=list(WRAPPERS))
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (median of these)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write the rows and settings to this JSON file")
-    args = parser.parse_args(argv)
-    for name in ("batch", "size", "rounds", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1")
-    return args
+    add_problem_options(parser, batch=4)
+    return check_counts(parser, parser.parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> list[WrapperRow]:

@@ -252,30 +252,34 @@ def target_scores(
     target = as_target(target, n, classes, device=outputs.device)
     if kind == "softmax":
         check_not_probabilities(outputs)
+    check_range(outputs, kind)
     outputs = outputs.to(torch.float64)
     if kind in ("softmax", "sigmoid"):
         logs = torch.log_softmax(outputs, dim=1) if kind == "softmax" else F.logsigmoid(outputs)
         log = logs.gather(1, target[:, None])[:, 0]
         return Scores(log.exp(), log, target)
-    check_range(outputs, kind)
     value = outputs.gather(1, target[:, None])[:, 0]
     return Scores(value, value.log(), target)
 
 
 def check_range(outputs: Tensor, scores: ScoreKind) -> None:
     """Raise unless outputs taken as they are lie in their kind's range: [0, 1] for
-    ``"probabilities"``, [-1, 1] for ``"cosine"`` (up to float rounding)."""
-    low, high, slack = {"probabilities": (0.0, 1.0, 0.0), "cosine": (-1.0, 1.0, _COSINE_SLACK)}.get(
-        scores, (-math.inf, math.inf, 0.0)
-    )
+    ``"probabilities"``, [-1, 1] for ``"cosine"``, up to the rounding of their dtype (4 eps; for
+    cosines at least 1e-4, as a norm is rounded too)."""
+    bounds = {"probabilities": (0.0, 1.0), "cosine": (-1.0, 1.0)}
+    if scores not in bounds or not outputs.is_floating_point():
+        return
+    low, high = bounds[scores]
+    slack = max(4 * torch.finfo(outputs.dtype).eps, _COSINE_SLACK if scores == "cosine" else 0.0)
     outside = (outputs < low - slack) | (outputs > high + slack)
     if bool(outside.any()):
         bad = outputs[outside]
         raise ValueError(
             f"the model's outputs are taken as {_DESCRIBED[scores]} (scores={scores!r}), which "
             f"lie in [{low:g}, {high:g}], but they range over [{bad.min().item():.4g}, "
-            f"{bad.max().item():.4g}]: pass scores='raw' for outputs of any range, or "
-            "'softmax' for logits"
+            f"{bad.max().item():.4g}]: a model that states this kind (scores_kind) must return "
+            "scores in it; for a classifier's outputs of any range pass scores='raw' (or "
+            "'softmax' for logits)"
         )
 
 

@@ -33,7 +33,7 @@ from captum_camplus.targets import (
     SimilarityScores,
 )
 from metrics import BatchScorer, cam_explain, evaluate_methods
-from metrics.confidence import STATED_SCORES, class_scores, model_score_kind
+from metrics.confidence import STATED_SCORES, class_scores, model_score_kind, target_scores
 from metrics.records import evaluation_result
 
 SIZE = 12
@@ -422,3 +422,17 @@ def test_quantus_metrics_undefined_for_similarities_are_refused_before_any_forwa
     assert increase == pytest.approx(100 * np.mean(y < o["HiResCAM"]))
     win = _quantus_call(quantus_metrics.WinPercentage(METHODS), case, x, target, "Grad-CAM")
     assert win == pytest.approx(_win(o)["Grad-CAM"], rel=1e-5)
+
+
+def test_scores_taken_as_they_are_allow_rounding_and_refuse_the_rest() -> None:
+    rounded = torch.tensor([[1 + 1e-7, 0.5]], dtype=torch.float32)  # a float32 mean of p <= 1
+    assert float(target_scores(rounded, 0, "probabilities").value[0]) == pytest.approx(1.0)
+    assert float(target_scores(rounded * -1, 1, "cosine").value[0]) == -0.5
+    zero = target_scores(torch.tensor([[0.0, 1.0]]), 0, "probabilities")
+    assert zero.value[0] == 0 and zero.log[0] == -math.inf  # relative performance says n/a
+    with pytest.raises(ValueError, match=r"range over \[1\.01, 1\.01\]"):
+        target_scores(torch.tensor([[1.01, 0.5]]), 0, "probabilities")
+    with pytest.raises(ValueError, match=r"taken as cosine similarities"):
+        target_scores(torch.tensor([[-1.01, 0.5]], dtype=torch.float64), 0, "cosine")
+    with pytest.raises(ValueError, match=r"scores must be one of .*'probabilities', 'cosine'"):
+        target_scores(rounded, 0, "similarity")  # type: ignore[arg-type]
