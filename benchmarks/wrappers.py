@@ -14,8 +14,10 @@ by the floor (one forward through the wrapper and ``autograd.grad`` of the summe
 to the layer), our Grad-CAM, all four methods from one pass (:class:`captum_camplus.LayerCams`)
 and Captum's ``LayerGradCam``, timed in interleaved rounds as :mod:`benchmarks.run` times them.
 Per contender: the median, its interquartile range, its ratio to the floor's median of the same
-rounds, the forwards of the wrapped model per call (counted by a hook) and the largest deviation
-of its Grad-CAM from Captum's, relative to Captum's largest value.
+rounds, the map arithmetic alone on the captured ``(A, g)`` (``map ms``, median of 21 calls) and
+``(floor + map ms) / floor``, the added cost free of the noise of whole calls, the forwards of
+the wrapped model per call (counted by a hook) and the largest deviation of its Grad-CAM from
+Captum's, relative to Captum's largest value.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from benchmarks.contenders import (
     Implementation,
     layer_activation_and_gradient,
 )
-from benchmarks.meters import clean_up, progress, record_times, time_rounds
+from benchmarks.meters import arithmetic_ms, clean_up, progress, record_times, time_rounds
 from benchmarks.report import Row, fmt
 from benchmarks.run import add_problem_options, check_counts
 from captum_camplus import LayerCams, LayerGradCam
@@ -124,11 +126,24 @@ def contenders() -> list[Implementation]:
             case.inputs, target=case.target, relu_attributions=True
         )
 
+    def our_arithmetic(case: Case, activation: Tensor, gradient: Tensor) -> Tensor:
+        return LayerGradCam(case.model, case.layer).map_from_layer(activation, gradient, True)
+
+    def all_four_arithmetic(case: Case, activation: Tensor, gradient: Tensor) -> object:
+        cams = LayerCams(case.model, case.layer)
+        return cams.maps_from_layer(activation, gradient, relu_attributions=True)
+
     return [
         Implementation(FLOOR, "-", layer_activation_and_gradient, lambda case: {}),
-        Implementation(OURS, "captum-camplus", ours, lambda case: {OURS: ours(case)}),
         Implementation(
-            ALL_FOUR, "captum-camplus", all_four, lambda case: {OURS: all_four(case)[OURS]}
+            OURS, "captum-camplus", ours, lambda case: {OURS: ours(case)}, our_arithmetic
+        ),
+        Implementation(
+            ALL_FOUR,
+            "captum-camplus",
+            all_four,
+            lambda case: {OURS: all_four(case)[OURS]},
+            all_four_arithmetic,
         ),
         Implementation(CAPTUM, "captum", captum, lambda case: {OURS: captum(case)}),
     ]
@@ -141,6 +156,12 @@ class WrapperRow(Row):
     wrapper: str = ""
     forwards: float = math.nan  #: forwards of the wrapped model per call
     deviation: float = math.nan  #: max |Grad-CAM - Captum's| / max |Captum's|
+    floor_ms: float = math.nan  #: the floor's median in the same rounds
+
+    @property
+    def added_ratio(self) -> float:
+        """``(floor + map ms) / floor``: the measured added cost, free of the rounds' noise."""
+        return (self.floor_ms + self.map_ms) / self.floor_ms
 
 
 def forwards_per_call(run: Callable[[Case], object], case: Case) -> int:
@@ -171,15 +192,23 @@ def measure(name: str, args: argparse.Namespace) -> list[WrapperRow]:
     for impl in impls:
         rows[impl.name].forwards = forwards_per_call(impl.run, case)
         if maps := impl.maps(case):
-            rows[impl.name].deviation = float((maps[OURS] - captum).abs().max()) / scale
+            rows[impl.name].deviation = float((maps[OURS].detach() - captum).abs().max()) / scale
         clean_up(case)
-    record_times(rows.values(), time_rounds(impls, case, args.rounds, args.seed))
+    activation, gradient = layer_activation_and_gradient(case)
+    for impl in impls:
+        if impl.arithmetic is not None:
+            rows[impl.name].map_ms = arithmetic_ms(impl, case, activation, gradient, repeats=21)
+    del activation, gradient
+    clean_up(case)
+    floor_ms = record_times(rows.values(), time_rounds(impls, case, args.rounds, args.seed))
+    for row in rows.values():
+        row.floor_ms = floor_ms
     return list(rows.values())
 
 
 def markdown(rows: Sequence[WrapperRow]) -> str:
-    header = ["wrapper", "implementation", "median ms", "IQR %", "x floor", "forwards"]
-    header.append("max dev vs Captum")
+    header = ["wrapper", "implementation", "median ms", "IQR %", "x floor", "map ms"]
+    header += ["(floor + map ms) / floor", "forwards", "max dev vs Captum"]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for row in rows:
         cells = [
@@ -188,6 +217,8 @@ def markdown(rows: Sequence[WrapperRow]) -> str:
             fmt(row.median_ms, ".1f"),
             fmt(row.iqr_pct, ".0f"),
             fmt(row.ratio_to_floor, ".3f"),
+            fmt(row.map_ms, ".1f"),
+            fmt(row.added_ratio, ".3f"),
             fmt(row.forwards, ".0f"),
             fmt(row.deviation, ".2e"),
         ]
