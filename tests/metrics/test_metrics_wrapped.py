@@ -436,3 +436,14 @@ def test_scores_taken_as_they_are_allow_rounding_and_refuse_the_rest() -> None:
         target_scores(torch.tensor([[-1.01, 0.5]], dtype=torch.float64), 0, "cosine")
     with pytest.raises(ValueError, match=r"scores must be one of .*'probabilities', 'cosine'"):
         target_scores(rounded, 0, "similarity")  # type: ignore[arg-type]
+
+
+def test_a_stated_kind_must_be_one_the_metrics_know() -> None:
+    class Logits(nn.Module):
+        scores_kind = "logits"
+
+    with pytest.raises(ValueError, match=r"Logits.scores_kind is 'logits'; a model states one of"):
+        model_score_kind(Logits())
+    named = nn.Module()
+    named.scores_kind = nn.Linear(1, 1)  # an instance's submodule of that name states nothing
+    assert model_score_kind(named) == "softmax"
