@@ -447,3 +447,33 @@ def test_a_stated_kind_must_be_one_the_metrics_know() -> None:
     named = nn.Module()
     named.scores_kind = nn.Linear(1, 1)  # an instance's submodule of that name states nothing
     assert model_score_kind(named) == "softmax"
+
+
+def test_evaluate_methods_on_a_torchvision_detector() -> None:
+    """A real Faster R-CNN (random weights, small canvas): ``Y`` is the detector's own score of
+    each reference box, ``O`` the wrapper's score on the explanation maps, nothing raises."""
+    detection = pytest.importorskip("torchvision.models.detection")
+    torch.manual_seed(0)
+    detector = detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None,
+        weights_backbone=None,
+        num_classes=3,
+        box_score_thresh=0.0,
+        min_size=80,
+        max_size=160,
+        rpn_pre_nms_top_n_test=100,
+        rpn_post_nms_top_n_test=30,
+    ).eval()
+    images = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        (found,) = detector(list(images))
+    wrapped = DetectionScores(detector, found["boxes"][:2], found["labels"][:2])  # its top two
+    layer = detector.backbone.body["13"]
+    target = torch.zeros(1, dtype=torch.long)
+    result = evaluate_methods(wrapped, layer, images, METHODS, labels=target, progress=False)
+    torch.testing.assert_close(result.y, found["scores"][:1].double(), rtol=0, atol=0)
+    maps = cam_explain(wrapped, images, 0, method="HiResCAM", layer=layer)
+    with torch.no_grad():
+        o = wrapped(torch.as_tensor(maps) * images)[:, 0].double()
+    torch.testing.assert_close(result.o["pre-softmax"]["HiResCAM"], o, rtol=1e-5, atol=1e-7)
+    assert "scores: probabilities" in str(result)
