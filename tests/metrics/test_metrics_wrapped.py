@@ -24,6 +24,7 @@ import pytest
 import torch
 from captum.attr import LayerGradCam as CaptumLayerGradCam
 from captum.attr import LayerGradientXActivation
+from tiny_detectors import tiny_faster_rcnn
 from torch import Tensor, nn
 
 from captum_camplus.targets import (
@@ -452,18 +453,7 @@ def test_a_stated_kind_must_be_one_the_metrics_know() -> None:
 def test_evaluate_methods_on_a_torchvision_detector() -> None:
     """A real Faster R-CNN (random weights, small canvas): ``Y`` is the detector's own score of
     each reference box, ``O`` the wrapper's score on the explanation maps, nothing raises."""
-    detection = pytest.importorskip("torchvision.models.detection")
-    torch.manual_seed(0)
-    detector = detection.fasterrcnn_mobilenet_v3_large_320_fpn(
-        weights=None,
-        weights_backbone=None,
-        num_classes=3,
-        box_score_thresh=0.0,
-        min_size=80,
-        max_size=160,
-        rpn_pre_nms_top_n_test=100,
-        rpn_post_nms_top_n_test=30,
-    ).eval()
+    detector = tiny_faster_rcnn()
     images = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         (found,) = detector(list(images))
