@@ -13,15 +13,16 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from benchmarks.cases import Case
-from benchmarks.contenders import Implementation
+from benchmarks.contenders import FLOOR, Implementation
 from benchmarks.metric_cost import MetricEvaluation
+from benchmarks.report import Row
 
 
 def arithmetic_ms(
@@ -91,6 +92,18 @@ def time_rounds(
             gc.enable()
             clean_up(case)
     return times
+
+
+def record_times(rows: Iterable[Row], times: dict[str, list[float]]) -> float:
+    """Each row's times, their median, their interquartile range in % of it and its ratio to
+    the floor's median from the same rounds; returns the floor's median."""
+    floor_ms = statistics.median(times[FLOOR])
+    for row in rows:
+        row.times_ms = times[row.name]
+        row.median_ms = statistics.median(row.times_ms)
+        row.iqr_pct = 100 * interquartile_range(row.times_ms) / row.median_ms
+        row.ratio_to_floor = row.median_ms / floor_ms
+    return floor_ms
 
 
 def rss_available() -> bool:
@@ -170,6 +183,7 @@ __all__ = [
     "peak_extra_mib_isolated",
     "proc_memory_kib",
     "progress",
+    "record_times",
     "return_freed_memory_to_the_os",
     "rss_available",
     "synchronize",

@@ -60,12 +60,32 @@ from benchmarks.meters import (
     peak_extra_mib_isolated,
     proc_memory_kib,
     progress,
+    record_times,
     return_freed_memory_to_the_os,
     rss_available,
     time_rounds,
 )
 from benchmarks.metric_cost import forwards_per_image, metric_evaluations
 from benchmarks.report import MetricRow, Row, report, targets
+
+
+def add_problem_options(parser: argparse.ArgumentParser, batch: int) -> None:
+    """The options every benchmark command shares: the batch, the timing and the machine."""
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (median of these)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the rows and settings to this JSON file")
+
+
+def check_counts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """``args``, after a usage error for a count below 1."""
+    for name in ("batch", "size", "rounds", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1")
+    return args
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -75,27 +95,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="resnet50",
         choices=["resnet50", "efficientnet_lite0", "resnet18", "vit_small"],
     )
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (median of these)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--seed", type=int, default=0)
+    add_problem_options(parser, batch=8)
     parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: 1 round, memory measured in this process instead of one per call",
     )
     parser.add_argument("--csv", type=Path, help="write the rows to this CSV file")
-    parser.add_argument("--json", type=Path, help="write the rows and settings to this JSON file")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: one subprocess
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds = 1
-    for name in ("batch", "size", "rounds", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1")
-    return args
+    return check_counts(parser, args)
 
 
 def main(argv: Sequence[str] | None = None) -> list[Row]:
@@ -161,12 +172,7 @@ def _benchmark(args: argparse.Namespace, argv: Sequence[str] | None) -> list[Row
         clean_up(case)
 
     times = time_rounds([*impls, *evaluations], case, args.rounds, args.seed)
-    floor_ms = statistics.median(times[FLOOR])
-    for row in rows.values():
-        row.times_ms = times[row.name]
-        row.median_ms = statistics.median(row.times_ms)
-        row.iqr_pct = 100 * interquartile_range(row.times_ms) / row.median_ms
-        row.ratio_to_floor = row.median_ms / floor_ms
+    floor_ms = record_times(rows.values(), times)
     for metric_row in metric_rows.values():
         metric_row.times_ms = times[metric_row.name]
         median_ms = statistics.median(metric_row.times_ms)
@@ -197,7 +203,9 @@ __all__ = [
     "Implementation",
     "MetricRow",
     "Row",
+    "add_problem_options",
     "build_case",
+    "check_counts",
     "deviations",
     "float64_case",
     "interquartile_range",

@@ -36,15 +36,27 @@ Preprocess = Callable[[Tensor], Tensor]
 
 #: How the model's outputs become class scores: ``"softmax"`` probabilities over the classes (the
 #: papers'), ``"sigmoid"`` probabilities per label (binary ``(N, 1)`` and multi-label models),
-#: or the ``"raw"`` outputs.
-ScoreKind = Literal["softmax", "sigmoid", "raw"]
+#: the ``"raw"`` outputs, or outputs that are scores already, taken as they are:
+#: ``"probabilities"`` (each in [0, 1], e.g. a region's mean probability from
+#: :class:`~captum_camplus.targets.SegmentationScores`, a box score from
+#: :class:`~captum_camplus.targets.DetectionScores`) and ``"cosine"`` similarities in [-1, 1]
+#: (:class:`~captum_camplus.targets.SimilarityScores`).
+ScoreKind = Literal["softmax", "sigmoid", "raw", "probabilities", "cosine"]
+#: The kinds a user chooses for a classifier's outputs (``camplus --scores``).
 SCORES: tuple[ScoreKind, ...] = ("softmax", "sigmoid", "raw")
+#: The kinds of outputs that are scores already, as a model states them in its class attribute
+#: ``scores_kind`` (the wrappers of :mod:`captum_camplus.targets` do).
+STATED_SCORES: tuple[ScoreKind, ...] = ("probabilities", "cosine")
+#: Every kind of scores.
+ALL_SCORES: tuple[ScoreKind, ...] = SCORES + STATED_SCORES
+#: How far float rounding may carry a cosine similarity past [-1, 1].
+_COSINE_SLACK = 1e-4
 
 
 class Scores(NamedTuple):
     """The score of the explained class for each image, in float64."""
 
-    value: Tensor  #: softmax or sigmoid probability, or the raw output (``Y`` or ``O``)
+    value: Tensor  #: probability, raw output or cosine similarity (``Y`` or ``O``)
     log: Tensor  #: its logarithm; from ``log_softmax`` / ``logsigmoid`` (no underflow)
     target: Tensor  #: the explained class of each image (long)
 
@@ -54,7 +66,7 @@ def score_kind(scores: ScoreKind | None = None) -> ScoreKind:
 
     Raises:
         TypeError: for True or False (no flag stands for a kind of score: name it).
-        ValueError: for anything else that is not in :data:`SCORES`.
+        ValueError: for anything else that is not in :data:`ALL_SCORES`.
     """
     if scores is None:
         return "softmax"
@@ -62,10 +74,68 @@ def score_kind(scores: ScoreKind | None = None) -> ScoreKind:
         raise TypeError(
             f"scores={scores} is not a kind of score: pass scores='softmax', 'sigmoid' or 'raw'"
         )
-    for kind in SCORES:
+    for kind in ALL_SCORES:
         if scores == kind:
             return kind
-    raise ValueError(f"scores must be one of {SCORES}, got {scores!r}")
+    raise ValueError(f"scores must be one of {ALL_SCORES}, got {scores!r}")
+
+
+def stated_score_kind(model: object) -> ScoreKind | None:
+    """The kind of scores ``model`` states in its class attribute ``scores_kind`` (a wrapper of
+    :mod:`captum_camplus.targets`), or ``None`` if it states none.
+
+    Raises:
+        ValueError: for a stated kind that is not in :data:`STATED_SCORES`.
+    """
+    stated = getattr(type(model), "scores_kind", None)
+    if stated is None or not isinstance(stated, str):
+        return None
+    for kind in STATED_SCORES:
+        if stated == kind:
+            return kind
+    raise ValueError(
+        f"{type(model).__name__}.scores_kind is {stated!r}; a model states one of "
+        f"{STATED_SCORES}, or nothing"
+    )
+
+
+def model_score_kind(model: object, scores: ScoreKind | None = None) -> ScoreKind:
+    """The kind of scores the metrics use for ``model``: ``scores`` if given, else the kind the
+    model states (:func:`stated_score_kind`), else ``"softmax"``.
+
+    A wrapper whose outputs are scores already (``SegmentationScores``: probabilities) is scored
+    as it states: any other ``scores`` (a softmax or sigmoid on top of them, or ``"raw"``, under
+    which post-softmax maps would put a softmax on them) is refused.
+
+    Raises:
+        ValueError: for a ``scores`` that contradicts the model's stated kind.
+    """
+    stated = stated_score_kind(model)
+    if scores is None:
+        return stated or "softmax"
+    kind = score_kind(scores)
+    if stated is None or kind == stated:
+        return kind
+    raise ValueError(
+        f"{type(model).__name__} returns {_DESCRIBED[stated]} (its scores_kind), which the "
+        f"metrics take as they are; scores={kind!r} does not fit them: leave scores out, or "
+        f"pass scores={stated!r}"
+    )
+
+
+#: Each kind of scores in words.
+_DESCRIBED: dict[str, str] = {
+    "softmax": "softmax probabilities",
+    "sigmoid": "sigmoid probabilities per label",
+    "raw": "raw outputs",
+    "probabilities": "probabilities",
+    "cosine": "cosine similarities",
+}
+
+
+def describe_scores(scores: ScoreKind) -> str:
+    """The kind of scores in words: ``"softmax probabilities"``."""
+    return _DESCRIBED[score_kind(scores)]
 
 
 def check_score_kind(outputs: Tensor, scores: ScoreKind) -> None:
@@ -137,7 +207,7 @@ def class_scores(
     forward: Callable[[Tensor], Tensor],
     inputs: Tensor,
     target: Tensor | int | Sequence[int] | np.ndarray | None = None,
-    scores: ScoreKind = "softmax",
+    scores: ScoreKind | None = None,
 ) -> Scores:
     """Score of the target class on each input, from one batched forward without gradients.
 
@@ -147,17 +217,22 @@ def class_scores(
         inputs: The batch, on the model's device.
         target: One class (label) for all images, or one per image; ``None`` explains the
             predicted class.
-        scores: ``"softmax"``: probabilities over the classes (the papers' choice), from
+        scores: ``None`` (default): the kind ``forward`` states, else ``"softmax"``
+            (:func:`model_score_kind`). ``"softmax"``: probabilities over the classes (the
+            papers' choice), from
             ``log_softmax`` in float64; refused for one output per image (a binary
             classifier, whose softmax is 1) and for outputs that already are probabilities
             (:func:`metrics.guards.check_not_probabilities`). ``"sigmoid"``: the probability of
             each label on its own, ``sigmoid(z_c)``, from ``logsigmoid`` in float64: binary
             ``(N, 1)`` and multi-label models, scored per label. ``"raw"``: the outputs, whose
-            log is NaN where they are not positive.
+            log is NaN where they are not positive. ``"probabilities"`` and ``"cosine"``: the
+            outputs as they are, checked to lie in [0, 1] or [-1, 1] (:func:`check_range`); a
+            probability of 0 has the log ``-inf``, a negative cosine a NaN one.
     """
+    kind = model_score_kind(forward, scores)
     with torch.no_grad():
         outputs = model_scores(forward(inputs))
-    return target_scores(outputs, target, scores)
+    return target_scores(outputs, target, kind)
 
 
 def target_scores(
@@ -177,13 +252,35 @@ def target_scores(
     target = as_target(target, n, classes, device=outputs.device)
     if kind == "softmax":
         check_not_probabilities(outputs)
+    check_range(outputs, kind)
     outputs = outputs.to(torch.float64)
-    if kind == "raw":
-        value = outputs.gather(1, target[:, None])[:, 0]
-        return Scores(value, value.log(), target)
-    logs = torch.log_softmax(outputs, dim=1) if kind == "softmax" else F.logsigmoid(outputs)
-    log = logs.gather(1, target[:, None])[:, 0]
-    return Scores(log.exp(), log, target)
+    if kind in ("softmax", "sigmoid"):
+        logs = torch.log_softmax(outputs, dim=1) if kind == "softmax" else F.logsigmoid(outputs)
+        log = logs.gather(1, target[:, None])[:, 0]
+        return Scores(log.exp(), log, target)
+    value = outputs.gather(1, target[:, None])[:, 0]
+    return Scores(value, value.log(), target)
+
+
+def check_range(outputs: Tensor, scores: ScoreKind) -> None:
+    """Raise unless outputs taken as they are lie in their kind's range: [0, 1] for
+    ``"probabilities"``, [-1, 1] for ``"cosine"``, up to the rounding of their dtype (4 eps; for
+    cosines at least 1e-4, as a norm is rounded too)."""
+    bounds = {"probabilities": (0.0, 1.0), "cosine": (-1.0, 1.0)}
+    if scores not in bounds or not outputs.is_floating_point():
+        return
+    low, high = bounds[scores]
+    slack = max(4 * torch.finfo(outputs.dtype).eps, _COSINE_SLACK if scores == "cosine" else 0.0)
+    outside = (outputs < low - slack) | (outputs > high + slack)
+    if bool(outside.any()):
+        bad = outputs[outside]
+        raise ValueError(
+            f"the model's outputs are taken as {_DESCRIBED[scores]} (scores={scores!r}), which "
+            f"lie in [{low:g}, {high:g}], but they range over [{bad.min().item():.4g}, "
+            f"{bad.max().item():.4g}]: a model that states this kind (scores_kind) must return "
+            "scores in it; for a classifier's outputs of any range pass scores='raw' (or "
+            "'softmax' for logits)"
+        )
 
 
 def check_scores(outputs: object) -> None:
@@ -256,20 +353,26 @@ def check_threshold(threshold: float | None) -> None:
 
 
 __all__ = [
+    "ALL_SCORES",
     "SCORES",
+    "STATED_SCORES",
     "Preprocess",
     "ScoreKind",
     "Scores",
     "as_target",
     "cam_dead_zone_mass",
     "check_image",
+    "check_range",
     "check_score_kind",
     "check_scores",
     "check_threshold",
     "class_scores",
+    "describe_scores",
     "explanation_maps",
     "keep_mask",
     "model_forward",
+    "model_score_kind",
     "score_kind",
+    "stated_score_kind",
     "target_scores",
 ]

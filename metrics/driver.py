@@ -29,7 +29,7 @@ from captum_camplus.utils import MethodFactory
 
 from .confidence import Preprocess, ScoreKind
 from .distributed import concatenate_records, gather, rank_and_world, shard
-from .heatmaps import MAPS_FROM, MapsFrom
+from .heatmaps import MapsFrom
 from .records import evaluation_result, image_records
 from .result import EvaluationResult
 from .scoring import BatchScorer, LayerCallback
@@ -42,8 +42,8 @@ def evaluate_methods(
     methods: Sequence[str] | Mapping[str, MethodFactory] | None = None,
     *,
     labels: Tensor | None = None,
-    maps_from: Sequence[MapsFrom] = MAPS_FROM,
-    scores: ScoreKind = "softmax",
+    maps_from: Sequence[MapsFrom] | None = None,
+    scores: ScoreKind | None = None,
     threshold: float | None = None,
     preprocess: Preprocess | None = None,
     unseen: Tensor | None = None,
@@ -55,8 +55,10 @@ def evaluate_methods(
     """Score every method on every image with every metric.
 
     Args:
-        model: The classifier, returning ``(N, classes)`` logits. One in training mode is
-            evaluated in eval mode and left as it was (:mod:`metrics.guards`).
+        model: The classifier, returning ``(N, classes)`` logits, or a wrapper of
+            :mod:`captum_camplus.targets` returning ``(N, K)`` scores (a segmentation model's
+            region probabilities, a detector's box scores, cosine similarities). One in
+            training mode is evaluated in eval mode and left as it was (:mod:`metrics.guards`).
         layer: Its CAM layer (module or name).
         data: Images ``(N, C, H, W)``, or an iterable (DataLoader) of batches ``x`` or
             ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
@@ -67,8 +69,14 @@ def evaluate_methods(
             name -> class/factory.
         labels: The class to explain per image for tensor ``data``; default the predicted one.
         maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas,
-            tables 1-2).
-        scores: How ``Y`` and ``O`` are scored: ``"softmax"`` probabilities (default, the
+            tables 1-2); ``None`` (default): both, or only ``"pre-softmax"`` (the gradients of
+            the scores themselves) for outputs that are scores already
+            (:func:`metrics.heatmaps.maps_from_for`).
+        scores: How ``Y`` and ``O`` are scored. ``None`` (default): the kind the model states
+            (``"probabilities"`` for ``SegmentationScores`` and ``DetectionScores``,
+            ``"cosine"`` for ``SimilarityScores``, taken as they are; average drop and relative
+            performance are n/a for cosines), else ``"softmax"``
+            (:func:`metrics.confidence.model_score_kind`). ``"softmax"`` probabilities (the
             papers'), ``"sigmoid"`` (binary ``(N, 1)`` and multi-label models: each label's
             sigmoid probability; post-softmax maps then differentiate it) or ``"raw"`` outputs
             (:func:`metrics.confidence.class_scores`). A binary model's one output is never put

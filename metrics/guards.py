@@ -10,7 +10,8 @@ it inputs of its own dtype, and never put a second softmax on outputs that are p
 - :func:`check_not_probabilities`: the papers' scores are softmax probabilities of logits; a
   model that already ends in a softmax would get a second one, which squashes every score
   towards ``1 / classes`` without a word. Outputs whose rows are non-negative and sum to 1 are
-  refused with the option that scores them as they are (``scores="raw"``).
+  refused with the options that score them as they are (``scores="probabilities"`` or
+  ``"raw"``).
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ def check_not_probabilities(outputs: Tensor) -> None:
         raise ValueError(
             "the model's outputs already look like probabilities (every row non-negative and "
             "summing to 1), so a softmax on top would squash them: score them as they are with "
-            "scores='raw' (and take CAMs of them with maps_from='pre-softmax', the gradients of "
-            "the model's own outputs), or pass a model that returns logits"
+            "scores='probabilities' (or scores='raw'; and take CAMs of them with "
+            "maps_from='pre-softmax', the gradients of the model's own outputs), or pass a model "
+            "that returns logits"
         )
 
 

@@ -31,11 +31,14 @@ from captum_camplus.utils import (
 )
 
 from .confidence import (
+    STATED_SCORES,
     Preprocess,
     ScoreKind,
     as_target,
     check_scores,
+    describe_scores,
     model_forward,
+    model_score_kind,
     score_kind,
 )
 from .guards import as_model_input, check_not_probabilities
@@ -43,6 +46,37 @@ from .guards import as_model_input, check_not_probabilities
 #: Which score the CAM gradients are taken of (the two columns of Lerma & Lucas, tables 1-2).
 MapsFrom = Literal["pre-softmax", "post-softmax"]
 MAPS_FROM: tuple[MapsFrom, ...] = ("pre-softmax", "post-softmax")
+
+
+def maps_from_for(scores: ScoreKind, maps_from: Sequence[MapsFrom] | None = None) -> list[MapsFrom]:
+    """The kinds of map to compute for scores of kind ``scores``: ``maps_from`` checked, or by
+    default both for a classifier's outputs and ``["pre-softmax"]`` (the gradients of the scores
+    themselves) for outputs that are scores already (:data:`~metrics.confidence.STATED_SCORES`),
+    which no softmax goes on top of.
+
+    Raises:
+        ValueError: for an empty selection, an unknown kind of map, or post-softmax maps of
+            scores taken as they are.
+    """
+    if maps_from is None:
+        return ["pre-softmax"] if scores in STATED_SCORES else list(MAPS_FROM)
+    if isinstance(maps_from, str) or not maps_from or any(m not in MAPS_FROM for m in maps_from):
+        raise ValueError(
+            f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from!r}"
+        )
+    if "post-softmax" in maps_from:
+        _check_softmax_fits(scores)
+    return list(maps_from)
+
+
+def _check_softmax_fits(scores: ScoreKind) -> None:
+    """Refuse post-softmax maps of outputs that are scores already (no softmax goes on them)."""
+    if scores in STATED_SCORES:
+        raise ValueError(
+            f"post-softmax maps differentiate a softmax of the outputs, but these are "
+            f"{describe_scores(scores)} (scores={scores!r}), scores already, which no softmax "
+            "goes on top of: pass maps_from=('pre-softmax',), the maps of the scores themselves"
+        )
 
 
 def layer_pass(
@@ -68,9 +102,13 @@ def target_score(
 ) -> Tensor:
     """``S`` per image: the target's logit (pre-softmax) or its softmax probability; with
     ``scores="sigmoid"`` (binary and multi-label models) the post-softmax maps are those of the
-    label's sigmoid probability, and a softmax of one output (constant 1) is refused."""
+    label's sigmoid probability, and a softmax of one output (constant 1) is refused, as is a
+    softmax of outputs that are scores already (``"probabilities"``, ``"cosine"``), whose
+    pre-softmax maps are those of the scores themselves."""
     _check_maps_from(maps_from)
     with torch.enable_grad():  # on the capture's graph, even inside torch.no_grad()
+        if maps_from == "post-softmax":
+            _check_softmax_fits(score_kind(scores))
         if maps_from == "post-softmax" and score_kind(scores) == "sigmoid":
             outputs = torch.sigmoid(outputs)
         elif maps_from == "post-softmax":
@@ -144,7 +182,7 @@ def compute_cams(
     maps_from: MapsFrom = "pre-softmax",
     preprocess: Preprocess | None = None,
     layout: LayoutSpec = None,
-    scores: ScoreKind = "softmax",
+    scores: ScoreKind | None = None,
 ) -> dict[str, Tensor]:
     """Every method's ReLU'd CAM (Lerma & Lucas, eq. 2) from one forward and backward pass.
 
@@ -158,12 +196,15 @@ def compute_cams(
         layout: The layer's layout, as :class:`captum_camplus.CamAttribution` takes it (``"tokens"``
             for a ViT, ``"channels_last"`` for a Swin stage), resolved against ``model``.
         scores: What post-softmax maps differentiate (:func:`target_score`): ``"sigmoid"``
-            for binary and multi-label models.
+            for binary and multi-label models; ``None`` (default): the kind ``model`` states
+            (a wrapper of :mod:`captum_camplus.targets`), else ``"softmax"``
+            (:func:`metrics.confidence.model_score_kind`).
 
     Returns:
         Name -> ``(N, 1, *layer grid)`` maps, detached.
     """
     _check_maps_from(maps_from)
+    scores = model_score_kind(model, scores)
     layer = find_layer(model, layer)
     cams = method_instances(model, layer, methods, layout)
     passed = layer_pass(model_forward(model, preprocess), layer, inputs)
@@ -184,7 +225,7 @@ def cam_explain(
     preprocess: Preprocess | None = None,
     device: str | torch.device | None = None,
     layout: LayoutSpec = None,
-    scores: ScoreKind = "softmax",
+    scores: ScoreKind | None = None,
 ) -> np.ndarray:
     """Quantus ``explain_func``: ``method``'s CAM upsampled to the inputs and min-max normalised.
 
@@ -274,6 +315,7 @@ __all__ = [
     "layer_gradient",
     "layer_gradients",
     "layer_pass",
+    "maps_from_for",
     "method_instances",
     "model_layer",
     "relu_maps",

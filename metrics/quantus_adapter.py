@@ -34,12 +34,15 @@ from .confidence import (
     Scores,
     as_target,
     class_scores,
+    describe_scores,
     explanation_maps,
     keep_mask,
     model_forward,
+    model_score_kind,
     score_kind,
 )
 from .guards import as_model_input
+from .result import undefined_metrics
 
 #: A Quantus explain function: ``(model, inputs, targets, **kwargs) -> np.ndarray``.
 ExplainFunc = Callable[..., np.ndarray]
@@ -58,7 +61,7 @@ class MetricBatch:
     target: Tensor  #: the explained class per image
     maps: Tensor  #: the attributions ``a_batch`` being scored
     region: Tensor | None  #: ``s_batch != 0`` per image, or None
-    scores: ScoreKind  #: softmax or sigmoid probabilities, or raw outputs
+    scores: ScoreKind  #: how the model's outputs become ``Y`` and ``O``
     inputs: np.ndarray  #: ``x`` as Quantus passed it, for explain functions
     targets: np.ndarray  #: the targets as Quantus passed them
     _y: Scores | None = None
@@ -151,11 +154,17 @@ class CamMetric(quantus.Metric):
             no image passes raises ``ValueError``.
         return_aggregate: Return the dataset value (default) rather than per-image scores.
         aggregate_func: Replaces the default aggregation (see :meth:`aggregate`).
-        scores: How ``Y`` and ``O`` are scored, the one setting of it: ``"softmax"`` (default,
-            the papers') probabilities, computed in float64; ``"sigmoid"`` (binary ``(N, 1)``
-            and multi-label models: each label's sigmoid probability); ``"raw"`` outputs
+        scores: How ``Y`` and ``O`` are scored, the one setting of it. ``None`` (default): the
+            kind the called model states (a wrapper of :mod:`captum_camplus.targets`:
+            ``"probabilities"`` or ``"cosine"``, taken as they are), else ``"softmax"``
+            (:func:`metrics.confidence.model_score_kind`); ``"softmax"`` (the papers')
+            probabilities, computed in float64; ``"sigmoid"`` (binary ``(N, 1)`` and
+            multi-label models: each label's sigmoid probability); ``"raw"`` outputs
             (:func:`metrics.confidence.class_scores`). A binary model's one output is never put
-            through a softmax (the call raises an error naming the choice).
+            through a softmax (the call raises an error naming the choice). A metric that the
+            scores leave undefined (:func:`metrics.result.undefined_metrics`: average drop and
+            relative performance of raw outputs or cosine similarities) is refused before
+            anything runs: at construction for a given ``scores``, at the call for a stated one.
         disable_warnings, display_progressbar, kwargs: Passed to ``quantus.Metric``.
 
     Call with Quantus' arguments. Quantus' own ``softmax`` keyword (``quantus.evaluate`` passes
@@ -171,6 +180,9 @@ class CamMetric(quantus.Metric):
     data_applicability: ClassVar[set[DataType]] = {DataType.IMAGE}
     model_applicability: ClassVar[set[ModelType]] = {ModelType.TORCH}
     evaluation_category: ClassVar[EvaluationCategory] = EvaluationCategory.FAITHFULNESS
+    #: The metric's name in :func:`metrics.result.undefined_metrics`, if some scores leave it
+    #: undefined.
+    defined_by: ClassVar[str | None] = None
 
     @staticmethod
     def aggregate(scores: Sequence[float]) -> float:
@@ -187,7 +199,7 @@ class CamMetric(quantus.Metric):
         aggregate_func: Callable[[Sequence[float]], Any] | None = None,
         disable_warnings: bool = True,
         display_progressbar: bool = False,
-        scores: ScoreKind = "softmax",
+        scores: ScoreKind | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -204,7 +216,27 @@ class CamMetric(quantus.Metric):
         )
         self.preprocess = preprocess
         self.threshold = threshold
-        self.scores: ScoreKind = score_kind(scores)
+        #: The ``scores=`` given (``None``: as the called model states, else softmax).
+        self.scores: ScoreKind | None = None if scores is None else score_kind(scores)
+        if self.scores is not None:
+            self._check_defined(self.scores)
+
+    def _check_defined(self, scores: ScoreKind) -> None:
+        """Refuse scores that leave this metric undefined, with the reason."""
+        why = undefined_metrics(scores).get(self.defined_by or "")
+        if why is not None:
+            raise ValueError(
+                f"{self.name} is undefined for {describe_scores(scores)} (scores={scores!r}): "
+                f"{why}; increase in confidence and win percentage are defined for them"
+            )
+
+    def scores_for(self, model: nn.Module | ModelInterface) -> ScoreKind:
+        """The kind of scores of a call on ``model`` (:func:`metrics.confidence.model_score_kind`
+        of the metric's ``scores``), refused if it leaves the metric undefined."""
+        raw = model.get_model() if isinstance(model, ModelInterface) else model
+        kind = model_score_kind(raw, self.scores)
+        self._check_defined(kind)
+        return kind
 
     def __call__(
         self,
@@ -227,7 +259,8 @@ class CamMetric(quantus.Metric):
 
         ``softmax`` must agree with the metric's ``scores`` (see :class:`CamMetric`).
         """
-        self._check_softmax(softmax)
+        scores = self.scores_for(model)
+        self._check_softmax(softmax, scores)
         if len(x_batch) == 0:  # Quantus would call the empty a_batch "all zero"
             raise ValueError(f"{self.name}: x_batch is empty, there is nothing to score")
         with evaluation_mode(model):
@@ -241,22 +274,22 @@ class CamMetric(quantus.Metric):
                 explain_func=explain_func,
                 explain_func_kwargs=explain_func_kwargs,
                 model_predict_kwargs=model_predict_kwargs,
-                softmax=self.scores == "softmax",
+                softmax=scores == "softmax",
                 device=device,
                 batch_size=batch_size,
                 custom_batch=custom_batch,
                 **kwargs,
             )
 
-    def _check_softmax(self, softmax: bool | None) -> None:
-        """Raise unless Quantus' ``softmax`` flag of a call agrees with :attr:`scores`."""
-        if softmax is None or softmax == (self.scores == "softmax"):
+    def _check_softmax(self, softmax: bool | None, scores: ScoreKind) -> None:
+        """Raise unless Quantus' ``softmax`` flag of a call agrees with the call's ``scores``."""
+        if softmax is None or softmax == (scores == "softmax"):
             return
         if not isinstance(softmax, bool):
             raise TypeError(f"softmax must be True, False or None, got {softmax!r}")
         wanted = "'softmax'" if softmax else "'raw' or 'sigmoid'"
         raise ValueError(
-            f"{self.name} scores {self.scores!r} but was called with softmax={softmax}: the "
+            f"{self.name} scores {scores!r} but was called with softmax={softmax}: the "
             f"metric's scores= decides how Y and O are scored; build it with scores={wanted} "
             "(or leave softmax out of the call)"
         )
@@ -288,7 +321,7 @@ class CamMetric(quantus.Metric):
             region=None
             if s_batch is None
             else torch.as_tensor(np.asarray(s_batch) != 0, device=device),
-            scores=self.scores,
+            scores=self.scores_for(raw),
             inputs=np.asarray(x_batch),
             targets=np.asarray(y_batch),
         )

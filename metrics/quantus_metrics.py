@@ -51,6 +51,7 @@ class AverageDrop(CamMetric):
 
     name = "Average Drop"
     score_direction = ScoreDirection.LOWER
+    defined_by = "average drop"
 
     def score(self, batch: MetricBatch) -> Tensor:
         return functional.average_drop(batch.y.value, batch.o.value, reduction="none")
@@ -122,6 +123,7 @@ class RelativePerformance(CamMetric):
 
     name = "Relative Performance"
     score_direction = ScoreDirection.HIGHER
+    defined_by = "relative performance"
 
     @staticmethod
     def aggregate(scores: Sequence[float]) -> float:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from . import functional
-from .confidence import ScoreKind, score_kind
+from .confidence import ScoreKind, describe_scores, score_kind
 from .digits import HIGH, LOW, NO_SPREAD
 from .functional import TIE_RTOL
 from .heatmaps import MapsFrom
@@ -34,12 +34,21 @@ PerMethod = dict[str, dict[str, Tensor]]
 #: Why raw outputs leave a metric undefined: they can be zero or negative, and they have no
 #: fixed zero (a constant added to every logit changes no prediction, but every ratio).
 _NO_ZERO = "raw outputs can be zero or negative and have no fixed zero"
+#: Why cosine similarities leave a metric undefined.
+_SIGNED = "cosine similarities lie in [-1, 1] and can be zero or negative"
+
+
+def _needs_positive(why: str) -> dict[str, str]:
+    return {
+        "average drop": f"max(0, Y - O) / Y divides by Y, so it needs positive scores; {why}",
+        "relative performance": f"O'/O and log(O'/O) need positive scores; {why}",
+    }
+
+
 #: Per kind of scores, the metrics it leaves undefined, each with the reason.
 _UNDEFINED: dict[str, dict[str, str]] = {
-    "raw": {
-        "average drop": f"max(0, Y - O) / Y divides by Y, so it needs positive scores; {_NO_ZERO}",
-        "relative performance": f"O'/O and log(O'/O) need positive scores; {_NO_ZERO}",
-    },
+    "raw": _needs_positive(_NO_ZERO),
+    "cosine": _needs_positive(_SIGNED),
 }
 #: The columns of the relative-performance table (every one is a statistic of ``log(O'/O)``).
 _RELATIVE_COLUMNS = ("relative performance", "log mean", "log std")
@@ -62,12 +71,12 @@ _COVERAGE_TABLE = "benchmarks/results/coverage.md"
 
 def undefined_metrics(scores: ScoreKind) -> dict[str, str]:
     """The metrics that scores of kind ``scores`` leave undefined, each with the reason; empty
-    for probabilities (``"softmax"``, ``"sigmoid"``).
+    for probabilities (``"softmax"``, ``"sigmoid"``, ``"probabilities"``).
 
-    Decided by the kind alone, before any image is scored: under ``"raw"`` average drop
-    (``max(0, Y - O) / Y``) and relative performance (``O'/O``) are ``n/a`` even on data whose
-    outputs happen to be positive. Increase in confidence (``1[Y < O]``), win % (the largest
-    ``O``) and the pairwise comparisons only compare scores, so every kind defines them.
+    Decided by the kind alone, before any image is scored: under ``"raw"`` and ``"cosine"``
+    average drop (``max(0, Y - O) / Y``) and relative performance (``O'/O``) are ``n/a`` even on
+    data whose outputs happen to be positive. Increase in confidence (``1[Y < O]``), win % (the
+    largest ``O``) and the pairwise comparisons only compare scores, so every kind defines them.
 
     Raises:
         ValueError: for a kind not in :data:`metrics.confidence.SCORES` (as
@@ -179,13 +188,15 @@ class EvaluationResult:
 
         With ``intervals``, each value is followed by its 95 % paired bootstrap interval
         (:func:`metrics.functional.relative_performance_intervals`, drawn from ``seed``).
-        Every value is NaN for scores that leave relative performance undefined.
+        Every value is NaN for scores that leave relative performance undefined, and a pair's
+        values are NaN where either method's ``O`` is 0 on some image (a probability the
+        explanation map takes to 0, such as a detection it loses: ``O'/O`` has no finite log).
         """
-        defined = "relative performance" not in self.undefined
         rows = []
         for source, new, base in self._pairs():
             row: dict[str, Any] = {"maps": source, "methods": f"{new} vs {base}"}
             log_new, log_base = self.log_o[source][new], self.log_o[source][base]
+            defined = self._ratio_undefined(source, new, base) is None
             values = (
                 tuple(float(v) for v in functional.relative_performance(log_new, log_base)[:3])
                 if defined
@@ -314,9 +325,15 @@ class EvaluationResult:
         if len(self.methods) == 1:
             return Tables(scores)
         relative_notes = []
+        what = ", ".join(_RELATIVE_COLUMNS)
         if "relative performance" in undefined:
-            what = ", ".join(_RELATIVE_COLUMNS)
             relative_notes.append(self._note(what, undefined["relative performance"]))
+        else:
+            relative_notes.extend(
+                f"{what} of {new} vs {base} ({source}): n/a, as {why}"
+                for source, new, base in self._pairs()
+                if (why := self._ratio_undefined(source, new, base)) is not None
+            )
         relative_rows = self.relative_performance(intervals=intervals, **options)
         relative = Table(
             "relative performance (Lerma & Lucas, tables 1-2)",
@@ -340,15 +357,30 @@ class EvaluationResult:
     def relative_performance_per_image(self) -> dict[str, dict[str, Tensor]]:
         """``O'_i / O_i`` per image for each pair of :meth:`relative_performance`, by kind of map
         (the boxplots of Lerma & Lucas, figure 6); no pairs for scores that leave relative
-        performance undefined."""
+        performance undefined, nor for a pair with an ``O`` of 0."""
         ratios: dict[str, dict[str, Tensor]] = {source: {} for source in self.maps_from}
-        if "relative performance" in self.undefined:
-            return ratios
         for source, new, base in self._pairs():
+            if self._ratio_undefined(source, new, base) is not None:
+                continue
             log_o = self.log_o[source]
             stats = functional.relative_performance(log_o[new], log_o[base])
             ratios[source][f"{new} vs {base}"] = stats.log_ratio.exp()
         return ratios
+
+    def _ratio_undefined(self, source: MapsFrom, new: str, base: str) -> str | None:
+        """Why ``log(O'/O)`` of a pair is undefined (the kind of scores, or an ``O`` of 0), or
+        ``None`` where it is defined."""
+        why = self.undefined.get("relative performance")
+        if why is not None:
+            return why
+        for method in (new, base):
+            zero = int((~torch.isfinite(self.log_o[source][method])).sum())
+            if zero:
+                return (
+                    f"{method}'s O is 0 on {zero} of {len(self.index)} images (its explanation "
+                    "maps take the score to 0), where log(O'/O) is infinite"
+                )
+        return None
 
     def _pairs(self) -> Iterator[tuple[MapsFrom, str, str]]:
         """Every later method vs every earlier one, per kind of map."""
@@ -388,11 +420,7 @@ class EvaluationResult:
 
     def heading(self) -> str:
         """What was scored, and how: ``"9 of 9 images, scores: softmax probabilities"``."""
-        scores = {
-            "softmax": "softmax probabilities",
-            "sigmoid": "sigmoid probabilities per label",
-            "raw": "raw outputs",
-        }[self.scores]
+        scores = describe_scores(self.scores)
         kept = f"{len(self.index)} of {self.images_seen} images"
         if self.threshold is not None:
             kept += f" (score > {self.threshold})"

@@ -37,15 +37,15 @@ from .confidence import (
     explanation_maps,
     keep_mask,
     model_forward,
-    score_kind,
+    model_score_kind,
     target_scores,
 )
 from .guards import as_model_input
 from .heatmaps import (
-    MAPS_FROM,
     MapsFrom,
     layer_gradients,
     layer_pass,
+    maps_from_for,
     method_instances,
     relu_maps,
 )
@@ -111,8 +111,8 @@ class BatchScorer:
         layer: nn.Module | str,
         methods: Sequence[str] | Mapping[str, MethodFactory] | None = None,
         *,
-        maps_from: Sequence[MapsFrom] = MAPS_FROM,
-        scores: ScoreKind = "softmax",
+        maps_from: Sequence[MapsFrom] | None = None,
+        scores: ScoreKind | None = None,
         threshold: float | None = None,
         preprocess: Preprocess | None = None,
         unseen: Tensor | None = None,
@@ -120,11 +120,8 @@ class BatchScorer:
         layout: LayoutSpec = None,
     ) -> None:
         self.names = method_names(methods)
-        if not maps_from or any(source not in MAPS_FROM for source in maps_from):
-            raise ValueError(
-                f"maps_from must be a non-empty selection of {MAPS_FROM}, got {maps_from}"
-            )
-        self.maps_from = list(maps_from)
+        self.scores = model_score_kind(model, scores)
+        self.maps_from = maps_from_for(self.scores, maps_from)
         self.model = model
         self.layer = find_layer(model, layer)
         factories = methods if isinstance(methods, Mapping) else self.names
@@ -132,7 +129,6 @@ class BatchScorer:
         self.methods = self.cams.methods
         self.device = module_device(model)
         self.model_forward = model_forward(model, preprocess)
-        self.scores = score_kind(scores)
         self.threshold = threshold
         self.unseen = None if unseen is None else torch.as_tensor(unseen).to(self.device)
         self.on_layer = on_layer

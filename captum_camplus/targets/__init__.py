@@ -18,6 +18,10 @@ as a submodule, so the model's layers stay reachable for the hooks:
   detection of its label (torchvision detectors); :meth:`DetectionScores.image_maps` brings
   layer maps from the detector's resized, padded canvas onto the user's images.
 
+Each wrapper but :class:`OutputSelect` states what its scores are in the class attribute
+``scores_kind`` (``"probabilities"``, ``"cosine"``); the metrics read it and score them as they
+are, with no softmax on top.
+
 An int target on an output that is not ``(N, K)`` is refused by every CAM class, with an error
 pointing here (see :func:`captum_camplus.checks.check_output`). Like the rest of the core, this
 package imports only torch, captum and numpy: torchvision and Hugging Face outputs are read by

@@ -15,7 +15,7 @@ The detector is duck-typed: this module imports no torchvision.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +104,10 @@ class DetectionScores(nn.Module):
     Raises:
         ValueError: for boxes or labels of the wrong shape, type or value.
     """
+
+    #: The scores are the detector's own box scores, probabilities: the metrics take them as
+    #: they are (``metrics.confidence``, ``scores="probabilities"``), with no softmax on top.
+    scores_kind: ClassVar[str] = "probabilities"
 
     def __init__(
         self, detector: nn.Module, boxes: Tensor, labels: Tensor, iou_threshold: float = 0.0

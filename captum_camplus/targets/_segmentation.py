@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -46,6 +46,9 @@ class SegmentationScores(nn.Module):
             fits neither the input nor the logits.
     """
 
+    #: The scores are probabilities already: the metrics take them as they are
+    #: (``metrics.confidence``, ``scores="probabilities"``), with no softmax on top.
+    scores_kind: ClassVar[str] = "probabilities"
     mask: Tensor | None
 
     def __init__(self, model: nn.Module, mask: Tensor | None = None, key: OutputKey = None) -> None:

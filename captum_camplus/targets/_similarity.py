@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,9 @@ class SimilarityScores(nn.Module):
             forward, an embedding that is not ``(N, D)`` with the references' ``D``.
     """
 
+    #: The scores are cosine similarities in [-1, 1]: the metrics take them as they are and
+    #: refuse those that need positive scores (``metrics.confidence``, ``scores="cosine"``).
+    scores_kind: ClassVar[str] = "cosine"
     references: Tensor
 
     def __init__(self, encoder: nn.Module, references: Tensor, key: OutputKey = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from captum.attr import LayerGradCam as CaptumLayerGradCam
+from tiny_detectors import tiny_faster_rcnn
 from torch import Tensor, nn
 
 from captum_camplus import LayerGradCam
@@ -217,20 +218,7 @@ def test_alignment_map_peaks_in_region_at_original_size() -> None:
 
 @pytest.fixture(scope="module")
 def faster_rcnn() -> nn.Module:
-    detection = pytest.importorskip("torchvision.models.detection")
-    torch.manual_seed(0)
-    detector = detection.fasterrcnn_mobilenet_v3_large_320_fpn(
-        weights=None,
-        weights_backbone=None,
-        num_classes=3,
-        box_score_thresh=0.0,
-        min_size=80,  # 96 x 128 -> 80 x 106, padded to 96 x 128
-        max_size=160,
-        rpn_pre_nms_top_n_test=100,
-        rpn_post_nms_top_n_test=30,
-    )
-    nn.init.normal_(detector.roi_heads.box_predictor.cls_score.weight, std=0.5)  # untied scores
-    return detector.eval()
+    return tiny_faster_rcnn()
 
 
 def test_torchvision_detector(faster_rcnn: nn.Module) -> None:

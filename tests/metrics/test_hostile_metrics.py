@@ -59,9 +59,13 @@ def _probability_twin(net: nn.Module, outputs: str) -> nn.Module:
 def test_probabilities_get_no_second_softmax(net, x):
     probs = _probability_twin(net, "probabilities")
     labels = torch.tensor([0, 1, 2, 3])
-    with pytest.raises(ValueError, match="already look like probabilities .* scores='raw'"):
+    with pytest.raises(
+        ValueError, match="already look like probabilities .* scores='probabilities'"
+    ):
         _call(AverageDrop(), probs, x, labels, layer=probs.conv)
-    stated = _call(AverageDrop(scores="raw"), probs, x, labels, layer=probs.conv)
+    with pytest.raises(ValueError, match="Average Drop is undefined for raw outputs"):
+        AverageDrop(scores="raw")
+    stated = _call(AverageDrop(scores="probabilities"), probs, x, labels, layer=probs.conv)
     expected = _call(AverageDrop(), net, x, labels, layer=net.conv, maps_from="post-softmax")
     assert stated[0] == pytest.approx(expected[0], rel=1e-5)
 

@@ -325,8 +325,11 @@ def test_model_predict_kwargs_reach_the_model(setup) -> None:
 
 def test_quantus_softmax_flag_states_the_scores_and_never_changes_the_metric(setup) -> None:
     """``scores=`` is the metric's one setting; Quantus' ``softmax`` must agree with it."""
-    softmax, raw = AverageDrop(), AverageDrop(scores="raw")
-    expected = {"softmax": call(softmax, setup, "Grad-CAM")[0], "raw": call(raw, setup, "Grad-CAM")}
+    softmax, raw = AverageDrop(), AverageDrop(scores="sigmoid")
+    expected = {
+        "softmax": call(softmax, setup, "Grad-CAM")[0],
+        "raw": call(raw, setup, "Grad-CAM"),
+    }
     assert expected["raw"][0] != pytest.approx(expected["softmax"], rel=1e-3)
     assert call(softmax, setup, "Grad-CAM", softmax=True)[0] == expected["softmax"]
     assert call(raw, setup, "Grad-CAM", softmax=False) == expected["raw"]
@@ -334,7 +337,7 @@ def test_quantus_softmax_flag_states_the_scores_and_never_changes_the_metric(set
         call(softmax, setup, "Grad-CAM", softmax=False)
     with pytest.raises(ValueError, match="build it with scores='softmax'"):
         call(raw, setup, "Grad-CAM", softmax=True)
-    assert (softmax.scores, raw.scores) == ("softmax", "raw")  # no call rewrote them
+    assert (softmax.scores, raw.scores) == (None, "sigmoid")  # no call rewrote them
     assert call(softmax, setup, "Grad-CAM")[0] == expected["softmax"]
     with pytest.raises(TypeError, match="not a kind of score"):
         AverageDrop(scores=False)  # type: ignore[arg-type]
@@ -357,8 +360,8 @@ def test_quantus_evaluate_passes_its_softmax_call_keyword(setup) -> None:
         )
         return table["Grad-CAM"]["AD"]
 
-    assert run(AverageDrop(scores="raw"), softmax=False) == pytest.approx(
-        call(AverageDrop(scores="raw"), setup, "Grad-CAM")[0], rel=1e-12
+    assert run(AverageDrop(scores="sigmoid"), softmax=False) == pytest.approx(
+        call(AverageDrop(scores="sigmoid"), setup, "Grad-CAM")[0], rel=1e-12
     )
     assert run(AverageDrop(), softmax=True) == pytest.approx(
         call(AverageDrop(), setup, "Grad-CAM")[0], rel=1e-12
