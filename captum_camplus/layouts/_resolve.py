@@ -103,17 +103,17 @@ class ModelInference:
             return stated, f"the model's attributes ({self.facts.source})"
         forward_func, layer = self._source
         if forward_func is None or layer is None or not readings:
-            return [], "nothing: no model attribute states the layout and no model to probe"
+            return [], "no model attribute states the layout and there is no model to probe"
         try:
             found = [r for r in readings if self._probe(r, tensor, input_shape)]
         except ProbeError as error:
-            return [], f"nothing: no model attribute states the layout, and {error}"
+            return [], f"no model attribute states the layout, and {error}"
         if found:
             return found, "the locality probe (each cell responds to its own image region)"
         return [], (
-            "nothing: no model attribute states the layout, and the locality probe found no "
-            "reading whose cells respond to their own image regions (tokens reordered, "
-            "prefix tokens miscounted, or a layer that mixes all positions)"
+            "no model attribute states the layout, and the locality probe found no reading "
+            "whose cells respond to their own image regions (tokens reordered, prefix tokens "
+            "miscounted, or a layer that mixes all positions)"
         )
 
     def _stated(self, reading: Reading) -> bool:
@@ -198,23 +198,30 @@ class AutoLayout(_ModelPolicy):
         confirmed, how = self.inference.confirmed(tensor, input_shape, readings)
         if len(confirmed) == 1:
             return confirmed[0].layout(tensor, input_shape)
-        raise ValueError(self._listing(tensor, input_shape, confirmed or readings, how))
+        raise ValueError(
+            self._listing(tensor, input_shape, confirmed or readings, how, bool(confirmed))
+        )
 
     def _listing(
-        self, tensor: Tensor, input_shape: Sequence[int], readings: list[Reading], how: str
+        self,
+        tensor: Tensor,
+        input_shape: Sequence[int],
+        readings: list[Reading],
+        how: str,
+        confirmed: bool,
     ) -> str:
         """The error text for several confirmed readings, unconfirmed ones, or none."""
         head = f"the layer tensor {tuple(tensor.shape)} of the {size_text(input_shape)} input"
-        if len(readings) > 1 and not how.startswith("nothing"):
+        if len(readings) > 1 and confirmed:
             return (
                 f"{head} can be read {len(readings)} ways: {listed(readings)}, each confirmed by "
                 f"{how}. Pass the one that is right"
             )
         if readings:
             return (
-                f"{head} can be read as {listed(readings)}, but {how} confirms "
-                f"{'it' if len(readings) == 1 else 'which'}. Pass the layout that is right "
-                "(e.g. from the model's code: where its tokens come from, how many are prefix "
+                f"{head} can be read as {listed(readings)}, and nothing confirms "
+                f"{'it' if len(readings) == 1 else 'which'}: {how}. Pass the layout that is "
+                "right (from the model's code: where its tokens come from, how many are prefix "
                 "tokens, in what order), or pick a layer whose layout the model states"
             )
         unconfirmed = shape_readings(tensor.shape, input_shape)
