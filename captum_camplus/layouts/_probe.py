@@ -5,9 +5,11 @@ tokens can sit in another order than row by row (Hiera's mask units). Where no m
 confirms a reading, the model itself is asked, once per (layer, input size, layer shape): a
 seeded random image and copies of it with one small square replaced by noise, at the quadrant
 centres of a few cells of the reading, run through the model; each copy's layer tensor minus the
-image's gives a change per token (or grid position). The reading is confirmed iff for every copy
-the position that changes most is the perturbed cell's: ``argmax_t ||A_k[t] - A_0[t]|| = P +
-cell(k)`` over all positions, prefix tokens included. Residual connections keep a token's own
+image's gives a change per token (or grid position) ``d_k[t] = ||A_k[t] - A_0[t]||``. The
+reading is confirmed iff for every copy the position that changes most, ``argmax_t d_k[t]`` over
+all positions, prefix tokens included, is the perturbed cell or one of its 8 neighbours (a
+convolution spreads a change), never a prefix token, and summed over each cell's copies it is
+the cell itself. Residual connections keep a token's own
 patch dominant in it, so this holds for the models' layers at random init as trained; a layer
 that mixes all positions (no locality) is refused, never guessed.
 """
@@ -167,11 +169,27 @@ def _probe(
     if tuple(outputs.shape[1:]) != tuple(like.shape[1:]):
         return False
     change = (outputs[1:] - outputs[:1]).double()
-    per_position = to_cells(change)
+    return _local(to_cells(change), grid, expected)
+
+
+def _local(per_position: Tensor, grid: tuple[int, int], expected: list[int]) -> bool:
+    """Each probe's most changed position is its cell or a neighbour of it, never a dropped
+    (prefix) position, and summed over a cell's probes it is the cell itself."""
     dropped = per_position.shape[1] - math.prod(grid)
-    found = per_position.argmax(dim=1) - dropped
-    top = per_position.max(dim=1).values
-    return bool((top > 0).all()) and found.tolist() == expected
+    found = (per_position.argmax(dim=1) - dropped).tolist()
+    for cell, at in zip(expected, found, strict=True):
+        if (
+            at < 0
+            or abs(at // grid[1] - cell // grid[1]) > 1
+            or abs(at % grid[1] - cell % grid[1]) > 1
+        ):
+            return False
+    cells = torch.tensor(expected)
+    for cell in cells.unique().tolist():
+        summed = per_position[cells == cell].sum(dim=0)
+        if summed.max() <= 0 or int(summed.argmax()) - dropped != cell:
+            return False
+    return True
 
 
 __all__ = ["ProbeError", "confirms", "layer_outputs", "probe_cells"]

@@ -74,13 +74,9 @@ class ModelInference:
 
     def readings(self, tensor: Tensor, input_shape: Sequence[int]) -> list[Reading]:
         """:func:`shape_readings` of ``tensor`` that the model's facts allow; for Hiera's
-        unrolled tokens, the model's re-roll alone (where a stage has the tensor's grid)."""
+        unrolled tokens, the model's re-roll alone."""
         reroll = self.facts.reroll
-        if reroll is not None and tensor.dim() == 3:
-            if reroll.key_for(tensor.shape[1]) is None or image_size(input_shape) != (
-                reroll.image_size
-            ):
-                return []
+        if reroll is not None and tensor.dim() == 3:  # the layout refuses another stage or size
             layout = RerollLayout(reroll)
             return [
                 Reading(
