@@ -46,8 +46,9 @@ respond to their own image regions, or none.
 
 ``"auto"`` uses the one confirmed reading; several, none, or none confirmed raise an error that
 lists the readings and the ``layout=`` that selects each. Without ``layout=`` (Captum's
-channels-first reading), a tensor that contradicts it for its input (3-D tokens of a 4-D image, ``(N, h, w, C)``) raises an
-error naming the layout to pass; 1-D models (``(N, C, L)`` inputs) are read as before. A named
+channels-first reading), a tensor that contradicts it for its input (3-D tokens of a 4-D
+image, ``(N, h, w, C)``, a partitioned ``(N, windows, tokens, C)``) raises an error naming the
+layout to pass; 1-D models (``(N, C, L)`` inputs) are read as before. A named
 ``"channels_last"`` or ``TokenLayout`` with a grid that the shapes contradict (other readings
 fit the input, its own does not: ``"channels_last"`` on a conv's ``(N, C, h, w)``) raises an
 error that lists the readings that fit (:func:`check_reading`). Under any layout, a tensor
