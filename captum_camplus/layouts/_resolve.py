@@ -100,6 +100,11 @@ class ModelInference:
         forward_func, layer = self._source
         if forward_func is None or layer is None or not readings:
             return [], "no model attribute states the layout and there is no model to probe"
+        if layer.training:  # the probe's noise images would move BatchNorm's statistics
+            return [], (
+                "no model attribute states the layout, and the locality probe does not run a "
+                "model in training mode (call model.eval() to let it confirm a reading)"
+            )
         try:
             found = [r for r in readings if self._probe(r, tensor, input_shape)]
         except ProbeError as error:

@@ -273,6 +273,15 @@ def test_a_model_the_probe_cannot_run_is_refused_with_its_error():
         )
 
 
+def test_the_probe_does_not_run_a_model_in_training_mode():
+    torch.manual_seed(0)
+    model, x = lf.Tokens(prefix=0, patch=8).train(), _images((32, 24))
+    with pytest.raises(ValueError, match=r"training mode \(call model.eval\(\)"):
+        LayerGradCam(model, model.norm, layout="auto").attribute(x, target=TARGET)
+    cam = LayerGradCam(model.eval(), model.norm, layout="auto").attribute(x, target=TARGET)
+    assert cam.shape == (2, 1, 4, 3)
+
+
 def test_twins_at_a_non_square_input_is_read_on_its_grid():
     torch.manual_seed(0)
     model = timm.create_model(
