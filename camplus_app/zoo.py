@@ -308,8 +308,8 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
     - Otherwise the last module, in the order modules finish, whose output is ``(N, C, H, W)``
       with H*W > 1 or tokens ``(N, T, D)`` with T > 1 (a transformer no attribute names, e.g.
       LeViT: its last block, never its stem), skipping poolings and modules called more than
-      once: e.g. ``layer4`` of a ResNet, ``bn2`` of an EfficientNet. The probe runs in eval mode, so BatchNorm statistics
-      are left untouched.
+      once: e.g. ``layer4`` of a ResNet, ``bn2`` of an EfficientNet. The probe runs in eval
+      mode, so BatchNorm statistics are left untouched.
     """
     if _is_vision_transformer(net):
         norms = [

@@ -41,6 +41,9 @@ from captum_camplus.layouts._types import (
     shape_readings,
 )
 
+#: The start of every reason why nothing confirms a reading.
+_UNSTATED = "nothing confirms it: no model attribute states the layout"
+
 #: The layouts that ``layout=`` accepts by name.
 LAYOUT_NAMES = ("channels_first", "channels_last", "tokens", "auto")
 
@@ -88,33 +91,36 @@ class ModelInference:
     def confirmed(
         self, tensor: Tensor, input_shape: Sequence[int], readings: Sequence[Reading]
     ) -> tuple[list[Reading], str]:
-        """The ``readings`` that something confirms, and how (for messages).
+        """The ``readings`` that something confirms, and how, or why none (for messages).
 
         The model's facts confirm a re-roll and a token reading of a stated prefix count with a
-        stated patch size or grid; every other reading needs the locality probe
+        stated patch size or grid; a channels-first grid that is the only reading stands, as
+        Captum reads it (``layout=None`` too); every other reading needs the locality probe
         (:mod:`captum_camplus.layouts._probe`), run once per layer, input size and reading.
         """
         stated = [r for r in readings if self._stated(r)]
         if stated:
             return stated, f"the model's attributes ({self.facts.source})"
+        if len(readings) == 1 and isinstance(readings[0].layout, ChannelsFirstLayout):
+            return list(readings), "Captum's channels-first reading, the only one the shapes admit"
         forward_func, layer = self._source
         if forward_func is None or layer is None or not readings:
-            return [], "no model attribute states the layout and there is no model to probe"
+            return [], f"{_UNSTATED} and there is no model to probe"
         if layer.training:  # the probe's noise images would move BatchNorm's statistics
             return [], (
-                "no model attribute states the layout, and the locality probe does not run a "
-                "model in training mode (call model.eval() to let it confirm a reading)"
+                f"{_UNSTATED}, and the locality probe does not run a model in training mode "
+                "(call model.eval() to let it confirm a reading)"
             )
         try:
             found = [r for r in readings if self._probe(r, tensor, input_shape)]
         except ProbeError as error:
-            return [], f"no model attribute states the layout, and {error}"
+            return [], f"{_UNSTATED}, and {error}"
         if found:
             return found, "the locality probe (each cell responds to its own image region)"
         return [], (
-            "no model attribute states the layout, and the locality probe found no reading "
-            "whose cells respond to their own image regions (tokens reordered, prefix tokens "
-            "miscounted, or a layer that mixes all positions)"
+            f"the locality probe contradicts {'it' if len(readings) == 1 else 'each'}: "
+            "perturbing an image region does not change most the cell the reading puts there "
+            "(tokens reordered, prefix tokens miscounted, or a layer that mixes all positions)"
         )
 
     def _stated(self, reading: Reading) -> bool:
@@ -220,8 +226,7 @@ class AutoLayout(_ModelPolicy):
             )
         if readings:
             return (
-                f"{head} can be read as {listed(readings)}, and nothing confirms "
-                f"{'it' if len(readings) == 1 else 'which'}: {how}. Pass the layout that is "
+                f"{head} can be read as {listed(readings)}, but {how}. Pass the layout that is "
                 "right (from the model's code: where its tokens come from, how many are prefix "
                 "tokens, in what order), or pick a layer whose layout the model states"
             )
@@ -273,9 +278,9 @@ class DefaultLayout(_ModelPolicy):
                 raise ValueError(self._partitioned(tensor, input_shape))
             return_to = readings[0].layout if readings else ChannelsLastLayout()
             raise ValueError(self._refusal(tensor, return_to, input_shape))
-        confirmed, _ = self.inference.confirmed(tensor, input_shape, readings)
+        confirmed, how = self.inference.confirmed(tensor, input_shape, readings)
         chosen = confirmed[0].layout if len(confirmed) == 1 else None
-        raise ValueError(self._refusal(tensor, chosen, input_shape, readings))
+        raise ValueError(self._refusal(tensor, chosen, input_shape, readings, how))
 
     @staticmethod
     def _partitioned(tensor: Tensor, input_shape: Sequence[int]) -> str:
@@ -284,9 +289,8 @@ class DefaultLayout(_ModelPolicy):
             f"(N, C, H, W) with an image grid: its last two sizes {tuple(tensor.shape[2:])} do "
             "not follow the image's aspect and its middle two tile it, as in a partitioned "
             "(N, windows, tokens, C) tensor of window or grid attention; pick the block's norm1 "
-            "(before the partition), or pass "
-            "layout='channels_first' if it really is (N, C, H, W), or a callable that returns "
-            "(N, C, H, W) (--layout on the command line)"
+            "(before the partition), or pass layout='channels_first' if it really is "
+            "(N, C, H, W), or a callable that returns (N, C, H, W)"
         )
 
     def _refusal(
@@ -295,6 +299,7 @@ class DefaultLayout(_ModelPolicy):
         chosen: Layout | None,
         input_shape: InputShape = None,
         readings: Sequence[Reading] = (),
+        how: str = "",
     ) -> str:
         shape = tuple(tensor.shape)
         of = "" if input_shape is None else f" of the {size_text(input_shape)} input"
@@ -320,12 +325,7 @@ class DefaultLayout(_ModelPolicy):
         listing = listed(readings)
         return (
             f"the layer tensor {shape}{of} is 3-D, not (N, C, H, W): "
-            + (
-                f"it reads as {listing}, and nothing confirms one (layout='auto' runs a "
-                "locality probe)"
-                if listing
-                else "no token grid fits it either"
-            )
+            + (f"it reads as {listing}, but {how}" if listing else "no token grid fits it either")
             + f"; pass the layout that is right{tail}"
         )
 

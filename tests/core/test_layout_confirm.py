@@ -213,9 +213,11 @@ def test_a_token_count_that_factors_the_wrong_way_is_refused_not_misread():
     """Before: 54 tokens read as 6 prefix + 6 x 8, six real patches dropped, no word."""
     torch.manual_seed(0)
     model, x = PaddedTokens().eval(), _images((96, 128))
-    with pytest.raises(ValueError, match=r"tokens \(6 prefix \+ 6 x 8 grid.*nothing confirms it"):
+    with pytest.raises(
+        ValueError, match=r"tokens \(6 prefix \+ 6 x 8 grid.*locality probe contradicts it"
+    ):
         LayerGradCam(model, model.norm, layout="auto").attribute(x, target=TARGET)
-    with pytest.raises(ValueError, match="nothing confirms one"):
+    with pytest.raises(ValueError, match="it reads as .*, but the locality probe contradicts"):
         LayerGradCam(model, model.norm).attribute(x, target=TARGET)
     named = LayerGradCam(model, model.norm, layout=TokenLayout(0, (6, 9)))
     assert named.attribute(x, target=TARGET).shape == (2, 1, 6, 9)
@@ -231,7 +233,7 @@ def test_reordered_tokens_are_refused_where_the_count_reads_as_a_raster(order):
     }[order]
     model = PaddedTokens(order=perm).eval()
     model.embed = nn.Conv2d(3, 6, 16, stride=16)  # 64 x 128 -> 4 x 8, a raster count
-    with pytest.raises(ValueError, match="locality probe found no reading"):
+    with pytest.raises(ValueError, match="the locality probe contradicts it"):
         LayerGradCam(model, model.norm, layout="auto").attribute(_images((64, 128)), TARGET)
 
 
