@@ -32,10 +32,6 @@ from captum_camplus.layouts import model_facts  # noqa: E402
 TARGET = [3, 1]
 
 
-def _logits(model: nn.Module):
-    return lambda t: (lambda out: out if isinstance(out, torch.Tensor) else out.logits)(model(t))
-
-
 def _reference_on_permutation(model, layer, x, oracle_of, permuted_layer=None):
     """Each method's float64 map, with the layer's tokens put on the grid by the permutation
     that maps them onto the model's own NCHW intermediate (``oracle_of(model64, x64)``):
@@ -310,33 +306,41 @@ def _timm(name: str, **kwargs) -> nn.Module:
     return timm.create_model(name, pretrained=False, num_classes=5, **kwargs).eval()
 
 
+def _cait() -> nn.Module:
+    return _timm("cait_xxs24_224", img_size=64, depth=2, embed_dim=16, num_heads=2)
+
+
+def _xcit() -> nn.Module:
+    return _timm("xcit_nano_12_p16_224", depth=2, embed_dim=16, num_heads=2)
+
+
 CASES = {
     "CaiT blocks[0].norm1": (
-        lambda: _timm("cait_xxs24_224", img_size=64, depth=2, embed_dim=16, num_heads=2),
+        _cait,
         "blocks.0.norm1",
         (64, 64),
         TokenLayout(0, (4, 4)),
     ),
     "CaiT blocks[1]": (
-        lambda: _timm("cait_xxs24_224", img_size=64, depth=2, embed_dim=16, num_heads=2),
+        _cait,
         "blocks.1",
         (64, 64),
         TokenLayout(0, (4, 4)),
     ),
     "CaiT class-attention norm1": (
-        lambda: _timm("cait_xxs24_224", img_size=64, depth=2, embed_dim=16, num_heads=2),
+        _cait,
         "blocks_token_only.0.norm1",
         (64, 64),
         TokenLayout(1, (4, 4)),
     ),
     "XCiT blocks[1].norm1": (
-        lambda: _timm("xcit_nano_12_p16_224", depth=2, embed_dim=16, num_heads=2),
+        _xcit,
         "blocks.1.norm1",
         (64, 48),
         TokenLayout(0, (4, 3)),
     ),
     "XCiT class-attention norm1": (
-        lambda: _timm("xcit_nano_12_p16_224", depth=2, embed_dim=16, num_heads=2),
+        _xcit,
         "cls_attn_blocks.0.norm1",
         (64, 64),
         TokenLayout(1, (4, 4)),
@@ -354,38 +358,19 @@ CASES = {
         TokenLayout(1, (2, 3)),
     ),
     "Hugging Face CLIPVision": (
-        lambda: _clip_vision(),
-        "encoder.layers.1.layer_norm1",
+        lf.ClipVisionClassifier,
+        "clip.encoder.layers.1.layer_norm1",
         (32, 32),
         TokenLayout(1, (4, 4)),
     ),
 }
 
 
-def _clip_vision() -> nn.Module:
-    torch.manual_seed(0)
-    config = transformers.CLIPVisionConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    return transformers.CLIPVisionModel(config).eval()
-
-
-def _scores(model: nn.Module):
-    if isinstance(model, transformers.CLIPVisionModel):
-        return lambda t: model(pixel_values=t).pooler_output[:, :5]
-    return model
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_former_false_refusals_give_the_map_of_the_right_layout(name):
     build, layer_name, size, layout = CASES[name]
     model = build()
-    layer, x, forward = model.get_submodule(layer_name), _images(size), _scores(model)
+    layer, x, forward = model.get_submodule(layer_name), _images(size), model.eval()
     expected = LayerGradCam(forward, layer, layout=layout).attribute(x, target=TARGET)
     auto = LayerGradCam(forward, layer, layout="auto").attribute(x, target=TARGET)
     torch.testing.assert_close(auto, expected)
