@@ -167,6 +167,20 @@ def _reads_as_is(tensor: Tensor, input_shape: Sequence[int]) -> bool:
     return image_size(input_shape) is None or tensor.dim() not in (3, 4)
 
 
+def _per_position(tensor: Tensor, input_shape: Sequence[int]) -> Tensor:
+    """``(N, T, D)`` of a sequence input ``(N, T)`` (token ids of a text model) to ``(N, D, T)``:
+    one map value per input position. The input's length confirms the reading."""
+    if tensor.shape[1] != input_shape[1]:
+        raise ValueError(
+            f"the layer tensor {tuple(tensor.shape)} of the sequence input "
+            f"{tuple(input_shape)} has {tensor.shape[1]} positions, not the input's "
+            f"{input_shape[1]}, so no position of the input is confirmed for each: pick a layer "
+            "with one row per input position (an embedding, an encoder layer), or pass "
+            "layout='channels_first' to read it as Captum does (a map over the last dimension)"
+        )
+    return tensor.movedim(2, 1)
+
+
 class _ModelPolicy(Layout, abc.ABC):
     """A layout decided per tensor from a :class:`ModelInference` of its model and layer."""
 
@@ -188,7 +202,8 @@ class AutoLayout(_ModelPolicy):
     See :mod:`captum_camplus.layouts`. Tensors of 1-D models, ``(N, C)`` tensors and inputs that
     are not images are taken as they are. Called without the input (``map_from_layer``), the
     model's attributes alone decide: tokens with their prefix count and fixed grid, channels last
-    where the model says so, channels first otherwise.
+    where the model says so, channels first otherwise. An ``(N, T, D)`` tensor of a sequence
+    input ``(N, T)`` (a text model's token ids) gives one map value per position, ``(N, 1, T)``.
     """
 
     def __call__(self, tensor: Tensor, input_shape: InputShape = None) -> Tensor:
@@ -196,6 +211,8 @@ class AutoLayout(_ModelPolicy):
             chosen = self.inference.layout_from_facts(tensor)
             return tensor if chosen is None else chosen(tensor)
         check_batch(tensor, input_shape)
+        if len(input_shape) == 2 and tensor.dim() == 3:
+            return _per_position(tensor, input_shape)
         if _reads_as_is(tensor, input_shape):
             return tensor
         if tensor.dim() == 4 and self.facts.channels_last is not None:  # the modules say it

@@ -443,3 +443,50 @@ def test_a_layer_returning_tensor_and_none_gets_one_error_from_every_class(layou
         texts.append(str(e.value))
     assert texts[0] == texts[1]
     assert "its mlp, output or layer norm" in texts[0]
+
+
+# ------------------------------------------------------------------------ text and sequences
+
+
+class TextClassifier(nn.Module):
+    """Token ids (N, T) -> embedding (N, T, D) -> a GRU encoder -> mean -> 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 8)
+        self.encoder = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.encoder(self.embed(ids))).mean(dim=1))
+
+
+@pytest.mark.parametrize("length", [5, 12])
+def test_a_text_models_token_layer_gives_one_value_per_token_under_auto(length):
+    torch.manual_seed(0)
+    model = TextClassifier().eval()
+    ids = torch.randint(0, 50, (2, length), generator=torch.Generator().manual_seed(2))
+    cam = LayerGradCam(model, model.encoder, layout="auto").attribute(ids, target=[0, 2])
+    assert cam.shape == (2, 1, length)
+    model64 = copy.deepcopy(model).double()
+    A, g = ref.capture_layer(model64, model64.encoder, ids, [0, 2])
+    A64, g64 = A.numpy(), g.numpy()  # (N, T, D): Grad-CAM over the tokens, by hand
+    expected = (g64.mean(axis=1, keepdims=True) * A64).sum(axis=2)[:, None]
+    assert lf.deviation(cam, expected) < 1e-5
+    maps = LayerCams(model, model.encoder, layout="auto").attribute(ids, target=[0, 2])
+    torch.testing.assert_close(maps["Grad-CAM"], cam)
+    # None keeps Captum's reading: the map runs over the D hidden units
+    captum_like = LayerGradCam(model, model.encoder).attribute(ids, target=[0, 2])
+    assert captum_like.shape == (2, 1, 8)
+
+
+def test_a_sequence_layer_of_another_length_is_refused_under_auto():
+    torch.manual_seed(0)
+    model = TextClassifier().eval()
+    ids = torch.randint(0, 50, (2, 6))
+
+    def strided(t: torch.Tensor) -> torch.Tensor:  # every other token: 3 rows for 6 tokens
+        return model.head(model.encoder(model.embed(t)[:, ::2]).mean(dim=1))
+
+    with pytest.raises(ValueError, match="has 3 positions, not the input's 6"):
+        LayerGradCam(strided, model.encoder, layout="auto").attribute(ids, target=[0, 1])

@@ -121,7 +121,7 @@ def test_shapes_alone_are_ambiguous_for_tiny_torchvision_swin_and_the_model_deci
     """(2, 4, 8, 16) of a 32 x 64 image reads both ways; the Permute modules say channels last."""
     model, layer, x, expected = built("torchvision swin_t (small)")
     plain = lf.Opaque(nn.Sequential(nn.Conv2d(3, 4, 8), nn.AdaptiveAvgPool2d((8, 16))))
-    shape_only = nn.Sequential(plain, nn.Flatten(), nn.Linear(4 * 8 * 16, 5))
+    shape_only = nn.Sequential(plain, nn.Flatten(), nn.Linear(4 * 8 * 16, 5)).eval()
     with pytest.raises(ValueError, match="but the locality probe contradicts each") as info:
         LayerGradCam(shape_only, plain, layout="auto").attribute(x, target=lf.TARGET)
     assert "layout='channels_first'" in str(info.value)
