@@ -198,10 +198,14 @@ _CLASS_ATTENTION = ("blocks_token_only", "cls_attn_blocks")
 
 
 def _class_attention_body(modules: dict[str, Module | None], child: Module | None) -> bool:
-    """The layer is in ``blocks`` (or the patch embedding) of a class-attention model."""
+    """The layer is in ``blocks`` (or the patch embedding) of a class-attention model, before
+    the class token joins (its final ``norm`` sees it again)."""
     if not any(name in modules for name in _CLASS_ATTENTION):
         return False
-    return child is not None and all(child is not modules.get(name) for name in _CLASS_ATTENTION)
+    return child is not None and any(child is modules.get(name) for name in _BEFORE_CLASS_TOKEN)
+
+
+_BEFORE_CLASS_TOKEN = ("patch_embed", "pos_drop", "blocks")
 
 
 def _hiera_reroll(module: Module) -> Reroll | None:

@@ -379,6 +379,16 @@ def test_former_false_refusals_give_the_map_of_the_right_layout(name):
     assert f"{layout.prefix_tokens} prefix" in str(info.value)
 
 
+@pytest.mark.parametrize("build", [_cait, _xcit])
+def test_class_attention_models_count_the_class_token_where_it_is(build):
+    model = build()
+    prefix = {
+        name: model_facts(model, model.get_submodule(name)).prefix_tokens
+        for name in ("patch_embed", "blocks.0.norm1", "blocks.1", "norm")
+    }
+    assert prefix == {"patch_embed": 0, "blocks.0.norm1": 0, "blocks.1": 0, "norm": 1}
+
+
 # ------------------------------------------------------------------ partitioned, (tensor, None)
 
 
