@@ -85,6 +85,32 @@ def _timm_swin() -> nn.Module:
     )
 
 
+def _timm_small(arch: str, **kwargs) -> Callable[[], nn.Module]:
+    """A timm model at its own small config (``kwargs``), random init."""
+    return lambda: timm.create_model(arch, pretrained=False, num_classes=CLASSES, **kwargs)
+
+
+class ClipVisionClassifier(nn.Module):
+    """A Hugging Face ``CLIPVisionModel`` (class token: ``embeddings.class_embedding``) and a
+    linear head on its pooled output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        config = transformers.CLIPVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+        self.clip = transformers.CLIPVisionModel(config)
+        self.head = nn.Linear(16, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.clip(pixel_values=x).pooler_output)
+
+
 def _random_head(model: VisionTransformer) -> VisionTransformer:
     """torchvision initialises the ViT head to zero (every gradient zero): a random one here."""
     nn.init.normal_(model.heads.head.weight, std=0.5)
@@ -207,6 +233,49 @@ FAMILIES: dict[str, Family] = {
         0,
         (4, 8),
         "auto",
+    ),
+    "timm CaiT (class attention), main blocks": Family(
+        _timm_small(
+            "cait_xxs24_224", img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2
+        ),
+        "blocks.1.norm1",
+        (32, 32),
+        0,
+        (4, 4),
+        "auto",
+    ),
+    "timm XCiT (class attention), 32 x 48": Family(
+        _timm_small("xcit_nano_12_p8_224", embed_dim=16, depth=2, num_heads=2),
+        "blocks.1.norm1",
+        (32, 48),
+        0,
+        (4, 6),
+        "auto",
+    ),
+    "timm hybrid ViT (ResNet features)": Family(
+        _timm_small("vit_tiny_r_s16_p8_224", img_size=64, depth=2),
+        "blocks.1.norm1",
+        (64, 64),
+        1,
+        (2, 2),
+        "auto",
+    ),
+    "timm Twins-SVT, 64 x 96 (probe-confirmed)": Family(
+        _timm_small(
+            "twins_svt_small",
+            embed_dims=(8, 16, 32, 64),
+            depths=(1, 1, 1, 1),
+            num_heads=(1, 1, 1, 1),
+            wss=[2, 2, 2, 2],
+        ),
+        "blocks.3.0.norm1",
+        (64, 96),
+        0,
+        (2, 3),
+        "auto",
+    ),
+    "Hugging Face CLIPVision": Family(
+        ClipVisionClassifier, "clip.encoder.layers.1.layer_norm1", (32, 32), 1, (4, 4), "auto"
     ),
     "open_clip ViT visual tower": Family(
         lambda: open_clip.model.VisionTransformer(

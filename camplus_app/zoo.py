@@ -318,9 +318,10 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
       the class token only, so the last block's output has no gradient on the patch tokens;
       its first norm feeds the attention that mixes them in.
     - Otherwise the last module, in the order modules finish, whose output is ``(N, C, H, W)``
-      with H*W > 1, skipping poolings and modules called more than once: e.g. ``layer4`` of a
-      ResNet, ``bn2`` of an EfficientNet. The probe runs in eval mode, so BatchNorm statistics
-      are left untouched.
+      with H*W > 1 or tokens ``(N, T, D)`` with T > 1 (a transformer no attribute names, e.g.
+      LeViT: its last block, never its stem), skipping poolings and modules called more than
+      once: e.g. ``layer4`` of a ResNet, ``bn2`` of an EfficientNet. The probe runs in eval
+      mode, so BatchNorm statistics are left untouched.
     """
     if _is_vision_transformer(net):
         norms = [
@@ -336,7 +337,10 @@ def default_layer_name(net: nn.Module, image_size: int = 224) -> str:
     def hook(name: str) -> Callable[..., None]:
         def record(module: nn.Module, args: Any, output: Any) -> None:
             calls[name] = calls.get(name, 0) + 1
-            if isinstance(output, Tensor) and output.dim() == 4 and output[0, 0].numel() > 1:
+            if not isinstance(output, Tensor) or output.dim() not in (3, 4):
+                return
+            cells = output.shape[1] if output.dim() == 3 else output[0, 0].numel()
+            if cells > 1:
                 finished.append(name)
 
         return record

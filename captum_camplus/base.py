@@ -36,6 +36,7 @@ from captum_camplus.checks import (
     check_inputs,
     check_target,
     checked_forward,
+    layer_output_error,
     not_called_error,
     unreached_layer_error,
     warn_if_no_gradient,
@@ -236,6 +237,11 @@ def layer_gradients_and_activations(
     except AssertionError as error:
         if "Forward hook did not obtain any outputs" in str(error):
             raise not_called_error(attribution.layer, attribution.forward_func) from error
+        if "Given input is not a torch.Tensor" in str(error):  # Captum's hook on (tensor, None)
+            forward_inputs = (*batch, *(additional_forward_args or ()))
+            raise layer_output_error(
+                attribution.forward_func, attribution.layer, forward_inputs
+            ) from error
         raise
     except RuntimeError as error:
         raise (unreached_layer_error(error, attribution.layer) or error) from error

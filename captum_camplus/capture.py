@@ -32,6 +32,7 @@ from captum_camplus.checks import (
     check_hookable,
     check_inputs,
     model_scores,
+    non_tensor_output_error,
     not_called_error,
     unreached_layer_error,
 )
@@ -81,10 +82,7 @@ class LayerCapture:
         def keep(module: Module, args: Any, output: Any) -> Tensor | tuple[Tensor, ...]:
             tensors = output if isinstance(output, tuple) else (output,)
             if not tensors or not all(isinstance(t, Tensor) for t in tensors):
-                raise ValueError(
-                    f"the layer {type(module).__name__} returns {type(output).__name__}, not a "
-                    "tensor: CAMs need a layer that returns one tensor (or a tuple of them)"
-                )
+                raise non_tensor_output_error(module, output)
             leaves = tuple(t.detach().requires_grad_() for t in tensors)
             kept[:] = [leaves]
             torch.set_grad_enabled(True)  # record from here on; the no_grad block restores

@@ -293,6 +293,36 @@ def unreached_layer_error(error: RuntimeError, layer: Module) -> ValueError | No
     )
 
 
+def non_tensor_output_error(layer: Module, output: Any) -> ValueError:
+    """The error for a layer whose output is not a tensor or a tuple of tensors, e.g. the
+    ``(hidden_states, None)`` of a Hugging Face layer: one text for every class."""
+    kinds = (
+        "(" + ", ".join(type(item).__name__ for item in output) + ")"
+        if isinstance(output, tuple)
+        else type(output).__name__
+    )
+    return ValueError(
+        f"the layer {type(layer).__name__} returns {kinds}, not a tensor or a tuple of tensors: "
+        "pick the submodule that makes the tensor you want explained (for a Hugging Face layer "
+        "returning (hidden_states, None), its mlp, output or layer norm)"
+    )
+
+
+def layer_output_error(
+    forward_func: Callable[..., Any], layer: Module, inputs: tuple[Any, ...]
+) -> ValueError:
+    """:func:`non_tensor_output_error` for what ``layer`` returns on ``inputs`` (one more
+    forward, on the error path only: Captum's hook does not say what it got)."""
+    seen: list[Any] = []
+    handle = layer.register_forward_hook(lambda module, args, output: seen.append(output))
+    try:
+        with torch.no_grad():
+            forward_func(*inputs)
+    finally:
+        handle.remove()
+    return non_tensor_output_error(layer, seen[-1] if seen else None)
+
+
 def not_called_error(layer: Module, forward_func: Callable[..., Any]) -> ValueError:
     """The error for a layer whose forward hook never ran."""
     hint = ""

@@ -27,7 +27,8 @@ shapes admit these readings (:func:`shape_readings`):
   no such reading exists and the model states ``P``, ``p`` that leaves a remainder (input
   padded or cropped: ``gh, gw`` both rounded up or both down).
 
-The model's attributes, where present, confirm them (:class:`ModelFacts`); a 4-D tensor whose
+A reading is used only when something confirms it. The model's attributes, where present,
+confirm them (:class:`ModelFacts`); a 4-D tensor whose
 order the modules state (a convolution, normalisation or pooling over ``(N, C, H, W)`` that
 outputs it, directly or before element-wise modules of an ``nn.Sequential``; torchvision's
 ``Permute`` modules; timm's ``output_fmt``) is read as they say. The attributes: timm
@@ -36,12 +37,18 @@ outputs it, directly or before element-wise modules of an ``nn.Sequential``; tor
 ConvNeXt), Hugging Face (``config.patch_size``; the class, distillation and register tokens of
 ``embeddings``), open_clip (``class_embedding``, ``patch_size``). They are found on the module
 that holds the layer, also behind a wrapper (``nn.Sequential``, ``DataParallel``, a lambda or
-``functools.partial`` that calls the model).
+``functools.partial`` that calls the model); CaiT's and XCiT's blocks before the class-attention
+blocks have no class token; a hybrid's ``patch_embed`` gives its grid, not a patch size. Hiera
+(timm, Hugging Face) keeps tokens in mask-unit order: they are read by the model's own re-roll
+(:class:`RerollLayout`) and by nothing else. Where no attribute says, the locality probe
+(:mod:`._probe`, once per layer, input size and reading, cached) confirms a reading whose cells
+respond to their own image regions, or none.
 
-``"auto"`` uses the one reading left; several or none raise an error that lists the readings
-and the ``layout=`` that selects each. Without ``layout=`` (Captum's channels-first reading), a
-tensor that contradicts it for its input (3-D tokens of a 4-D image, ``(N, h, w, C)``) raises an
-error naming the layout to pass; 1-D models (``(N, C, L)`` inputs) are read as before. A named
+``"auto"`` uses the one confirmed reading; several, none, or none confirmed raise an error that
+lists the readings and the ``layout=`` that selects each. Without ``layout=`` (Captum's
+channels-first reading), a tensor that contradicts it for its input (3-D tokens of a 4-D
+image, ``(N, h, w, C)``, a partitioned ``(N, windows, tokens, C)``) raises an error naming the
+layout to pass; 1-D models (``(N, C, L)`` inputs) are read as before. A named
 ``"channels_last"`` or ``TokenLayout`` with a grid that the shapes contradict (other readings
 fit the input, its own does not: ``"channels_last"`` on a conv's ``(N, C, h, w)``) raises an
 error that lists the readings that fit (:func:`check_reading`). Under any layout, a tensor
@@ -50,9 +57,9 @@ tensor) is refused with the reason.
 
 The package, by reason to change: :mod:`._types` (the layout types and the check of a named
 layout), :mod:`._model` (what timm, torchvision, Hugging Face and open_clip attributes say),
-:mod:`._shapes` (arithmetic on shapes) and :mod:`._resolve` (the ``"auto"`` and default
-policies and :func:`resolve_layout`); they import each other in that order, from the model and
-shapes up.
+:mod:`._shapes` (arithmetic on shapes), :mod:`._probe` (the locality probe) and
+:mod:`._resolve` (the ``"auto"`` and default policies and :func:`resolve_layout`); they import
+each other in that order, from the model and shapes up.
 """
 
 from captum_camplus.layouts._model import ModelFacts, model_facts
@@ -75,6 +82,7 @@ from captum_camplus.layouts._types import (
     Layout,
     LayoutSpec,
     Reading,
+    RerollLayout,
     TokenLayout,
     check_reading,
     shape_readings,
@@ -93,6 +101,7 @@ __all__ = [
     "LayoutSpec",
     "ModelFacts",
     "Reading",
+    "RerollLayout",
     "TokenLayout",
     "check_batch",
     "check_reading",

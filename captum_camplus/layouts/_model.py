@@ -8,8 +8,9 @@ module that holds a layer behind a wrapper, a bound method, a lambda or a ``func
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import Tensor, nn
@@ -18,6 +19,32 @@ from torch.nn import Module, Sequential
 #: How many wrappers deep (partials, closures, globals a function names) the search for the
 #: model behind a forward function goes: a lambda calling a method of a wrapper is three.
 MAX_WRAPPER_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class Reroll:
+    """A Hiera model's own re-roll of its "unrolled" tokens back to a row-major grid.
+
+    Hiera (timm ``Hiera.reroll``, Hugging Face ``HieraEncoder.reroll``) keeps the tokens of every
+    stage but the last in mask-unit order, not row by row; only its re-roll restores the grid.
+
+    Attributes:
+        function: ``(tokens (N, T, C), key) -> (N, h, w, C)``, the model's re-roll.
+        sizes: ``(key, (h, w))`` per block or stage: the grid of the tokens there.
+        image_size: The input ``(H, W)`` the re-roll is built for.
+        source: The attributes read, for messages.
+    """
+
+    function: Callable[[Tensor, int], Tensor]
+    sizes: tuple[tuple[int, tuple[int, int]], ...]
+    image_size: tuple[int, int]
+    source: str
+
+    def key_for(self, tokens: int) -> int | None:
+        """The block or stage whose grid has ``tokens`` cells (stages with one grid share its
+        re-roll), or None."""
+        keys = [key for key, size in self.sizes if math.prod(size) == tokens]
+        return keys[0] if keys else None
 
 
 @dataclass(frozen=True)
@@ -30,6 +57,7 @@ class ModelFacts:
         grid: A grid the model fixes (timm without ``dynamic_img_size``).
         channels_last: Whether a 4-D tensor at the layer is ``(N, H, W, C)``.
         source: The attributes read, for messages.
+        reroll: The model's own re-roll of unrolled tokens (Hiera), which alone reads them.
     """
 
     prefix_tokens: int | None = None
@@ -37,6 +65,7 @@ class ModelFacts:
     grid: tuple[int, ...] | None = None
     channels_last: bool | None = None
     source: str = ""
+    reroll: Reroll | None = None
 
 
 #: Facts that say nothing: the shapes alone decide.
@@ -52,13 +81,14 @@ def model_facts(forward_func: Any, layer: Module | None = None) -> ModelFacts:
     """
     chain = _chain(forward_func, layer)
     order, order_source = _layer_order(chain)
-    for module in reversed(chain):
-        facts = _facts_of(module)
+    for depth in range(len(chain) - 1, -1, -1):
+        child = chain[depth + 1] if depth + 1 < len(chain) else None
+        facts = _facts_of(chain[depth], child)
         if facts is not None:
             if order is None:
                 return facts
             source = f"{facts.source}; {order_source}"
-            return ModelFacts(facts.prefix_tokens, facts.patch_size, facts.grid, order, source)
+            return replace(facts, channels_last=order, source=source)
     return ModelFacts(channels_last=order, source=order_source)
 
 
@@ -120,20 +150,33 @@ def _channels_first_source(run: list[Module]) -> str | None:
     return None
 
 
-def _facts_of(module: Module) -> ModelFacts | None:
+def _facts_of(module: Module, child: Module | None = None) -> ModelFacts | None:
+    """The facts ``module`` states for a layer inside its submodule ``child`` (None: itself)."""
     own = vars(module)  # instance attributes: Module.__getattr__ raises for missing names
+    reroll = _hiera_reroll(module)
+    if reroll is not None:
+        return ModelFacts(0, None, None, None, reroll.source, reroll)
     patch_embed = own["_modules"].get("patch_embed")
     if isinstance(own.get("num_prefix_tokens"), int) and hasattr(patch_embed, "patch_size"):
-        patch = _pair(patch_embed.patch_size)
         dynamic = bool(getattr(module, "dynamic_img_size", False))
         grid = getattr(patch_embed, "grid_size", None)
         prefix = own["num_prefix_tokens"]
+        source = f"timm num_prefix_tokens={prefix}"
+        if _class_attention_body(own["_modules"], child):
+            # CaiT, XCiT: the class token joins in the class-attention blocks only
+            prefix, source = 0, f"{source}, but the layer is in the blocks before the class token"
+        # a hybrid's patch_embed projects CNN features: its patch_size is not the stride
+        patch = (
+            None if "backbone" in vars(patch_embed)["_modules"] else _pair(patch_embed.patch_size)
+        )
         return ModelFacts(
             prefix,
             patch,
             None if dynamic or grid is None else tuple(int(g) for g in grid),
             None,
-            f"timm num_prefix_tokens={prefix}, patch_embed.patch_size={patch}",
+            f"{source}, patch_embed.patch_size={patch}"
+            if patch is not None
+            else f"{source}, a hybrid patch_embed (CNN backbone) of grid {grid}",
         )
     if own.get("output_fmt") == "NHWC":  # timm Swin: stages (N, H, W, C), MLP tokens (N, HW, C)
         return ModelFacts(0, None, None, True, "timm output_fmt='NHWC'")
@@ -150,10 +193,52 @@ def _facts_of(module: Module) -> ModelFacts | None:
     return None
 
 
+#: The class-attention blocks of timm's CaiT and XCiT: the blocks before them have no class token.
+_CLASS_ATTENTION = ("blocks_token_only", "cls_attn_blocks")
+
+
+def _class_attention_body(modules: dict[str, Module | None], child: Module | None) -> bool:
+    """The layer is in ``blocks`` (or the patch embedding) of a class-attention model, before
+    the class token joins (its final ``norm`` sees it again)."""
+    if not any(name in modules for name in _CLASS_ATTENTION):
+        return False
+    return child is not None and any(child is modules.get(name) for name in _BEFORE_CLASS_TOKEN)
+
+
+_BEFORE_CLASS_TOKEN = ("patch_embed", "pos_drop", "blocks")
+
+
+def _hiera_reroll(module: Module) -> Reroll | None:
+    """The re-roll of a timm ``Hiera`` (its ``reroll`` module, by block, and ``patch_stride``)
+    or of a Hugging Face ``HieraModel`` (its encoder's ``reroll`` method, by stage, and
+    ``config.patch_stride``); the grids from their ``schedule``."""
+    own = vars(module)
+    modules, config = own["_modules"], own.get("config")
+    timm_reroll, encoder = modules.get("reroll"), modules.get("encoder")
+    if timm_reroll is not None and isinstance(vars(timm_reroll).get("schedule"), dict):
+        schedule, stride = vars(timm_reroll)["schedule"], own.get("patch_stride")
+        function, source = timm_reroll, "timm Hiera reroll (tokens in mask-unit order)"
+    elif (
+        encoder is not None
+        and isinstance(vars(encoder).get("schedule"), dict)
+        and callable(getattr(encoder, "reroll", None))
+    ):
+        schedule, stride = vars(encoder)["schedule"], getattr(config, "patch_stride", None)
+        function, source = encoder.reroll, "Hugging Face Hiera reroll (tokens in mask-unit order)"
+    else:
+        return None
+    sizes = tuple((int(key), _pair(size)) for key, (_, size) in sorted(schedule.items()))
+    if not sizes or stride is None:
+        return None
+    (height, width), (sh, sw) = sizes[0][1], _pair(stride)
+    return Reroll(function, sizes, (height * sh, width * sw), source)
+
+
 def _hugging_face_facts(config: Any, embeddings: Module) -> ModelFacts:
     tokens = vars(embeddings)["_parameters"]
     counts = {
         "cls_token": 1 if "cls_token" in tokens else 0,
+        "class_embedding": 1 if isinstance(tokens.get("class_embedding"), Tensor) else 0,
         "distillation_token": 1 if "distillation_token" in tokens else 0,
         "register_tokens": int(tokens["register_tokens"].shape[1])
         if isinstance(tokens.get("register_tokens"), Tensor)
@@ -253,4 +338,4 @@ def _pair(size: Any) -> tuple[int, int]:
     return (int(first), int(second))
 
 
-__all__ = ["MAX_WRAPPER_DEPTH", "NO_FACTS", "ModelFacts", "model_facts"]
+__all__ = ["MAX_WRAPPER_DEPTH", "NO_FACTS", "ModelFacts", "Reroll", "model_facts"]

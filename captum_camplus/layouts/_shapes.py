@@ -103,6 +103,18 @@ def follows(h: int, w: int, height: int, width: int) -> bool:
     )
 
 
+def partitioned(shape: Sequence[int], height: int, width: int) -> bool:
+    """A 4-D ``(N, G, P, C)`` tensor is an image's grid cut into ``G`` parts of ``P`` tokens
+    (window or grid attention): ``G * P`` tokens tile the image (:func:`patch_grids`), while
+    ``(P, C)`` is not a grid of its aspect (a channels-first reading)."""
+    return (
+        len(shape) == 4
+        and shape[1] > 1
+        and not follows(shape[2], shape[3], height, width)
+        and bool(patch_grids(shape[1] * shape[2], height, width))
+    )
+
+
 def check_batch(tensor: Tensor, input_shape: InputShape) -> None:
     """The layer tensor's first dimension is the batch of the input it came from."""
     if input_shape is None or len(input_shape) == 0 or tensor.dim() == 0:
@@ -157,6 +169,7 @@ __all__ = [
     "check_batch",
     "follows",
     "image_size",
+    "partitioned",
     "patch_grids",
     "size_text",
     "square_grid",

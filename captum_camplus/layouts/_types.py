@@ -15,7 +15,7 @@ from typing import Any, Union
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.layouts._model import NO_FACTS, ModelFacts, model_facts
+from captum_camplus.layouts._model import NO_FACTS, ModelFacts, Reroll, model_facts
 from captum_camplus.layouts._shapes import (
     Candidate,
     InputShape,
@@ -106,6 +106,12 @@ class TokenLayout(Layout):
         ``None`` (from the input).
         """
         facts = model_facts(model, layer)
+        if facts.reroll is not None:
+            raise ValueError(
+                f"layout='tokens' reads tokens row by row, and {_name(model)} keeps them in "
+                f"mask-unit order ({facts.reroll.source}): pass layout='auto', which re-rolls "
+                "them as the model does"
+            )
         if facts.prefix_tokens is None:
             raise ValueError(
                 f"layout='tokens' reads the prefix token count from the model, and "
@@ -150,6 +156,32 @@ class TokenLayout(Layout):
             return square_grid(patches)
         grids = patch_grids(patches, *size)
         return grids[0] if len(grids) == 1 else None
+
+
+@dataclass(frozen=True)
+class RerollLayout(Layout):
+    """Hiera's unrolled tokens ``(N, T, C)`` to ``(N, C, h, w)`` by the model's own re-roll.
+
+    Hiera keeps the tokens of every stage but the last in mask-unit order; a row-major reading
+    (:class:`TokenLayout`) puts them on the wrong cells. The stage is the one whose grid has
+    ``T`` cells; the re-roll is built for the model's image size only.
+    """
+
+    reroll: Reroll
+
+    def __call__(self, tensor: Tensor, input_shape: InputShape = None) -> Tensor:
+        check_batch(tensor, input_shape)
+        size = image_size(input_shape)
+        key = self.reroll.key_for(tensor.shape[1]) if tensor.dim() == 3 else None
+        grids = ", ".join(f"{h} x {w}" for h, w in dict.fromkeys(s for _, s in self.reroll.sizes))
+        if key is None or (size is not None and size != self.reroll.image_size):
+            raise ValueError(
+                f"the layer tensor {tuple(tensor.shape)} is not a stage of this Hiera "
+                f"({self.reroll.source}): its re-roll reads (N, tokens, C) of a "
+                f"{self.reroll.image_size[0]} x {self.reroll.image_size[1]} input with stage "
+                f"grids {grids}; pick a block's output, its norm or its mlp, at that input size"
+            )
+        return self.reroll.function(tensor, key).movedim(-1, 1)
 
 
 @dataclass(frozen=True)
@@ -243,6 +275,8 @@ def selector(layout: Layout) -> str:
         return "layout='channels_last'"
     if isinstance(layout, ChannelsFirstLayout):
         return "layout='channels_first'"
+    if isinstance(layout, RerollLayout):
+        return "layout='auto'"
     return f"layout={layout!r}"
 
 
@@ -257,6 +291,7 @@ __all__ = [
     "Layout",
     "LayoutSpec",
     "Reading",
+    "RerollLayout",
     "TokenLayout",
     "check_reading",
     "listed",

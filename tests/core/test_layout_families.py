@@ -121,8 +121,8 @@ def test_shapes_alone_are_ambiguous_for_tiny_torchvision_swin_and_the_model_deci
     """(2, 4, 8, 16) of a 32 x 64 image reads both ways; the Permute modules say channels last."""
     model, layer, x, expected = built("torchvision swin_t (small)")
     plain = lf.Opaque(nn.Sequential(nn.Conv2d(3, 4, 8), nn.AdaptiveAvgPool2d((8, 16))))
-    shape_only = nn.Sequential(plain, nn.Flatten(), nn.Linear(4 * 8 * 16, 5))
-    with pytest.raises(ValueError, match="can be read 2 ways") as info:
+    shape_only = nn.Sequential(plain, nn.Flatten(), nn.Linear(4 * 8 * 16, 5)).eval()
+    with pytest.raises(ValueError, match="but the locality probe contradicts each") as info:
         LayerGradCam(shape_only, plain, layout="auto").attribute(x, target=lf.TARGET)
     assert "layout='channels_first'" in str(info.value)
     assert "layout='channels_last'" in str(info.value)
@@ -135,19 +135,19 @@ def test_shapes_alone_are_ambiguous_for_tiny_torchvision_swin_and_the_model_deci
     assert patches.shape == (2, 1, 8, 16)
 
 
-def test_ambiguous_tokens_list_every_reading_and_a_named_one_works():
+def test_two_token_readings_the_locality_probe_picks_the_true_one():
+    """1 + 2 x 2 tokens = 5 = 4 + 1 x 1: the shapes fit both, the model's locality one."""
     torch.manual_seed(0)
-    model = lf.Tokens(prefix=1, patch=16).eval()  # 32 x 32 -> 1 + 2 x 2 tokens = 5 = 4 + 1 x 1
+    model = lf.Tokens(prefix=1, patch=16).eval()
     x = torch.randn(2, 3, 32, 32)
-    with pytest.raises(ValueError, match="can be read 2 ways") as info:
-        LayerGradCam(model, model.norm, layout="auto").attribute(x, target=[0, 1])
-    text = str(info.value)
-    assert "layout=TokenLayout(prefix_tokens=1, grid=(2, 2))" in text
-    assert "layout=TokenLayout(prefix_tokens=4, grid=(1, 1))" in text
-    with pytest.raises(ValueError, match="is 3-D, not \\(N, C, H, W\\): it reads as"):
-        LayerGradCam(model, model.norm).attribute(x, target=[0, 1])
     named = LayerGradCam(model, model.norm, layout=TokenLayout(1, (2, 2)))
-    assert named.attribute(x, target=[0, 1]).shape == (2, 1, 2, 2)
+    expected = named.attribute(x, target=[0, 1])
+    auto = LayerGradCam(model, model.norm, layout="auto").attribute(x, target=[0, 1])
+    torch.testing.assert_close(auto, expected)
+    with pytest.raises(ValueError, match="looks like transformer tokens") as info:
+        LayerGradCam(model, model.norm).attribute(x, target=[0, 1])
+    assert "layout=TokenLayout(prefix_tokens=1, grid=(2, 2))" in str(info.value)
+    assert "prefix_tokens=4" not in str(info.value)
 
 
 def test_shapes_without_a_reading_are_refused_by_auto_and_listed():
