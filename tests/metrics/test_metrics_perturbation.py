@@ -153,7 +153,7 @@ def test_bad_substrates_and_maps_are_refused(setup) -> None:
     with pytest.raises(ValueError, match="inputs contain NaN or inf"):
         P.insertion_auc(model, images * math.inf, maps, labels, steps=4)
     with pytest.raises(ValueError, match="scores must be one of"):
-        P.deletion_auc(model, images, maps, labels, steps=4, scores="probabilities")
+        P.deletion_auc(model, images, maps, labels, steps=4, scores="logits")
 
 
 def test_ties_are_broken_by_flat_index() -> None:
