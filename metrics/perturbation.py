@@ -4,7 +4,7 @@ Every function takes ``forward`` (the model, or :func:`metrics.confidence.model_
 the ``inputs`` it takes, ``(N, C, H, W)``, and the maps to score at the inputs' size: ``(N, H,
 W)``, ``(N, 1, H, W)``, or a stack ``(K, N, 1, H, W)`` of ``K`` methods or kinds of map. Every
 perturbation step is one forward of all ``K * N`` perturbed images together. Scores are the
-target's under ``scores`` (softmax by default, :func:`metrics.confidence.class_scores`).
+target's under ``scores`` (the kind a wrapper states, else softmax: :func:`metrics.confidence.class_scores`).
 
 Pixel order: by decreasing map value, ties by increasing flat index ``h * W + w`` (a stable
 sort), so equal maps always give the same curve. ROAD's least-relevant-first order is the
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .confidence import ScoreKind, as_target, class_scores, score_kind
+from .confidence import ScoreKind, as_target, class_scores, model_score_kind
 from .functional import Reduction, _reduce
 
 Forward = Callable[[Tensor], Tensor]
@@ -54,7 +54,7 @@ def deletion_auc(
     *,
     steps: int,
     substrate: Tensor | None = None,
-    scores: ScoreKind = "softmax",
+    scores: ScoreKind | None = None,
     reduction: Reduction = "none",
 ) -> Tensor:
     """Deletion AUC (Petsiuk et al.): the area under the target's score as the most relevant
@@ -81,7 +81,7 @@ def insertion_auc(
     *,
     steps: int,
     substrate: Tensor | None = None,
-    scores: ScoreKind = "softmax",
+    scores: ScoreKind | None = None,
     reduction: Reduction = "none",
 ) -> Tensor:
     """Insertion AUC (Petsiuk et al.): the area under the target's score as the most relevant
@@ -103,7 +103,7 @@ def perturbation_curve(
     steps: int,
     substrate: Tensor | None = None,
     insert: bool = False,
-    scores: ScoreKind = "softmax",
+    scores: ScoreKind | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The deletion (``insert=False``) or insertion curve: the target's score at each step.
 
@@ -113,7 +113,7 @@ def perturbation_curve(
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"steps must be a positive integer (e.g. 100), got {steps!r}")
-    kind = score_kind(scores)
+    kind = model_score_kind(forward, scores)
     flat, stacked = _flat_maps(maps, inputs)
     if substrate is None:
         substrate = gaussian_blur(inputs) if insert else torch.zeros_like(inputs)
@@ -173,7 +173,7 @@ def road_curve(
     percentiles: Sequence[float] = ROAD_PERCENTILES,
     noise: float = ROAD_NOISE,
     seed: int = 0,
-    scores: ScoreKind = "softmax",
+    scores: ScoreKind | None = None,
     clip: tuple[float, float] | None = None,
 ) -> Tensor:
     """ROAD (Rong et al.): the target's score after removing the ``p`` % most (``order="most"``,
@@ -197,7 +197,7 @@ def road_curve(
         )
     if noise < 0:
         raise ValueError(f"noise must be non-negative, got {noise}")
-    kind = score_kind(scores)
+    kind = model_score_kind(forward, scores)
     flat, stacked = _flat_maps(maps, inputs)
     rank = relevance_rank(flat)
     if order == "least":  # the reverse of the most-relevant-first order

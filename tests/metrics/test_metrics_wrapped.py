@@ -33,8 +33,9 @@ from captum_camplus.targets import (
     SegmentationScores,
     SimilarityScores,
 )
-from metrics import BatchScorer, cam_explain, evaluate_methods
+from metrics import BatchScorer, cam_explain, deletion_auc, evaluate_methods, insertion_auc
 from metrics.confidence import STATED_SCORES, class_scores, model_score_kind, target_scores
+from metrics.perturbation import gaussian_blur, perturbation_curve
 from metrics.records import evaluation_result
 
 SIZE = 12
@@ -467,3 +468,24 @@ def test_evaluate_methods_on_a_torchvision_detector() -> None:
         o = wrapped(torch.as_tensor(maps) * images)[:, 0].double()
     torch.testing.assert_close(result.o["pre-softmax"]["HiResCAM"], o, rtol=1e-5, atol=1e-7)
     assert "scores: probabilities" in str(result)
+
+
+
+def test_deletion_and_insertion_score_a_wrapper_as_it_states() -> None:
+    """The perturbation metrics read the wrapper's stated kind: a region's mean probability is
+    not put through a softmax again, and a softmax on top of it is refused."""
+    model = _seeded(Segmenter())
+    wrapped = SegmentationScores(model)
+    x = _images(2).double()
+    maps = torch.rand(2, 1, SIZE, SIZE, dtype=torch.float64)
+    target = torch.tensor([1, 2])
+    for insert, auc in ((False, deletion_auc), (True, insertion_auc)):
+        stated = auc(wrapped, x, maps, target, steps=4)
+        named = auc(wrapped, x, maps, target, steps=4, scores="probabilities")
+        torch.testing.assert_close(stated, named, rtol=0, atol=0)
+        with pytest.raises(ValueError, match="probabilities"):
+            auc(wrapped, x, maps, target, steps=4, scores="softmax")
+        curve, _ = perturbation_curve(wrapped, x, maps, target, steps=4, insert=insert)
+        start = x if not insert else gaussian_blur(x)
+        expected = _segmentation64(model, start, None)[[0, 1], [1, 2]]
+        np.testing.assert_allclose(curve[:, 0].numpy(), expected, rtol=1e-12)
