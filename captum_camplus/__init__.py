@@ -29,19 +29,32 @@ from captum_camplus.maps import normalize_maps, upsample_and_normalize
 from captum_camplus.methods import (
     AlphaDiagnostics,
     AlphaOptions,
+    LayerEigenCam,
+    LayerEigenGradCam,
+    LayerElementwiseGradCam,
     LayerGradCam,
     LayerGradCamPlus,
     LayerGradCamPlusPlus,
     LayerHiResCam,
+    LayerLayerCam,
+    LayerXGradCam,
     alpha_diagnostics,
     grad_cam_plus_plus_alphas,
 )
 from captum_camplus.multi import LayerCams
-from captum_camplus.registry import METHODS, register_method, unregister_method
+from captum_camplus.registry import (
+    ALL,
+    DEFAULT_METHODS,
+    METHODS,
+    register_method,
+    unregister_method,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL",
+    "DEFAULT_METHODS",
     "METHODS",
     "AlphaDiagnostics",
     "AlphaOptions",
@@ -54,7 +67,12 @@ __all__ = [
     "LayerGradCam",
     "LayerGradCamPlus",
     "LayerGradCamPlusPlus",
+    "LayerEigenCam",
+    "LayerEigenGradCam",
+    "LayerElementwiseGradCam",
     "LayerHiResCam",
+    "LayerLayerCam",
+    "LayerXGradCam",
     "Layout",
     "LayoutSpec",
     "TokenLayout",

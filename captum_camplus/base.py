@@ -183,6 +183,10 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
 
         def compute(dtype: torch.dtype) -> Tensor:
             a, g = activation.to(dtype), gradient.to(dtype)
+            if type(self).terms is not CamAttribution.terms:  # a map that is no weighting of A
+                terms = self.terms(a, g)
+                cam = terms.sum(dim=1, keepdim=True) if sum_ else terms
+                return torch.relu(cam) if relu else cam
             weights = self.weights(a, g)
             if sum_ and a.dim() > 2 and all(s == 1 for s in weights.shape[2:]):
                 # channel weights: sum_k w_k A^k as a batched product, no (N, C, ...) temporary
@@ -199,6 +203,12 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         """The dtype the map of a ``layer_dtype`` layer is computed in (float32 for half
         precision); a method whose options need a wider one says so here."""
         return working_dtype(layer_dtype)
+
+    def terms(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        """The per-channel terms ``T^k`` of the map ``L = sum_k T^k``: ``W^k (.) A^k``, from
+        :meth:`weights`. A method whose map is no weighting of ``A`` (EigenCAM's centred
+        variant) overrides this instead; shapes as in :meth:`weights`, result ``A``'s shape."""
+        return self.weights(activation, gradient) * activation
 
 
 def layer_gradients_and_activations(

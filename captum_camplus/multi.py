@@ -34,7 +34,7 @@ from captum_camplus.checks import (
     check_target,
 )
 from captum_camplus.layouts import DefaultLayout, InputShape, LayoutSpec, resolve_layout
-from captum_camplus.registry import METHODS, method_class, method_name
+from captum_camplus.registry import method_class, resolve_methods
 
 #: A method class, or a factory ``(forward_func, layer, device_ids) -> CamAttribution`` such as
 #: ``functools.partial(LayerGradCamPlusPlus, alpha="paper")``.
@@ -52,8 +52,9 @@ class LayerCams(LayerAttribution, GradientAttribution):
 
     Args:
         forward_func, layer, device_ids: As in :class:`captum.attr.LayerGradCam`.
-        methods: Names of registered methods (:data:`captum_camplus.METHODS`; default: all of
-            them; maps come back under their display names), or a mapping from the name to
+        methods: Names of registered methods (:data:`captum_camplus.METHODS`; default:
+            :data:`captum_camplus.DEFAULT_METHODS`, ``"all"``: every registered method; maps
+            come back under their display names), or a mapping from the name to
             report to a method class or factory, e.g.
             ``{"Grad-CAM++ (paper)": functools.partial(LayerGradCamPlusPlus, alpha="paper")}``.
         layout: As in :class:`CamAttribution`; applied once, for every method (so set it here,
@@ -79,12 +80,8 @@ class LayerCams(LayerAttribution, GradientAttribution):
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         self.layout = resolve_layout(layout, forward_func, layer)
-        if isinstance(methods, str):
-            raise TypeError(f"methods is a list of names, not one string: pass [{methods!r}]")
-        if methods is None:
-            methods = dict(METHODS)
         if not isinstance(methods, Mapping):
-            methods = {method_name(name): method_class(name) for name in methods}
+            methods = {name: method_class(name) for name in resolve_methods(methods)}
         if not methods:
             raise ValueError("LayerCams needs at least one method")
         self.methods: dict[str, CamAttribution] = {
