@@ -20,6 +20,7 @@ from torch.nn import Module
 
 from captum_camplus.base import (
     CamAttribution,
+    Forwards,
     check_flags,
     first_input,
     layer_gradients_and_activations,
@@ -116,12 +117,15 @@ class LayerCams(LayerAttribution, GradientAttribution):
             )
         else:
             activations, gradients = self._capture(inputs, target, additional_forward_args)
+        extra = _format_additional_forward_args(additional_forward_args) or ()
+        forwards = Forwards(self.forward_func, _format_tensor_into_tuples(inputs), target, extra)
         return self.maps_from_layer(
             activations,
             gradients,
             relu_attributions,
             attr_dim_summation,
             input_shape=first_input(inputs).shape,
+            forwards=forwards,
         )
 
     def _capture(
@@ -153,6 +157,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         attr_dim_summation: bool = True,
         *,
         input_shape: InputShape = None,
+        forwards: Forwards | None = None,
     ) -> dict[str, Tensor]: ...
 
     @overload
@@ -164,6 +169,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         attr_dim_summation: bool = True,
         *,
         input_shape: InputShape = None,
+        forwards: Forwards | None = None,
     ) -> dict[str, Tensor | tuple[Tensor, ...]]: ...
 
     def maps_from_layer(
@@ -174,6 +180,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         attr_dim_summation: bool = True,
         *,
         input_shape: InputShape = None,
+        forwards: Forwards | None = None,
     ) -> dict[str, Tensor] | dict[str, Tensor | tuple[Tensor, ...]]:
         """Every method's map, by name, from the layer's ``A`` and ``g = dS/dA`` (no pass).
 
@@ -185,6 +192,8 @@ class LayerCams(LayerAttribution, GradientAttribution):
         came from, lets the layout establish the layer's grid (see :mod:`captum_camplus.layouts`);
         a gradient that is zero on the whole grid warns. For one ``A`` tensor the maps are
         tensors (typed so); for tuples, tuples when the layer gave several tensors.
+        ``forwards`` (the model and batch behind ``A``) is what the perturbation methods
+        (Score-CAM, Ablation-CAM) need; :meth:`attribute` passes it.
         """
         check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
         several = isinstance(activation, tuple)
@@ -198,7 +207,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
             name: _format_output(
                 several and len(grids) > 1,
                 tuple(
-                    method.map_from_grid(a, g, relu_attributions, attr_dim_summation)
+                    method.map_from_grid(a, g, relu_attributions, attr_dim_summation, forwards)
                     for a, g in grids
                 ),
             )

@@ -18,8 +18,14 @@ from captum_camplus.methods.layer_cam import LayerLayerCam  # isort: skip
 from captum_camplus.methods.element_wise_grad_cam import LayerElementwiseGradCam  # isort: skip
 from captum_camplus.methods.eigen_cam import LayerEigenCam  # isort: skip
 from captum_camplus.methods.eigen_grad_cam import LayerEigenGradCam  # isort: skip
+from captum_camplus.methods.score_cam import LayerScoreCam  # isort: skip
+from captum_camplus.methods.ablation_cam import LayerAblationCam  # isort: skip
+from captum_camplus.methods.perturbation import PerturbationCam  # isort: skip
 
 __all__ = [
+    "LayerAblationCam",
+    "LayerScoreCam",
+    "PerturbationCam",
     "AlphaDiagnostics",
     "AlphaOptions",
     "LayerGradCam",
