@@ -17,10 +17,8 @@ from torch import Tensor
 
 from captum_camplus.base import Forwards
 from captum_camplus.methods.perturbation import PerturbationCam, scores_of
-from captum_camplus.registry import register_method
 
 
-@register_method("Score-CAM", default=False)
 class LayerScoreCam(PerturbationCam):
     r"""Score-CAM: softmax over channels of the scores of the input masked by each channel
     (Taimeskhanov et al., definition 7).

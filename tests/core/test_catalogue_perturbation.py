@@ -104,9 +104,8 @@ def test_pytorch_grad_cam_weights_are_ours(case):
 
 def test_layer_cams_shares_the_capture_and_gives_each_class_map(case):
     model, x, target = case
-    maps = LayerCams(model, model[4], methods=["Score-CAM", "ablationcam", "Grad-CAM"]).attribute(
-        x, target=target
-    )
+    methods = {"Score-CAM": LayerScoreCam, "Ablation-CAM": LayerAblationCam}
+    maps = LayerCams(model, model[4], methods=methods).attribute(x, target=target)
     for name, cls in (("Score-CAM", LayerScoreCam), ("Ablation-CAM", LayerAblationCam)):
         torch.testing.assert_close(maps[name], cls(model, model[4]).attribute(x, target=target))
 
