@@ -46,6 +46,7 @@ def _relative(ours: np.ndarray, theirs: np.ndarray, up_to_sign: bool = False) ->
 
 
 def _median_ms(run: Callable[[], object], rounds: int) -> float:
+    run()  # warm-up
     times = []
     for _ in range(rounds):
         start = time.perf_counter()

@@ -209,48 +209,50 @@ def _score64(model: nn.Module, x: torch.Tensor, target: int) -> float:
         return float(model(x[None].double())[0, target])
 
 
-def score_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target, align_corners=False):
-    """Taimeskhanov et al., definition 7, one image and one channel at a time in float64:
-    w = softmax_k(f(X H^k) - f(X)), H^k = min-max normalised bilinear upsampling of A^k."""
+def _per_channel(model: nn.Module, layer: nn.Module, x: torch.Tensor, target, weight) -> tuple:
+    """``A`` of the float64 ``model`` and ``w[i, c] = weight(A, i, c, target_i)``, one by one."""
     model = model.double()
     A, _ = capture_layer(model, layer, x.double(), target)
     targets = torch.as_tensor(target).expand(x.shape[0]).tolist()
-    w = np.zeros(A.shape[:2])
-    for i in range(A.shape[0]):
-        base = _score64(model, x[i], targets[i])
-        for c in range(A.shape[1]):
-            up = torch.nn.functional.interpolate(
-                A[i, c][None, None], size=x.shape[2:], mode="bilinear", align_corners=align_corners
-            )[0, 0]
-            span = float(up.max() - up.min())
-            mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
-            w[i, c] = _score64(model, x[i].double() * mask, targets[i]) - base
-        w[i] = np.exp(w[i] - w[i].max()) / np.exp(w[i] - w[i].max()).sum()
-    return _combine(_as64(A), w)
+    w = np.array([[weight(A, i, c, targets[i]) for c in range(A.shape[1])] for i in range(len(A))])
+    return _as64(A), w
+
+
+def score_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target, align_corners=False):
+    """Taimeskhanov et al., definition 7, one image and one channel at a time in float64:
+    w = softmax_k(f(X H^k) - f(X)), H^k = min-max normalised bilinear upsampling of A^k."""
+
+    def increase(A, i, c, t):
+        up = torch.nn.functional.interpolate(
+            A[i, c][None, None], size=x.shape[2:], mode="bilinear", align_corners=align_corners
+        )[0, 0]
+        span = float(up.max() - up.min())
+        mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
+        return _score64(model, x[i].double() * mask, t) - _score64(model, x[i], t)
+
+    A, beta = _per_channel(model, layer, x, target, increase)
+    w = np.exp(beta - beta.max(axis=1, keepdims=True))
+    return _combine(A, w / w.sum(axis=1, keepdims=True))
 
 
 def ablation_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target):
     """Taimeskhanov et al., definition 8, in float64: w_k = (y - y_k) / y, y_k the score with
     channel k of the layer's output set to 0 (one forward of the whole model per channel)."""
-    model = model.double()
-    A, _ = capture_layer(model, layer, x.double(), target)
-    targets = torch.as_tensor(target).expand(x.shape[0]).tolist()
-    w = np.zeros(A.shape[:2])
-    for i in range(A.shape[0]):
-        y = _score64(model, x[i], targets[i])
-        for c in range(A.shape[1]):
 
-            def ablate(_module, _inputs, out, c=c):
-                out = out.clone()
-                out[:, c] = 0.0
-                return out
+    def drop(A, i, c, t):
+        def ablate(_module, _inputs, out):
+            out = out.clone()
+            out[:, c] = 0.0
+            return out
 
-            handle = layer.register_forward_hook(ablate)
-            try:
-                w[i, c] = (y - _score64(model, x[i], targets[i])) / y
-            finally:
-                handle.remove()
-    return _combine(_as64(A), w)
+        y = _score64(model, x[i], t)
+        handle = layer.register_forward_hook(ablate)
+        try:
+            return (y - _score64(model, x[i], t)) / y
+        finally:
+            handle.remove()
+
+    return _combine(*_per_channel(model, layer, x, target, drop))
 
 
 #: The catalogue beyond the default methods, by display name: ``(A, g) -> map`` (default options).
