@@ -6,8 +6,8 @@ aliases work wherever a method is named: :class:`~captum_camplus.LayerCams`, the
 leniently: case, spaces, "-" and "_" do not count and "plus" is "+", so "Grad-CAM++",
 "gradcam++" and "grad_cam_plus_plus" are one; no word is dropped ("LayerCAM" and "CAM" are two).
 
->>> @register_method("XGrad-CAM", "xgradcam")
-... class LayerXGradCam(CamAttribution):
+>>> @register_method("Abs-Grad-CAM", "absgradcam")
+... class LayerAbsGradCam(CamAttribution):
 ...     def weights(self, activation, gradient): ...
 
 Methods in other installed packages (plugins) are found through the entry-point group
@@ -17,7 +17,7 @@ read; one that fails to load is reported in a warning that names it, and skipped
 ``pyproject.toml``::
 
     [project.entry-points."captum_camplus.methods"]
-    xgradcam = "my_cams.xgradcam:LayerXGradCam"
+    absgradcam = "my_cams.abs_grad_cam:LayerAbsGradCam"
 
 Every reader that is given no list of methods (:class:`~captum_camplus.LayerCams`, the metrics,
 ``camplus compare``, the benchmark) takes :data:`DEFAULT_METHODS`: the methods registered with
