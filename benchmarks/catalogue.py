@@ -64,6 +64,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-perturbation-timing", action="store_true", help="time the gradient family only"
+    )
     args = parser.parse_args()
     import pytorch_grad_cam
     import torchcam.methods
@@ -124,8 +127,12 @@ def main() -> None:
         reference = formula(model64, model64.layer4, x, target)[:, 0]
         with getattr(pytorch_grad_cam, pgc_name)(model=model, target_layers=[model.layer4]) as p:
             theirs = p.get_cam_image(x, model.layer4, targets, A.numpy(), g.numpy(), False)
-            their_ms = _median_ms(lambda p=p: p(input_tensor=x, targets=targets), args.rounds)
-        our_ms = _median_ms(lambda m=method: m.attribute(x, target=target), args.rounds)
+            if args.no_perturbation_timing:
+                their_ms = our_ms = float("nan")
+            else:
+                their_ms = _median_ms(lambda p=p: p(input_tensor=x, targets=targets), args.rounds)
+        if not args.no_perturbation_timing:
+            our_ms = _median_ms(lambda m=method: m.attribute(x, target=target), args.rounds)
         rows.append(
             [
                 name,
