@@ -49,7 +49,7 @@ from camplus_app.options import (
     torchrun_place,
 )
 from camplus_app.textsafe import printable
-from captum_camplus import METHODS, __version__
+from captum_camplus import DEFAULT_METHODS, METHODS, __version__
 from metrics.confidence import SCORES
 
 
@@ -177,8 +177,9 @@ def _add_common(sub: argparse.ArgumentParser, name: str, *, resumable: bool) -> 
     )
     sub.add_argument(
         "--methods",
-        default=default(",".join(METHODS)),
-        help=f"comma-separated CAM methods (default: {','.join(METHODS)})",
+        default=default(",".join(DEFAULT_METHODS)),
+        help=f"comma-separated CAM methods of {', '.join(METHODS)}, or 'all' for every one "
+        f"(default: {','.join(DEFAULT_METHODS)})",
     )
     true_class = "the true class of a data set of class folders, otherwise " if resumable else ""
     sub.add_argument(

@@ -30,7 +30,7 @@ from metrics import (
     evaluate_methods,
 )
 
-METHODS = list(captum_camplus.METHODS)
+METHODS = list(captum_camplus.DEFAULT_METHODS)
 COLOURS = torch.tensor([[1.0, 0.2, 0.2], [0.2, 1.0, 0.2], [0.2, 0.2, 1.0], [1.0, 1.0, 0.2]])
 SIZE = 32
 WALL_ROWS = 4  # bottom rows of the 16 x 16 layer map that the classifier cannot see

@@ -16,8 +16,7 @@ from tqdm.auto import tqdm
 
 from camplus_app.errors import UsageError, one_line
 from camplus_app.textsafe import printable
-from captum_camplus import METHODS
-from captum_camplus.utils import method_name
+from captum_camplus.utils import resolve_methods
 
 PROG = "camplus"
 #: How the CAM layer's tensor is read: as the model's attributes say (timm ViT tokens, Swin
@@ -35,17 +34,15 @@ def torchrun_place() -> tuple[int, int, int]:
 
 
 def parse_methods(text: str | None) -> list[str]:
-    """Method display names from a comma-separated list (None: all of them)."""
-    if text is None:
-        return list(METHODS)
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
+    """Method display names from a comma-separated list (None: the default methods; ``all``:
+    every registered one), by :func:`captum_camplus.utils.resolve_methods`."""
+    names = None if text is None else [part.strip() for part in text.split(",") if part.strip()]
+    if names == []:
         raise UsageError("--methods is empty: give at least one method")
     try:
-        chosen = [method_name(name) for name in names]
+        return resolve_methods(names)
     except ValueError as error:  # it names the unknown method
         raise UsageError(str(error)) from error
-    return list(dict.fromkeys(chosen))
 
 
 def parse_device(text: str | None) -> torch.device:

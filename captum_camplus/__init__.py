@@ -29,20 +29,37 @@ from captum_camplus.maps import normalize_maps, upsample_and_normalize
 from captum_camplus.methods import (
     AlphaDiagnostics,
     AlphaOptions,
+    LayerAblationCam,
+    LayerEigenCam,
+    LayerEigenGradCam,
+    LayerElementwiseGradCam,
     LayerGradCam,
     LayerGradCamPlus,
     LayerGradCamPlusPlus,
     LayerHiResCam,
+    LayerLayerCam,
+    LayerScoreCam,
+    LayerXGradCam,
+    PerturbationCam,
     alpha_diagnostics,
     grad_cam_plus_plus_alphas,
 )
 from captum_camplus.multi import LayerCams
-from captum_camplus.registry import METHODS, register_method, unregister_method
+from captum_camplus.registry import (
+    ALL,
+    DEFAULT_METHODS,
+    METHODS,
+    register_method,
+    unregister_method,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL",
+    "DEFAULT_METHODS",
     "METHODS",
+    "PerturbationCam",
     "AlphaDiagnostics",
     "AlphaOptions",
     "CamAttribution",
@@ -54,7 +71,14 @@ __all__ = [
     "LayerGradCam",
     "LayerGradCamPlus",
     "LayerGradCamPlusPlus",
+    "LayerAblationCam",
+    "LayerEigenCam",
+    "LayerEigenGradCam",
+    "LayerElementwiseGradCam",
     "LayerHiResCam",
+    "LayerLayerCam",
+    "LayerScoreCam",
+    "LayerXGradCam",
     "Layout",
     "LayoutSpec",
     "TokenLayout",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from captum._utils.common import (
     _format_additional_forward_args,
     _format_output,
     _format_tensor_into_tuples,
+    _select_targets,
 )
 from captum._utils.gradient import compute_layer_gradients_and_eval
 from captum._utils.typing import TargetType
@@ -43,6 +45,38 @@ from captum_camplus.checks import (
 )
 from captum_camplus.layouts import InputShape, Layout, LayoutSpec, resolve_layout
 from captum_camplus.precision import finite_map, working_dtype
+
+
+@dataclass(frozen=True)
+class Forwards:
+    """The model and the batch behind a layer tensor, for the methods whose weights come from
+    further forwards of the model (Score-CAM, Ablation-CAM); gradient methods ignore it.
+
+    ``score(outputs, target)`` turns the model's outputs for some rows into one score per row:
+    by default Captum's selection of ``target`` (the logit of a classifier).
+    """
+
+    forward_func: Callable[..., Any]
+    inputs: tuple[Tensor, ...]
+    target: TargetType
+    additional_forward_args: tuple[Any, ...] = ()
+    score: Callable[[Tensor, TargetType], Tensor] = _select_targets
+
+    def rows(self, index: Tensor) -> tuple[tuple[Tensor, ...], TargetType, tuple[Any, ...]]:
+        """Inputs, target and extra arguments of the examples ``index`` (repeats allowed)."""
+        n = self.inputs[0].shape[0]
+
+        def pick(value: Any) -> Any:
+            return value[index] if isinstance(value, Tensor) and value.shape[:1] == (n,) else value
+
+        target = self.target
+        if isinstance(target, list) or (isinstance(target, Tensor) and target.numel() > 1):
+            target = torch.as_tensor(target, device=index.device)[index]
+        return (
+            tuple(pick(t) for t in self.inputs),
+            target,
+            tuple(pick(a) for a in self.additional_forward_args),
+        )
 
 
 class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
@@ -173,9 +207,17 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         a, g = layer_grid(self.layout, activation, gradient, input_shape, self.layer)
         return self.map_from_grid(a, g, relu_attributions, attr_dim_summation)
 
-    def map_from_grid(self, activation: Tensor, gradient: Tensor, relu: bool, sum_: bool) -> Tensor:
+    def map_from_grid(
+        self,
+        activation: Tensor,
+        gradient: Tensor,
+        relu: bool,
+        sum_: bool,
+        forwards: Forwards | None = None,
+    ) -> Tensor:
         """:meth:`map_from_layer` for tensors already in ``(N, C, *grid)`` (layout applied), with
-        ``relu_attributions`` and ``attr_dim_summation`` given as ``relu`` and ``sum_``.
+        ``relu_attributions`` and ``attr_dim_summation`` given as ``relu`` and ``sum_``
+        (``forwards``: for the methods that run the model again; ignored here).
 
         Computed in float32 for half-precision layers, again in float64 if that overflows, and
         returned in the layer's dtype unless the map does not fit it (see
@@ -184,6 +226,10 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
 
         def compute(dtype: torch.dtype) -> Tensor:
             a, g = activation.to(dtype), gradient.to(dtype)
+            if type(self).terms is not CamAttribution.terms:  # a map that is no weighting of A
+                terms = self.terms(a, g)
+                cam = terms.sum(dim=1, keepdim=True) if sum_ else terms
+                return torch.relu(cam) if relu else cam
             weights = self.weights(a, g)
             if sum_ and a.dim() > 2 and all(s == 1 for s in weights.shape[2:]):
                 # channel weights: sum_k w_k A^k as a batched product, no (N, C, ...) temporary
@@ -200,6 +246,12 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
         """The dtype the map of a ``layer_dtype`` layer is computed in (float32 for half
         precision); a method whose options need a wider one says so here."""
         return working_dtype(layer_dtype)
+
+    def terms(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        """The per-channel terms ``T^k`` of the map ``L = sum_k T^k``: ``W^k (.) A^k``, from
+        :meth:`weights`. A method whose map is no weighting of ``A`` (EigenCAM's centred
+        variant) overrides this instead; shapes as in :meth:`weights`, result ``A``'s shape."""
+        return self.weights(activation, gradient) * activation
 
 
 def layer_gradients_and_activations(

@@ -20,6 +20,7 @@ from torch.nn import Module
 
 from captum_camplus.base import (
     CamAttribution,
+    Forwards,
     check_flags,
     first_input,
     layer_gradients_and_activations,
@@ -34,7 +35,7 @@ from captum_camplus.checks import (
     check_target,
 )
 from captum_camplus.layouts import DefaultLayout, InputShape, LayoutSpec, resolve_layout
-from captum_camplus.registry import METHODS, method_class, method_name
+from captum_camplus.registry import method_class, resolve_methods
 
 #: A method class, or a factory ``(forward_func, layer, device_ids) -> CamAttribution`` such as
 #: ``functools.partial(LayerGradCamPlusPlus, alpha="paper")``.
@@ -52,8 +53,9 @@ class LayerCams(LayerAttribution, GradientAttribution):
 
     Args:
         forward_func, layer, device_ids: As in :class:`captum.attr.LayerGradCam`.
-        methods: Names of registered methods (:data:`captum_camplus.METHODS`; default: all of
-            them; maps come back under their display names), or a mapping from the name to
+        methods: Names of registered methods (:data:`captum_camplus.METHODS`; default:
+            :data:`captum_camplus.DEFAULT_METHODS`, ``"all"``: every registered method; maps
+            come back under their display names), or a mapping from the name to
             report to a method class or factory, e.g.
             ``{"Grad-CAM++ (paper)": functools.partial(LayerGradCamPlusPlus, alpha="paper")}``.
         layout: As in :class:`CamAttribution`; applied once, for every method (so set it here,
@@ -79,12 +81,8 @@ class LayerCams(LayerAttribution, GradientAttribution):
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         self.layout = resolve_layout(layout, forward_func, layer)
-        if isinstance(methods, str):
-            raise TypeError(f"methods is a list of names, not one string: pass [{methods!r}]")
-        if methods is None:
-            methods = dict(METHODS)
         if not isinstance(methods, Mapping):
-            methods = {method_name(name): method_class(name) for name in methods}
+            methods = {name: method_class(name) for name in resolve_methods(methods)}
         if not methods:
             raise ValueError("LayerCams needs at least one method")
         self.methods: dict[str, CamAttribution] = {
@@ -119,12 +117,15 @@ class LayerCams(LayerAttribution, GradientAttribution):
             )
         else:
             activations, gradients = self._capture(inputs, target, additional_forward_args)
+        extra = _format_additional_forward_args(additional_forward_args) or ()
+        forwards = Forwards(self.forward_func, _format_tensor_into_tuples(inputs), target, extra)
         return self.maps_from_layer(
             activations,
             gradients,
             relu_attributions,
             attr_dim_summation,
             input_shape=first_input(inputs).shape,
+            forwards=forwards,
         )
 
     def _capture(
@@ -156,6 +157,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         attr_dim_summation: bool = True,
         *,
         input_shape: InputShape = None,
+        forwards: Forwards | None = None,
     ) -> dict[str, Tensor]: ...
 
     @overload
@@ -167,6 +169,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         attr_dim_summation: bool = True,
         *,
         input_shape: InputShape = None,
+        forwards: Forwards | None = None,
     ) -> dict[str, Tensor | tuple[Tensor, ...]]: ...
 
     def maps_from_layer(
@@ -177,6 +180,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
         attr_dim_summation: bool = True,
         *,
         input_shape: InputShape = None,
+        forwards: Forwards | None = None,
     ) -> dict[str, Tensor] | dict[str, Tensor | tuple[Tensor, ...]]:
         """Every method's map, by name, from the layer's ``A`` and ``g = dS/dA`` (no pass).
 
@@ -188,6 +192,8 @@ class LayerCams(LayerAttribution, GradientAttribution):
         came from, lets the layout establish the layer's grid (see :mod:`captum_camplus.layouts`);
         a gradient that is zero on the whole grid warns. For one ``A`` tensor the maps are
         tensors (typed so); for tuples, tuples when the layer gave several tensors.
+        ``forwards`` (the model and batch behind ``A``) is what the perturbation methods
+        (Score-CAM, Ablation-CAM) need; :meth:`attribute` passes it.
         """
         check_flags(relu_attributions=relu_attributions, attr_dim_summation=attr_dim_summation)
         several = isinstance(activation, tuple)
@@ -201,7 +207,7 @@ class LayerCams(LayerAttribution, GradientAttribution):
             name: _format_output(
                 several and len(grids) > 1,
                 tuple(
-                    method.map_from_grid(a, g, relu_attributions, attr_dim_summation)
+                    method.map_from_grid(a, g, relu_attributions, attr_dim_summation, forwards)
                     for a, g in grids
                 ),
             )

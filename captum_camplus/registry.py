@@ -6,8 +6,8 @@ aliases work wherever a method is named: :class:`~captum_camplus.LayerCams`, the
 leniently: case, spaces, "-" and "_" do not count and "plus" is "+", so "Grad-CAM++",
 "gradcam++" and "grad_cam_plus_plus" are one; no word is dropped ("LayerCAM" and "CAM" are two).
 
->>> @register_method("XGrad-CAM", "xgradcam")
-... class LayerXGradCam(CamAttribution):
+>>> @register_method("Abs-Grad-CAM", "absgradcam")
+... class LayerAbsGradCam(CamAttribution):
 ...     def weights(self, activation, gradient): ...
 
 Methods in other installed packages (plugins) are found through the entry-point group
@@ -17,7 +17,13 @@ read; one that fails to load is reported in a warning that names it, and skipped
 ``pyproject.toml``::
 
     [project.entry-points."captum_camplus.methods"]
-    xgradcam = "my_cams.xgradcam:LayerXGradCam"
+    absgradcam = "my_cams.abs_grad_cam:LayerAbsGradCam"
+
+Every reader that is given no list of methods (:class:`~captum_camplus.LayerCams`, the metrics,
+``camplus compare``, the benchmark) takes :data:`DEFAULT_METHODS`: the methods registered with
+``default=True`` (the decorator's default; the built-in catalogue beyond the four seed methods
+registers with ``default=False``, so adding to it changes no default table). The name
+:data:`ALL` (``"all"``) in a list stands for every registered method (:func:`resolve_methods`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import inspect
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
 
@@ -38,6 +44,9 @@ ENTRY_POINT_GROUP = "captum_camplus.methods"
 
 _CLASSES: dict[str, type[CamAttribution]] = {}  # display name -> class, in registration order
 _KEYS: dict[str, str] = {}  # squashed name or alias -> display name
+_DEFAULTS: set[str] = set()  # display names read when no list of methods is given
+#: In a list of method names, every registered method.
+ALL = "all"
 _plugins_loaded = False  # set once every plugin is imported: the fast path of every read
 _plugins_loading = False  # set before the imports: a plugin's own import reads the registry
 #: Held while the plugins load: another thread's read waits for the whole registry.
@@ -45,34 +54,61 @@ _PLUGIN_LOCK = threading.RLock()
 
 
 class _Registry(Mapping[str, type[CamAttribution]]):
-    """A read-only live view of the registered methods that loads the plugins when first read."""
+    """A read-only live view of the registered methods (or of the default ones) that loads the
+    plugins when first read."""
+
+    def __init__(self, name: str, defaults_only: bool) -> None:
+        self._name = name
+        self._defaults_only = defaults_only
+
+    def _names(self) -> list[str]:
+        load_plugins()
+        return [n for n in _CLASSES if not self._defaults_only or n in _DEFAULTS]
 
     def __getitem__(self, name: str) -> type[CamAttribution]:
-        load_plugins()
+        if name not in self._names():
+            raise KeyError(name)
         return _CLASSES[name]
 
     def __iter__(self) -> Iterator[str]:
-        load_plugins()
-        return iter(list(_CLASSES))
+        return iter(self._names())
 
     def __len__(self) -> int:
-        load_plugins()
-        return len(_CLASSES)
+        return len(self._names())
 
     def __repr__(self) -> str:
-        return f"METHODS({list(self)})"
+        return f"{self._name}({self._names()})"
 
 
 #: The registered methods by display name, in registration order (a read-only live view; the
 #: built-in methods first, then the plugins').
-METHODS: Mapping[str, type[CamAttribution]] = _Registry()
+METHODS: Mapping[str, type[CamAttribution]] = _Registry("METHODS", defaults_only=False)
+#: The methods every reader takes when given no list: those registered with ``default=True``
+#: (today Grad-CAM, Grad-CAM+, Grad-CAM++, HiResCAM and the plugins'), a live view of METHODS.
+DEFAULT_METHODS: Mapping[str, type[CamAttribution]] = _Registry("DEFAULT_METHODS", True)
 
 
-def register_method(name: str, *aliases: str) -> Callable[[Method], Method]:
+def resolve_methods(names: Iterable[str] | None) -> list[str]:
+    """Display names of a list of method names: ``None`` gives :data:`DEFAULT_METHODS`, and
+    :data:`ALL` in the list every registered method; duplicates are dropped, order kept."""
+    if names is None:
+        return list(DEFAULT_METHODS)
+    if isinstance(names, str):
+        raise TypeError(f"methods is a list of names, not one string: pass [{names!r}]")
+    chosen: list[str] = []
+    for name in names:
+        is_all = isinstance(name, str) and _squash(name) == ALL
+        chosen.extend(METHODS if is_all else [method_name(name)])
+    return list(dict.fromkeys(chosen))
+
+
+def register_method(name: str, *aliases: str, default: bool = True) -> Callable[[Method], Method]:
     """Class decorator: make a :class:`CamAttribution` subclass known by ``name`` and ``aliases``.
 
-    The class's own name is an alias too. Registering a class again under the same names (a
-    re-run notebook cell, a reloaded module) replaces it; a name already taken by another class
+    The class's own name is an alias too. ``default=False`` keeps it out of
+    :data:`DEFAULT_METHODS` (it is then computed only when named, or with :data:`ALL`).
+    Registering a class again under the same names (a re-run notebook cell, a reloaded module)
+    replaces it; a name already taken by another class
     raises ``ValueError``; an abstract class (no ``weights``) or a class that is not a
     :class:`CamAttribution` raises ``TypeError``.
     """
@@ -81,6 +117,10 @@ def register_method(name: str, *aliases: str) -> Callable[[Method], Method]:
     for alias in aliases:
         if not isinstance(alias, str) or not _squash(alias):
             raise TypeError(f"a method's alias must be a non-empty string, got {alias!r}")
+    if ALL in {_squash(key) for key in (name, *aliases)}:
+        raise ValueError(f"{ALL!r} stands for every registered method: choose another name")
+    if not isinstance(default, bool):
+        raise TypeError(f"default is True or False, got {default!r}")
 
     def register(cls: Method) -> Method:
         if not (isinstance(cls, type) and issubclass(cls, CamAttribution)):
@@ -111,6 +151,10 @@ def register_method(name: str, *aliases: str) -> Callable[[Method], Method]:
             _drop_keys(name)
         _CLASSES[name] = cls
         _KEYS.update(dict.fromkeys(keys, name))
+        if default:
+            _DEFAULTS.add(name)
+        else:
+            _DEFAULTS.discard(name)
         return cls
 
     return register
@@ -123,6 +167,7 @@ def unregister_method(name: str) -> type[CamAttribution]:
     """
     display = method_name(name)
     _drop_keys(display)
+    _DEFAULTS.discard(display)
     return _CLASSES.pop(display)
 
 
@@ -209,11 +254,14 @@ def _same_class(a: type, b: type) -> bool:
 
 
 __all__ = [
+    "ALL",
+    "DEFAULT_METHODS",
     "ENTRY_POINT_GROUP",
     "METHODS",
     "load_plugins",
     "method_class",
     "method_name",
     "register_method",
+    "resolve_methods",
     "unregister_method",
 ]

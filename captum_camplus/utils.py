@@ -31,7 +31,8 @@ Layouts (:mod:`captum_camplus.layouts`):
 Methods by name (:mod:`captum_camplus.registry`, :mod:`captum_camplus.multi`):
 
 - :func:`method_name`, :func:`method_class`: a method's display name and class from any of its
-  names (matched leniently).
+  names (matched leniently); :func:`resolve_methods`: a list of names (None: the defaults,
+  ``"all"``: every registered method) as display names.
 - :func:`load_plugins`: import the methods of other installed packages (every read of the
   registry does it once).
 - :data:`ENTRY_POINT_GROUP`: the entry-point group of those methods.
@@ -49,6 +50,7 @@ from captum_camplus.registry import (
     load_plugins,
     method_class,
     method_name,
+    resolve_methods,
 )
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "method_name",
     "model_scores",
     "module_device",
+    "resolve_methods",
     "require_spatial",
     "resolve_layout",
 ]

@@ -64,9 +64,9 @@ def evaluate_methods(
             ``(x, labels, ...)``. Under ``torch.distributed`` a tensor is split across the
             ranks here; an iterable must already be this rank's shard (a DistributedSampler
             without padding, or a manual split).
-        methods: Names of registered methods (:data:`captum_camplus.METHODS`; default: all of
-            them, the built-ins in the order of Lerma & Lucas plus HiResCAM) or a mapping
-            name -> class/factory.
+        methods: Names of registered methods (:data:`captum_camplus.METHODS`; default:
+            :data:`captum_camplus.DEFAULT_METHODS`, the built-ins in the order of Lerma & Lucas
+            plus HiResCAM; ``"all"``: every registered method) or a mapping name -> class/factory.
         labels: The class to explain per image for tensor ``data``; default the predicted one.
         maps_from: Maps from gradients of the logits, of the softmax, or both (Lerma & Lucas,
             tables 1-2); ``None`` (default): both, or only ``"pre-softmax"`` (the gradients of

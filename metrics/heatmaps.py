@@ -189,7 +189,8 @@ def compute_cams(
     Args:
         model, layer: The classifier and its layer (a module or its name in the model).
         inputs, target: The batch (on the model's device) and its class (one, or one per image).
-        methods: Method names of :data:`captum_camplus.METHODS` (default: all) or a mapping
+        methods: Method names of :data:`captum_camplus.METHODS` (default:
+            :data:`captum_camplus.DEFAULT_METHODS`; ``"all"``: every one) or a mapping
             name -> class/factory, as :class:`captum_camplus.LayerCams` takes them.
         maps_from: Gradients of the logits (``"pre-softmax"``) or of the softmax output.
         preprocess: See :mod:`metrics.confidence`.

@@ -20,13 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import METHODS, LayoutSpec
+from captum_camplus import LayoutSpec
 from captum_camplus.utils import (
     MethodFactory,
     evaluation_mode,
     find_layer,
-    method_name,
     module_device,
+    resolve_methods,
 )
 
 from .confidence import (
@@ -191,11 +191,9 @@ def _per_method(maps_from: Sequence[str], names: Sequence[str], device: torch.de
 
 
 def method_names(methods: Sequence[str] | Mapping[str, MethodFactory] | None) -> list[str]:
-    if methods is None:
-        return list(METHODS)
     if isinstance(methods, str):
         raise TypeError("methods must be a list of names or a mapping, not a single string")
-    names = list(methods) if isinstance(methods, Mapping) else [method_name(m) for m in methods]
+    names = list(methods) if isinstance(methods, Mapping) else resolve_methods(methods)
     if not names or len(set(names)) != len(names):
         raise ValueError(f"methods must be distinct and non-empty, got {names}")
     return names

@@ -19,15 +19,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: A user's method in a package of its own: XGrad-CAM (Fu et al. 2020, arXiv:2008.02312), as
-#: Taimeskhanov et al. (2024, arXiv:2404.01964) define it, definition 4.
+#: A user's method in a package of its own: XGrad-CAM (Fu et al. 2020, arXiv:2008.02312) as
+#: Taimeskhanov et al. (2024, arXiv:2404.01964) define it, definition 4 (a spatial mean and an L1
+#: norm: the built-in XGrad-CAM follows Fu et al.), under a name of its own.
 XGRAD_CAM = '''
 import torch
 from captum_camplus import CamAttribution, register_method, spatial_mean, spatial_sum
 
 
-@register_method("XGrad-CAM")
-class LayerXGradCam(CamAttribution):
+@register_method("GAP-XGrad-CAM")
+class LayerGapXGradCam(CamAttribution):
     """w_k = GAP(A^k / ||A^k||_1 (.) g^k); a channel of zeros gets weight 0."""
 
     def weights(self, activation, gradient):
@@ -73,14 +74,14 @@ def install_distribution(site: Path, name: str, modules: dict[str, str], entries
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
-    """A folder holding the XGrad-CAM plugin, as a separately installed package."""
+    """A folder holding the GAP-XGrad-CAM plugin, as a separately installed package."""
     folder = tmp_path / "site"
     folder.mkdir()
     install_distribution(
         folder,
         "camplus_xgrad",
         {"camplus_xgrad": XGRAD_CAM},
-        {"xgradcam": "camplus_xgrad:LayerXGradCam"},
+        {"gapxgradcam": "camplus_xgrad:LayerGapXGradCam"},
     )
     return folder
 
@@ -107,26 +108,30 @@ def test_a_plugin_method_reaches_every_layer(site: Path, tmp_path: Path) -> None
         import quantus
         import torch
         from metrics_models import tiny_setup
-        from captum_camplus import METHODS, LayerCams
+        from captum_camplus import DEFAULT_METHODS, METHODS, LayerCams
         from captum_camplus.utils import method_class
         from metrics import AverageDrop, WinPercentage, cam_explain, evaluate_methods
         from camplus_app import cli, figures
 
-        assert list(METHODS) == ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM", "XGrad-CAM"]
-        assert method_class("xgradcam").__module__ == "camplus_xgrad"
+        four = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]
+        assert list(DEFAULT_METHODS) == [*four, "GAP-XGrad-CAM"]
+        assert list(METHODS)[-1] == "GAP-XGrad-CAM"
+        assert method_class("gapxgradcam").__module__ == "camplus_xgrad"
         model, images, labels = tiny_setup(n=3)
         maps = LayerCams(model, model.layer).attribute(images, target=labels)
-        assert "XGrad-CAM" in maps and torch.isfinite(maps["XGrad-CAM"]).all()
+        assert "GAP-XGrad-CAM" in maps and torch.isfinite(maps["GAP-XGrad-CAM"]).all()
 
-        result = evaluate_methods(model, model.layer, images, methods=["xgradcam"], progress=False)
-        assert result.methods == ["XGrad-CAM"]
+        result = evaluate_methods(
+            model, model.layer, images, methods=["gapxgradcam"], progress=False
+        )
+        assert result.methods == ["GAP-XGrad-CAM"]
         table = quantus.evaluate(
-            metrics={{"AD": AverageDrop(), "Win %": WinPercentage(["XGrad-CAM", "Grad-CAM"])}},
-            xai_methods={{"XGrad-CAM": cam_explain}},
+            metrics={{"AD": AverageDrop(), "Win %": WinPercentage(["GAP-XGrad-CAM", "Grad-CAM"])}},
+            xai_methods={{"GAP-XGrad-CAM": cam_explain}},
             model=model, x_batch=images.numpy(), y_batch=labels.numpy(),
             explain_func_kwargs={{"layer": model.layer}}, agg_func=np.mean, verbose=False,
         )
-        assert np.isfinite(table["XGrad-CAM"]["AD"])
+        assert np.isfinite(table["GAP-XGrad-CAM"]["AD"])
 
         drawn = {{}}
         real = figures.overlay_figure
@@ -134,9 +139,9 @@ def test_a_plugin_method_reaches_every_layer(site: Path, tmp_path: Path) -> None
             drawn.update(heatmaps)
             return real(image, heatmaps, title)
         figures.overlay_figure = spy
-        argv = ["explain", "coffee", "--methods", "xgradcam,gradcam", "-q", "-o", {str(out)!r}]
+        argv = ["explain", "coffee", "--methods", "gapxgradcam,gradcam", "-q", "-o", {str(out)!r}]
         assert cli.main(argv) == 0
-        assert list(drawn) == ["XGrad-CAM", "Grad-CAM"], list(drawn)
+        assert list(drawn) == ["GAP-XGrad-CAM", "Grad-CAM"], list(drawn)
         print("ok")
         """,
         site,
@@ -148,7 +153,7 @@ def test_a_plugin_method_reaches_every_layer(site: Path, tmp_path: Path) -> None
 def test_a_plugin_name_is_accepted_by_the_command_line(site: Path) -> None:
     result = _python("", site, "-m", "camplus_app", "explain", "--help")
     assert result.returncode == 0, result.stderr
-    assert "XGrad-CAM" in result.stdout  # the default list of --methods
+    assert "GAP-XGrad-CAM" in result.stdout  # the default list of --methods
 
 
 def test_broken_plugins_are_named_and_skipped(site: Path) -> None:
@@ -174,7 +179,7 @@ def test_broken_plugins_are_named_and_skipped(site: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     first, *warnings = result.stdout.splitlines()
-    assert "XGrad-CAM" in first and "Undecorated" not in first
+    assert "GAP-XGrad-CAM" in first and "Undecorated" not in first
     assert len(warnings) == len(BROKEN_ENTRIES), warnings
     for name, (value, words) in BROKEN_ENTRIES.items():
         (line,) = [w for w in warnings if f"plugin {name!r} ({value})" in w]
@@ -183,7 +188,7 @@ def test_broken_plugins_are_named_and_skipped(site: Path) -> None:
 
 @pytest.mark.slow
 def test_the_registry_readers_pass_with_a_method_they_do_not_know(site: Path) -> None:
-    """A new method (here XGrad-CAM from a plugin, registered after the built-ins exactly as a
+    """A new method (here GAP-XGrad-CAM from a plugin, registered after the built-ins exactly as a
     new built-in module would be) changes nothing for the tests of the registry's readers: the
     reference, the benchmark, the walls, the command line and the metrics skip what they have
     no formula for."""
@@ -199,7 +204,7 @@ def test_the_registry_readers_pass_with_a_method_they_do_not_know(site: Path) ->
         "tests/app/test_walls.py",
         "tests/benchmarks/test_benchmarks.py",
     ]
-    check = _python("from captum_camplus import METHODS; assert 'XGrad-CAM' in METHODS", site)
+    check = _python("from captum_camplus import METHODS; assert 'GAP-XGrad-CAM' in METHODS", site)
     assert check.returncode == 0, check.stderr
     result = _python("", site, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files)
     assert result.returncode == 0, result.stdout[-3000:]
@@ -228,15 +233,16 @@ def test_the_registry_readers_take_or_skip_a_method_they_do_not_know(throwaway) 
     import captum_camplus.testing.reference as reference
     from benchmarks import run as bench
     from camplus_app.walls.cams import wall_maps
-    from captum_camplus import METHODS, LayerCams
+    from captum_camplus import DEFAULT_METHODS, METHODS, LayerCams
     from metrics import evaluate_methods
 
     assert list(METHODS)[-1] == "Throwaway-CAM" and "Throwaway-CAM" not in reference.FORMULAS
+    assert list(DEFAULT_METHODS)[-1] == "Throwaway-CAM"  # registered with default=True
     model, images, labels = tiny_setup(n=3)
     maps = LayerCams(model, model.layer).attribute(images, target=labels, relu_attributions=True)
-    assert list(maps) == list(METHODS)
+    assert list(maps) == list(DEFAULT_METHODS)
     result = evaluate_methods(model, model.layer, images, maps_from=["pre-softmax"], progress=False)
-    assert result.methods == list(METHODS)
+    assert result.methods == list(DEFAULT_METHODS)
     a, g = reference.capture_layer(model, model.layer, images, labels)
     references = bench.reference_maps(a, g)
     raw, _ = bench.deviations({name: m[:, 0] for name, m in maps.items()}, references)

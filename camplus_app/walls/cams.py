@@ -13,11 +13,11 @@ from captum._utils.typing import TargetType
 from captum.attr import LayerGradCam as CaptumLayerGradCam
 from torch import Tensor, nn
 
-from captum_camplus import METHODS, LayerCams
+from captum_camplus import DEFAULT_METHODS, LayerCams
 
-#: Rows of the walls tables: the registered methods, in order. Grad-CAM is Captum's own
-#: ``LayerGradCam``, the reference the other rows are compared with.
-WALL_METHODS = tuple(METHODS)
+#: Rows of the walls tables: the default methods (the paper's), in order. Grad-CAM is Captum's
+#: own ``LayerGradCam``, the reference the other rows are compared with.
+WALL_METHODS = tuple(DEFAULT_METHODS)
 
 
 def wall_maps(

@@ -12,13 +12,31 @@ from captum_camplus.methods.grad_cam_plus_plus import (
 )
 from captum_camplus.methods.hires_cam import LayerHiResCam
 
+# the catalogue beyond the default four (registered with default=False)
+from captum_camplus.methods.xgrad_cam import LayerXGradCam  # isort: skip
+from captum_camplus.methods.layer_cam import LayerLayerCam  # isort: skip
+from captum_camplus.methods.element_wise_grad_cam import LayerElementwiseGradCam  # isort: skip
+from captum_camplus.methods.eigen_cam import LayerEigenCam  # isort: skip
+from captum_camplus.methods.eigen_grad_cam import LayerEigenGradCam  # isort: skip
+from captum_camplus.methods.score_cam import LayerScoreCam  # isort: skip
+from captum_camplus.methods.ablation_cam import LayerAblationCam  # isort: skip
+from captum_camplus.methods.perturbation import PerturbationCam  # isort: skip
+
 __all__ = [
+    "LayerAblationCam",
+    "LayerScoreCam",
+    "PerturbationCam",
     "AlphaDiagnostics",
     "AlphaOptions",
     "LayerGradCam",
     "LayerGradCamPlus",
     "LayerGradCamPlusPlus",
+    "LayerEigenCam",
+    "LayerEigenGradCam",
+    "LayerElementwiseGradCam",
     "LayerHiResCam",
+    "LayerLayerCam",
+    "LayerXGradCam",
     "alpha_diagnostics",
     "grad_cam_plus_plus_alphas",
 ]

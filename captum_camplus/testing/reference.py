@@ -11,6 +11,12 @@ References:
   arXiv:2205.10838.
 - Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
   arXiv:2404.01964.
+- Fu, Hu, Dong, Jiang, Zhang, Cheng & Yu (2020), "Axiom-based Grad-CAM: towards accurate
+  visualization and explanation of CNNs", BMVC, arXiv:2008.02312.
+- Jiang, Zhang, Hou, Cheng & Wei (2021), "LayerCAM: exploring hierarchical class activation maps
+  for localization", IEEE Transactions on Image Processing 30.
+- Muhammad & Yeasin (2020), "Eigen-CAM: class activation map using principal components",
+  IJCNN, arXiv:2008.00299.
 """
 
 from __future__ import annotations
@@ -144,6 +150,119 @@ def _grad_cam_pp_paper(A, g) -> np.ndarray:
 
 def _grad_cam_pp_clamped(A, g) -> np.ndarray:
     return grad_cam_pp(A, g, form="simplified", stabilizer="clamp")
+
+
+def xgrad_cam(A, g, eps: float = 0.0) -> np.ndarray:
+    """Fu et al.: w_k = sum_ij A_ij / (sum_ab A_ab + eps) g_ij; 0 where the sum is 0."""
+    A, g = _as64(A), _as64(g)
+    w = np.zeros(A.shape[:2])
+    for i in range(A.shape[0]):
+        for c in range(A.shape[1]):
+            total = A[i, c].sum() + eps
+            if total != 0:
+                w[i, c] = (A[i, c] * g[i, c]).sum() / total
+    return _combine(A, w)
+
+
+def layer_cam(A, g) -> np.ndarray:
+    """Jiang et al.: sum_k ReLU(g^k) (.) A^k."""
+    A, g = _as64(A), _as64(g)
+    return _combine(A, np.maximum(g, 0))
+
+
+def element_wise_grad_cam(A, g) -> np.ndarray:
+    """sum_k ReLU(g^k (.) A^k)."""
+    A, g = _as64(A), _as64(g)
+    out = np.zeros((A.shape[0], 1, *A.shape[2:]))
+    for c in range(A.shape[1]):
+        out[:, 0] += np.maximum(g[:, c] * A[:, c], 0)
+    return out
+
+
+def eigen_projection(X, centred: bool = False) -> np.ndarray:
+    """Muhammad & Yeasin: X (positions x channels) = U S V^T, map = X v_1 (X less its
+    column means if ``centred``); v_1's sign makes sum(X v_1) >= 0 for the uncentred X."""
+    X = _as64(X)
+    out = np.zeros((X.shape[0], 1, *X.shape[2:]))
+    for i in range(X.shape[0]):
+        rows = X[i].reshape(X.shape[1], -1).T  # (P, C)
+        used = rows - rows.mean(axis=0) if centred else rows
+        v = np.linalg.svd(used, full_matrices=False)[2][0]
+        if (rows @ v).sum() < 0:
+            v = -v
+        out[i, 0] = (used @ v).reshape(X.shape[2:])
+    return out
+
+
+def eigen_cam(A, g, centred: bool = False) -> np.ndarray:
+    """EigenCAM: the projection of A on its first principal component (g unused)."""
+    return eigen_projection(A, centred)
+
+
+def eigen_grad_cam(A, g, centred: bool = False) -> np.ndarray:
+    """EigenGrad-CAM: the projection of g (.) A on its first principal component."""
+    return eigen_projection(_as64(g) * _as64(A), centred)
+
+
+def _score64(model: nn.Module, x: torch.Tensor, target: int) -> float:
+    with torch.no_grad():
+        return float(model(x[None].double())[0, target])
+
+
+def _per_channel(model: nn.Module, layer: nn.Module, x: torch.Tensor, target, weight) -> tuple:
+    """``A`` of the float64 ``model`` and ``w[i, c] = weight(A, i, c, target_i)``, one by one."""
+    model = model.double()
+    A, _ = capture_layer(model, layer, x.double(), target)
+    targets = torch.as_tensor(target).expand(x.shape[0]).tolist()
+    w = np.array([[weight(A, i, c, targets[i]) for c in range(A.shape[1])] for i in range(len(A))])
+    return _as64(A), w
+
+
+def score_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target, align_corners=False):
+    """Taimeskhanov et al., definition 7, one image and one channel at a time in float64:
+    w = softmax_k(f(X H^k) - f(X)), H^k = min-max normalised bilinear upsampling of A^k."""
+
+    def increase(A, i, c, t):
+        up = torch.nn.functional.interpolate(
+            A[i, c][None, None], size=x.shape[2:], mode="bilinear", align_corners=align_corners
+        )[0, 0]
+        span = float(up.max() - up.min())
+        mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
+        return _score64(model, x[i].double() * mask, t) - _score64(model, x[i], t)
+
+    A, beta = _per_channel(model, layer, x, target, increase)
+    w = np.exp(beta - beta.max(axis=1, keepdims=True))
+    return _combine(A, w / w.sum(axis=1, keepdims=True))
+
+
+def ablation_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target):
+    """Taimeskhanov et al., definition 8, in float64: w_k = (y - y_k) / y, y_k the score with
+    channel k of the layer's output set to 0 (one forward of the whole model per channel)."""
+
+    def drop(A, i, c, t):
+        def ablate(_module, _inputs, out):
+            out = out.clone()
+            out[:, c] = 0.0
+            return out
+
+        y = _score64(model, x[i], t)
+        handle = layer.register_forward_hook(ablate)
+        try:
+            return (y - _score64(model, x[i], t)) / y
+        finally:
+            handle.remove()
+
+    return _combine(*_per_channel(model, layer, x, target, drop))
+
+
+#: The catalogue beyond the default methods, by display name: ``(A, g) -> map`` (default options).
+CATALOGUE_FORMULAS = {
+    "XGrad-CAM": xgrad_cam,
+    "LayerCAM": layer_cam,
+    "Element-wise Grad-CAM": element_wise_grad_cam,
+    "EigenCAM": eigen_cam,
+    "EigenGrad-CAM": eigen_grad_cam,
+}
 
 
 #: The registered methods this module has a formula for, by display name: ``(A, g) -> map``.

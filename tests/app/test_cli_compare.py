@@ -28,7 +28,7 @@ from camplus_app.images import sample_images  # noqa: E402
 
 IMAGES = ["coffee", "chelsea", "camera"]
 METHODS = ["Grad-CAM", "Grad-CAM+", "Grad-CAM++", "HiResCAM"]  #: those with a formula here
-REGISTERED = list(captum_camplus.METHODS)  #: what compare scores by default
+REGISTERED = list(captum_camplus.DEFAULT_METHODS)  #: what compare scores by default
 ARGV = ["compare", *IMAGES, "--batch-size", "2", "--workers", "0", "-q"]
 
 

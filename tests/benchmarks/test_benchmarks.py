@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from captum_camplus import METHODS
+from captum_camplus import DEFAULT_METHODS
 
 pytest.importorskip("torchvision")
 from benchmarks import run as bench  # noqa: E402
@@ -23,7 +23,7 @@ WITH_FORMULA = {*bench.ref.FORMULAS, bench.ALL_FOUR}
 
 EXPECTED_ROWS = [
     bench.FLOOR,
-    *METHODS,  # every registered method, a new one included
+    *DEFAULT_METHODS,  # the default methods (a new default one included)
     bench.ALL_FOUR,
     "Captum LayerGradCam",
     "pytorch-grad-cam GradCAM",
@@ -69,7 +69,7 @@ def test_quick_run_has_every_row_with_finite_numbers(smoke, capsys):
 def test_quick_run_counts_the_forward_passes_of_each_metric_evaluation(smoke):
     metric_rows = {row["name"]: row for row in smoke[1]["metric_rows"]}
     # one CAM pass for all four methods that also gives Y, then O for each method's map
-    assert metric_rows["metrics.evaluate_methods"]["forwards_per_image"] == 1 + len(METHODS)
+    assert metric_rows["metrics.evaluate_methods"]["forwards_per_image"] == 1 + len(DEFAULT_METHODS)
     # Quantus: the CAM pass of explain_func, then Y and O
     assert metric_rows["metrics.AverageDrop in Quantus"]["forwards_per_image"] == 3
 

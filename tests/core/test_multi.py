@@ -16,7 +16,7 @@ from captum_camplus.utils import method_class
 
 
 def test_each_map_equals_its_class(resnet18, images):
-    cams = LayerCams(resnet18, resnet18.layer4)
+    cams = LayerCams(resnet18, resnet18.layer4, methods=["all"])
     maps = cams.attribute(images, target=[1, 2, 3], relu_attributions=True)
     assert list(maps) == list(METHODS)
     for name, cls in METHODS.items():

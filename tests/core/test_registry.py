@@ -16,8 +16,8 @@ from captum_camplus import (
 from captum_camplus.utils import method_class, method_name
 
 
-class LayerCam(CamAttribution):
-    """LayerCAM (Jiang et al. 2021): W = ReLU(g)."""
+class LayerPatchCam(CamAttribution):
+    """A made-up method for the registry tests: W = ReLU(g)."""
 
     def weights(self, activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
         return gradient.clamp(min=0)
@@ -47,7 +47,7 @@ def test_the_abstract_base_and_non_methods_are_refused(cleanup) -> None:
 
     with pytest.raises(TypeError, match="StillAbstract as .Nothing.: it is abstract"):
         register_method("Nothing")(StillAbstract)
-    for thing in (dict, nn.Conv2d, LayerCam(nn.Identity(), nn.Identity()), len):
+    for thing in (dict, nn.Conv2d, LayerPatchCam(nn.Identity(), nn.Identity()), len):
         with pytest.raises(TypeError, match="decorates CamAttribution subclasses"):
             register_method("Thing")(thing)
     for bad in ("", " - _ ", None):
@@ -60,9 +60,12 @@ def test_the_abstract_base_and_non_methods_are_refused(cleanup) -> None:
 
 
 def test_no_word_of_a_name_is_dropped(cleanup) -> None:
-    register_method("LayerCAM")(LayerCam)
+    register_method("PatchCAM")(LayerPatchCam)
     register_method("CAM")(LayerPlainCam)  # was refused: "LayerCAM" was keyed "cam"
-    assert method_class("layer-cam") is LayerCam and method_class("LayerCam") is LayerCam
+    assert (
+        method_class("patch-cam") is LayerPatchCam
+        and method_class("LayerPatchCam") is LayerPatchCam
+    )
     assert method_class("CAM") is LayerPlainCam and method_class("LayerPlainCam") is LayerPlainCam
     assert method_name("grad cam plus plus") == "Grad-CAM++"  # "plus" is still "+"
     with pytest.raises(ValueError, match="unknown CAM method 'plain cam'"):
@@ -70,27 +73,27 @@ def test_no_word_of_a_name_is_dropped(cleanup) -> None:
 
 
 def test_unregister_removes_the_method_and_every_alias(cleanup) -> None:
-    register_method("LayerCAM", "lcam")(LayerCam)
-    assert unregister_method("lcam") is LayerCam
-    assert "LayerCAM" not in METHODS
-    for name in ("LayerCAM", "lcam", "LayerCam"):
+    register_method("PatchCAM", "lcam")(LayerPatchCam)
+    assert unregister_method("lcam") is LayerPatchCam
+    assert "PatchCAM" not in METHODS
+    for name in ("PatchCAM", "lcam", "LayerPatchCam"):
         with pytest.raises(ValueError, match="unknown CAM method"):
             method_name(name)
-    with pytest.raises(ValueError, match="unknown CAM method 'LayerCAM'"):
-        unregister_method("LayerCAM")
-    register_method("Layer CAM")(LayerCam)  # free again, under another display name
-    assert method_name("layercam") == "Layer CAM"
+    with pytest.raises(ValueError, match="unknown CAM method 'PatchCAM'"):
+        unregister_method("PatchCAM")
+    register_method("Patch CAM")(LayerPatchCam)  # free again, under another display name
+    assert method_name("patchcam") == "Patch CAM"
 
 
 def test_re_registering_a_class_replaces_its_aliases(cleanup) -> None:
-    register_method("LayerCAM", "old-alias")(LayerCam)
-    register_method("LayerCAM", "new-alias")(LayerCam)  # a re-run notebook cell, edited
-    assert method_name("new alias") == "LayerCAM"
+    register_method("PatchCAM", "old-alias")(LayerPatchCam)
+    register_method("PatchCAM", "new-alias")(LayerPatchCam)  # a re-run notebook cell, edited
+    assert method_name("new alias") == "PatchCAM"
     with pytest.raises(ValueError, match="unknown CAM method"):
         method_name("old alias")
 
 
 def test_the_registry_view_is_read_only() -> None:
     with pytest.raises(TypeError):
-        METHODS["Mine"] = LayerCam  # type: ignore[index]
+        METHODS["Mine"] = LayerPatchCam  # type: ignore[index]
     assert "Grad-CAM" in repr(METHODS) and len(METHODS) >= 4

@@ -16,7 +16,7 @@ from captum_camplus import LayerGradCam, LayerGradCamPlusPlus, LayerHiResCam
 from captum_camplus.masking import bottom_rows
 from metrics import BatchScorer, EvaluationResult, evaluate_methods
 
-METHODS = list(captum_camplus.METHODS)  # every registered method: evaluate_methods' default
+METHODS = list(captum_camplus.DEFAULT_METHODS)  # evaluate_methods' default
 
 
 def log_score(model, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

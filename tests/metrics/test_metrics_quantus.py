@@ -28,7 +28,7 @@ from metrics import (
     functional,
 )
 
-METHODS = list(captum_camplus.METHODS)  # every registered method: the default of the driver
+METHODS = list(captum_camplus.DEFAULT_METHODS)  # the default of the driver
 UNSEEN = bottom_rows(16, 16, 4)
 
 

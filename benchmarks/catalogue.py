@@ -1,0 +1,155 @@
+"""The catalogue's closing table: per method, the deviation from its float64 reference and from
+pytorch-grad-cam's and torchcam's layer maps, its lines of code, and its speed (the gradient
+family all together against the floor; Score-CAM and Ablation-CAM against pytorch-grad-cam).
+
+    python -m benchmarks.catalogue --batch 2 --size 64 --rounds 3
+
+The model is torchvision's resnet18 (random weights, 10 classes) at ``layer4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torchvision
+
+import captum_camplus.testing.reference as ref
+from captum_camplus import (
+    DEFAULT_METHODS,
+    METHODS,
+    LayerAblationCam,
+    LayerCams,
+    LayerScoreCam,
+)
+
+#: Our method -> (pytorch-grad-cam class, our options matching it), (torchcam class, options).
+PEERS = {
+    "XGrad-CAM": (("XGradCAM", {"eps": 1e-7}), ("XGradCAM", {"eps": 1e-8})),
+    "LayerCAM": (("LayerCAM", {}), ("LayerCAM", {})),
+    "Element-wise Grad-CAM": (("GradCAMElementWise", {}), None),
+    "EigenCAM": (("EigenCAM", {"centred": True}), None),
+    "EigenGrad-CAM": (("EigenGradCAM", {"centred": True}), None),
+}
+
+
+def _relative(ours: np.ndarray, theirs: np.ndarray, up_to_sign: bool = False) -> float:
+    if up_to_sign:
+        theirs = theirs * np.sign((ours * theirs).sum(axis=(1, 2), keepdims=True))
+    return float(np.abs(ours - theirs).max() / np.abs(ours).max())
+
+
+def _median_ms(run: Callable[[], object], rounds: int) -> float:
+    run()  # warm-up
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _lines(cls: type) -> int:
+    return len(inspect.getsource(inspect.getmodule(cls)).splitlines())  # type: ignore[arg-type]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-perturbation-timing", action="store_true", help="time the gradient family only"
+    )
+    args = parser.parse_args()
+    import pytorch_grad_cam
+    import torchcam.methods
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    model64 = copy.deepcopy(model).double()
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    target = [i % 10 for i in range(args.batch)]
+    A, g = ref.capture_layer(model, model.layer4, x, target)
+    A64, g64 = ref.capture_layer(model64, model64.layer4, x.double(), target)
+    targets = [ClassifierOutputTarget(t) for t in target]
+    rows = []
+    for name, (pgc, tc) in PEERS.items():
+        cls = METHODS[name]
+        cam = cls(model, model.layer4).attribute(x, target=target).detach()[:, 0].double().numpy()
+        reference = ref.CATALOGUE_FORMULAS[name](A64, g64)[:, 0]
+        with getattr(pytorch_grad_cam, pgc[0])(model=model, target_layers=[model.layer4]) as peer:
+            theirs = peer.get_cam_image(x, model.layer4, targets, A.numpy(), g.numpy(), False)
+        variant = cls(model, model.layer4, **pgc[1]).map_from_layer(A, g)[:, 0].numpy()
+        vs_tc = "-"
+        if tc is not None:
+            with getattr(torchcam.methods, tc[0])(model, model.layer4) as extractor:
+                scores = model(x)
+                tmap = extractor(class_idx=target, scores=scores, normalized=False)[0].detach()
+            mine = cls(model, model.layer4, **tc[1]).map_from_layer(A, g, True)[:, 0]
+            vs_tc = f"{_relative(mine.numpy(), tmap.numpy()):.1e}"
+        rows.append(
+            [
+                name,
+                f"{_relative(cam, reference):.1e}",
+                f"{_relative(variant, theirs, up_to_sign=name.startswith('Eigen')):.1e}",
+                vs_tc,
+                str(_lines(cls)),
+            ]
+        )
+
+    floor = _median_ms(lambda: ref.capture_layer(model, model.layer4, x, target), args.rounds)
+    gradient = [*DEFAULT_METHODS, *PEERS]
+    together = LayerCams(model, model.layer4, methods=gradient)
+    all_ms = _median_ms(lambda: together.attribute(x, target=target), args.rounds)
+    four = LayerCams(model, model.layer4)
+    four_ms = _median_ms(lambda: four.attribute(x, target=target), args.rounds)
+    print(
+        f"floor {floor:.1f} ms; the default four {four_ms / floor:.3f}x; the gradient family "
+        f"({len(gradient)} methods) from one pass {all_ms / floor:.3f}x the floor"
+    )
+
+    for name, ours, pgc_name, options in (
+        ("Score-CAM", LayerScoreCam, "ScoreCAM", {"align_corners": True}),
+        ("Ablation-CAM", LayerAblationCam, "AblationCAM", {"ablation_value": None}),
+    ):
+        method = ours(model, model.layer4, **options)
+        cam = method.attribute(x, target=target)[:, 0].double().numpy()
+        plain = ours(model64, model64.layer4).attribute(x.double(), target=target)[:, 0].numpy()
+        formula = ref.score_cam if name == "Score-CAM" else ref.ablation_cam
+        reference = formula(model64, model64.layer4, x, target)[:, 0]
+        with getattr(pytorch_grad_cam, pgc_name)(model=model, target_layers=[model.layer4]) as p:
+            theirs = p.get_cam_image(x, model.layer4, targets, A.numpy(), g.numpy(), False)
+            if args.no_perturbation_timing:
+                their_ms = our_ms = float("nan")
+            else:
+                their_ms = _median_ms(lambda p=p: p(input_tensor=x, targets=targets), args.rounds)
+        if not args.no_perturbation_timing:
+            our_ms = _median_ms(lambda m=method: m.attribute(x, target=target), args.rounds)
+        rows.append(
+            [
+                name,
+                f"{_relative(plain, reference):.1e}",
+                f"{_relative(cam, theirs):.1e}",
+                "-",
+                f"{_lines(ours)} (+ {_lines(ours.__mro__[1])} shared)",
+                f"{our_ms / their_ms:.3f}x pytorch-grad-cam ({our_ms:.0f} vs {their_ms:.0f} ms)",
+            ]
+        )
+    header = ["method", "vs float64 reference", "vs pytorch-grad-cam", "vs torchcam", "lines"]
+    print("| " + " | ".join([*header, "speed"]) + " |")
+    print("|" + "---|" * (len(header) + 1))
+    for row in rows:
+        speed = row[5] if len(row) > 5 else f"in the family's {all_ms / floor:.3f}x the floor"
+        print("| " + " | ".join([*row[:5], speed]) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Score-CAM (Wang et al. 2020), batched.
+
+References:
+- Wang, Wang, Du, Yang, Zhang, Ding, Mardziel & Hu (2020), "Score-CAM: score-weighted visual
+  explanations for convolutional neural networks", CVPR workshops, arXiv:1910.01279.
+- Taimeskhanov, Sicre & Garreau (2024), "CAM-based methods can see through walls", ECML PKDD,
+  arXiv:2404.01964.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from captum_camplus.base import Forwards
+from captum_camplus.methods.perturbation import PerturbationCam, scores_of
+
+
+class LayerScoreCam(PerturbationCam):
+    r"""Score-CAM: softmax over channels of the scores of the input masked by each channel
+    (Taimeskhanov et al., definition 7).
+
+    .. math:: w = \mathrm{softmax}_k\big(f(X \odot H^k) - f(X)\big), \quad
+              H^k = \frac{U^k - \min U^k}{\max U^k - \min U^k}, \; U^k = \mathrm{Up}(A^k)
+
+    ``Up`` is bilinear as in Wang et al.'s code (``align_corners=True``: pytorch-grad-cam's); a
+    constant channel masks everything (``H = 0``). The baseline ``f(X)`` cancels in the softmax.
+    The masked input lies between 0 and ``X``: 0 must be an input value the model accepts.
+    """
+
+    def __init__(self, *args: Any, align_corners: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.align_corners = align_corners
+
+    def channel_weights(self, activation: Tensor, forwards: Forwards) -> Tensor:
+        x = forwards.inputs[0]
+        if not x.is_floating_point() or x.dim() != 4:
+            raise ValueError(
+                f"Score-CAM multiplies the input images by masks in [0, 1]: it needs float "
+                f"(N, C, H, W) inputs, got {x.dtype} {tuple(x.shape)}"
+            )
+        n, c = activation.shape[:2]
+        scores = torch.empty(n * c, device=activation.device, dtype=activation.dtype)
+        for part in self.chunks(n * c, x[0].numel() * x.element_size()):
+            rows = torch.arange(part.start, part.stop, device=x.device)
+            up = F.interpolate(
+                activation.flatten(0, 1)[rows, None].to(x.dtype),
+                size=x.shape[2:],
+                mode="bilinear",
+                align_corners=self.align_corners,
+            ).flatten(1)
+            low, high = up.aminmax(dim=1, keepdim=True)
+            masks = torch.where(high > low, (up - low) / (high - low), 0.0).view(
+                -1, 1, *x.shape[2:]
+            )
+            inputs, target, extra = forwards.rows(rows // c)
+            scores[part] = scores_of(forwards, (inputs[0] * masks, *inputs[1:]), target, extra).to(
+                scores.dtype
+            )
+            self.report(part.stop, n * c)
+        return scores.view(n, c).softmax(dim=1)

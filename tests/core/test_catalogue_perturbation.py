@@ -1,0 +1,143 @@
+"""Score-CAM and Ablation-CAM: float64 references, pytorch-grad-cam's weights, LayerCams'
+shared capture, chunks under the memory budget, and their refusals."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import captum_camplus.testing.reference as ref
+from captum_camplus import LayerAblationCam, LayerCams, LayerScoreCam
+
+
+def small_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 5, 3, padding=1),
+        nn.ReLU(),  # the layer: (N, 5, 6, 6)
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 4),
+    ).eval()
+
+
+@pytest.fixture
+def case():
+    model = small_cnn()
+    x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    return model, x, [0, 2, 3]
+
+
+def test_score_cam_matches_its_float64_reference(case):
+    model, x, target = case
+    model64 = copy.deepcopy(model).double()
+    for align in (False, True):
+        expected = ref.score_cam(model64, model64[4], x, target, align_corners=align)
+        ours = LayerScoreCam(model64, model64[4], align_corners=align)
+        cam = ours.attribute(x.double(), target=target)
+        np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-10, atol=1e-12)
+    cam32 = LayerScoreCam(model, model[4]).attribute(x, target=target)
+    expected = ref.score_cam(model64, model64[4], x, target)
+    assert np.abs(cam32.double().numpy() - expected).max() < 1e-4 * np.abs(expected).max()
+
+
+def test_ablation_cam_matches_its_float64_reference(case):
+    model, x, target = case
+    model64 = copy.deepcopy(model).double()
+    expected = ref.ablation_cam(model64, model64[4], x, target)
+    cam = LayerAblationCam(model64, model64[4]).attribute(x.double(), target=target)
+    np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+class Residual(nn.Module):
+    """conv -> ReLU (the layer) -> conv, plus the block's input: a skip around the layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.relu, self.out = (
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4, 3, 1),
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+
+    def forward(self, x):
+        return self.head(self.out(self.relu(self.conv(x))) + x)
+
+
+def test_ablation_inside_a_residual_block_runs_every_row_from_the_input():
+    """The skip connection holds the whole batch, so the rows run from the input (the check of
+    two unablated rows chooses it); the numbers are still the reference's."""
+    torch.manual_seed(0)
+    model = Residual().double().eval()
+    x = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    expected = ref.ablation_cam(model, model.relu, x, [1, 0, 3])
+    cam = LayerAblationCam(model, model.relu).attribute(x, target=[1, 0, 3])
+    np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_pytorch_grad_cam_weights_are_ours(case):
+    """Their ScoreCAM (bilinear with align_corners=True, 1e-8 in the normalisation) and
+    AblationCAM (on a ReLU layer, where their ablation value is 0) give our maps."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, x, target = case
+    A, g = ref.capture_layer(model, model[4], x, target)
+    targets = [ClassifierOutputTarget(t) for t in target]
+    for name, ours in (
+        ("ScoreCAM", LayerScoreCam(model, model[4], align_corners=True)),
+        ("AblationCAM", LayerAblationCam(model, model[4], ablation_value=None)),
+    ):
+        with getattr(pytorch_grad_cam, name)(model=model, target_layers=[model[4]]) as cam:
+            theirs = cam.get_cam_image(x, model[4], targets, A.numpy(), g.numpy(), False)
+        mine = ours.attribute(x, target=target)[:, 0].numpy()
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-5 * np.abs(mine).max())
+
+
+def test_layer_cams_shares_the_capture_and_gives_each_class_map(case):
+    model, x, target = case
+    methods = {"Score-CAM": LayerScoreCam, "Ablation-CAM": LayerAblationCam}
+    maps = LayerCams(model, model[4], methods=methods).attribute(x, target=target)
+    for name, cls in (("Score-CAM", LayerScoreCam), ("Ablation-CAM", LayerAblationCam)):
+        torch.testing.assert_close(maps[name], cls(model, model[4]).attribute(x, target=target))
+
+
+def test_chunks_follow_the_budget_and_report_progress(case):
+    model, x, target = case
+    seen = []
+    whole = LayerScoreCam(model, model[4]).attribute(x, target=target)
+    one_row = x[0].numel() * x.element_size()
+    chunked = LayerScoreCam(
+        model, model[4], memory_budget=2 * one_row, progress=lambda d, t: seen.append((d, t))
+    ).attribute(x, target=target)
+    torch.testing.assert_close(chunked, whole)
+    assert len(seen) == 8 and seen[-1] == (15, 15)  # 3 images x 5 channels, 2 rows a chunk
+    with pytest.raises(ValueError, match=f"too small for one forward.*memory_budget >= {one_row}"):
+        LayerScoreCam(model, model[4], memory_budget=one_row - 1).attribute(x, target=target)
+    with pytest.raises(ValueError, match="too small for one forward"):
+        LayerAblationCam(model, model[4], memory_budget=10).attribute(x, target=target)
+
+
+def test_bad_input_is_refused_with_the_way_out(case):
+    model, x, target = case
+    pixels = (x * 50 + 128).clamp(0, 255).long()  # integer images: no mask in [0, 1] applies
+    with pytest.raises(ValueError, match=r"float \(N, C, H, W\) inputs, got torch.int64"):
+        LayerScoreCam(lambda t: model(t.float()), model[4]).attribute(pixels, target=0)
+    with pytest.raises(ValueError, match="divides by the target score, which is 0"):
+        LayerAblationCam(lambda t: model(t) * 0, model[4]).attribute(x, target=0)
+    with pytest.raises(ValueError, match="channels-first layer"):
+        LayerScoreCam(model, model[4], layout="channels_last")
+    with pytest.raises(TypeError, match="forwards of the model"):
+        LayerScoreCam(model, model[4]).map_from_layer(
+            torch.rand(1, 5, 6, 6), torch.rand(1, 5, 6, 6)
+        )
+    with pytest.raises(ValueError, match="attribute_to_layer_input"):
+        LayerScoreCam(model, model[4]).attribute(x, target=0, attribute_to_layer_input=True)
