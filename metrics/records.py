@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .choices import PAPERS, chosen
 from .confidence import ScoreKind, score_kind
 from .heatmaps import MapsFrom
 from .result import EvaluationResult, PerMethod, map_per_method
@@ -44,6 +45,7 @@ def image_records(scores: BatchScores) -> list[Record]:
         for key, name in PER_METHOD_FIELDS.items()
         if (value := getattr(scores, name)) is not None
     }
+    per_method.update({key: map_per_method(v, Tensor.tolist) for key, v in scores.chosen.items()})
     records = []
     kept_rank = 0
     columns = zip(
@@ -75,9 +77,10 @@ def evaluation_result(
     *,
     threshold: float | None = None,
     scores: ScoreKind = "softmax",
+    metrics: Sequence[str] = (PAPERS,),
 ) -> EvaluationResult:
     """The result of the images' records (every image seen, in the data's order); ``scores``
-    says how Y and O were scored.
+    says how Y and O were scored, ``metrics`` which were chosen (:mod:`metrics.choices`).
 
     Raises:
         ValueError: no records, or an unknown kind of scores.
@@ -120,6 +123,7 @@ def evaluation_result(
         threshold=threshold,
         images_seen=len(records),
         scores=scores,
+        chosen={choice.column: per_method(choice.column) for choice in chosen(metrics)},
     )
 
 

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,7 +26,7 @@ from .confidence import ScoreKind, score_kind
 from .digits import HIGH, LOW
 from .functional import TIE_RTOL
 from .heatmaps import MapsFrom
-from .intervals import RESAMPLES
+from .intervals import RESAMPLES, Interval, paired_bootstrap
 from .tables import Rows, Table, Tables
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
@@ -88,6 +89,8 @@ class EvaluationResult:
     threshold: float | None
     images_seen: int  #: images in the data before the threshold
     scores: ScoreKind = "softmax"  #: how the outputs became ``Y`` and ``O``
+    #: per chosen perturbation metric's column (:mod:`metrics.choices`), like ``o``
+    chosen: dict[str, PerMethod] = dataclasses.field(default_factory=dict)
 
     @property
     def undefined(self) -> dict[str, str]:
@@ -133,6 +136,7 @@ class EvaluationResult:
                 if intervals
                 else None
             )
+            chosen_bounds = self._chosen_intervals(source, seed, resamples) if intervals else {}
             for k, method in enumerate(self.methods):
                 row: dict[str, Any] = {"maps": source, "method": method, "images": len(self.index)}
                 values = {
@@ -154,8 +158,26 @@ class EvaluationResult:
                         row[column + HIGH] = math.nan if bound is None else float(bound.high[k])
                 if self.dead_zone is not None:
                     row["dead zone mass"] = float(self.dead_zone[source][method].mean())
+                for column, by_source in self.chosen.items():
+                    row[column] = float(by_source[source][method].mean())
+                    if intervals:
+                        bound = chosen_bounds[column]
+                        row[column + LOW], row[column + HIGH] = _ends(bound, k)
                 rows.append(row)
         return rows
+
+    def _chosen_intervals(self, source: str, seed: int, resamples: int) -> dict[str, Interval]:
+        """The 95 % paired bootstrap interval of each chosen metric's mean, every method from
+        the same draws (``seed``) as the other columns."""
+        return {
+            column: paired_bootstrap(
+                torch.stack([by_source[source][m] for m in self.methods], dim=1),
+                _mean_over_images,
+                resamples=resamples,
+                seed=seed,
+            )
+            for column, by_source in self.chosen.items()
+        }
 
     def relative_performance(
         self, *, intervals: bool = False, seed: int = 0, resamples: int = RESAMPLES
@@ -217,9 +239,24 @@ class EvaluationResult:
                     "images tied": pair.images_tied,
                     "images lost": pair.images_lost,
                     "sign test p": pair.p_value,
+                    **self._chosen_differences(source, new, base, seed, resamples),
                 }
             )
         return rows
+
+    def _chosen_differences(
+        self, source: str, new: str, base: str, seed: int, resamples: int
+    ) -> dict[str, float]:
+        """``<column> first - second``: each chosen metric's mean per-image difference, with
+        its 95 % paired bootstrap interval."""
+        row: dict[str, float] = {}
+        for column, by_source in self.chosen.items():
+            difference = by_source[source][new] - by_source[source][base]
+            bound = paired_bootstrap(difference, _mean_over_images, resamples=resamples, seed=seed)
+            name = f"{column} first - second"
+            row[name] = float(difference.mean())
+            row[name + LOW], row[name + HIGH] = _ends(bound, 0)
+        return row
 
     def tables(
         self,
@@ -255,9 +292,10 @@ class EvaluationResult:
             self.relative_performance(intervals=intervals, **options),
             tuple(relative_notes),
         )
+        differences = "; the chosen metrics' mean differences" if self.chosen else ""
         pairwise = (
             Table(
-                "pairwise: images on which the first method's O is higher",
+                "pairwise: images on which the first method's O is higher" + differences,
                 self.pairwise(win_rtol, **options),
             )
             if intervals
@@ -314,6 +352,8 @@ class EvaluationResult:
                     }
                     if self.dead_zone is not None:
                         row["dead zone mass"] = float(self.dead_zone[source][method][i])
+                    for column, by_source in self.chosen.items():
+                        row[column] = float(by_source[source][method][i])
                     rows.append(row)
         return rows
 
@@ -342,6 +382,15 @@ class EvaluationResult:
 
     def __str__(self) -> str:
         return self.format()
+
+
+def _mean_over_images(sample: np.ndarray) -> np.ndarray:
+    """The bootstrap statistic of a per-image metric: its mean, ``(R, N, K) -> (R, K)``."""
+    return sample.mean(axis=1)
+
+
+def _ends(bound: Interval, k: int) -> tuple[float, float]:
+    return float(bound.low[k]), float(bound.high[k])
 
 
 __all__ = ["EvaluationResult", "PerMethod", "map_per_method", "undefined_metrics"]

@@ -42,6 +42,7 @@ from .scoring import Shard, score_shard
 from .settings import (
     Settings,
     batch_positions,
+    check_metrics,
     check_same_settings,
     check_unchanged,
     previous_settings,
@@ -108,6 +109,7 @@ class CompareJob:
             output = output_path(args.output)
             previous = previous_settings(output) if args.resume else None
             settings = settings_from(args, previous, parse_methods)
+            check_metrics(settings)
             device = processes.device(parse_device(args.device))
         except UsageError as error:
             failure = error
@@ -289,6 +291,7 @@ class CompareJob:
             limit=settings.limit,
             seed=settings.seed,
             scores=settings.scores,
+            metrics=list(settings.metrics),
             unmatched=dict(listing.unmatched),
             skipped=dict(listing.skipped),
             provenance=self.provenance,

@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from camplus_app.errors import UsageError
 from camplus_app.runs import RunFolderError, run_manifest
+from metrics.choices import PAPERS, parse_metrics, refused_metrics
 from metrics.confidence import ScoreKind
 
 
@@ -31,6 +33,8 @@ class Settings:
     seed: int = 0
     skip_unmatched: bool = False
     scores: ScoreKind = "softmax"  #: ``--scores``: how the outputs become Y and O
+    #: ``--metrics``: the papers' and the chosen perturbation metrics (:mod:`metrics.choices`)
+    metrics: list[str] = field(default_factory=lambda: [PAPERS])
 
 
 #: The option that sets each setting, for messages.
@@ -47,7 +51,10 @@ FLAGS = {
     "seed": "--seed",
     "skip_unmatched": "--skip-unmatched",
     "scores": "--scores",
+    "metrics": "--metrics",
 }
+#: Settings added after runs were recorded without them, with the value those runs had.
+LATER = {"metrics": [PAPERS]}
 
 
 def settings_from(
@@ -68,6 +75,8 @@ def settings_from(
         given["layer"] = args.layer
     if args.methods is not None:
         given["methods"] = parse_methods(args.methods)
+    if getattr(args, "metrics", None) is not None:
+        given["metrics"] = _metrics(args.metrics)
     for key in ("threshold", "batch_size", "limit", "seed", "scores"):
         if getattr(args, key) is not None:
             given[key] = getattr(args, key)
@@ -81,7 +90,9 @@ def settings_from(
 
 
 def setting_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """The settings that differ between two records of them (either may lack one)."""
+    """The settings that differ between two records of them (either may lack one; one of
+    :data:`LATER` that a record lacks has the value runs had before it)."""
+    then, now = {**LATER, **then}, {**LATER, **now}
     return [key for key in {**then, **now} if then.get(key) != now.get(key)]
 
 
@@ -122,6 +133,25 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _metrics(text: str) -> list[str]:
+    try:
+        return parse_metrics(text)
+    except ValueError as error:
+        raise UsageError(f"--metrics: {error}") from error
+
+
+def check_metrics(settings: Settings) -> None:
+    """Refuse, before anything is scored, a chosen metric that the run's scores leave
+    undefined."""
+    refused = refused_metrics(settings.metrics, settings.scores)
+    if refused:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in refused.items())
+        raise UsageError(
+            f"--metrics {','.join(refused)} is not defined under --scores {settings.scores} "
+            f"({reasons}); use --scores softmax or sigmoid, or leave these metrics out"
+        )
+
+
 def previous_settings(output: Path) -> dict[str, Any]:
     """The settings of the ``compare`` run in ``output``, to resume it (from the manifest's
     backup if ``manifest.json`` is damaged)."""
@@ -146,8 +176,10 @@ def batch_positions(number: int, batch_size: int, images: int) -> range:
 
 __all__ = [
     "FLAGS",
+    "LATER",
     "Settings",
     "batch_positions",
+    "check_metrics",
     "check_same_settings",
     "check_unchanged",
     "describe_changes",
