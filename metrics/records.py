@@ -10,7 +10,8 @@ back, possibly by a later process that resumes the run)::
      "dead zone mass": {...}}
 
 ``O``, ``log O`` and ``dead zone mass`` (when a region was given) are there only for an image
-whose ``Y`` passed the threshold (``kept``).
+whose ``Y`` passed the threshold (``kept``), as are the chosen perturbation metrics
+(:mod:`metrics.choices`), each under its column (``"deletion AUC": {"pre-softmax": {...}}``).
 """
 
 from __future__ import annotations
