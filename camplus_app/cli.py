@@ -96,6 +96,12 @@ def _add_compare_only(sub: argparse.ArgumentParser) -> None:
         help="score only images whose explained class has a softmax above this (Lerma & Lucas "
         "use 0.5 with the true class; default: every image)",
     )
+    sub.add_argument(
+        "--metrics",
+        help="comma-separated metrics, or all: papers (average drop, increase in confidence, "
+        "win %%, relative performance; always scored), deletion, insertion, road-morf, "
+        "road-lerf (default: papers)",
+    )
     sub.add_argument("--limit", type=positive_int, help="score a random subset of this many images")
     sub.add_argument(
         "--seed",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from camplus_app.gallery import RATIO, Gallery, gallery_contrast
 from camplus_app.labels import shown_name
 from camplus_app.provenance import Provenance
+from metrics.choices import PAPERS, chosen
 from metrics.functional import TIE_RTOL
 from metrics.intervals import RESAMPLES
 from metrics.result import EvaluationResult
@@ -50,6 +51,7 @@ class RunFacts:
     limit: int | None
     seed: int
     scores: str = "softmax"  #: ``--scores``: how the outputs became Y and O
+    metrics: Sequence[str] = (PAPERS,)  #: ``--metrics`` (:mod:`metrics.choices`)
     unmatched: Mapping[str, str] = field(default_factory=dict)  #: class folders left out, why
     #: files of the class folders not read (looping links, other formats...), why
     skipped: Mapping[str, str] = field(default_factory=dict)
@@ -76,7 +78,7 @@ def markdown_report(
     sections = [
         _settings_section(facts, result, summary),
         _scores_section(facts, tables),
-        _pairs_section(tables),
+        _pairs_section(facts, tables),
         _figures_section(figures),
         _gallery_section(galleries, result),
         _provenance_section(facts),
@@ -126,6 +128,8 @@ def _settings_section(
     if facts.listing is not None:
         rows.append(("class folders read as", facts.listing.source))
         rows.append(("duplicates", _duplicates_text(facts.listing)))
+    if chosen(facts.metrics):
+        rows.append(("metrics", ", ".join(facts.metrics)))
     if result.undefined:
         rows.append(("n/a under these scores", ", ".join(result.undefined)))
     if summary.get("images per second"):
@@ -156,12 +160,27 @@ def _scores_section(facts: RunFacts, tables: Tables) -> list[str]:
         f"method, seed {facts.seed}), and printed to the digits the interval supports; the CSV",
         "files keep every digit. Win %: a tie (O within a relative",
         f"{TIE_RTOL:g} of the best) is shared.",
+        *_choices_text(facts),
         "",
         tables.scores.text(markdown=True),
     ]
 
 
-def _pairs_section(tables: Tables) -> list[str]:
+def _choices_text(facts: RunFacts) -> list[str]:
+    """One line per chosen perturbation metric: what it is and which way is better."""
+    choices = chosen(facts.metrics)
+    if not choices:
+        return []
+    return [
+        "",
+        "The chosen metrics, per image on each method's map and averaged, with "
+        f"{_SCORES[facts.scores]}:",
+        "",
+        *(f"- `{c.column}` ({c.direction}): {c.meaning}." for c in choices),
+    ]
+
+
+def _pairs_section(facts: RunFacts, tables: Tables) -> list[str]:
     """Relative performance and the pairwise comparisons (two or more methods)."""
     lines = []
     if tables.relative_performance is not None:
@@ -184,6 +203,14 @@ def _pairs_section(tables: Tables) -> list[str]:
             f"its interval), the ties (within a relative {TIE_RTOL:g}, counted apart), the share",
             "the second wins, and the p-value of an exact two-sided sign test on the images not",
             "tied.",
+            *(
+                [
+                    "`<metric> first - second`: the mean over the images of the first method's",
+                    "value minus the second's, with its paired bootstrap interval.",
+                ]
+                if chosen(facts.metrics)
+                else []
+            ),
             "",
             tables.pairwise.text(markdown=True),
         ]

@@ -4,7 +4,8 @@ Every function takes ``forward`` (the model, or :func:`metrics.confidence.model_
 the ``inputs`` it takes, ``(N, C, H, W)``, and the maps to score at the inputs' size: ``(N, H,
 W)``, ``(N, 1, H, W)``, or a stack ``(K, N, 1, H, W)`` of ``K`` methods or kinds of map. Every
 perturbation step is one forward of all ``K * N`` perturbed images together. Scores are the
-target's under ``scores`` (the kind a wrapper states, else softmax: :func:`metrics.confidence.class_scores`).
+target's under ``scores`` (the kind a wrapper states, else softmax;
+:func:`metrics.confidence.class_scores`).
 
 Pixel order: by decreasing map value, ties by increasing flat index ``h * W + w`` (a stable
 sort), so equal maps always give the same curve. ROAD's least-relevant-first order is the

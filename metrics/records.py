@@ -10,7 +10,8 @@ back, possibly by a later process that resumes the run)::
      "dead zone mass": {...}}
 
 ``O``, ``log O`` and ``dead zone mass`` (when a region was given) are there only for an image
-whose ``Y`` passed the threshold (``kept``).
+whose ``Y`` passed the threshold (``kept``), as are the chosen perturbation metrics
+(:mod:`metrics.choices`), each under its column (``"deletion AUC": {"pre-softmax": {...}}``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .choices import PAPERS, chosen
 from .confidence import ScoreKind, score_kind
 from .heatmaps import MapsFrom
 from .result import EvaluationResult, PerMethod, map_per_method
@@ -44,6 +46,7 @@ def image_records(scores: BatchScores) -> list[Record]:
         for key, name in PER_METHOD_FIELDS.items()
         if (value := getattr(scores, name)) is not None
     }
+    per_method.update({key: map_per_method(v, Tensor.tolist) for key, v in scores.chosen.items()})
     records = []
     kept_rank = 0
     columns = zip(
@@ -75,9 +78,10 @@ def evaluation_result(
     *,
     threshold: float | None = None,
     scores: ScoreKind = "softmax",
+    metrics: Sequence[str] = (PAPERS,),
 ) -> EvaluationResult:
     """The result of the images' records (every image seen, in the data's order); ``scores``
-    says how Y and O were scored.
+    says how Y and O were scored, ``metrics`` which were chosen (:mod:`metrics.choices`).
 
     Raises:
         ValueError: no records, or an unknown kind of scores.
@@ -120,6 +124,7 @@ def evaluation_result(
         threshold=threshold,
         images_seen=len(records),
         scores=scores,
+        chosen={choice.column: per_method(choice.column) for choice in chosen(metrics)},
     )
 
 

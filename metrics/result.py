@@ -17,15 +17,24 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from . import functional
+from .choices import CHOICES
 from .confidence import ScoreKind, describe_scores, score_kind
 from .digits import HIGH, LOW, NO_SPREAD
 from .functional import TIE_RTOL
 from .heatmaps import MapsFrom
-from .intervals import COVERAGE_FROM, RESAMPLES, WITHOUT_INTERVAL, coverage
+from .intervals import (
+    COVERAGE_FROM,
+    RESAMPLES,
+    WITHOUT_INTERVAL,
+    Interval,
+    coverage,
+    paired_bootstrap,
+)
 from .tables import Rows, Table, Tables
 
 #: Per kind of map (``"pre-softmax"``/``"post-softmax"``), per method: one value per image.
@@ -64,6 +73,10 @@ _STATISTIC_OF = {
     "relative performance": "geometric mean",
     "log mean": "mean",
     "log std": "log std",
+    # the chosen metrics' means of scores in [0, 1], and their paired differences (in [-1, 1],
+    # an affine map of [0, 1], under which BCa's intervals map along)
+    **{choice.column: "mean in [0, 1]" for choice in CHOICES.values()},
+    **{f"{choice.column} first - second": "mean in [0, 1]" for choice in CHOICES.values()},
 }
 #: Where the coverage of the intervals was measured.
 _COVERAGE_TABLE = "benchmarks/results/coverage.md"
@@ -112,6 +125,8 @@ class EvaluationResult:
     threshold: float | None
     images_seen: int  #: images in the data before the threshold
     scores: ScoreKind = "softmax"  #: how the outputs became ``Y`` and ``O``
+    #: per chosen perturbation metric's column (:mod:`metrics.choices`), like ``o``
+    chosen: dict[str, PerMethod] = dataclasses.field(default_factory=dict)
 
     @property
     def undefined(self) -> dict[str, str]:
@@ -157,6 +172,7 @@ class EvaluationResult:
                 if intervals
                 else None
             )
+            chosen_bounds = self._chosen_intervals(source, seed, resamples) if intervals else {}
             for k, method in enumerate(self.methods):
                 row: dict[str, Any] = {"maps": source, "method": method, "images": len(self.index)}
                 values = {
@@ -178,8 +194,26 @@ class EvaluationResult:
                         row[column + HIGH] = math.nan if bound is None else float(bound.high[k])
                 if self.dead_zone is not None:
                     row["dead zone mass"] = float(self.dead_zone[source][method].mean())
+                for column, by_source in self.chosen.items():
+                    row[column] = float(by_source[source][method].mean())
+                    if intervals:
+                        bound = chosen_bounds[column]
+                        row[column + LOW], row[column + HIGH] = _ends(bound, k)
                 rows.append(row)
         return self._withhold(rows) if intervals else rows
+
+    def _chosen_intervals(self, source: str, seed: int, resamples: int) -> dict[str, Interval]:
+        """The 95 % paired bootstrap interval of each chosen metric's mean, every method from
+        the same draws (``seed``) as the other columns."""
+        return {
+            column: paired_bootstrap(
+                torch.stack([by_source[source][m] for m in self.methods], dim=1),
+                _mean_over_images,
+                resamples=resamples,
+                seed=seed,
+            )
+            for column, by_source in self.chosen.items()
+        }
 
     def relative_performance(
         self, *, intervals: bool = False, seed: int = 0, resamples: int = RESAMPLES
@@ -243,6 +277,7 @@ class EvaluationResult:
                     "images tied": pair.images_tied,
                     "images lost": pair.images_lost,
                     "sign test p": pair.p_value,
+                    **self._chosen_differences(source, new, base, seed, resamples),
                 }
             )
         return self._withhold(rows)
@@ -300,6 +335,20 @@ class EvaluationResult:
             )
         return tuple(caveats)
 
+    def _chosen_differences(
+        self, source: str, new: str, base: str, seed: int, resamples: int
+    ) -> dict[str, float]:
+        """``<column> first - second``: each chosen metric's mean per-image difference, with
+        its 95 % paired bootstrap interval."""
+        row: dict[str, float] = {}
+        for column, by_source in self.chosen.items():
+            difference = by_source[source][new] - by_source[source][base]
+            bound = paired_bootstrap(difference, _mean_over_images, resamples=resamples, seed=seed)
+            name = f"{column} first - second"
+            row[name] = float(difference.mean())
+            row[name + LOW], row[name + HIGH] = _ends(bound, 0)
+        return row
+
     def tables(
         self,
         *,
@@ -343,9 +392,10 @@ class EvaluationResult:
         )
         pairwise = None
         if intervals:
+            differences = "; the chosen metrics' mean differences" if self.chosen else ""
             pairwise_rows = self.pairwise(win_rtol, **options)
             pairwise = Table(
-                "pairwise: images on which the first method's O is higher",
+                "pairwise: images on which the first method's O is higher" + differences,
                 pairwise_rows,
                 caveats=self._caveats(pairwise_rows),
             )
@@ -415,6 +465,8 @@ class EvaluationResult:
                     }
                     if self.dead_zone is not None:
                         row["dead zone mass"] = float(self.dead_zone[source][method][i])
+                    for column, by_source in self.chosen.items():
+                        row[column] = float(by_source[source][method][i])
                     rows.append(row)
         return rows
 
@@ -439,6 +491,15 @@ class EvaluationResult:
 
     def __str__(self) -> str:
         return self.format()
+
+
+def _mean_over_images(sample: np.ndarray) -> np.ndarray:
+    """The bootstrap statistic of a per-image metric: its mean, ``(R, N, K) -> (R, K)``."""
+    return sample.mean(axis=1)
+
+
+def _ends(bound: Interval, k: int) -> tuple[float, float]:
+    return float(bound.low[k]), float(bound.high[k])
 
 
 __all__ = ["EvaluationResult", "PerMethod", "map_per_method", "undefined_metrics"]

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import LayoutSpec
+from captum_camplus import LayoutSpec, upsample_and_normalize
 from captum_camplus.utils import (
     MethodFactory,
     evaluation_mode,
@@ -29,6 +29,7 @@ from captum_camplus.utils import (
     resolve_methods,
 )
 
+from .choices import PAPERS, choice_scores, chosen
 from .confidence import (
     Preprocess,
     ScoreKind,
@@ -73,6 +74,8 @@ class BatchScores:
     o: PerMethod  #: (K,) per kind of map and method, for the kept images
     log_o: PerMethod
     dead_zone: PerMethod | None
+    #: per chosen perturbation metric's column (:mod:`metrics.choices`), like ``o``
+    chosen: dict[str, PerMethod] = dataclasses.field(default_factory=dict)
 
     def cpu(self) -> BatchScores:
         """The same results on the CPU."""
@@ -87,6 +90,7 @@ class BatchScores:
             dead_zone=None
             if self.dead_zone is None
             else map_per_method(self.dead_zone, Tensor.cpu),
+            chosen={k: map_per_method(v, Tensor.cpu) for k, v in self.chosen.items()},
         )
 
 
@@ -118,6 +122,8 @@ class BatchScorer:
         unseen: Tensor | None = None,
         on_layer: LayerCallback | None = None,
         layout: LayoutSpec = None,
+        metrics: Sequence[str] = (PAPERS,),
+        seed: int = 0,
     ) -> None:
         self.names = method_names(methods)
         self.scores = model_score_kind(model, scores)
@@ -132,6 +138,8 @@ class BatchScorer:
         self.threshold = threshold
         self.unseen = None if unseen is None else torch.as_tensor(unseen).to(self.device)
         self.on_layer = on_layer
+        self.choices = chosen(metrics)
+        self.seed = seed
 
     def __call__(
         self, x: Tensor, labels: Tensor | None = None, index: Tensor | None = None
@@ -170,6 +178,7 @@ class BatchScorer:
         # free the forward's graph before the explanation forwards: measured on a CPU, they run
         # about twice as slow while it is alive (and it is the largest memory of the batch)
         del passed
+        maps: dict[tuple[str, str], Tensor] = {}
         for source, gradient in gradients.items():
             if self.on_layer is not None:
                 grid = (layout(activation, x.shape), layout(gradient, x.shape))
@@ -181,7 +190,34 @@ class BatchScorer:
                 o[source][name], log_o[source][name] = scored.value, scored.log
                 if self.unseen is not None:
                     dead_zone[source][name] = cam_dead_zone_mass(cam, self.unseen, "none")
+                if self.choices:
+                    maps[source, name] = upsample_and_normalize(cam.detach(), x.shape[2:])
+        if self.choices:
+            scores.chosen = self._chosen(x, maps, target, int(kept_index[0]))
         return scores
+
+    def _chosen(
+        self, x: Tensor, maps: dict[tuple[str, str], Tensor], target: Tensor, first: int
+    ) -> dict[str, PerMethod]:
+        """The chosen perturbation metrics of every method and kind of map together; ROAD's
+        noise seeded by the run's seed and the batch's first image, so a batch draws the same
+        noise whichever process scores it, and when it is scored again."""
+        values = choice_scores(
+            self.model_forward,
+            x,
+            torch.stack(list(maps.values())),
+            target,
+            self.choices,
+            scores=self.scores,
+            seed=(self.seed << 32) + first,
+        )
+        return {
+            column: {
+                source: {name: per_image[k] for k, (s, name) in enumerate(maps) if s == source}
+                for source in self.maps_from
+            }
+            for column, per_image in values.items()
+        }
 
 
 def _per_method(maps_from: Sequence[str], names: Sequence[str], device: torch.device) -> PerMethod:

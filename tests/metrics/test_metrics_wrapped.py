@@ -470,7 +470,6 @@ def test_evaluate_methods_on_a_torchvision_detector() -> None:
     assert "scores: probabilities" in str(result)
 
 
-
 def test_deletion_and_insertion_score_a_wrapper_as_it_states() -> None:
     """The perturbation metrics read the wrapper's stated kind: a region's mean probability is
     not put through a softmax again, and a softmax on top of it is refused."""

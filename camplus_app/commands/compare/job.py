@@ -49,6 +49,7 @@ from .scoring import Shard, score_shard
 from .settings import (
     Settings,
     batch_positions,
+    check_metrics,
     check_same_settings,
     check_unchanged,
     previous_settings,
@@ -115,6 +116,7 @@ class CompareJob:
             output = output_path(args.output)
             previous = previous_settings(output) if args.resume else None
             settings = settings_from(args, previous, parse_methods)
+            check_metrics(settings)
             device = processes.device(parse_device(args.device))
         except UsageError as error:
             failure = error
@@ -306,6 +308,7 @@ class CompareJob:
             limit=settings.limit,
             seed=settings.seed,
             scores=settings.scores,
+            metrics=list(settings.metrics),
             unmatched=dict(listing.unmatched),
             skipped=dict(listing.skipped),
             listing=listing if listing.labelled else None,

@@ -71,7 +71,12 @@ class Outputs:
             )
         settings = self.settings
         return evaluation_result(
-            read, settings.methods, MAPS_FROM, threshold=settings.threshold, scores=settings.scores
+            read,
+            settings.methods,
+            MAPS_FROM,
+            threshold=settings.threshold,
+            scores=settings.scores,
+            metrics=settings.metrics,
         )
 
     def alphas(self, key: str = "alphas") -> figures.AlphaHistogram | None:

@@ -57,6 +57,8 @@ def score_shard(shard: Shard) -> int:
         threshold=settings.threshold,
         layout=LAYOUT,
         scores=settings.scores,
+        metrics=settings.metrics,
+        seed=settings.seed,
     )
     alphas = AlphaCounter(scorer) if GRAD_CAM_PP in scorer.methods else None
     scorer.on_layer = alphas

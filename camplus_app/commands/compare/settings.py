@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from camplus_app.errors import UsageError
 from camplus_app.runs import RunFolderError, run_manifest
+from metrics.choices import PAPERS, parse_metrics, refused_metrics
 from metrics.confidence import ScoreKind
 
 
@@ -33,6 +35,8 @@ class Settings:
     scores: ScoreKind = "softmax"  #: ``--scores``: how the outputs become Y and O
     merge_classes: bool = False  #: ``--merge-classes``: folders of one class are one class
     keep_duplicates: bool = False  #: ``--keep-duplicates``: files with the same bytes scored
+    #: ``--metrics``: the papers' and the chosen perturbation metrics (:mod:`metrics.choices`)
+    metrics: list[str] = field(default_factory=lambda: [PAPERS])
 
 
 #: The option that sets each setting, for messages.
@@ -51,9 +55,10 @@ FLAGS = {
     "scores": "--scores",
     "merge_classes": "--merge-classes",
     "keep_duplicates": "--keep-duplicates",
+    "metrics": "--metrics",
 }
-#: Settings added after runs were recorded without them: a record that lacks one had this.
-LATER_DEFAULTS = {"merge_classes": False, "keep_duplicates": False}
+#: Settings added after runs were recorded without them, with the value those runs had.
+LATER = {"merge_classes": False, "keep_duplicates": False, "metrics": [PAPERS]}
 
 
 def settings_from(
@@ -74,6 +79,8 @@ def settings_from(
         given["layer"] = args.layer
     if args.methods is not None:
         given["methods"] = parse_methods(args.methods)
+    if getattr(args, "metrics", None) is not None:
+        given["metrics"] = _metrics(args.metrics)
     for key in ("threshold", "batch_size", "limit", "seed", "scores"):
         if getattr(args, key) is not None:
             given[key] = getattr(args, key)
@@ -89,12 +96,9 @@ def settings_from(
 
 def setting_changes(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """The settings that differ between two records of them (either may lack one; one of
-    :data:`LATER_DEFAULTS` missing had its default)."""
-    return [
-        key
-        for key in {**then, **now}
-        if then.get(key, LATER_DEFAULTS.get(key)) != now.get(key, LATER_DEFAULTS.get(key))
-    ]
+    :data:`LATER` that a record lacks has the value runs had before it)."""
+    then, now = {**LATER, **then}, {**LATER, **now}
+    return [key for key in {**then, **now} if then.get(key) != now.get(key)]
 
 
 def describe_changes(then: Mapping[str, Any], now: Mapping[str, Any], keys: list[str]) -> str:
@@ -134,6 +138,25 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _metrics(text: str) -> list[str]:
+    try:
+        return parse_metrics(text)
+    except ValueError as error:
+        raise UsageError(f"--metrics: {error}") from error
+
+
+def check_metrics(settings: Settings) -> None:
+    """Refuse, before anything is scored, a chosen metric that the run's scores leave
+    undefined."""
+    refused = refused_metrics(settings.metrics, settings.scores)
+    if refused:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in refused.items())
+        raise UsageError(
+            f"--metrics {','.join(refused)} is not defined under --scores {settings.scores} "
+            f"({reasons}); use --scores softmax or sigmoid, or leave these metrics out"
+        )
+
+
 def previous_settings(output: Path) -> dict[str, Any]:
     """The settings of the ``compare`` run in ``output``, to resume it (from the manifest's
     backup if ``manifest.json`` is damaged)."""
@@ -158,8 +181,10 @@ def batch_positions(number: int, batch_size: int, images: int) -> range:
 
 __all__ = [
     "FLAGS",
+    "LATER",
     "Settings",
     "batch_positions",
+    "check_metrics",
     "check_same_settings",
     "check_unchanged",
     "describe_changes",
