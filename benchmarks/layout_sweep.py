@@ -280,10 +280,14 @@ def build_timm(name: str, sizes: list[tuple[int, int]]) -> tuple[nn.Module, torc
 # ------------------------------------------------------------------------------------ oracles
 
 
-def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], set[str]]:
-    """Each module's tensor output in ``model(x)`` (detached), and the names called twice."""
+def _outputs(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], set[str], set[str]]:
+    """Each module's output in ``model(x)`` (detached; a tuple's first tensor), the names called
+    twice and the names that return a tuple."""
     outputs: dict[str, torch.Tensor] = {}
     twice: set[str] = set()
+    tupled: set[str] = set()
     handles = []
     for name, module in model.named_modules():
         if not name or isinstance(module, nn.Identity | nn.Dropout):
@@ -292,6 +296,9 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor]
         def keep(m, a, out, name=name):
             if name in outputs:
                 twice.add(name)
+            if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
+                tupled.add(name)
+                out = out[0]
             if isinstance(out, torch.Tensor):
                 outputs[name] = out.detach().clone()
 
@@ -302,7 +309,12 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor]
     finally:
         for handle in handles:
             handle.remove()
-    return outputs, twice
+    return outputs, twice, tupled
+
+
+#: Last names of token-wise modules (the same token order in and out): Hugging Face's layers
+#: return tuples, so the stage is checked at their MLP, read by the layer's permutation.
+TOKEN_WISE = ("mlp", "output")
 
 
 def _rows(tensor: torch.Tensor, axis: int) -> torch.Tensor:
@@ -348,28 +360,46 @@ class Stage:
 def find_stages(
     model64: nn.Module, x64: torch.Tensor, oracles: list[tuple[str, torch.Tensor]]
 ) -> list[Stage]:
-    """For each oracle, the last module (in call order: the outermost) whose output holds its
-    cells."""
-    outputs, twice = _outputs(model64, x64)
+    """For each oracle, the last module (in call order: the outermost) whose tensor output holds
+    its cells; else, for one that returns a tuple, its last token-wise descendant of the same shape
+    (:data:`TOKEN_WISE`), read by the same permutation."""
+    outputs, twice, tupled = _outputs(model64, x64)
     order = list(outputs)  # hooks fire innermost first: later = outer
     stages = []
     for label, oracle in oracles:
         if oracle.dim() != 4:
             stages.append(Stage(label, (0, 0), None, why=f"oracle of shape {tuple(oracle.shape)}"))
             continue
-        found = None
+        grid = (int(oracle.shape[2]), int(oracle.shape[3]))
+        found = None  # a module returning a tensor, else one returning a tuple
         for name in reversed(order):
-            if name in twice:
+            if name in twice or (found is not None and name in tupled):
                 continue
             hit = match(outputs[name], oracle)
             if hit is not None:
                 found = (name, *hit)
-                break
-        grid = (int(oracle.shape[2]), int(oracle.shape[3]))
+                if name not in tupled:
+                    break
         if found is None:
             stages.append(Stage(label, grid, None, why="no module outputs the oracle's cells"))
+            continue
+        name, axis, perm = found
+        if name in tupled:
+            inner = [
+                n
+                for n in order
+                if n.startswith(name + ".")
+                and n.rsplit(".", 1)[-1] in TOKEN_WISE
+                and n not in tupled | twice
+                and outputs[n].shape == outputs[name].shape
+            ]
+            if not inner:
+                why = f"only `{name}`, which returns a tuple, outputs the oracle's cells"
+                stages.append(Stage(label, grid, None, why=why))
+                continue
+            stages.append(Stage(label, grid, inner[-1], axis, perm, why=f"tokens of `{name}`"))
         else:
-            stages.append(Stage(label, grid, found[0], found[1], found[2]))
+            stages.append(Stage(label, grid, name, axis, perm))
     return stages
 
 
@@ -494,7 +524,8 @@ def check_model(
     x64 = x.double()
     stages = find_stages(model64, x64, oracles_of(model64, x64))
     usable = [s for s in stages if s.module is not None]
-    captured = capture(model64, x64, sorted({s.module for s in usable if s.module}))
+    names = sorted({s.module for s in usable if s.module})
+    captured = capture(model64, x64, names) if names else {}
     rows = []
     for stage in stages:
         where = f"{stage.label}: " + (f"`{stage.module}`" if stage.module else "-")
@@ -505,6 +536,8 @@ def check_model(
         gA, gg = on_grid(A, stage), on_grid(g, stage)
         expected = {m: formula(gA, gg) for m, formula in REFERENCES.items()}
         outcome, detail = check_stage(model, model64, x, stage, expected)
+        if stage.why:
+            detail = f"{stage.why}; {detail}" if detail else stage.why
         rows.append(Row(family, model_name, size_text, where, outcome, detail))
     return rows
 
@@ -545,7 +578,7 @@ def _hf_swin(version: int, size: tuple[int, int]) -> nn.Module:
         embed_dim=32,
         depths=[1, 1, 2, 1],
         num_heads=[1, 2, 4, 8],
-        window_size=4,
+        window_size=2,
         num_labels=CLASSES,
     )
     return model_class(config)
