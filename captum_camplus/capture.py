@@ -38,6 +38,10 @@ from captum_camplus.checks import (
 )
 
 
+#: PyTorch's error for an in-place change, with gradients on, of a view made without them.
+_NO_GRAD_VIEW = "created in no_grad mode"
+
+
 class LayerCapture:
     """Run ``forward_func(inputs, *additional_forward_args)`` once, keeping ``layer``'s output.
 
@@ -45,7 +49,9 @@ class LayerCapture:
     forward runs without gradients up to the layer and records from there on, so a capture
     costs little more than an inference forward. As in Captum, the network continues with a
     copy of ``A`` (in-place operations after the layer cannot change it), and a layer called
-    several times is read at its last call.
+    several times is read at its last call. Where the model modifies in place, after the layer,
+    a view made before it (PyTorch refuses that once recording starts mid-forward), the forward
+    runs again recording throughout.
 
     Args:
         forward_func: The model, or any callable returning the scores.
@@ -91,8 +97,18 @@ class LayerCapture:
 
         handle = layer.register_forward_hook(keep)
         try:
-            with torch.no_grad():
-                outputs = forward_func(*batch, *additional_forward_args)
+            try:
+                with torch.no_grad():
+                    outputs = forward_func(*batch, *additional_forward_args)
+            except RuntimeError as error:
+                # A tensor made before the layer without gradients (a view) that the model
+                # modifies in place after it (timm GhostNet: ``x += shortcut(inputs)``): the
+                # forward again, recording throughout; A and g are the same.
+                if not kept or _NO_GRAD_VIEW not in str(error):
+                    raise
+                kept.clear()
+                with torch.enable_grad():
+                    outputs = forward_func(*batch, *additional_forward_args)
         finally:
             handle.remove()
         if not kept:
