@@ -80,7 +80,7 @@ def test_the_table_counts_every_outcome():
 def test_the_sweep_of_a_subset_has_no_wrong_row():
     """Every (family, size, stage) of the subset is correct, refused or skipped with a reason;
     each family has a correct row (the oracle found its module and the maps matched)."""
-    rows = sweep.sweep(sweep.QUICK_FAMILIES, seconds=40.0)
+    rows = sweep.sweep(sweep.QUICK_FAMILIES, seconds=240.0)  # no time-out skips under load
     assert {r.outcome for r in rows} <= set(sweep.OUTCOMES)
     wrong = [r for r in rows if r.outcome == "wrong"]
     assert not wrong, wrong
