@@ -281,7 +281,9 @@ def _outputs(
     model: nn.Module, x: torch.Tensor
 ) -> tuple[dict[str, torch.Tensor], set[str], set[str]]:
     """Each module's output in ``model(x)`` (detached; a tuple's first tensor), the names called
-    twice and the names that return a tuple."""
+    twice or that return an input (an empty ``nn.Sequential``: the gradient at such a layer is
+    that of its own consumers only, as in Captum, not the tensor's), and the names that return
+    a tuple."""
     outputs: dict[str, torch.Tensor] = {}
     twice: set[str] = set()
     tupled: set[str] = set()
@@ -291,8 +293,8 @@ def _outputs(
             continue
 
         def keep(m, a, out, name=name):
-            if name in outputs:
-                twice.add(name)
+            if name in outputs or any(out is t for t in a):
+                twice.add(name)  # called twice, or passes an input through: not the producer
             if isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor):
                 tupled.add(name)
                 out = out[0]
