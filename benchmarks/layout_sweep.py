@@ -26,9 +26,12 @@ Each (family, size, stage) gets one outcome:
 * ``skipped``: the model does not build or run at that size, its oracle is not NCHW, no module
   outputs the oracle's cells, or it ran past the time limit: the reason is given.
 
-Run from the repository root: ``python -m benchmarks.layout_sweep`` (all families; about 15
-minutes on 2 CPU cores) or ``--families resnet vision_transformer ...``; ``--out FILE`` writes
-the Markdown table (``benchmarks/results/layout-sweep.md``).
+Run from the repository root: ``python -m benchmarks.layout_sweep`` (all families; about 35
+minutes on 2 shared CPU cores), ``--timm`` (timm's only), ``--quick`` (the slow test's subset) or
+``--families resnet hf_swin ...``; ``--seconds`` is the limit per model and size, ``--out FILE``
+writes the Markdown table, ``--json FILE`` the rows (after each family), and ``--combine A.json
+B.json --out FILE`` renders saved runs together, a later run's rows of a family replacing the
+earlier ones (``benchmarks/results/layout-sweep.md`` is made so).
 """
 
 from __future__ import annotations

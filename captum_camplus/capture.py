@@ -37,7 +37,6 @@ from captum_camplus.checks import (
     unreached_layer_error,
 )
 
-
 #: PyTorch's error for an in-place change, with gradients on, of a view made without them.
 _NO_GRAD_VIEW = "created in no_grad mode"
 
