@@ -693,9 +693,10 @@ def table(rows: list[Row], seconds: float, command: str) -> str:
         f"torch {torch.__version__}; {len(families)} families, {len(rows)} (family, size, stage) "
         f"rows in {seconds:.0f} s on the CPU. Rerun: `{command}`.",
         "",
-        'Each row: every registered method (`LayerCams(methods="all")`) at the module that outputs'
-        ' the stage\'s cells, under `layout="auto"`, against the float64 reference evaluated on '
-        "the layer tensor put on the oracle's grid (`benchmarks/layout_sweep.py` says how).",
+        'Each row: every registered method (`LayerCams(methods=["all"])`) at the module'
+        ' that outputs the stage\'s cells, under `layout="auto"`, against the float64 '
+        "reference evaluated on the layer tensor put on the oracle's grid "
+        "(`benchmarks/layout_sweep.py` says how).",
         "",
     ]
     totals = Counter(r.outcome for r in rows)
