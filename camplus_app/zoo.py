@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from camplus_app.images import check_aspect, to_rgb
 from captum_camplus import LayerCams
 from captum_camplus.checks import model_scores
-from captum_camplus.layouts import model_facts
+from captum_camplus.layouts import LayoutSpec, model_facts
 from captum_camplus.maps import upsample_and_normalize
 from captum_camplus.modules import find_layer, module_device
 from metrics.confidence import class_scores
@@ -108,7 +108,7 @@ class Classifier:
             check_aspect(image)
         return torch.stack([self.transform(to_rgb(img)) for img in images]).to(self.device)
 
-    def check_layer(self, layout: str) -> None:
+    def check_layer(self, layout: LayoutSpec) -> None:
         """Compute one Grad-CAM on a blank image, to find a layer no CAM can use (an
         ``nn.Linear``, a flattened output) before any work starts.
 
