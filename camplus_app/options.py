@@ -65,27 +65,40 @@ def layout_option(spec: LayoutSpec) -> str:
     raise TypeError(f"no --layout spelling for {spec!r}")
 
 
+_NAME = "auto|channels_first|channels_last|tokens"
+#: What the core's messages name as ``layout=``: a TokenLayout with numbers (group 1-3), a
+#: TokenLayout in words (``prefix_tokens=..., grid=...`` or ``prefix_tokens, grid``), a name
+#: (group 4: ``layout='auto'``, or quoted after one such as ``(or 'auto')``), ``layout=None``,
+#: and a bare ``layout=`` (the option in general).
 _SELECTORS = re.compile(
     r"(?:layout=)?TokenLayout\(prefix_tokens=(\d+), grid=(?:\((\d+), (\d+)\)|None)\)"
-    r"|layout='(auto|channels_first|channels_last|tokens)'|layout=None"
-    r"|(?:layout=)?TokenLayout\(prefix_tokens=\.\.\., grid=\.\.\.\)"
+    r"|(?P<words>(?:layout=)?TokenLayout\(prefix_tokens(?:=\.\.\., grid=\.\.\.|, grid)\))"
+    rf"|(?:layout=|(?<=\(or )|(?<=, ))'({_NAME})'"
+    r"|layout=None"
+    r"|layout=(?=[\s,.;)]|$)"
 )
 
 
 def with_layout_options(message: str) -> str:
     """A core message with the ``--layout`` that matches each ``layout=`` it names (the core
-    knows no command line): ``layout='channels_last' (--layout channels_last)``."""
+    knows no command line): ``layout='channels_last' (--layout channels_last)``; a
+    ``TokenLayout`` in words gets ``--layout tokens:P:HxW``, a bare ``layout=`` ``--layout``."""
 
     def spelled(match: re.Match[str]) -> str:
-        prefix, height, width, name = match.groups()
-        if match.group(0).endswith("grid=...)"):
-            option = "tokens:P:HxW"
+        prefix, height, width, words, name = match.groups()
+        text = match.group(0)
+        if words is not None:
+            option = " tokens:P:HxW"
         elif prefix is not None:
             grid = "" if height is None else f":{height}x{width}"
-            option = f"tokens:{prefix}{grid}"
-        else:
-            option = name or "none"
-        return f"{match.group(0)} (--layout {option})"
+            option = f" tokens:{prefix}{grid}"
+        elif name is not None:
+            option = f" {name}"
+        elif text == "layout=None":
+            option = " none"
+        else:  # a bare layout=
+            option = " LAYOUT"
+        return f"{text} (--layout{option})"
 
     return _SELECTORS.sub(spelled, message)
 
