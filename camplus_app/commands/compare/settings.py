@@ -135,8 +135,8 @@ def check_unchanged(previous: dict[str, Any] | None, key: str, value: Any, outpu
     if setting_changes(then, {key: value}):
         raise RunFolderError(
             f"cannot resume the run in {output} with {FLAGS[key]} {_shown(value)}: it was "
-            f"started with {_shown({**LATER, **then}.get(key))}; leave the option out to keep the run's "
-            "value, or start a new run in another folder (-o)"
+            f"started with {_shown({**LATER, **then}.get(key))}; leave the option out to keep "
+            "the run's value, or start a new run in another folder (-o)"
         )
 
 
