@@ -172,6 +172,7 @@ def test_compare_records_the_layout_and_refuses_another_on_resume(tmp_path, cnn,
     out = tmp_path / "out"
     assert cli.main(_compare(cnn, out, "--layout", "channels_first", "--batch-size", "2")) == 0
     assert read_manifest(out)["settings"]["layout"] == "channels_first"
+    assert "read with `--layout channels_first`" in (out / "report.md").read_text()
     resume = ["compare", "-o", str(out), "--resume", "-q", "--workers", "0"]
     _fails(
         [*resume, "--layout", "auto"],

@@ -308,6 +308,7 @@ class CompareJob:
             seed=settings.seed,
             scores=settings.scores,
             metrics=list(settings.metrics),
+            layout=settings.layout,
             unmatched=dict(listing.unmatched),
             skipped=dict(listing.skipped),
             listing=listing if listing.labelled else None,
