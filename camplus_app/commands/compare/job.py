@@ -18,7 +18,6 @@ from camplus_app import zoo
 from camplus_app.datasets import ImageEntry, Listing, find_images, select
 from camplus_app.errors import Failure, Interrupted, PeerProcessFailed, UsageError
 from camplus_app.options import (
-    LAYOUT,
     PROG,
     check_scores,
     output_path,
@@ -126,7 +125,7 @@ class CompareJob:
             settings.model = settings.model or zoo.DEFAULT_MODEL
             classifier = zoo.load_classifier(settings.model, settings.weights, settings.layer)
             classifier = classifier.to(device)
-            classifier.check_layer(LAYOUT)
+            classifier.check_layer(settings.layout_spec)
             settings.layer = classifier.layer_name
             check_scores(settings.scores, len(classifier.categories), classifier.name)
             if args.target is not None:
@@ -309,6 +308,7 @@ class CompareJob:
             seed=settings.seed,
             scores=settings.scores,
             metrics=list(settings.metrics),
+            layout=settings.layout,
             unmatched=dict(listing.unmatched),
             skipped=dict(listing.skipped),
             listing=listing if listing.labelled else None,
