@@ -233,11 +233,28 @@ def test_imputation_equals_pytorch_grad_cam_and_quantus(holes) -> None:
         np.testing.assert_allclose(got[i].numpy(), theirs, atol=1e-8)
 
 
+def test_a_float64_solve_equals_a_dense_solve_to_1e_10_at_90_percent_removed() -> None:
+    generator = torch.Generator().manual_seed(5)
+    images = torch.rand(2, 3, 19, 23, generator=generator, dtype=torch.float64)
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(2, 1, 4, 4, generator=generator), size=(19, 23)
+    )
+    removed = P.relevance_rank(smooth.flatten(1)).view(2, 19, 23) < round(0.9 * 19 * 23)
+    removed[1] = torch.rand(19, 23, generator=generator) < 0.9  # scattered holes
+    got, iterations = P._impute(images, removed, 1e-10)
+    assert iterations < 40  # the multigrid preconditioner, not the hole's width, bounds them
+    for i in range(2):
+        expected = imputation_by_hand(images[i].numpy(), removed[i].numpy())
+        np.testing.assert_allclose(got[i].numpy(), expected, rtol=0, atol=1e-10)
+    torch.testing.assert_close(P.noisy_linear_imputation(images, removed, noise=0.0), got)
+
+
 def test_a_solve_that_does_not_converge_says_so() -> None:
     scale = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)  # three distinct eigenvalues
     right = torch.ones(1, 3, dtype=torch.float64)
-    solved = P._conjugate_gradients(lambda z: scale * z, right, 1e-12, 3)
+    solved, iterations = P._conjugate_gradients(lambda z: scale * z, right, 1e-12, 3)
     torch.testing.assert_close(solved, 1 / scale)
+    assert iterations == 3
     with pytest.raises(RuntimeError, match="after 1 iterations, above the tolerance 1e-12"):
         P._conjugate_gradients(lambda z: scale * z, right, 1e-12, 1)
 
