@@ -196,7 +196,9 @@ def test_chosen_metrics_equal_the_functions_on_the_same_maps(runs, data, weights
     rho = []
     layer = next(name for name, m in clf.model.named_modules() if m is clf.layer)
     for source in MAPS_FROM:
-        before = compute_cams(trained, layer, x64, target, settings["methods"], source, layout=LAYOUT)
+        before = compute_cams(
+            trained, layer, x64, target, settings["methods"], source, layout=LAYOUT
+        )
         after = compute_cams(twin, layer, x64, target, settings["methods"], source, layout=LAYOUT)
         for method in settings["methods"]:
             a, b = before[method].flatten(1).numpy(), after[method].flatten(1).numpy()
