@@ -88,17 +88,24 @@ def _randomisation() -> MetricEvaluation:
 
 def _compare_step(choice: str) -> MetricEvaluation:
     """``camplus compare --metrics <choice>``'s step (:class:`metrics.BatchScorer`, pre-softmax
-    maps as the other rows), then its tables' values, as ``metrics.evaluate_methods``."""
+    maps as the other rows), then its tables' values, as ``metrics.evaluate_methods``. The
+    scorer is made at the first call on a case and kept, as ``compare`` makes it once per
+    process: the randomised copy of the model (made at its first batch) is not in the time of
+    the later calls."""
     chosen = parse_metrics(choice)
+    scorers: dict[int, tuple[Case, BatchScorer]] = {}
 
     def run(case: Case) -> object:
-        scorer = BatchScorer(
-            case.model,
-            case.layer,
-            maps_from=["pre-softmax"],
-            layout=case.layout,
-            metrics=chosen,
-        )
+        if id(case) not in scorers:
+            scorer = BatchScorer(
+                case.model,
+                case.layer,
+                maps_from=["pre-softmax"],
+                layout=case.layout,
+                metrics=chosen,
+            )
+            scorers[id(case)] = case, scorer  # the case kept alive: its id stays its own
+        scorer = scorers[id(case)][1]
         records = image_records(scorer(case.inputs, case.target))
         result = evaluation_result(records, scorer.names, ["pre-softmax"], metrics=chosen)
         return result.summary(), result.relative_performance()
