@@ -331,3 +331,17 @@ def test_two_gloo_processes_equal_one_process_with_chosen_metrics(tmp_path, data
     for name in PAPERS_FILES:
         assert (out / name).read_text() == (single / name).read_text(), name
     assert RANDOMISATION in (single / "scores.csv").read_text()
+
+
+def test_randomisation_without_layers_above_is_a_usage_error() -> None:
+    """A CAM layer with no layer with parameters after it leaves nothing to re-initialise: the
+    run is refused by name before anything is scored."""
+    from types import SimpleNamespace
+
+    from camplus_app.commands.compare.job import _check_layers_above
+    from tests.conftest import Net
+
+    model = Net()
+    with pytest.raises(errors.UsageError, match="--metrics randomisation: no layer with para"):
+        _check_layers_above(SimpleNamespace(model=model, layer=model.fc))  # type: ignore[arg-type]
+    _check_layers_above(SimpleNamespace(model=model, layer=model.conv))  # type: ignore[arg-type]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from metrics_models import tiny_setup
 
@@ -32,3 +34,16 @@ def test_passes_per_batch_and_images_per_image_of_every_metric() -> None:
     steps = 2 * (choices.STEPS + 1) + 2 * len(ROAD_PERCENTILES)
     assert compare_all == (papers[0] + 1 + steps, papers[1] + 2 + steps * METHODS * 2)
     assert torch.equal(case.inputs, images)
+
+
+def test_the_readme_quotes_the_saved_ratio_table() -> None:
+    """benchmarks/README.md quotes every row of the table the script saved, which has the rows
+    of compare's step with ``--metrics randomisation`` and ``--metrics all``."""
+    root = Path(__file__).resolve().parents[2]
+    table = (root / "benchmarks" / "results" / "metric-ratios-cpu.md").read_text()
+    readme = (root / "benchmarks" / "README.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    for name in ("randomisation", "all"):
+        assert any(row.startswith(f"| compare step, --metrics {name} |") for row in rows)
+    for row in rows:
+        assert row in readme, row
