@@ -103,7 +103,7 @@ def _add_compare_only(sub: argparse.ArgumentParser) -> None:
         "--metrics",
         help="comma-separated metrics, or all: papers (average drop, increase in confidence, "
         "win %%, relative performance; always scored), deletion, insertion, road-morf, "
-        "road-lerf (default: papers)",
+        "road-lerf, randomisation (default: papers)",
     )
     sub.add_argument("--limit", type=positive_int, help="score a random subset of this many images")
     sub.add_argument(

@@ -32,6 +32,7 @@ from camplus_app.runs import RunFolder, open_run
 from camplus_app.textsafe import printable
 from metrics.records import NoImageAboveThreshold
 from metrics.result import undefined_metrics
+from metrics.sanity import layers_above
 
 from .data import (
     check_same_classes,
@@ -127,6 +128,8 @@ class CompareJob:
             classifier = classifier.to(device)
             classifier.check_layer(settings.layout_spec)
             settings.layer = classifier.layer_name
+            if RANDOMISATION_CHOICE in settings.metrics:
+                _check_layers_above(classifier)
             check_scores(settings.scores, len(classifier.categories), classifier.name)
             if args.target is not None:
                 target = classifier.class_index(args.target)
@@ -371,6 +374,21 @@ class CompareJob:
                     "(listed in report.md)"
                 )
             write(f"results in {self.output}")
+
+
+#: The ``--metrics`` name of the check that needs layers above the CAM layer.
+RANDOMISATION_CHOICE = "randomisation"
+
+
+def _check_layers_above(classifier: zoo.Classifier) -> None:
+    """Refuse ``--metrics randomisation`` before anything runs when no layer with parameters
+    follows the CAM layer (nothing to re-initialise)."""
+    try:
+        layers_above(classifier.model, classifier.layer)
+    except ValueError as error:
+        raise UsageError(
+            f"--metrics {RANDOMISATION_CHOICE}: {error}; choose an earlier --layer"
+        ) from error
 
 
 def _agree(processes: Processes, failure: Exception | None) -> None:
