@@ -1,6 +1,8 @@
 """Metric cost: the ways of scoring maps with the papers' metrics (ours in one pass, ours inside
 Quantus, pytorch-grad-cam's), ours with every metric (deletion and insertion AUC, ROAD, the
-cascading randomisation check), and the forward passes each makes per image and per batch.
+cascading randomisation check), ``camplus compare``'s batch step with ``--metrics
+randomisation`` and ``--metrics all``, and the forward passes each makes per image and per
+batch.
 
 Quantus and pytorch-grad-cam are imported when their evaluation is made, so a missing one
 becomes a note in the report instead of a failure.
@@ -16,8 +18,10 @@ from torch import nn
 
 from benchmarks.cases import Case
 from captum_camplus import upsample_and_normalize
-from metrics import cascading_randomisation, compute_cams, evaluate_methods
+from metrics import BatchScorer, cascading_randomisation, compute_cams, evaluate_methods
+from metrics.choices import parse_metrics
 from metrics.perturbation import deletion_auc, insertion_auc, road_curve
+from metrics.records import evaluation_result, image_records
 
 #: Steps of deletion and insertion in the cost rows (RISE's code: one step per 224 pixels).
 STEPS = 100
@@ -82,6 +86,34 @@ def _randomisation() -> MetricEvaluation:
     return MetricEvaluation("metrics.cascading_randomisation", scores, run)
 
 
+def _compare_step(choice: str) -> MetricEvaluation:
+    """``camplus compare --metrics <choice>``'s step (:class:`metrics.BatchScorer`, pre-softmax
+    maps as the other rows), then its tables' values, as ``metrics.evaluate_methods``. The
+    scorer is made at the first call on a case and kept, as ``compare`` makes it once per
+    process: the randomised copy of the model (made at its first batch) is not in the time of
+    the later calls."""
+    chosen = parse_metrics(choice)
+    scorers: dict[int, tuple[Case, BatchScorer]] = {}
+
+    def run(case: Case) -> object:
+        if id(case) not in scorers:
+            scorer = BatchScorer(
+                case.model,
+                case.layer,
+                maps_from=["pre-softmax"],
+                layout=case.layout,
+                metrics=chosen,
+            )
+            scorers[id(case)] = case, scorer  # the case kept alive: its id stays its own
+        scorer = scorers[id(case)][1]
+        records = image_records(scorer(case.inputs, case.target))
+        result = evaluation_result(records, scorer.names, ["pre-softmax"], metrics=chosen)
+        return result.summary(), result.relative_performance()
+
+    scores = f"the papers' metrics + {', '.join(chosen[1:])}"
+    return MetricEvaluation(f"compare step, --metrics {choice}", scores, run)
+
+
 def _quantus_average_drop() -> MetricEvaluation:
     from metrics import AverageDrop, cam_explain
 
@@ -129,7 +161,13 @@ METRIC_EVALUATIONS: dict[str, Callable[[], list[MetricEvaluation]]] = {
 def every_metric() -> list[MetricEvaluation]:
     """Ours with the papers' metrics alone, then with every metric (``benchmarks.metric_ratios``;
     not in ``benchmarks.run``, where the perturbations would dominate the run's time)."""
-    return [_evaluate_methods(), _papers_and_perturbations(), _randomisation()]
+    return [
+        _evaluate_methods(),
+        _papers_and_perturbations(),
+        _randomisation(),
+        _compare_step("randomisation"),
+        _compare_step("all"),
+    ]
 
 
 def metric_evaluations() -> tuple[list[MetricEvaluation], list[str]]:

@@ -2,7 +2,8 @@
 
 Run from the repository root: ``python -m benchmarks.metric_ratios [--model resnet18 --batch 8
 --size 224 --rounds 5]``. For the papers' metrics alone and with every metric
-(:func:`benchmarks.metric_cost.every_metric`, maps included), it prints the model's passes
+(:func:`benchmarks.metric_cost.every_metric`, maps included; ``camplus compare``'s batch step
+with ``--metrics randomisation`` and ``--metrics all``), it prints the model's passes
 per batch, the images through the model per image and the median time per image, each as a
 ratio to ``metrics.evaluate_methods`` (the papers' metrics) in the same run and on the same
 batch; ``--out`` also saves the table.
@@ -20,6 +21,7 @@ import torch
 from benchmarks.cases import build_case
 from benchmarks.meters import clean_up, time_rounds
 from benchmarks.metric_cost import DEPTH, STEPS, every_metric, model_calls
+from metrics import choices
 
 PAPERS = "metrics.evaluate_methods"
 
@@ -37,8 +39,9 @@ def ratio_table(model: str, batch: int, size: int, rounds: int, seed: int = 0) -
     papers_calls, papers_images = counts[PAPERS]
     lines = [
         f"{model}, batch {batch}, {size} x {size}, CPU, {torch.get_num_threads()} threads, "
-        f"median of {rounds} rounds; deletion/insertion {STEPS} steps, ROAD 9 percentiles, "
-        f"randomisation of the top {DEPTH} layers.",
+        f"median of {rounds} rounds; deletion/insertion {STEPS} steps ({choices.STEPS} in "
+        f"the compare steps), ROAD 9 percentiles, randomisation of the top {DEPTH} layers "
+        "(in the compare steps: the layers above the CAM layer, one copy per batch).",
         "",
         "| evaluation | passes per batch | x papers | forwards per image | x papers "
         "| ms per image | x papers |",

@@ -42,11 +42,14 @@ from camplus_app.errors import (
     one_line,
 )
 from camplus_app.options import (
+    LAYOUT,
+    LAYOUT_SYNTAX,
     PROG,
     non_negative_int,
     positive_int,
     probability,
     torchrun_place,
+    with_layout_options,
 )
 from camplus_app.textsafe import printable
 from captum_camplus import DEFAULT_METHODS, METHODS, __version__
@@ -100,7 +103,7 @@ def _add_compare_only(sub: argparse.ArgumentParser) -> None:
         "--metrics",
         help="comma-separated metrics, or all: papers (average drop, increase in confidence, "
         "win %%, relative performance; always scored), deletion, insertion, road-morf, "
-        "road-lerf (default: papers)",
+        "road-lerf, randomisation (default: papers)",
     )
     sub.add_argument("--limit", type=positive_int, help="score a random subset of this many images")
     sub.add_argument(
@@ -193,6 +196,7 @@ def _add_common(sub: argparse.ArgumentParser, name: str, *, resumable: bool) -> 
         help=f"class index or name to explain (default: {true_class}the predicted class)",
     )
     _add_model_options(sub)
+    _add_layout_option(sub, default(LAYOUT))
     sub.add_argument(
         "-o",
         "--output",
@@ -242,6 +246,19 @@ def _add_model_options(sub: argparse.ArgumentParser) -> None:
         "ln_1 (torchvision ViT), layernorm_before (Hugging Face); otherwise the last layer "
         "with a spatial output). Token and channels-last layers are read from their shapes, "
         "confirmed by the model's attributes",
+    )
+
+
+def _add_layout_option(sub: argparse.ArgumentParser, default: object) -> None:
+    """``--layout``: how the CAM layer's tensor is read (:func:`.options.parse_layout`)."""
+    sub.add_argument(
+        "--layout",
+        default=default,
+        metavar="LAYOUT",
+        help=f"how the CAM layer's tensor is read: {LAYOUT_SYNTAX} (default: {LAYOUT}, the one "
+        "reading that the model's attributes or a locality probe confirm; none: channels "
+        "first as Captum reads it; tokens: the prefix count from the model; tokens:P:HxW: P "
+        "prefix tokens before an H x W patch grid)",
     )
 
 
@@ -303,8 +320,10 @@ def _message(error: Exception) -> str:
     """What the user reads: our message as written (all of it: it may say how to resume), any
     other error as one line with its type and how to see its traceback."""
     if isinstance(error, (UsageError, Failure)):
-        return str(error).strip()
-    return f"{one_line(error)} (a failure; set {TRACEBACK_VARIABLE}=1 to see the traceback)"
+        return with_layout_options(str(error).strip())
+    return with_layout_options(
+        f"{one_line(error)} (a failure; set {TRACEBACK_VARIABLE}=1 to see the traceback)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from camplus_app.figures import NORMALISED_CAPTION, GalleryRow, disagreements, gallery_figure
+from captum_camplus.layouts import LayoutSpec
 from captum_camplus.maps import upsample_and_normalize
 from captum_camplus.modules import module_device
 from metrics import compute_cams
@@ -55,7 +56,7 @@ def build_galleries(
     name_of: Callable[[int], str],
     class_of: Callable[[int], str],
     *,
-    layout: str = "auto",
+    layout: LayoutSpec = "auto",
     pairs: int = PAIRS,
     images: int = IMAGES,
 ) -> list[Gallery]:
@@ -128,7 +129,7 @@ def _rows(
     load: Callable[[int], Tensor],
     name_of: Callable[[int], str],
     class_of: Callable[[int], str],
-    layout: str,
+    layout: LayoutSpec,
 ) -> list[GalleryRow]:
     positions = [int(result.index[k]) for k in rows]
     device = module_device(model)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,12 +17,90 @@ from tqdm.auto import tqdm
 
 from camplus_app.errors import UsageError, one_line
 from camplus_app.textsafe import printable
+from captum_camplus.layouts import LayoutSpec, TokenLayout
 from captum_camplus.utils import resolve_methods
 
 PROG = "camplus"
-#: How the CAM layer's tensor is read: as the model's attributes say (timm ViT tokens, Swin
-#: channels last; every other layer channels first).
+#: The default ``--layout``: the one reading of the CAM layer's tensor that something confirms
+#: (:class:`captum_camplus.layouts.AutoLayout`).
 LAYOUT = "auto"
+#: The ``--layout`` spellings, for help and errors.
+LAYOUT_SYNTAX = "auto, none, channels_first, channels_last, tokens, tokens:P or tokens:P:HxW"
+_NAMED_LAYOUTS = ("auto", "channels_first", "channels_last", "tokens")
+_TOKENS = re.compile(r"tokens:(\d+)(?::(\d+)x(\d+))?")
+
+
+def parse_layout(text: str) -> LayoutSpec:
+    """The core's ``layout=`` for a ``--layout``: ``none`` is ``None`` (Captum's channels-first
+    reading, checked), ``tokens:P`` a :class:`TokenLayout` with ``P`` prefix tokens and the grid
+    from the input, ``tokens:P:HxW`` one with an ``H x W`` grid; the names as they are."""
+    word = text.strip().lower()
+    if word == "none":
+        return None
+    if word in _NAMED_LAYOUTS:
+        return word
+    match = _TOKENS.fullmatch(word)
+    if match is None:
+        raise UsageError(
+            f"--layout {text!r} is not a layout: choose {LAYOUT_SYNTAX} (P prefix tokens before "
+            "an H x W patch grid, e.g. tokens:1:14x14 for a ViT-B/16 at 224 x 224)"
+        )
+    prefix, height, width = match.groups()
+    if height is None:
+        return TokenLayout(int(prefix))
+    if int(height) < 1 or int(width) < 1:
+        raise UsageError(f"--layout {text!r}: the grid H x W must be positive, e.g. tokens:1:14x14")
+    return TokenLayout(int(prefix), (int(height), int(width)))
+
+
+def layout_option(spec: LayoutSpec) -> str:
+    """The ``--layout`` spelling of a layout :func:`parse_layout` gives (its inverse)."""
+    if spec is None:
+        return "none"
+    if isinstance(spec, TokenLayout):
+        grid = "" if spec.grid is None else ":" + "x".join(map(str, spec.grid))
+        return f"tokens:{spec.prefix_tokens}{grid}"
+    if isinstance(spec, str):
+        return spec
+    raise TypeError(f"no --layout spelling for {spec!r}")
+
+
+_NAME = "auto|channels_first|channels_last|tokens"
+#: What the core's messages name as ``layout=``: a TokenLayout with numbers (group 1-3), a
+#: TokenLayout in words (``prefix_tokens=..., grid=...`` or ``prefix_tokens, grid``), a name
+#: (group 4: ``layout='auto'``, or quoted after one such as ``(or 'auto')``), ``layout=None``,
+#: and a bare ``layout=`` (the option in general).
+_SELECTORS = re.compile(
+    r"(?:layout=)?TokenLayout\(prefix_tokens=(\d+), grid=(?:\((\d+), (\d+)\)|None)\)"
+    r"|(?P<words>(?:layout=)?TokenLayout\(prefix_tokens(?:=\.\.\., grid=\.\.\.|, grid)\))"
+    rf"|(?:layout=|(?<=\(or )|(?<=, ))'({_NAME})'"
+    r"|layout=None"
+    r"|layout=(?=[\s,.;)]|$)"
+)
+
+
+def with_layout_options(message: str) -> str:
+    """A core message with the ``--layout`` that matches each ``layout=`` it names (the core
+    knows no command line): ``layout='channels_last' (--layout channels_last)``; a
+    ``TokenLayout`` in words gets ``--layout tokens:P:HxW``, a bare ``layout=`` ``--layout``."""
+
+    def spelled(match: re.Match[str]) -> str:
+        prefix, height, width, words, name = match.groups()
+        text = match.group(0)
+        if words is not None:
+            option = " tokens:P:HxW"
+        elif prefix is not None:
+            grid = "" if height is None else f":{height}x{width}"
+            option = f" tokens:{prefix}{grid}"
+        elif name is not None:
+            option = f" {name}"
+        elif text == "layout=None":
+            option = " none"
+        else:  # a bare layout=
+            option = " LAYOUT"
+        return f"{text} (--layout{option})"
+
+    return _SELECTORS.sub(spelled, message)
 
 
 def torchrun_place() -> tuple[int, int, int]:
@@ -144,15 +223,19 @@ def write(line: str) -> None:
 
 __all__ = [
     "LAYOUT",
+    "LAYOUT_SYNTAX",
     "PROG",
     "check_scores",
     "int_at_least",
+    "layout_option",
     "non_negative_int",
     "output_path",
     "parse_device",
+    "parse_layout",
     "parse_methods",
     "positive_int",
     "probability",
     "torchrun_place",
+    "with_layout_options",
     "write",
 ]

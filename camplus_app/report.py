@@ -52,6 +52,7 @@ class RunFacts:
     seed: int
     scores: str = "softmax"  #: ``--scores``: how the outputs became Y and O
     metrics: Sequence[str] = (PAPERS,)  #: ``--metrics`` (:mod:`metrics.choices`)
+    layout: str = "auto"  #: ``--layout``: how the CAM layer's tensor was read
     unmatched: Mapping[str, str] = field(default_factory=dict)  #: class folders left out, why
     #: files of the class folders not read (looping links, other formats...), why
     skipped: Mapping[str, str] = field(default_factory=dict)
@@ -113,7 +114,7 @@ def _settings_section(
         selection += f" (--limit {facts.limit} --seed {facts.seed})"
     rows = [
         ("data", _data_text(facts)),
-        ("model", f"{facts.model}, CAM layer `{facts.layer}`"),
+        ("model", f"{facts.model}, CAM layer `{facts.layer}`, read with `--layout {facts.layout}`"),
         ("methods", ", ".join(facts.methods)),
         ("explained class", _explained_text(facts)),
         ("scores", facts.scores),

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from camplus_app.images import check_aspect, to_rgb
 from captum_camplus import LayerCams
 from captum_camplus.checks import model_scores
-from captum_camplus.layouts import model_facts
+from captum_camplus.layouts import LayoutSpec, model_facts
 from captum_camplus.maps import upsample_and_normalize
 from captum_camplus.modules import find_layer, module_device
 from metrics.confidence import class_scores
@@ -108,19 +108,28 @@ class Classifier:
             check_aspect(image)
         return torch.stack([self.transform(to_rgb(img)) for img in images]).to(self.device)
 
-    def check_layer(self, layout: str) -> None:
+    def check_layer(self, layout: LayoutSpec) -> None:
         """Compute one Grad-CAM on a blank image, to find a layer no CAM can use (an
         ``nn.Linear``, a flattened output) before any work starts.
 
         Raises:
-            ValueError: the layer's output has no spatial dimensions, or cannot be read with
-                ``layout``.
+            ValueError: the layer's output has no spatial dimensions, ``layout`` reads it as a
+                line (one spatial dimension: ``channels_first`` on tokens), or it cannot be read
+                with ``layout``.
         """
         from PIL import Image as PILImage
 
         blank = self.preprocess([PILImage.new("RGB", (256, 256), (128, 128, 128))])
         cams = LayerCams(self.model, self.layer, ["Grad-CAM"], layout=layout)
         for layer_map in cams.attribute(blank, target=0).values():
+            shape = tuple(cast(Tensor, layer_map).shape)
+            if len(shape) == 3:  # (N, 1, L): a line, which no image grid is
+                raise ValueError(
+                    f"the CAM map of layer {self.layer_name} of {self.name} has shape {shape}: "
+                    f"layout={layout!r} reads the layer's tensor as one line of {shape[-1]} "
+                    "values, not a grid over the image; pass layout='auto' to read it as the "
+                    "model or a locality probe confirms, or pick a layer with an image grid"
+                )
             upsample_and_normalize(cast(Tensor, layer_map), blank.shape[-2:])
 
     @torch.no_grad()

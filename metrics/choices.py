@@ -10,13 +10,18 @@ add one value per image, method and kind of map:
 - ``deletion``: deletion AUC with :data:`STEPS` steps, zeros as the substrate;
 - ``insertion``: insertion AUC with :data:`STEPS` steps, a blurred copy as the substrate;
 - ``road-morf`` / ``road-lerf``: ROAD's score averaged over its percentiles, most or least
-  relevant pixels removed first.
+  relevant pixels removed first;
+- ``randomisation``: the sanity check of :mod:`metrics.sanity`, the Spearman rank correlation
+  of the map with the map after every layer above the CAM layer is re-initialised
+  (:func:`metrics.sanity.layers_above`); one randomised copy of the model per batch.
 
 References:
 - Petsiuk, Das & Saenko (2018), "RISE: Randomized Input Sampling for Explanation of Black-box
   Models", BMVC 2018, arXiv:1806.07421: deletion and insertion.
 - Rong, Leemann, Borisov, Kasneci & Kasneci (2022), "A Consistent and Efficient Evaluation
   Strategy for Attribution Methods", ICML 2022, arXiv:2202.00449: ROAD.
+- Adebayo, Gilmer, Muelly, Goodfellow, Hardt & Kim (2018), "Sanity Checks for Saliency Maps",
+  NeurIPS 2018, arXiv:1810.03292: cascading model-parameter randomisation.
 """
 
 from __future__ import annotations
@@ -33,25 +38,30 @@ from .perturbation import Forward, Order, deletion_auc, insertion_auc, road_curv
 PAPERS = "papers"
 #: ``--metrics all``: every metric.
 ALL = "all"
+#: The column of the randomisation check.
+RANDOMISATION = "randomisation Spearman"
 #: Deletion and insertion steps: each is one forward of every method's perturbed images.
 STEPS = 20
 
 
 @dataclass(frozen=True)
 class Choice:
-    """A perturbation metric a run can choose."""
+    """A metric a run can choose."""
 
     name: str  #: as ``--metrics`` takes it
     column: str  #: its column in the tables and its key in the records
     higher_is_better: bool
     meaning: str  #: one line for the report
+    #: scored from the model's outputs on perturbed images, so that it needs probabilities
+    #: (False: computed from the maps alone)
+    perturbation: bool = True
 
     @property
     def direction(self) -> str:
         return "higher is better" if self.higher_is_better else "lower is better"
 
 
-#: The perturbation metrics, in the order of their columns.
+#: The metrics a run can choose, in the order of their columns.
 CHOICES: dict[str, Choice] = {
     choice.name: choice
     for choice in (
@@ -82,6 +92,16 @@ CHOICES: dict[str, Choice] = {
             True,
             "mean score after removing 10 % to 90 % of the pixels, least relevant first, "
             "filled by noisy linear imputation (Rong et al.)",
+        ),
+        Choice(
+            "randomisation",
+            RANDOMISATION,
+            False,
+            "Spearman rank correlation of the map with the map of a copy of the model whose "
+            "layers above the CAM layer are re-initialised, on the layer's grid (Adebayo et al.'s "
+            "sanity check; a map that ignores the weights keeps its order and scores near 1, "
+            "a constant map 0)",
+            perturbation=False,
         ),
     )
 }
@@ -117,15 +137,16 @@ def parse_metrics(text: str | Iterable[str] | None) -> list[str]:
 
 
 def chosen(metrics: Sequence[str]) -> list[Choice]:
-    """The perturbation metrics among ``metrics``, in column order."""
+    """The chosen metrics among ``metrics`` (the papers' aside), in column order."""
     return [CHOICES[name] for name in CHOICES if name in metrics]
 
 
 def refused_metrics(metrics: Sequence[str], scores: ScoreKind) -> dict[str, str]:
     """The chosen perturbation metrics that scores of kind ``scores`` leave undefined, each
-    with the reason (empty for probabilities). Decided by the kind alone, before any image."""
+    with the reason (empty for probabilities; the randomisation check compares maps, so every
+    kind defines it). Decided by the kind alone, before any image."""
     reason = _UNDEFINED.get(score_kind(scores))
-    return {} if reason is None else {c.name: reason for c in chosen(metrics)}
+    return {} if reason is None else {c.name: reason for c in chosen(metrics) if c.perturbation}
 
 
 def choice_scores(
@@ -143,6 +164,8 @@ def choice_scores(
     forward per step for all of them). ``seed``: ROAD's noise."""
     values: dict[str, Tensor] = {}
     for choice in choices:
+        if not choice.perturbation:
+            raise ValueError(f"{choice.name} is not a perturbation metric: it compares maps")
         if choice.name in ("deletion", "insertion"):
             auc = deletion_auc if choice.name == "deletion" else insertion_auc
             values[choice.column] = auc(forward, inputs, maps, target, steps=STEPS, scores=scores)
@@ -158,6 +181,7 @@ __all__ = [
     "CHOICES",
     "NAMES",
     "PAPERS",
+    "RANDOMISATION",
     "STEPS",
     "Choice",
     "choice_scores",

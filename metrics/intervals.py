@@ -25,7 +25,7 @@ within ``[1/(2B), 1 - 1/(2B)]`` (what ``B`` resamples can resolve) and ``a = 0``
 jackknife value is equal, so constant values give the zero-width interval ``[theta, theta]``.
 Equal to ``scipy.stats.bootstrap(method="BCa")`` given the same resamples; written here because
 scipy draws its own indices, so separate calls (one per table, per pair of methods) would not
-resample the same images, and scipy is no dependency of the metrics. The jackknife costs
+resample the same images. The jackknife costs
 ``O(N^2 K)``: BCa takes 1.2 times the percentile interval's time at 1,000 images and 12 columns,
 2.9 times at 5,000. ``method="percentile"`` gives
 the percentile interval (Efron & Tibshirani, chapter 13).

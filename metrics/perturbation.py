@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from .confidence import ScoreKind, as_target, class_scores, model_score_kind
 from .functional import Reduction, _reduce
+from .imputation import ROAD_NOISE, Solver, noisy_linear_imputation
 
 Forward = Callable[[Tensor], Tensor]
 Order = Literal["most", "least"]
@@ -39,12 +40,6 @@ Order = Literal["most", "least"]
 BLUR_SIGMA = 5.0
 #: ROAD's percentages of pixels removed (10 % to 90 %, as pytorch-grad-cam's averaged ROAD).
 ROAD_PERCENTILES: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)
-#: ROAD's noise: the standard deviation of the Gaussian noise added to imputed values, in the
-#: units of ``inputs`` (Rong et al.'s code: 0.01).
-ROAD_NOISE = 0.01
-#: Neighbour weights of the linear imputation (Rong et al.): 1/6 for the four direct neighbours,
-#: 1/12 for the four diagonal ones.
-_NEIGHBOURS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
 
 
 def deletion_auc(
@@ -176,6 +171,7 @@ def road_curve(
     seed: int = 0,
     scores: ScoreKind | None = None,
     clip: tuple[float, float] | None = None,
+    solver: Solver = "auto",
 ) -> Tensor:
     """ROAD (Rong et al.): the target's score after removing the ``p`` % most (``order="most"``,
     MoRF) or least (``"least"``, LeRF) relevant pixels and imputing them with
@@ -185,7 +181,8 @@ def road_curve(
     ``"least"``). The noise is drawn from a generator on the inputs' device (where the maps are
     moved) seeded with ``seed``,
     one draw per percentile in order, so a call is reproducible on one device. ``clip`` bounds
-    the imputed images (``(0, 1)`` for images in [0, 1] that a preprocessing normalises).
+    the imputed images (``(0, 1)`` for images in [0, 1] that a preprocessing normalises);
+    ``solver`` is the imputation's (:mod:`metrics.imputation`).
 
     Returns:
         float64 scores ``(K, N, len(percentiles))`` (``(N, ...)`` for maps without ``K``).
@@ -211,100 +208,14 @@ def road_curve(
         removed = rank < round(p * pixels / 100)
         images = inputs.expand(removed.shape[0], *inputs.shape).flatten(0, 1)
         holes = removed.flatten(0, 1).view(-1, *inputs.shape[2:])
-        batch = noisy_linear_imputation(images, holes, noise, generator).to(inputs.dtype)
+        batch = noisy_linear_imputation(images, holes, noise, generator, solver=solver).to(
+            inputs.dtype
+        )
         if clip is not None:
             batch = batch.clamp(*clip)
         curve.append(class_scores(forward, batch, target.flatten(), kind).value.view(target.shape))
     result = torch.stack(curve, dim=-1)
     return result if stacked else result[0]
-
-
-def noisy_linear_imputation(
-    images: Tensor,
-    removed: Tensor,
-    noise: float = ROAD_NOISE,
-    generator: torch.Generator | None = None,
-    tolerance: float = 1e-10,
-) -> Tensor:
-    """Rong et al.'s noisy linear imputation of the ``removed`` pixels of ``(N, C, H, W)`` images.
-
-    Each removed pixel ``i`` is the weighted mean of its neighbours ``j`` inside the image,
-    ``x_i = sum_j w_ij x_j / sum_j w_ij`` (weights 1/6 direct, 1/12 diagonal), kept pixels fixed:
-    a sparse symmetric positive definite system ``(D - W_UU) x_U = W_UK x_K`` per image and
-    channel, solved on the images' device in float64 by batched conjugate gradients (to a relative
-    residual ``tolerance``). Gaussian noise of standard deviation ``noise`` is then added to the
-    removed pixels. ``removed`` is ``(N, H, W)``, True where a pixel is removed.
-
-    Returns:
-        The imputed images, float64.
-
-    Raises:
-        ValueError: for masks of the wrong shape or an image with every pixel removed (nothing
-            to impute from).
-        RuntimeError: if the solve has not reached ``tolerance`` after twice as many iterations
-            as removed pixels (exact arithmetic needs at most as many).
-    """
-    n, c, h, w = images.shape
-    if removed.shape != (n, h, w):
-        raise ValueError(f"removed must be (N, H, W) = {(n, h, w)}, got {tuple(removed.shape)}")
-    if bool(removed.flatten(1).all(dim=1).any()):
-        raise ValueError("an image has every pixel removed: there is nothing to impute from")
-    x = images.to(torch.float64).reshape(n * c, 1, h, w)
-    unknown = removed.to(device=x.device, dtype=torch.float64)[:, None].expand(n, c, h, w)
-    unknown = unknown.reshape(n * c, 1, h, w)
-    kernel = _NEIGHBOURS.to(device=x.device, dtype=torch.float64).view(1, 1, 3, 3)
-
-    def neighbours(z: Tensor) -> Tensor:
-        return F.conv2d(z, kernel, padding=1)
-
-    degree = neighbours(torch.ones_like(x[:1]))  # the weights of the neighbours inside the image
-
-    def system(z: Tensor) -> Tensor:  # (D - W_UU) z on the removed pixels, 0 elsewhere
-        return unknown * (degree * z - neighbours(unknown * z))
-
-    right = unknown * neighbours((1 - unknown) * x)
-    limit = 2 * int(removed.flatten(1).sum(dim=1).max().item()) + 10
-    solution = _conjugate_gradients(system, right, tolerance, limit)
-    filled = torch.where(unknown.bool(), solution, x).reshape(n, c, h, w)
-    if noise:
-        draw = torch.randn(filled.shape, generator=generator, device=x.device, dtype=x.dtype)
-        filled = filled + noise * draw * removed.to(x.device)[:, None]
-    return filled
-
-
-def _conjugate_gradients(
-    system: Callable[[Tensor], Tensor], right: Tensor, tolerance: float, limit: int
-) -> Tensor:
-    """Solve ``system(z) = right`` for each of a batch of SPD systems (one per leading index),
-    raising if a relative residual of ``tolerance`` is not reached in ``limit`` iterations."""
-    dims = tuple(range(1, right.dim()))
-    z = torch.zeros_like(right)
-    residual = right.clone()
-    direction = residual.clone()
-    norm = (residual * residual).sum(dims, keepdim=True)
-    goal = tolerance**2 * norm.clamp(min=torch.finfo(right.dtype).tiny)
-    for _ in range(limit):
-        if bool((norm <= goal).all()):
-            break
-        applied = system(direction)
-        curvature = (direction * applied).sum(dims, keepdim=True)
-        step = norm / torch.where(curvature > 0, curvature, torch.ones_like(curvature))
-        step = torch.where(norm <= goal, torch.zeros_like(step), step)
-        z = z + step * direction
-        residual = residual - step * applied
-        new_norm = (residual * residual).sum(dims, keepdim=True)
-        direction = (
-            residual + new_norm / torch.where(norm > 0, norm, torch.ones_like(norm)) * direction
-        )
-        norm = new_norm
-    if not bool((norm <= goal).all()):
-        worst = (norm / goal).max().sqrt().item() * tolerance
-        raise RuntimeError(
-            f"the imputation's conjugate gradients stopped at a relative residual of {worst:.1e} "
-            f"after {limit} iterations, above the tolerance {tolerance:.0e}: pass a larger "
-            "tolerance to noisy_linear_imputation"
-        )
-    return z
 
 
 def _flat_maps(maps: Tensor, inputs: Tensor) -> tuple[Tensor, bool]:
@@ -375,12 +286,10 @@ def _perturbed_scores(
 
 __all__ = [
     "BLUR_SIGMA",
-    "ROAD_NOISE",
     "ROAD_PERCENTILES",
     "deletion_auc",
     "gaussian_blur",
     "insertion_auc",
-    "noisy_linear_imputation",
     "perturbation_curve",
     "relevance_rank",
     "road_curve",

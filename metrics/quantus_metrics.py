@@ -39,6 +39,7 @@ from torch import Tensor
 
 from . import functional, perturbation
 from .confidence import cam_dead_zone_mass
+from .imputation import ROAD_NOISE
 from .quantus_adapter import CamMetric, MetricBatch, Rival
 from .quantus_registry import register_quantus_metrics
 
@@ -242,7 +243,7 @@ class _Road(CamMetric):
     def __init__(
         self,
         percentiles: Sequence[float] = perturbation.ROAD_PERCENTILES,
-        noise: float = perturbation.ROAD_NOISE,
+        noise: float = ROAD_NOISE,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:

@@ -47,6 +47,69 @@ def randomised_layers(model: nn.Module) -> list[str]:
     return names[::-1]
 
 
+def layers_above(model: nn.Module, layer: nn.Module | str) -> list[str]:
+    """The layers of :func:`randomised_layers` registered after ``layer`` and outside it (the
+    model's head above the CAM layer, e.g. a ResNet's ``fc`` above ``layer4``), top-down.
+
+    Registration order stands for the order of the forward, as in Adebayo et al.'s cascade.
+
+    Raises:
+        ValueError: ``layer`` is not a module of ``model``, or no layer with parameters
+            follows it.
+    """
+    layer = model_layer(model, layer)
+    order = {name: k for k, (name, _) in enumerate(model.named_modules())}
+    layer_name = next((n for n, m in model.named_modules() if m is layer), None)
+    if layer_name is None or layer_name == "":
+        raise ValueError("the CAM layer must be a submodule of the model, not the model itself")
+    inside = [k for name, k in order.items() if name.startswith(layer_name + ".")]
+    last = max([order[layer_name], *inside])
+    above = [name for name in randomised_layers(model) if order[name] > last]
+    if not above:
+        raise ValueError(
+            f"no layer with parameters and a reset_parameters() follows the CAM layer "
+            f"{layer_name!r}, so the randomisation check has nothing to re-initialise"
+        )
+    return above
+
+
+class RandomisedHead:
+    """A copy of ``model`` whose :func:`layers_above` ``layer`` are re-initialised on each
+    :meth:`draw`: the randomised model of ``camplus compare --metrics randomisation``.
+
+    The copy is made once, at the first draw (the layers below stay the model's as they were
+    then), in eval mode and without parameter gradients; each draw re-initialises every layer
+    above, top-down, with its own ``reset_parameters()`` after ``torch.manual_seed(seed)``
+    (the global random state is restored afterwards), so a draw depends on its seed alone.
+    """
+
+    def __init__(self, model: nn.Module, layer: nn.Module | str) -> None:
+        self.model = model
+        self.layers = layers_above(model, layer)
+        module = model_layer(model, layer)
+        self.layer_name = next(n for n, m in model.named_modules() if m is module)
+        self._copy: nn.Module | None = None
+
+    def draw(self, seed: int) -> tuple[nn.Module, nn.Module]:
+        """The copy with the layers above drawn from ``seed``, and its CAM layer."""
+        if self._copy is None:
+            self._copy = copy.deepcopy(self.model).eval().requires_grad_(False)
+        net = self._copy
+        device = module_device(net)
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            torch.manual_seed(seed)
+            for name in self.layers:
+                net.get_submodule(name).reset_parameters()  # type: ignore[operator]
+        return net, net.get_submodule(self.layer_name)
+
+
+def rank_agreement(trained: Tensor, randomised: Tensor) -> Tensor:
+    """:func:`spearman` of each row pair, 0 where either row is constant (a constant map orders
+    nothing, so keeps none of the other's order), float64 ``(N,)``."""
+    rho = spearman(trained.flatten(1), randomised.flatten(1))
+    return torch.nan_to_num(rho, nan=0.0)
+
+
 def cascading_randomisation(
     model: nn.Module,
     layer: nn.Module | str,
@@ -125,4 +188,13 @@ def average_ranks(rows: Tensor) -> Tensor:
     return ranks
 
 
-__all__ = ["Cascade", "average_ranks", "cascading_randomisation", "randomised_layers", "spearman"]
+__all__ = [
+    "Cascade",
+    "RandomisedHead",
+    "average_ranks",
+    "cascading_randomisation",
+    "layers_above",
+    "rank_agreement",
+    "randomised_layers",
+    "spearman",
+]

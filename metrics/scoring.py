@@ -5,7 +5,9 @@ Per batch: one forward that gives ``Y`` and keeps the layer's output, one backwa
 layer per kind of map (gradients of the logits and of the softmax, the two columns of Lerma &
 Lucas, tables 1-2, both from that forward) that gives every method's map, and one forward per
 method and kind of map for the scores ``O`` of its explanation maps: per image, 1 forward, 2
-backwards to the layer and 2M forwards for M methods.
+backwards to the layer and 2M forwards for M methods. The randomisation check
+(:mod:`metrics.choices`) adds one forward and the same backwards on a randomised copy of the
+model (:class:`metrics.sanity.RandomisedHead`), which give every method's randomised map.
 
 References:
 - Lerma & Lucas (2022), "Grad-CAM++ is equivalent to Grad-CAM with positive gradients",
@@ -29,7 +31,7 @@ from captum_camplus.utils import (
     resolve_methods,
 )
 
-from .choices import PAPERS, choice_scores, chosen
+from .choices import PAPERS, RANDOMISATION, choice_scores, chosen
 from .confidence import (
     Preprocess,
     ScoreKind,
@@ -51,6 +53,7 @@ from .heatmaps import (
     relu_maps,
 )
 from .result import PerMethod, map_per_method
+from .sanity import RandomisedHead, rank_agreement
 
 #: ``on_layer(maps_from, index, activations, gradients)``: the layer's ``A`` and ``g`` of the
 #: images of a batch that passed the threshold (``index``: their positions in the data).
@@ -138,7 +141,14 @@ class BatchScorer:
         self.threshold = threshold
         self.unseen = None if unseen is None else torch.as_tensor(unseen).to(self.device)
         self.on_layer = on_layer
-        self.choices = chosen(metrics)
+        every = chosen(metrics)
+        self.choices = [choice for choice in every if choice.perturbation]
+        self.randomised = (
+            RandomisedHead(model, self.layer)
+            if any(not choice.perturbation for choice in every)
+            else None
+        )
+        self.preprocess = preprocess
         self.seed = seed
 
     def __call__(
@@ -179,6 +189,7 @@ class BatchScorer:
         # about twice as slow while it is alive (and it is the largest memory of the batch)
         del passed
         maps: dict[tuple[str, str], Tensor] = {}
+        grids: dict[tuple[str, str], Tensor] = {}  # the maps on the layer's grid
         for source, gradient in gradients.items():
             if self.on_layer is not None:
                 grid = (layout(activation, x.shape), layout(gradient, x.shape))
@@ -192,9 +203,33 @@ class BatchScorer:
                     dead_zone[source][name] = cam_dead_zone_mass(cam, self.unseen, "none")
                 if self.choices:
                     maps[source, name] = upsample_and_normalize(cam.detach(), x.shape[2:])
+                if self.randomised is not None:
+                    grids[source, name] = cam.detach()
+        first = int(kept_index[0])
         if self.choices:
-            scores.chosen = self._chosen(x, maps, target, int(kept_index[0]))
+            scores.chosen = self._chosen(x, maps, target, first)
+        if self.randomised is not None:
+            scores.chosen[RANDOMISATION] = self._randomisation(x, grids, target, first)
         return scores
+
+    def _randomisation(
+        self, x: Tensor, grids: dict[tuple[str, str], Tensor], target: Tensor, first: int
+    ) -> PerMethod:
+        """:func:`metrics.sanity.rank_agreement` of each map with the map of the randomised
+        copy: one forward and one backward per kind of map on it for every method, the copy's
+        layers above drawn from the run's seed and the batch's first position (as ROAD's
+        noise: the same draws whichever process scores the batch)."""
+        assert self.randomised is not None
+        net, layer = self.randomised.draw((self.seed << 32) + first)
+        passed = layer_pass(model_forward(net, self.preprocess), layer, x)
+        found = layer_gradients(passed, target, self.maps_from, self.scores)
+        activation = passed.activation.detach()
+        del passed
+        values: PerMethod = {source: {} for source in self.maps_from}
+        for source, gradient in found.items():
+            for name, cam in relu_maps(self.cams, activation, gradient, x.shape).items():
+                values[source][name] = rank_agreement(grids[source, name], cam.detach())
+        return values
 
     def _chosen(
         self, x: Tensor, maps: dict[tuple[str, str], Tensor], target: Tensor, first: int

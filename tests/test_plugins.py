@@ -94,7 +94,7 @@ def _python(code: str, site: Path, *args: str) -> subprocess.CompletedProcess[st
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,  # a hang fails; the ten files of the readers' test take 5-25 min on 2 cores
     )
 
 

@@ -19,8 +19,10 @@ from camplus_app.images import check_aspect, resolve_images
 from camplus_app.options import (
     LAYOUT,
     check_scores,
+    layout_option,
     output_path,
     parse_device,
+    parse_layout,
     parse_methods,
     write,
 )
@@ -28,6 +30,7 @@ from camplus_app.provenance import collect
 from camplus_app.runs import RunFolder, open_run
 from camplus_app.task_models import task_of
 from captum_camplus import LayerCams
+from captum_camplus.layouts import LayoutSpec
 from captum_camplus.maps import upsample_and_normalize
 from metrics.confidence import ScoreKind, class_scores
 
@@ -48,6 +51,7 @@ class Job:
     progress: bool
     overwrite: bool = False
     scores: ScoreKind = "softmax"  #: ``--scores``: how the outputs become the figures' scores
+    layout: LayoutSpec = LAYOUT  #: ``--layout``: how the CAM layer's tensor is read
 
 
 def run(args: argparse.Namespace) -> None:
@@ -134,9 +138,10 @@ def prepare(args: argparse.Namespace) -> Job:
     methods, device, output, images = _common(args)
     if getattr(args, "boxes", None) is not None or getattr(args, "box_threshold", None) is not None:
         raise UsageError("--boxes and --box-threshold apply to detectors, not to classifiers")
+    layout = parse_layout(args.layout)
     try:
         classifier = zoo.load_classifier(args.model or zoo.DEFAULT_MODEL, args.weights, args.layer)
-        classifier.to(device).check_layer(LAYOUT)
+        classifier.to(device).check_layer(layout)
         target = None if args.target is None else classifier.class_index(args.target)
         check_scores(args.scores, len(classifier.categories), classifier.name)
     # the images, the zoo and the core raise these for input the user can fix (an unreadable
@@ -153,6 +158,7 @@ def prepare(args: argparse.Namespace) -> Job:
         progress=not args.quiet,
         overwrite=args.overwrite,
         scores=args.scores,
+        layout=layout,
     )
 
 
@@ -165,6 +171,7 @@ def settings(job: Job, args: argparse.Namespace) -> dict[str, object]:
         "model": clf.name,
         "weights": None if args.weights is None else str(args.weights.resolve()),
         "layer": clf.layer_name,
+        "layout": layout_option(job.layout),
         "methods": job.methods,
         "target": job.target,
         "target name": None if job.target is None else clf.categories[job.target],
@@ -178,7 +185,7 @@ def settings(job: Job, args: argparse.Namespace) -> dict[str, object]:
 def run_explain(job: Job, folder: RunFolder) -> None:
     """Write ``<image>.png``: the image and each method's heatmap, titled with the class."""
     clf = job.classifier
-    cams = LayerCams(clf.model, clf.layer, job.methods, layout=LAYOUT)
+    cams = LayerCams(clf.model, clf.layer, job.methods, layout=job.layout)
     rows = []
     for names, x in _batches(job, progress="explain"):
         targets, probabilities = _targets(job, x)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from camplus_app import figures
 from camplus_app.errors import Failure, UsageError, first_line
-from camplus_app.options import LAYOUT, write
+from camplus_app.options import LAYOUT, layout_option, parse_layout, write
 from camplus_app.runs import RunFolder
 from camplus_app.task_models import (
     Detector,
@@ -40,6 +40,7 @@ from camplus_app.task_models import (
 )
 from camplus_app.zoo import class_index
 from captum_camplus import LayerCams
+from captum_camplus.layouts import LayoutSpec
 from captum_camplus.maps import upsample_and_normalize
 from captum_camplus.targets import DetectionScores, SegmentationScores
 
@@ -65,6 +66,7 @@ class TaskJob:
     overwrite: bool
     boxes: int = DEFAULT_BOXES
     box_threshold: float = DEFAULT_BOX_THRESHOLD
+    layout: LayoutSpec = LAYOUT  #: ``--layout``: how the CAM layer's tensor is read
 
     def settings(self, args: argparse.Namespace) -> dict[str, object]:
         """Every setting of the run, for its manifest."""
@@ -77,6 +79,7 @@ class TaskJob:
             "model": model.name,
             "weights": None if args.weights is None else str(args.weights.resolve()),
             "layer": model.layer_name,
+            "layout": layout_option(self.layout),
             "methods": self.methods,
             "target": self.target,
             "target name": None if self.target is None else model.categories[self.target],
@@ -102,6 +105,7 @@ def prepare(
             + ("its mean class probability over a region" if task == "segmentation" else "its own")
         )
     detection = task == "detection"
+    layout = parse_layout(args.layout)
     if not detection and (args.boxes is not None or args.box_threshold is not None):
         raise UsageError(f"--boxes and --box-threshold apply to detectors, not to {args.model}")
     try:
@@ -125,6 +129,7 @@ def prepare(
         output=output,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        layout=layout,
     )
     if isinstance(model, Detector):
         job.boxes = DEFAULT_BOXES if args.boxes is None else args.boxes
@@ -153,7 +158,7 @@ def _explain_segmentation(job: TaskJob, seg: Segmenter, folder: RunFolder) -> No
         k, mask, region = region_of(logits, job.target, seg.categories)
         probability = float(logits.softmax(dim=1)[0, k][mask[0]].mean())
         scores = SegmentationScores(seg.model, mask=mask)
-        cams = LayerCams(scores, seg.layer, job.methods, layout=LAYOUT)
+        cams = LayerCams(scores, seg.layer, job.methods, layout=job.layout)
         maps = cams.attribute(x, target=k, relu_attributions=True)
         original = seg.original(image)
         heatmaps = {m: upsample_and_normalize(v, original.shape[-2:])[0] for m, v in maps.items()}
@@ -224,7 +229,7 @@ def _explain_detections(job: TaskJob, det: Detector, folder: RunFolder) -> None:
         wrapper = DetectionScores(
             det.model, boxes.expand(count, *boxes.shape), labels.expand(count, count)
         )
-        cams = LayerCams(wrapper, det.layer, job.methods, layout=LAYOUT)
+        cams = LayerCams(wrapper, det.layer, job.methods, layout=job.layout)
         maps = cams.attribute(batch, target=list(range(count)), relu_attributions=True)
         heatmaps = {m: wrapper.image_maps(v, batch) for m, v in maps.items()}
         panels = []

@@ -360,6 +360,8 @@ def resolve_layout(
         forward_func, layer: The attribution's model and layer, read by ``"tokens"``, ``"auto"``
             and ``None``.
     """
+    if isinstance(layout, TokenLayout) and forward_func is not None:
+        layout.check_order(forward_func, layer)
     if isinstance(layout, Layout):
         return layout
     if isinstance(layout, str):

@@ -106,12 +106,7 @@ class TokenLayout(Layout):
         ``None`` (from the input).
         """
         facts = model_facts(model, layer)
-        if facts.reroll is not None:
-            raise ValueError(
-                f"layout='tokens' reads tokens row by row, and {_name(model)} keeps them in "
-                f"mask-unit order ({facts.reroll.source}): pass layout='auto', which re-rolls "
-                "them as the model does"
-            )
+        _refuse_row_by_row("layout='tokens'", model, facts)
         if facts.prefix_tokens is None:
             raise ValueError(
                 f"layout='tokens' reads the prefix token count from the model, and "
@@ -121,6 +116,12 @@ class TokenLayout(Layout):
                 + ": pass TokenLayout(prefix_tokens=1, grid=(14, 14)) with your model's numbers"
             )
         return cls(facts.prefix_tokens, facts.grid)
+
+    def check_order(self, model: Any, layer: Module | None = None) -> None:
+        """Refuse this row-by-row reading for a model that states another token order (Hiera's
+        mask-unit order), where a token count that fits the grid would still put the tokens
+        on the wrong cells."""
+        _refuse_row_by_row(str(self), model, model_facts(model, layer))
 
     def __call__(self, tensor: Tensor, input_shape: InputShape = None) -> Tensor:
         check_batch(tensor, input_shape)
@@ -278,6 +279,15 @@ def selector(layout: Layout) -> str:
     if isinstance(layout, RerollLayout):
         return "layout='auto'"
     return f"layout={layout!r}"
+
+
+def _refuse_row_by_row(reading: str, model: Any, facts: ModelFacts) -> None:
+    if facts.reroll is not None:
+        raise ValueError(
+            f"{reading} reads tokens row by row, and {_name(model)} keeps them in mask-unit "
+            f"order ({facts.reroll.source}): pass layout='auto', which re-rolls them as the "
+            "model does"
+        )
 
 
 def _name(model: Any) -> str:

@@ -5,6 +5,7 @@ Papers (full references in the README): Lerma & Lucas (2022), arXiv:2205.10838.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -282,3 +283,19 @@ def test_ctrl_c_is_130(capsys) -> None:
 
     assert cli.exit_status(command) == errors.INTERRUPTED == 130
     assert capsys.readouterr().err == "\ncamplus: interrupted\n"
+
+
+def test_every_option_of_the_help_is_in_the_docs() -> None:
+    """docs/cli.md names every option of ``camplus explain|compare --help`` (``--layout`` too)."""
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    options = {
+        option
+        for sub in commands.choices.values()
+        for action in sub._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    assert "--layout" in options
+    assert [option for option in sorted(options) if f"`{option}" not in docs] == []

@@ -1,6 +1,9 @@
 """``camplus compare --metrics``: the perturbation metrics of Petsiuk et al. (2018, RISE,
 arXiv:1806.07421) and Rong et al. (2022, ROAD, arXiv:2202.00449) beside the papers' metrics,
-checked against :mod:`metrics.perturbation` called directly on the same maps.
+checked against :mod:`metrics.perturbation` called directly on the same maps, and the
+randomisation check of Adebayo et al. (2018, "Sanity Checks for Saliency Maps",
+arXiv:1810.03292) against scipy's Spearman correlation of float64 maps; a resumed run and a
+``torchrun`` run equal one uninterrupted process.
 
 A tiny random-init timm model with 1000 classes stands in for the bundled EfficientNet; the
 data are crops of the bundled photographs written by ``benchmarks.make_dataset``.
@@ -8,8 +11,12 @@ data are crops of the bundled photographs written by ``benchmarks.make_dataset``
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +33,7 @@ from camplus_app.datasets import ImageDataset, find_images  # noqa: E402
 from camplus_app.options import LAYOUT  # noqa: E402
 from camplus_app.runs import MANIFEST, read_manifest  # noqa: E402
 from captum_camplus import upsample_and_normalize  # noqa: E402
-from metrics.choices import CHOICES, STEPS  # noqa: E402
+from metrics.choices import CHOICES, RANDOMISATION, STEPS  # noqa: E402
 from metrics.confidence import model_forward  # noqa: E402
 from metrics.heatmaps import MAPS_FROM, compute_cams  # noqa: E402
 
@@ -36,9 +43,15 @@ IMAGES = 6
 #: ROAD's imputation at the model's 224-pixel input takes minutes on a CPU: the command runs
 #: deletion and insertion here, and tests/metrics/test_metrics_choices.py checks ROAD in the
 #: same batch step on small images.
-CHOSEN = ["deletion", "insertion"]
+CHOSEN = ["deletion", "insertion", "randomisation"]
 COLUMNS = [CHOICES[name].column for name in CHOSEN]
 PAPERS_FILES = ["scores.csv", "images.csv", "relative_performance.csv", "pairwise.csv"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _range(column: str) -> tuple[float, float]:
+    """A column's values: AUCs in [0, 1], rank correlations in [-1, 1]."""
+    return (-1.0, 1.0) if column == RANDOMISATION else (0.0, 1.0)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -70,8 +83,8 @@ def _argv(data: Path, out: Path, weights: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data, weights) -> dict[str, Path]:
-    """A default run and a ``--metrics deletion,insertion`` run of the same images, one batch
-    each."""
+    """A default run and a ``--metrics deletion,insertion,randomisation`` run of the same
+    images, one batch each."""
     root = tmp_path_factory.mktemp("runs")
     folders = {"default": root / "default", "all": root / "all"}
     assert cli.main(_argv(data, folders["default"], weights, "--batch-size", "6")) == 0
@@ -115,7 +128,8 @@ def test_chosen_metrics_have_columns_and_intervals(runs) -> None:
     for row in scores:
         for column in COLUMNS:
             low, value, high = (float(row[column + s]) for s in (" ci low", "", " ci high"))
-            assert 0 <= low <= value <= high <= 1, (column, row)
+            bottom, top = _range(column)
+            assert bottom <= low <= value <= high <= top, (column, row)
     pairwise = _rows(out / "pairwise.csv")
     for row in pairwise:
         for column in COLUMNS:
@@ -142,12 +156,16 @@ def test_chosen_metrics_have_columns_and_intervals(runs) -> None:
     report = (out / "report.md").read_text()
     for name in CHOSEN:
         assert f"- `{CHOICES[name].column}` ({CHOICES[name].direction}): " in report
-    assert "| metrics | papers, deletion, insertion |" in report
+    assert "| metrics | papers, deletion, insertion, randomisation |" in report
+    assert "`randomisation Spearman` (lower is better): Spearman rank correlation" in report
 
 
 def test_chosen_metrics_equal_the_functions_on_the_same_maps(runs, data, weights) -> None:
     """Each per-image value equals :func:`metrics.deletion_auc` and :func:`metrics.insertion_auc`
-    on the maps of :func:`compute_cams`."""
+    on the maps of :func:`compute_cams`, and the randomisation check scipy's Spearman
+    correlation of the float64 maps of the model and of a copy whose classifier (the layer
+    above the CAM layer ``bn2``) is re-initialised by hand from the run's seed (0) and the
+    batch's first position (0)."""
     out = runs["all"]
     settings = read_manifest(out)["settings"]
     clf = zoo.load_classifier(ARCH, weights, settings["layer"])
@@ -170,6 +188,22 @@ def test_chosen_metrics_equal_the_functions_on_the_same_maps(runs, data, weights
             "deletion AUC": metrics.deletion_auc(forward, x, stacked, target, steps=STEPS),
             "insertion AUC": metrics.insertion_auc(forward, x, stacked, target, steps=STEPS),
         }
+    stats = pytest.importorskip("scipy.stats")
+    twin = copy.deepcopy(clf.model)
+    torch.manual_seed(0)
+    twin.get_submodule("net.classifier").reset_parameters()
+    twin, trained, x64 = twin.double(), copy.deepcopy(clf.model).double(), x.double()
+    rho = []
+    layer = next(name for name, m in clf.model.named_modules() if m is clf.layer)
+    for source in MAPS_FROM:
+        before = compute_cams(
+            trained, layer, x64, target, settings["methods"], source, layout=LAYOUT
+        )
+        after = compute_cams(twin, layer, x64, target, settings["methods"], source, layout=LAYOUT)
+        for method in settings["methods"]:
+            a, b = before[method].flatten(1).numpy(), after[method].flatten(1).numpy()
+            rho.append([stats.spearmanr(a[i], b[i]).statistic for i in range(IMAGES)])
+    expected[RANDOMISATION] = torch.tensor(rho, dtype=torch.float64)
     images = _rows(out / "images.csv")
     for k, (source, method) in enumerate(keys):
         mine = sorted(
@@ -235,3 +269,79 @@ def test_run_recorded_before_metrics_resumes_as_the_default(tmp_path, data, weig
     assert cli.main(["compare", "-o", str(out), "--resume", "-q", "--workers", "0"]) == 0
     assert read_manifest(out)["settings"]["metrics"] == ["papers"]
     assert _rows(out / "scores.csv") == expected
+
+
+def _interrupted_after_one_batch(out: Path) -> None:
+    """The run in ``out`` as a process killed after its first batch leaves it."""
+    manifest = read_manifest(out)
+    manifest["state"] = "running"
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    for name in PAPERS_FILES:
+        (out / name).unlink()
+    (part,) = sorted((out / "parts").glob("*.jsonl"))
+    part.write_text(part.read_text().splitlines(keepends=True)[0])
+
+
+def test_resumed_run_with_randomisation_equals_an_uninterrupted_one(
+    tmp_path, data, weights
+) -> None:
+    """The randomised copy's draws depend on the batch, not on the process that scores it."""
+    out = tmp_path / "out"
+    argv = _argv(data, out, weights, "--batch-size", "2", "--metrics", "randomisation")
+    assert cli.main(argv) == 0
+    expected = {name: (out / name).read_text() for name in PAPERS_FILES}
+    assert RANDOMISATION in expected["scores.csv"].splitlines()[0]
+    _interrupted_after_one_batch(out)
+    assert cli.main(["compare", "-o", str(out), "--resume", "-q", "--workers", "0"]) == 0
+    for name, text in expected.items():
+        assert (out / name).read_text() == text, name
+
+
+def test_randomisation_is_defined_under_raw_scores(tmp_path, data, weights) -> None:
+    """It compares maps, so ``--scores raw`` keeps it (the perturbation metrics are refused)."""
+    out = tmp_path / "out"
+    argv = ["--scores", "raw", "--metrics", "randomisation", "--limit", "2"]
+    assert cli.main(_argv(data, out, weights, *argv)) == 0
+    for row in _rows(out / "scores.csv"):
+        assert -1 <= float(row[RANDOMISATION]) <= 1
+
+
+def _subprocess(command: list[str], threads: bool) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if threads:
+        env["OMP_NUM_THREADS"] = "1"
+    else:
+        env.pop("OMP_NUM_THREADS", None)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow  # torchrun and three interpreters start: about 30 s on 2 cores
+def test_two_gloo_processes_equal_one_process_with_chosen_metrics(tmp_path, data, weights):
+    """``--metrics deletion,randomisation`` under ``torchrun`` (two processes, one thread
+    each) gives byte-equal tables to one process with ``--threads 1``: each batch draws its
+    randomised copy from the run's seed and its first position, whichever process scores it."""
+    chosen = ["--metrics", "deletion,randomisation", "--batch-size", "2", "--seed", "5"]
+    out, single = tmp_path / "torchrun", tmp_path / "single"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    _subprocess([*torchrun, "-m", "camplus_app", *_argv(data, out, weights, *chosen)], True)
+    one = [sys.executable, "-m", "camplus_app", *_argv(data, single, weights, *chosen)]
+    _subprocess([*one, "--threads", "1"], False)
+    assert read_manifest(out)["summary"]["processes"] == 2
+    for name in PAPERS_FILES:
+        assert (out / name).read_text() == (single / name).read_text(), name
+    assert RANDOMISATION in (single / "scores.csv").read_text()
+
+
+def test_randomisation_without_layers_above_is_a_usage_error() -> None:
+    """A CAM layer with no layer with parameters after it leaves nothing to re-initialise: the
+    run is refused by name before anything is scored."""
+    from types import SimpleNamespace
+
+    from camplus_app.commands.compare.job import _check_layers_above
+    from tests.conftest import Net
+
+    model = Net()
+    with pytest.raises(errors.UsageError, match="--metrics randomisation: no layer with para"):
+        _check_layers_above(SimpleNamespace(model=model, layer=model.fc))  # type: ignore[arg-type]
+    _check_layers_above(SimpleNamespace(model=model, layer=model.conv))  # type: ignore[arg-type]

@@ -51,3 +51,20 @@ def test_tutorial_runs(path: Path) -> None:
         if output.get("output_type") == "error"
     ]
     assert not errors
+
+
+def test_tutorial_05_text_cell_reads_one_value_per_token(capsys) -> None:
+    """The text-classifier cell of tutorial 05 on its own (fast): the maps under "auto" are per
+    token, (N, 1, T), Grad-CAM's rule checked by hand in the cell; None keeps (N, 1, D)."""
+    import torch
+    from torch import nn
+
+    from captum_camplus import LayerCams
+
+    notebook = nbformat.read(ROOT / "tutorials" / "05_vision_transformers.ipynb", as_version=4)
+    (cell,) = [c for c in notebook.cells if "class TinyTextClassifier" in c.source]
+    exec(cell.source, {"torch": torch, "nn": nn, "LayerCams": LayerCams})  # noqa: S102
+    printed = capsys.readouterr().out
+    assert 'layout="auto": (2, 1, 7)' in printed
+    assert "layout=None:   (2, 1, 16)" in printed
+    assert "the auto map is Grad-CAM per token: True" in printed

@@ -112,8 +112,15 @@ def test_float32_models_match_float64_reference(name, layer_name, request, image
         # arithmetic) move w_k by ~1e-3, so the reference is evaluated on them instead
         A32, g32 = ref.capture_layer(model, pick(model), images, target)
         expected = ref.xgrad_cam(A32, g32)
+        # and float32's own rounding of w_k is amplified by the condition number of the
+        # denominator, kappa = max_k sum|A_k| / |sum A_k| (about 6e3 here): the bound is
+        # float32's epsilon times kappa (7e-4), not a fixed 1e-4 (torch 2.14 gives 1.1e-4)
+        kappa = (A32.abs().sum((2, 3)) / A32.sum((2, 3)).abs()).max().item()
+        tolerance = max(1e-4, torch.finfo(torch.float32).eps * kappa)
+    else:
+        tolerance = 1e-4
     deviation = np.abs(cam.double().numpy() - expected).max() / np.abs(expected).max()
-    assert deviation < 1e-4, f"max deviation {deviation:.3g} of the map's scale"
+    assert deviation < tolerance, f"max deviation {deviation:.3g} of the map's scale"
 
 
 # ------------------------------------------------------------------------------- the peers

@@ -167,6 +167,21 @@ def test_hiera_refusals_never_suggest_a_token_layout(kind):
     assert model_facts(model, layer).reroll is not None
 
 
+@pytest.mark.parametrize("kind", ["timm", "hf"])
+def test_an_explicit_row_major_token_layout_on_hiera_is_refused(kind):
+    """A TokenLayout whose count fits (64 tokens = 0 prefix + 8 x 8) still reads Hiera's
+    mask-unit order row by row: the model states its order, so the explicit reading is refused."""
+    model, x = hiera(kind), _images().double()
+    layer = model.blocks[1] if kind == "timm" else model.hiera.encoder.stages[1].layers[0].mlp
+    for layout in (TokenLayout(0, (8, 8)), TokenLayout(0)):
+        with pytest.raises(
+            ValueError,
+            match=r"TokenLayout\(prefix_tokens=0.*mask-unit order.*"
+            "pass layout='auto'",
+        ):
+            LayerGradCam(model, layer, layout=layout).attribute(x, target=TARGET)
+
+
 def test_hiera_at_another_input_size_is_refused_not_reread():
     model = hiera("timm")
     facts = model_facts(model, model.blocks[0])

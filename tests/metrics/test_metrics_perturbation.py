@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from metrics_models import tiny_setup
+from metrics_models import imputation_by_hand, tiny_setup
 
 from metrics import perturbation as P
 
@@ -175,87 +175,6 @@ def test_gaussian_blur_against_scipy(setup) -> None:
 # -----------------------------------------------------------------------------
 
 
-def imputation_by_hand(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """x_i = sum_j w_ij x_j / sum_j w_ij over in-image neighbours, a dense float64 solve."""
-    channels, h, w = image.shape
-    unknown = [i for i in range(h * w) if removed.reshape(-1)[i]]
-    column = {pixel: k for k, pixel in enumerate(unknown)}
-    weights = {(0, 1): 1 / 6, (1, 0): 1 / 6, (0, -1): 1 / 6, (-1, 0): 1 / 6}
-    weights.update({(1, 1): 1 / 12, (1, -1): 1 / 12, (-1, 1): 1 / 12, (-1, -1): 1 / 12})
-    out = image.copy()
-    for c in range(channels):
-        a = np.zeros((len(unknown), len(unknown)))
-        b = np.zeros(len(unknown))
-        for k, pixel in enumerate(unknown):
-            row, col = divmod(pixel, w)
-            for (dr, dc), weight in weights.items():
-                r, q = row + dr, col + dc
-                if not (0 <= r < h and 0 <= q < w):
-                    continue
-                a[k, k] += weight
-                if removed[r, q]:
-                    a[k, column[r * w + q]] -= weight
-                else:
-                    b[k] += weight * image[c, r, q]
-        out[c].reshape(-1)[unknown] = np.linalg.solve(a, b)
-    return out
-
-
-@pytest.fixture(scope="module")
-def holes():
-    generator = torch.Generator().manual_seed(3)
-    images = torch.rand(2, 3, 12, 10, generator=generator, dtype=torch.float64)
-    removed = torch.rand(2, 12, 10, generator=generator) < 0.6
-    removed[1, :6] = True  # a large hole touching the border
-    removed[1, 6:] = False
-    return images, removed
-
-
-def test_imputation_equals_a_dense_solve(holes) -> None:
-    images, removed = holes
-    got = P.noisy_linear_imputation(images, removed, noise=0.0)
-    for i in range(2):
-        expected = imputation_by_hand(images[i].numpy(), removed[i].numpy())
-        np.testing.assert_allclose(got[i].numpy(), expected, atol=1e-8)
-
-
-def test_imputation_equals_pytorch_grad_cam_and_quantus(holes) -> None:
-    road = pytest.importorskip("pytorch_grad_cam.metrics.road")
-    perturb = pytest.importorskip("quantus.functions.perturb_func")
-    images, removed = holes
-    got = P.noisy_linear_imputation(images, removed, noise=0.0)
-    for i in range(2):
-        keep = (~removed[i]).double()  # pytorch-grad-cam's mask: 1 = kept
-        peer = road.NoisyLinearImputer(noise=0.0)(images[i].float(), keep)
-        np.testing.assert_allclose(got[i].numpy(), peer.numpy(), atol=1e-6)  # float32 result
-        flat = np.flatnonzero(removed[i].numpy())  # Quantus takes flat indices of (H, W)
-        theirs = perturb.noisy_linear_imputation(images[i].numpy(), flat, noise=0.0)
-        np.testing.assert_allclose(got[i].numpy(), theirs, atol=1e-8)
-
-
-def test_a_solve_that_does_not_converge_says_so() -> None:
-    scale = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64)  # three distinct eigenvalues
-    right = torch.ones(1, 3, dtype=torch.float64)
-    solved = P._conjugate_gradients(lambda z: scale * z, right, 1e-12, 3)
-    torch.testing.assert_close(solved, 1 / scale)
-    with pytest.raises(RuntimeError, match="after 1 iterations, above the tolerance 1e-12"):
-        P._conjugate_gradients(lambda z: scale * z, right, 1e-12, 1)
-
-
-def test_imputation_noise_is_seeded_and_only_on_removed_pixels(holes) -> None:
-    images, removed = holes
-    clean = P.noisy_linear_imputation(images, removed, noise=0.0)
-    draws = [
-        P.noisy_linear_imputation(images, removed, 0.5, torch.Generator().manual_seed(1))
-        for _ in range(2)
-    ]
-    torch.testing.assert_close(draws[0], draws[1])
-    noise = draws[0] - clean
-    kept = ~removed[:, None].expand_as(images)
-    assert bool((noise[kept] == 0).all())
-    assert noise[~kept].std().item() == pytest.approx(0.5, rel=0.15)
-
-
 def test_road_equals_the_protocol(setup) -> None:
     model, images, labels, maps = setup
     percentiles = (10, 45, 90)
@@ -292,8 +211,6 @@ def test_road_is_seeded_and_refuses_bad_options(setup) -> None:
         P.road_curve(model, images, maps, labels, percentiles=(50, 100))
     with pytest.raises(ValueError, match="noise must be non-negative"):
         P.road_curve(model, images, maps, labels, noise=-1.0)
-    with pytest.raises(ValueError, match="every pixel removed"):
-        P.noisy_linear_imputation(images, torch.ones(3, 16, 16, dtype=torch.bool))
 
 
 def test_road_equals_pytorch_grad_cam_with_its_percentile_kept(setup) -> None:

@@ -18,7 +18,6 @@ from camplus_app import zoo
 from camplus_app.datasets import ImageEntry, Listing, find_images, select
 from camplus_app.errors import Failure, Interrupted, PeerProcessFailed, UsageError
 from camplus_app.options import (
-    LAYOUT,
     PROG,
     check_scores,
     output_path,
@@ -33,6 +32,7 @@ from camplus_app.runs import RunFolder, open_run
 from camplus_app.textsafe import printable
 from metrics.records import NoImageAboveThreshold
 from metrics.result import undefined_metrics
+from metrics.sanity import layers_above
 
 from .data import (
     check_same_classes,
@@ -126,8 +126,10 @@ class CompareJob:
             settings.model = settings.model or zoo.DEFAULT_MODEL
             classifier = zoo.load_classifier(settings.model, settings.weights, settings.layer)
             classifier = classifier.to(device)
-            classifier.check_layer(LAYOUT)
+            classifier.check_layer(settings.layout_spec)
             settings.layer = classifier.layer_name
+            if RANDOMISATION_CHOICE in settings.metrics:
+                _check_layers_above(classifier)
             check_scores(settings.scores, len(classifier.categories), classifier.name)
             if args.target is not None:
                 target = classifier.class_index(args.target)
@@ -309,6 +311,7 @@ class CompareJob:
             seed=settings.seed,
             scores=settings.scores,
             metrics=list(settings.metrics),
+            layout=settings.layout,
             unmatched=dict(listing.unmatched),
             skipped=dict(listing.skipped),
             listing=listing if listing.labelled else None,
@@ -371,6 +374,21 @@ class CompareJob:
                     "(listed in report.md)"
                 )
             write(f"results in {self.output}")
+
+
+#: The ``--metrics`` name of the check that needs layers above the CAM layer.
+RANDOMISATION_CHOICE = "randomisation"
+
+
+def _check_layers_above(classifier: zoo.Classifier) -> None:
+    """Refuse ``--metrics randomisation`` before anything runs when no layer with parameters
+    follows the CAM layer (nothing to re-initialise)."""
+    try:
+        layers_above(classifier.model, classifier.layer)
+    except ValueError as error:
+        raise UsageError(
+            f"--metrics {RANDOMISATION_CHOICE}: {error}; choose an earlier --layer"
+        ) from error
 
 
 def _agree(processes: Processes, failure: Exception | None) -> None:

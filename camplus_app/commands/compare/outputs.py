@@ -12,7 +12,6 @@ from torch import Tensor
 from camplus_app import figures
 from camplus_app.datasets import ImageDataset, ImageEntry
 from camplus_app.gallery import Gallery, build_galleries
-from camplus_app.options import LAYOUT
 from camplus_app.report import RunFacts, markdown_report
 from camplus_app.runs import RunFolder
 from metrics.heatmaps import MAPS_FROM
@@ -110,7 +109,7 @@ class Outputs:
             load,
             lambda position: self.entries[position].name,
             lambda index: f"{self.categories[index]} ({index})",
-            layout=LAYOUT,
+            layout=self.settings.layout_spec,
         )
 
     def write(

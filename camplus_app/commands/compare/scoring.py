@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 
 from camplus_app import figures
 from camplus_app.datasets import Batch, ImageDataset, ImageEntry, collate
-from camplus_app.options import LAYOUT
 from camplus_app.parts import PartWriter
 from camplus_app.zoo import Classifier
 from metrics.records import image_records
@@ -55,7 +54,7 @@ def score_shard(shard: Shard) -> int:
         clf.layer,
         settings.methods,
         threshold=settings.threshold,
-        layout=LAYOUT,
+        layout=settings.layout_spec,
         scores=settings.scores,
         metrics=settings.metrics,
         seed=settings.seed,

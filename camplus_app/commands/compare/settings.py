@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from camplus_app.errors import UsageError
+from camplus_app.options import LAYOUT, layout_option, parse_layout
 from camplus_app.runs import RunFolderError, run_manifest
+from captum_camplus.layouts import LayoutSpec
 from metrics.choices import PAPERS, parse_metrics, refused_metrics
 from metrics.confidence import ScoreKind
 
@@ -37,6 +39,13 @@ class Settings:
     keep_duplicates: bool = False  #: ``--keep-duplicates``: files with the same bytes scored
     #: ``--metrics``: the papers' and the chosen perturbation metrics (:mod:`metrics.choices`)
     metrics: list[str] = field(default_factory=lambda: [PAPERS])
+    #: ``--layout``, as spelled on the command line (:func:`camplus_app.options.parse_layout`)
+    layout: str = LAYOUT
+
+    @property
+    def layout_spec(self) -> LayoutSpec:
+        """The core's ``layout=`` for :attr:`layout`."""
+        return parse_layout(self.layout)
 
 
 #: The option that sets each setting, for messages.
@@ -56,9 +65,15 @@ FLAGS = {
     "merge_classes": "--merge-classes",
     "keep_duplicates": "--keep-duplicates",
     "metrics": "--metrics",
+    "layout": "--layout",
 }
 #: Settings added after runs were recorded without them, with the value those runs had.
-LATER = {"merge_classes": False, "keep_duplicates": False, "metrics": [PAPERS]}
+LATER = {
+    "merge_classes": False,
+    "keep_duplicates": False,
+    "metrics": [PAPERS],
+    "layout": LAYOUT,
+}
 
 
 def settings_from(
@@ -79,6 +94,8 @@ def settings_from(
         given["layer"] = args.layer
     if args.methods is not None:
         given["methods"] = parse_methods(args.methods)
+    if args.layout is not None:
+        given["layout"] = layout_option(parse_layout(args.layout))  # one spelling per layout
     if getattr(args, "metrics", None) is not None:
         given["metrics"] = _metrics(args.metrics)
     for key in ("threshold", "batch_size", "limit", "seed", "scores"):
@@ -111,11 +128,15 @@ def describe_changes(then: Mapping[str, Any], now: Mapping[str, Any], keys: list
 
 def check_unchanged(previous: dict[str, Any] | None, key: str, value: Any, output: Path) -> None:
     """Refuse an option given to ``--resume`` that differs from the run's."""
-    if previous is not None and setting_changes({key: previous.get(key)}, {key: value}):
+    if previous is None:
+        return
+    # a setting of LATER that the run lacks has the value runs had before it
+    then = {key: previous[key]} if key in previous else {}
+    if setting_changes(then, {key: value}):
         raise RunFolderError(
             f"cannot resume the run in {output} with {FLAGS[key]} {_shown(value)}: it was "
-            f"started with {_shown(previous.get(key))}; leave the option out to keep the run's "
-            "value, or start a new run in another folder (-o)"
+            f"started with {_shown({**LATER, **then}.get(key))}; leave the option out to keep "
+            "the run's value, or start a new run in another folder (-o)"
         )
 
 
