@@ -16,8 +16,10 @@ from torch import Tensor
 
 from captum_camplus.base import Forwards
 from captum_camplus.methods.perturbation import PerturbationCam, scores_of
+from captum_camplus.registry import register_method
 
 
+@register_method("Ablation-CAM", default=False)
 class LayerAblationCam(PerturbationCam):
     r"""Ablation-CAM: the relative drop of the score when channel ``k`` is set to 0
     (Taimeskhanov et al., definition 8).

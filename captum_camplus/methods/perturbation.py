@@ -21,7 +21,7 @@ from torch.nn import Module
 
 from captum_camplus.base import CamAttribution, Forwards, check_flags
 from captum_camplus.capture import LayerCapture
-from captum_camplus.checks import check_target, model_scores
+from captum_camplus.checks import check_output, check_target, model_scores
 from captum_camplus.layouts import DefaultLayout, LayoutSpec
 
 #: ``progress(done, total)``: called after each chunk of forwards.
@@ -40,6 +40,8 @@ class PerturbationCam(CamAttribution, abc.ABC):
             ablated layer tensors) may take; a budget below one forward's raises ``ValueError``.
         progress: ``progress(done, total)``, called after each chunk (e.g. a tqdm's update).
     """
+
+    family = "perturbation"
 
     def __init__(
         self,
@@ -117,7 +119,9 @@ class PerturbationCam(CamAttribution, abc.ABC):
         batch = _format_tensor_into_tuples(inputs)
         target = check_target(target, batch[0].shape[0])
         extra = _format_additional_forward_args(additional_forward_args) or ()
-        activation = LayerCapture(self.forward_func, self.layer, batch, extra).activation.detach()
+        capture = LayerCapture(self.forward_func, self.layer, batch, extra)
+        check_output(capture.outputs, target, batch[0].shape[0])
+        activation = capture.activation.detach()
         forwards = Forwards(self.forward_func, batch, target, extra)
         zeros = torch.zeros_like(activation)
         return self.map_from_grid(
