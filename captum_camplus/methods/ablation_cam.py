@@ -64,7 +64,7 @@ class LayerAblationCam(PerturbationCam):
         its batch whole after the layer runs every row from the input instead)."""
         try:
             twice = self._rest_of_network(forwards, 0, activation[:1].repeat(2, 1, 1, 1), True)
-        except RuntimeError:
+        except (RuntimeError, ValueError):  # the rows from the input will say what failed
             return False
         return twice.shape == (2,) and bool(torch.allclose(twice, y[:1].expand(2), rtol=1e-4))
 
@@ -72,7 +72,13 @@ class LayerAblationCam(PerturbationCam):
         """Scores of image ``i`` with the layer's output replaced by the rows of ``batch``."""
         rows = torch.full((1 if once else len(batch),), i, device=batch.device)
         handle = self.layer.register_forward_hook(lambda module, args, output: batch)
+        edited = (
+            f"Ablation-CAM's layer outputs with one channel ablated (ablation_value="
+            f"{self.ablation_value!r})",
+            "the ablated value must be in the range the rest of the network accepts: pass "
+            "another ablation_value, or choose another method",
+        )
         try:
-            return scores_of(forwards, *forwards.rows(rows))
+            return scores_of(forwards, *forwards.rows(rows), edited=edited)
         finally:
             handle.remove()

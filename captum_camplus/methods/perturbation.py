@@ -145,12 +145,31 @@ class PerturbationCam(CamAttribution, abc.ABC):
 
 
 def scores_of(
-    forwards: Forwards, inputs: tuple[Tensor, ...], target: TargetType, extra: tuple[Any, ...]
+    forwards: Forwards,
+    inputs: tuple[Tensor, ...],
+    target: TargetType,
+    extra: tuple[Any, ...],
+    edited: tuple[str, str] | None = None,
 ) -> Tensor:
-    """One score per row of ``forward_func(*inputs, *extra)`` (no gradients), as ``(rows,)``."""
+    """One score per row of ``forward_func(*inputs, *extra)`` (no gradients), as ``(rows,)``.
+
+    ``edited``: what the method changed in these rows (its masked inputs, its ablated channels)
+    and the way out; a model that fails on them, or scores them NaN or inf (inputs outside the
+    range it accepts), raises ``ValueError`` saying both.
+    """
     with torch.no_grad():
-        outputs = model_scores(forwards.forward_func(*inputs, *extra))
-        return forwards.score(outputs, target).reshape(outputs.shape[0], -1).sum(dim=1)
+        try:
+            outputs = model_scores(forwards.forward_func(*inputs, *extra))
+        except (RuntimeError, ValueError, IndexError) as error:
+            if edited is None:
+                raise
+            what, hint = edited
+            raise ValueError(f"the model failed on {what} ({error}): {hint}") from error
+        scores = forwards.score(outputs, target).reshape(outputs.shape[0], -1).sum(dim=1)
+    if edited is not None and not bool(torch.isfinite(scores).all()):
+        what, hint = edited
+        raise ValueError(f"the model's score of {what} is NaN or inf: {hint}")
+    return scores
 
 
 __all__ = ["PerturbationCam", "Progress", "scores_of"]

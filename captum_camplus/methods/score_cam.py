@@ -61,8 +61,12 @@ class LayerScoreCam(PerturbationCam):
             inputs, target, extra = forwards.rows(rows // c)
             # channels-last runs a CPU convolutional network about 1.5x faster; same values
             masked = (inputs[0] * masks).contiguous(memory_format=torch.channels_last)
-            scores[part] = scores_of(forwards, (masked, *inputs[1:]), target, extra).to(
-                scores.dtype
+            edited = (
+                "Score-CAM's masked inputs X * H^k, which lie between 0 and X",
+                "0 must be in the range of inputs the model accepts (normalise the inputs so "
+                "that it is, or choose a gradient method)",
             )
+            found = scores_of(forwards, (masked, *inputs[1:]), target, extra, edited)
+            scores[part] = found.to(scores.dtype)
             self.report(part.stop, n * c)
         return scores.view(n, c).softmax(dim=1)

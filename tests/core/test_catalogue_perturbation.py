@@ -141,3 +141,48 @@ def test_bad_input_is_refused_with_the_way_out(case):
         )
     with pytest.raises(ValueError, match="attribute_to_layer_input"):
         LayerScoreCam(model, model[4]).attribute(x, target=0, attribute_to_layer_input=True)
+
+
+class Log(nn.Module):
+    """``log`` of its input: finite for positive values only."""
+
+    def forward(self, t):
+        return torch.log(t)
+
+
+def test_edits_outside_the_model_s_range_are_refused_naming_them(case):
+    """Score-CAM's masked inputs reach 0 and Ablation-CAM's ablated channel is 0: a model that
+    takes the log of either scores them -inf or NaN, which would make NaN maps."""
+    model, x, target = case
+    positive = x.abs() + 0.5
+    logged = nn.Sequential(Log(), *model)
+    with pytest.raises(
+        ValueError,
+        match=r"score of Score-CAM's masked inputs .* is NaN or inf: 0 must be in the range",
+    ):
+        LayerScoreCam(logged, logged[5]).attribute(positive, target=target)
+
+    def refuses_zeros(t):
+        if bool((t == 0).any()):
+            raise RuntimeError("pixels of 0 are outside this model's range")
+        return model(t)
+
+    with pytest.raises(
+        ValueError, match=r"failed on Score-CAM's masked inputs.*\(pixels of 0 .*\): 0 must be"
+    ):
+        LayerScoreCam(refuses_zeros, model[4]).attribute(positive, target=target)
+    after_log = nn.Sequential(*model[:5], Log(), *model[5:])
+    with pytest.raises(
+        ValueError, match=r"Ablation-CAM's layer outputs .*ablation_value=0.0\) is NaN or inf"
+    ):
+        LayerAblationCam(after_log, after_log[4], ablation_value=0.0).attribute(x, target=target)
+
+
+@pytest.mark.parametrize("cls", [LayerScoreCam, LayerAblationCam])
+def test_a_budget_below_one_forward_is_refused_through_layer_cams(case, cls):
+    model, x, target = case
+    small = {"tiny": lambda f, layer, ids: cls(f, layer, ids, memory_budget=1)}
+    with pytest.raises(ValueError, match="memory_budget=1 bytes is too small for one forward"):
+        LayerCams(model, model[4], methods=small).attribute(x, target=target)
+    with pytest.raises(TypeError, match="memory_budget is a number of bytes"):
+        cls(model, model[4], memory_budget=1.5)
