@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn import Module
 
 from captum_camplus.base import Forwards
-from captum_camplus.methods.perturbation import PerturbationCam, scores_of
+from captum_camplus.methods.perturbation import EditError, PerturbationCam, scores_of
 from captum_camplus.registry import register_method
 
 
@@ -64,6 +65,8 @@ class LayerAblationCam(PerturbationCam):
         its batch whole after the layer runs every row from the input instead)."""
         try:
             twice = self._rest_of_network(forwards, 0, activation[:1].repeat(2, 1, 1, 1), True)
+        except EditError:
+            raise
         except (RuntimeError, ValueError):  # the rows from the input will say what failed
             return False
         return twice.shape == (2,) and bool(torch.allclose(twice, y[:1].expand(2), rtol=1e-4))
@@ -71,7 +74,19 @@ class LayerAblationCam(PerturbationCam):
     def _rest_of_network(self, forwards: Forwards, i: int, batch: Tensor, once: bool) -> Tensor:
         """Scores of image ``i`` with the layer's output replaced by the rows of ``batch``."""
         rows = torch.full((1 if once else len(batch),), i, device=batch.device)
-        handle = self.layer.register_forward_hook(lambda module, args, output: batch)
+
+        def replace(module: Module, args: Any, output: Any) -> Tensor:
+            if not isinstance(output, Tensor) or output.shape[1:] != batch.shape[1:]:
+                found = tuple(output.shape) if isinstance(output, Tensor) else type(output)
+                raise EditError(
+                    f"Ablation-CAM writes its ablated channels back as the layer's output, "
+                    f"which is {found}, not the channels-first grid {tuple(batch.shape[1:])} it "
+                    "weighted (a layout such as a ViT's tokens): choose a convolutional layer "
+                    "(N, C, H, W), or Score-CAM"
+                )
+            return batch
+
+        handle = self.layer.register_forward_hook(replace)
         edited = (
             f"Ablation-CAM's layer outputs with one channel ablated (ablation_value="
             f"{self.ablation_value!r})",

@@ -144,6 +144,11 @@ class PerturbationCam(CamAttribution, abc.ABC):
             self.progress(done, total)
 
 
+class EditError(ValueError):
+    """A method's own refusal raised inside the model's forward (from its hook): passed on
+    as it is by :func:`scores_of`."""
+
+
 def scores_of(
     forwards: Forwards,
     inputs: tuple[Tensor, ...],
@@ -161,7 +166,7 @@ def scores_of(
         try:
             outputs = model_scores(forwards.forward_func(*inputs, *extra))
         except (RuntimeError, ValueError, IndexError) as error:
-            if edited is None:
+            if edited is None or isinstance(error, EditError):
                 raise
             what, hint = edited
             raise ValueError(f"the model failed on {what} ({error}): {hint}") from error
@@ -172,4 +177,4 @@ def scores_of(
     return scores
 
 
-__all__ = ["PerturbationCam", "Progress", "scores_of"]
+__all__ = ["EditError", "PerturbationCam", "Progress", "scores_of"]

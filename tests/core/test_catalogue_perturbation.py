@@ -186,3 +186,45 @@ def test_a_budget_below_one_forward_is_refused_through_layer_cams(case, cls):
         LayerCams(model, model[4], methods=small).attribute(x, target=target)
     with pytest.raises(TypeError, match="memory_budget is a number of bytes"):
         cls(model, model[4], memory_budget=1.5)
+
+
+class Tokens(nn.Module):
+    """A ViT-like model: a 4x4 grid of 6-dim tokens, the layer gives ``(N, 16, 6)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Conv2d(3, 6, 4, stride=4)
+        self.norm = nn.LayerNorm(6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        tokens = self.norm(self.embed(x).flatten(2).transpose(1, 2))
+        return self.head(tokens.mean(dim=1))
+
+
+def test_ablation_of_a_token_layer_is_refused_and_score_cam_reads_its_grid():
+    """LayerCams reads the tokens as a grid; Score-CAM's masks come from it, but Ablation-CAM
+    would write a grid back where the model has tokens: refused, naming the way out."""
+    model = Tokens().double().eval()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    tokens_to_grid = lambda t: t.transpose(1, 2).reshape(len(t), 6, 4, 4)  # noqa: E731
+    cams = LayerCams(model, model.norm, methods=["Score-CAM"], layout=tokens_to_grid)
+    found = cams.attribute(x, target=[0, 2])["Score-CAM"]
+
+    class Grid(nn.Module):  # the same model with the grid as the layer's output
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Identity()
+
+        def forward(self, t):
+            tokens = model.norm(model.embed(t).flatten(2).transpose(1, 2))
+            grid = self.layer(tokens_to_grid(tokens))
+            return model.head(grid.flatten(2).mean(dim=2))
+
+    grid = Grid()
+    expected = ref.score_cam(grid, grid.layer, x, [0, 2])
+    np.testing.assert_allclose(found.numpy(), expected, rtol=1e-10, atol=1e-12)
+    cams = LayerCams(model, model.norm, methods=["Ablation-CAM"], layout=tokens_to_grid)
+    with pytest.raises(ValueError, match=r"layer's output, which is \(1, 16, 6\), not the chan"):
+        cams.attribute(x, target=[0, 2])
