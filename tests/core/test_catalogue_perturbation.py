@@ -228,3 +228,19 @@ def test_ablation_of_a_token_layer_is_refused_and_score_cam_reads_its_grid():
     cams = LayerCams(model, model.norm, methods=["Ablation-CAM"], layout=tokens_to_grid)
     with pytest.raises(ValueError, match=r"layer's output, which is \(1, 16, 6\), not the chan"):
         cams.attribute(x, target=[0, 2])
+
+
+def test_constant_channels_share_one_forward_of_the_blank_image(case):
+    """Dead channels (constant, here 0) mask the whole image: one forward per image scores
+    them all, and the map is still the reference's (each keeps its weight in the softmax)."""
+    model, x, target = case
+    model64 = copy.deepcopy(model).double()
+    with torch.no_grad():  # channels 1 and 3 of the layer are dead: ReLU of a negative bias
+        model64[3].weight[[1, 3]] = 0.0
+        model64[3].bias[[1, 3]] = -1.0
+    seen = []
+    method = LayerScoreCam(model64, model64[4], progress=lambda d, t: seen.append((d, t)))
+    cam = method.attribute(x.double(), target=target)
+    expected = ref.score_cam(model64, model64[4], x, target)
+    np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-10, atol=1e-12)
+    assert seen == [(12, 12)]  # 3 images x (3 live channels + 1 blank image), not 15 forwards
