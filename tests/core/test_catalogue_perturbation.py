@@ -244,3 +244,19 @@ def test_constant_channels_share_one_forward_of_the_blank_image(case):
     expected = ref.score_cam(model64, model64[4], x, target)
     np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-10, atol=1e-12)
     assert seen == [(12, 12)]  # 3 images x (3 live channels + 1 blank image), not 15 forwards
+
+
+def test_a_one_position_layer_masks_nothing_and_weighs_its_channels_alike():
+    """A (N, C, 1, 1) layer: every channel is constant, so every mask is H = 0 and the
+    weights are the uniform 1/C, however its bilinear upsampling rounds (min-max normalising
+    that rounding noise would make masks of it)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 5, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)
+    ).double()
+    x = torch.rand(2, 3, 9, 9, dtype=torch.float64)
+    cam = LayerScoreCam(model, model[2]).attribute(x, target=[0, 1])
+    A, _ = ref.capture_layer(model, model[2], x, [0, 1])
+    torch.testing.assert_close(cam, A.mean(dim=1, keepdim=True), rtol=1e-12, atol=1e-15)
+    expected = ref.score_cam(model, model[2], x, [0, 1])
+    np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-12, atol=1e-15)
