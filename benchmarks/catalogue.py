@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import inspect
 import statistics
 import time
@@ -59,6 +60,93 @@ def _lines(cls: type) -> int:
     return len(inspect.getsource(inspect.getmodule(cls)).splitlines())  # type: ignore[arg-type]
 
 
+def _torchcam_score_cam(model: torch.nn.Module, x: torch.Tensor, target: list[int]) -> np.ndarray:
+    """torchcam's Score-CAM at the layer's resolution (its default batch of 32 masked inputs)."""
+    import torchcam.methods
+
+    with torchcam.methods.ScoreCAM(model, model.layer4, input_shape=tuple(x.shape[1:])) as tc:
+        with torch.no_grad():
+            model(x)
+        return tc(class_idx=target, normalized=False)[0].detach().numpy()
+
+
+def _perturbation_rows(
+    model: torch.nn.Module,
+    model64: torch.nn.Module,
+    x: torch.Tensor,
+    target: list[int],
+    targets: list[object],
+    A: torch.Tensor,
+    g: torch.Tensor,
+    args: argparse.Namespace,
+) -> list[list[str]]:
+    """Score-CAM and Ablation-CAM: deviations, and the time of the same maps of the same batch
+    against pytorch-grad-cam's (and torchcam's Score-CAM), the contenders taking turns in each
+    round (so the load of a shared machine falls on all of them alike); median of the rounds."""
+    import pytorch_grad_cam
+
+    rows = []
+    for name, ours, pgc_name, options in (
+        ("Score-CAM", LayerScoreCam, "ScoreCAM", {"align_corners": True}),
+        ("Ablation-CAM", LayerAblationCam, "AblationCAM", {"ablation_value": None}),
+    ):
+        method = ours(model, model.layer4, **options)
+        cam = method.attribute(x, target=target)[:, 0].double().numpy()
+        plain = ours(model64, model64.layer4).attribute(x.double(), target=target)[:, 0].numpy()
+        formula = ref.score_cam if name == "Score-CAM" else ref.ablation_cam
+        reference = formula(model64, model64.layer4, x, target)[:, 0]
+        peer = getattr(pytorch_grad_cam, pgc_name)(model=model, target_layers=[model.layer4])
+        theirs = peer.get_cam_image(x, model.layer4, targets, A.numpy(), g.numpy(), False)
+        contenders: dict[str, Callable[[], object]] = {
+            "ours": lambda m=method: m.attribute(x, target=target),
+            "pytorch-grad-cam": lambda p=peer: p(input_tensor=x, targets=targets),
+        }
+        vs_tc = "-"
+        if name == "Score-CAM":
+            relu = ours(model, model.layer4, align_corners=True).attribute(
+                x, target=target, relu_attributions=True
+            )
+            vs_tc = f"{_relative(relu[:, 0].numpy(), _torchcam_score_cam(model, x, target)):.1e}"
+            contenders["torchcam"] = lambda: _torchcam_score_cam(model, x, target)
+        speed = "-"
+        if not args.no_perturbation_timing:
+            ms = _interleaved_ms(contenders, args.rounds)
+            speed = "; ".join(
+                f"{ms['ours'] / ms[peer_name]:.3f}x {peer_name} ({ms['ours']:.0f} vs "
+                f"{ms[peer_name]:.0f} ms)"
+                for peer_name in contenders
+                if peer_name != "ours"
+            )
+        peer.__exit__(None, None, None)
+        rows.append(
+            [
+                name,
+                f"{_relative(plain, reference):.1e}",
+                f"{_relative(cam, theirs):.1e}",
+                vs_tc,
+                f"{_lines(ours)} (+ {_lines(ours.__mro__[1])} shared)",
+                speed,
+            ]
+        )
+    with torch.no_grad():
+        dead = float((A.flatten(2).amax(dim=2) <= A.flatten(2).amin(dim=2)).double().mean())
+    print(f"constant channels of the layer (one shared blank forward each image): {dead:.1%}")
+    return rows
+
+
+def _interleaved_ms(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median milliseconds per contender, each round running every contender once in turn."""
+    for run in contenders.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=2)
@@ -70,6 +158,10 @@ def main() -> None:
     args = parser.parse_args()
     import pytorch_grad_cam
     import torchcam.methods
+    import tqdm
+
+    # pytorch-grad-cam's Score-CAM draws a tqdm bar per chunk: silenced, as ours has none
+    tqdm.tqdm.__init__ = functools.partialmethod(tqdm.tqdm.__init__, disable=True)  # type: ignore[method-assign]
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     torch.manual_seed(0)
@@ -116,33 +208,7 @@ def main() -> None:
         f"({len(gradient)} methods) from one pass {all_ms / floor:.3f}x the floor"
     )
 
-    for name, ours, pgc_name, options in (
-        ("Score-CAM", LayerScoreCam, "ScoreCAM", {"align_corners": True}),
-        ("Ablation-CAM", LayerAblationCam, "AblationCAM", {"ablation_value": None}),
-    ):
-        method = ours(model, model.layer4, **options)
-        cam = method.attribute(x, target=target)[:, 0].double().numpy()
-        plain = ours(model64, model64.layer4).attribute(x.double(), target=target)[:, 0].numpy()
-        formula = ref.score_cam if name == "Score-CAM" else ref.ablation_cam
-        reference = formula(model64, model64.layer4, x, target)[:, 0]
-        with getattr(pytorch_grad_cam, pgc_name)(model=model, target_layers=[model.layer4]) as p:
-            theirs = p.get_cam_image(x, model.layer4, targets, A.numpy(), g.numpy(), False)
-            if args.no_perturbation_timing:
-                their_ms = our_ms = float("nan")
-            else:
-                their_ms = _median_ms(lambda p=p: p(input_tensor=x, targets=targets), args.rounds)
-        if not args.no_perturbation_timing:
-            our_ms = _median_ms(lambda m=method: m.attribute(x, target=target), args.rounds)
-        rows.append(
-            [
-                name,
-                f"{_relative(plain, reference):.1e}",
-                f"{_relative(cam, theirs):.1e}",
-                "-",
-                f"{_lines(ours)} (+ {_lines(ours.__mro__[1])} shared)",
-                f"{our_ms / their_ms:.3f}x pytorch-grad-cam ({our_ms:.0f} vs {their_ms:.0f} ms)",
-            ]
-        )
+    rows.extend(_perturbation_rows(model, model64, x, target, targets, A, g, args))
     header = ["method", "vs float64 reference", "vs pytorch-grad-cam", "vs torchcam", "lines"]
     print("| " + " | ".join([*header, "speed"]) + " |")
     print("|" + "---|" * (len(header) + 1))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from captum._utils.common import (
@@ -100,6 +100,10 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
             grid from the model), ``"channels_last"`` (a timm Swin stage), ``"auto"`` (as the
             model's attributes say), a :class:`~captum_camplus.layouts.Layout` or a callable.
     """
+
+    #: ``"gradient"``: the map comes from ``A`` and ``g = dS/dA`` (differentiable with
+    #: ``create_graph``); ``"perturbation"``: the weights come from further forwards of the model.
+    family: ClassVar[str] = "gradient"
 
     def __init__(
         self,

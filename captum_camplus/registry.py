@@ -57,13 +57,19 @@ class _Registry(Mapping[str, type[CamAttribution]]):
     """A read-only live view of the registered methods (or of the default ones) that loads the
     plugins when first read."""
 
-    def __init__(self, name: str, defaults_only: bool) -> None:
+    def __init__(self, name: str, defaults_only: bool, family: str | None = None) -> None:
         self._name = name
         self._defaults_only = defaults_only
+        self._family = family
 
     def _names(self) -> list[str]:
         load_plugins()
-        return [n for n in _CLASSES if not self._defaults_only or n in _DEFAULTS]
+        return [
+            n
+            for n, cls in _CLASSES.items()
+            if (not self._defaults_only or n in _DEFAULTS)
+            and (self._family is None or cls.family == self._family)
+        ]
 
     def __getitem__(self, name: str) -> type[CamAttribution]:
         if name not in self._names():
@@ -86,6 +92,13 @@ METHODS: Mapping[str, type[CamAttribution]] = _Registry("METHODS", defaults_only
 #: The methods every reader takes when given no list: those registered with ``default=True``
 #: (today Grad-CAM, Grad-CAM+, Grad-CAM++, HiResCAM and the plugins'), a live view of METHODS.
 DEFAULT_METHODS: Mapping[str, type[CamAttribution]] = _Registry("DEFAULT_METHODS", True)
+#: The registered methods of each ``CamAttribution.family``: ``"gradient"`` (maps from ``A`` and
+#: ``g``, differentiable with ``create_graph``) and ``"perturbation"`` (Score-CAM, Ablation-CAM:
+#: weights from further forwards of the model), live views of METHODS.
+FAMILIES: Mapping[str, Mapping[str, type[CamAttribution]]] = {
+    family: _Registry(f"FAMILIES[{family!r}]", False, family)
+    for family in ("gradient", "perturbation")
+}
 
 
 def resolve_methods(names: Iterable[str] | None) -> list[str]:
@@ -257,6 +270,7 @@ __all__ = [
     "ALL",
     "DEFAULT_METHODS",
     "ENTRY_POINT_GROUP",
+    "FAMILIES",
     "METHODS",
     "load_plugins",
     "method_class",

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_camplus import LayerCams, LayerCapture, LayoutSpec, upsample_and_normalize
+from captum_camplus.base import Forwards
 from captum_camplus.utils import (
     MethodFactory,
     evaluation_mode,
@@ -158,15 +159,40 @@ def method_instances(
     return LayerCams(model, layer, methods=methods, layout=layout)
 
 
+def score_forwards(
+    forward: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    target: Tensor,
+    maps_from: MapsFrom,
+    scores: ScoreKind = "softmax",
+) -> Forwards:
+    """The model and batch behind a layer tensor, for the perturbation methods (Score-CAM,
+    Ablation-CAM): their further forwards score the ``S`` of :func:`target_score`, the score
+    whose gradient the gradient methods take."""
+
+    def score(outputs: Tensor, rows_target: object) -> Tensor:
+        rows = torch.as_tensor(rows_target, device=outputs.device).reshape(-1)
+        return target_score(outputs, rows.expand(outputs.shape[0]), maps_from, scores)
+
+    return Forwards(forward, (inputs,), target, score=score)
+
+
 def relu_maps(
-    cams: LayerCams, activation: Tensor, gradient: Tensor, input_shape: torch.Size
+    cams: LayerCams,
+    activation: Tensor,
+    gradient: Tensor,
+    input_shape: torch.Size,
+    forwards: Forwards | None = None,
 ) -> dict[str, Tensor]:
-    """Every method's ReLU'd map, by name, from the layer's one output ``A`` and its ``g``.
+    """Every method's ReLU'd map, by name, from the layer's one output ``A`` and its ``g``
+    (``forwards``, from :func:`score_forwards`: for the perturbation methods).
 
     The maps of one layer tensor are tensors (tuples are for layers with several outputs,
     which :attr:`captum_camplus.LayerCapture.activation` refuses).
     """
-    maps = cams.maps_from_layer(activation, gradient, True, input_shape=input_shape)
+    maps = cams.maps_from_layer(
+        activation, gradient, True, input_shape=input_shape, forwards=forwards
+    )
     tensors = {name: cam for name, cam in maps.items() if isinstance(cam, Tensor)}
     if len(tensors) != len(maps):
         raise TypeError("one layer tensor gave a tuple of maps; the metrics take one map each")
@@ -208,11 +234,13 @@ def compute_cams(
     scores = model_score_kind(model, scores)
     layer = find_layer(model, layer)
     cams = method_instances(model, layer, methods, layout)
-    passed = layer_pass(model_forward(model, preprocess), layer, inputs)
+    forward = model_forward(model, preprocess)
+    passed = layer_pass(forward, layer, inputs)
     n, classes = passed.outputs.shape
     selected = as_target(target, n, classes, device=passed.outputs.device)
     gradient = layer_gradient(passed, selected, maps_from, scores=scores)
-    return relu_maps(cams, passed.activation.detach(), gradient, inputs.shape)
+    forwards = score_forwards(forward, inputs, selected, maps_from, scores)
+    return relu_maps(cams, passed.activation.detach(), gradient, inputs.shape, forwards)
 
 
 def cam_explain(
@@ -320,5 +348,6 @@ __all__ = [
     "method_instances",
     "model_layer",
     "relu_maps",
+    "score_forwards",
     "target_score",
 ]

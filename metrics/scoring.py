@@ -51,6 +51,7 @@ from .heatmaps import (
     maps_from_for,
     method_instances,
     relu_maps,
+    score_forwards,
 )
 from .result import PerMethod, map_per_method
 from .sanity import RandomisedHead, rank_agreement
@@ -194,7 +195,8 @@ class BatchScorer:
             if self.on_layer is not None:
                 grid = (layout(activation, x.shape), layout(gradient, x.shape))
                 self.on_layer(source, kept_index, *grid)
-            for name, cam in relu_maps(self.cams, activation, gradient, x.shape).items():
+            forwards = score_forwards(self.model_forward, x, target, source, self.scores)
+            for name, cam in relu_maps(self.cams, activation, gradient, x.shape, forwards).items():
                 scored = class_scores(
                     self.model_forward, explanation_maps(cam, x), target, self.scores
                 )

@@ -13,11 +13,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn import Module
 
 from captum_camplus.base import Forwards
-from captum_camplus.methods.perturbation import PerturbationCam, scores_of
+from captum_camplus.methods.perturbation import EditError, PerturbationCam, scores_of
+from captum_camplus.registry import register_method
 
 
+@register_method("Ablation-CAM", default=False)
 class LayerAblationCam(PerturbationCam):
     r"""Ablation-CAM: the relative drop of the score when channel ``k`` is set to 0
     (Taimeskhanov et al., definition 8).
@@ -62,15 +65,35 @@ class LayerAblationCam(PerturbationCam):
         its batch whole after the layer runs every row from the input instead)."""
         try:
             twice = self._rest_of_network(forwards, 0, activation[:1].repeat(2, 1, 1, 1), True)
-        except RuntimeError:
+        except EditError:
+            raise
+        except (RuntimeError, ValueError):  # the rows from the input will say what failed
             return False
         return twice.shape == (2,) and bool(torch.allclose(twice, y[:1].expand(2), rtol=1e-4))
 
     def _rest_of_network(self, forwards: Forwards, i: int, batch: Tensor, once: bool) -> Tensor:
         """Scores of image ``i`` with the layer's output replaced by the rows of ``batch``."""
         rows = torch.full((1 if once else len(batch),), i, device=batch.device)
-        handle = self.layer.register_forward_hook(lambda module, args, output: batch)
+
+        def replace(module: Module, args: Any, output: Any) -> Tensor:
+            if not isinstance(output, Tensor) or output.shape[1:] != batch.shape[1:]:
+                found = tuple(output.shape) if isinstance(output, Tensor) else type(output)
+                raise EditError(
+                    f"Ablation-CAM writes its ablated channels back as the layer's output, "
+                    f"which is {found}, not the channels-first grid {tuple(batch.shape[1:])} it "
+                    "weighted (a layout such as a ViT's tokens): choose a convolutional layer "
+                    "(N, C, H, W), or Score-CAM"
+                )
+            return batch
+
+        handle = self.layer.register_forward_hook(replace)
+        edited = (
+            f"Ablation-CAM's layer outputs with one channel ablated (ablation_value="
+            f"{self.ablation_value!r})",
+            "the ablated value must be in the range the rest of the network accepts: pass "
+            "another ablation_value, or choose another method",
+        )
         try:
-            return scores_of(forwards, *forwards.rows(rows))
+            return scores_of(forwards, *forwards.rows(rows), edited=edited)
         finally:
             handle.remove()

@@ -21,7 +21,7 @@ from torch.nn import Module
 
 from captum_camplus.base import CamAttribution, Forwards, check_flags
 from captum_camplus.capture import LayerCapture
-from captum_camplus.checks import check_target, model_scores
+from captum_camplus.checks import check_output, check_target, model_scores
 from captum_camplus.layouts import DefaultLayout, LayoutSpec
 
 #: ``progress(done, total)``: called after each chunk of forwards.
@@ -40,6 +40,8 @@ class PerturbationCam(CamAttribution, abc.ABC):
             ablated layer tensors) may take; a budget below one forward's raises ``ValueError``.
         progress: ``progress(done, total)``, called after each chunk (e.g. a tqdm's update).
     """
+
+    family = "perturbation"
 
     def __init__(
         self,
@@ -117,7 +119,9 @@ class PerturbationCam(CamAttribution, abc.ABC):
         batch = _format_tensor_into_tuples(inputs)
         target = check_target(target, batch[0].shape[0])
         extra = _format_additional_forward_args(additional_forward_args) or ()
-        activation = LayerCapture(self.forward_func, self.layer, batch, extra).activation.detach()
+        capture = LayerCapture(self.forward_func, self.layer, batch, extra)
+        check_output(capture.outputs, target, batch[0].shape[0])
+        activation = capture.activation.detach()
         forwards = Forwards(self.forward_func, batch, target, extra)
         zeros = torch.zeros_like(activation)
         return self.map_from_grid(
@@ -140,13 +144,37 @@ class PerturbationCam(CamAttribution, abc.ABC):
             self.progress(done, total)
 
 
+class EditError(ValueError):
+    """A method's own refusal raised inside the model's forward (from its hook): passed on
+    as it is by :func:`scores_of`."""
+
+
 def scores_of(
-    forwards: Forwards, inputs: tuple[Tensor, ...], target: TargetType, extra: tuple[Any, ...]
+    forwards: Forwards,
+    inputs: tuple[Tensor, ...],
+    target: TargetType,
+    extra: tuple[Any, ...],
+    edited: tuple[str, str] | None = None,
 ) -> Tensor:
-    """One score per row of ``forward_func(*inputs, *extra)`` (no gradients), as ``(rows,)``."""
+    """One score per row of ``forward_func(*inputs, *extra)`` (no gradients), as ``(rows,)``.
+
+    ``edited``: what the method changed in these rows (its masked inputs, its ablated channels)
+    and the way out; a model that fails on them, or scores them NaN or inf (inputs outside the
+    range it accepts), raises ``ValueError`` saying both.
+    """
     with torch.no_grad():
-        outputs = model_scores(forwards.forward_func(*inputs, *extra))
-        return forwards.score(outputs, target).reshape(outputs.shape[0], -1).sum(dim=1)
+        try:
+            outputs = model_scores(forwards.forward_func(*inputs, *extra))
+        except (RuntimeError, ValueError, IndexError) as error:
+            if edited is None or isinstance(error, EditError):
+                raise
+            what, hint = edited
+            raise ValueError(f"the model failed on {what} ({error}): {hint}") from error
+        scores = forwards.score(outputs, target).reshape(outputs.shape[0], -1).sum(dim=1)
+    if edited is not None and not bool(torch.isfinite(scores).all()):
+        what, hint = edited
+        raise ValueError(f"the model's score of {what} is NaN or inf: {hint}")
+    return scores
 
 
-__all__ = ["PerturbationCam", "Progress", "scores_of"]
+__all__ = ["EditError", "PerturbationCam", "Progress", "scores_of"]

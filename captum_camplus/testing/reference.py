@@ -226,7 +226,9 @@ def score_cam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target, align
         up = torch.nn.functional.interpolate(
             A[i, c][None, None], size=x.shape[2:], mode="bilinear", align_corners=align_corners
         )[0, 0]
-        span = float(up.max() - up.min())
+        # a constant channel's upsampling is constant (H = 0), though its float rounding is
+        # not: decided on A^k, not on the rounding noise that min-max would blow up to [0, 1]
+        span = float(up.max() - up.min()) if float(A[i, c].max() - A[i, c].min()) > 0 else 0.0
         mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
         return _score64(model, x[i].double() * mask, t) - _score64(model, x[i], t)
 

@@ -30,3 +30,17 @@ def test_help_lists_every_registered_method(capsys):
     for name in METHODS:
         assert name.replace(" ", "") in text
     assert "'all'foreveryone(default:Grad-CAM,Grad-CAM+,Grad-CAM++,HiResCAM)" in text
+
+
+def test_the_perturbation_methods_are_listed_named_and_in_all(capsys):
+    """Score-CAM and Ablation-CAM: registered (not default), in the help, and in ``all``."""
+    from captum_camplus.registry import FAMILIES
+
+    assert parse_methods("scorecam, Ablation_CAM") == ["Score-CAM", "Ablation-CAM"]
+    assert {"Score-CAM", "Ablation-CAM"} <= set(parse_methods("all")) - set(FOUR)
+    assert list(FAMILIES["perturbation"]) == ["Score-CAM", "Ablation-CAM"]
+    assert "Score-CAM" in repr(FAMILIES["perturbation"])
+    with pytest.raises(SystemExit):
+        cli.main(["explain", "--help"])
+    text = "".join(capsys.readouterr().out.split())
+    assert "Score-CAM,Ablation-CAM,or'all'" in text

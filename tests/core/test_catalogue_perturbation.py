@@ -141,3 +141,122 @@ def test_bad_input_is_refused_with_the_way_out(case):
         )
     with pytest.raises(ValueError, match="attribute_to_layer_input"):
         LayerScoreCam(model, model[4]).attribute(x, target=0, attribute_to_layer_input=True)
+
+
+class Log(nn.Module):
+    """``log`` of its input: finite for positive values only."""
+
+    def forward(self, t):
+        return torch.log(t)
+
+
+def test_edits_outside_the_model_s_range_are_refused_naming_them(case):
+    """Score-CAM's masked inputs reach 0 and Ablation-CAM's ablated channel is 0: a model that
+    takes the log of either scores them -inf or NaN, which would make NaN maps."""
+    model, x, target = case
+    positive = x.abs() + 0.5
+    logged = nn.Sequential(Log(), *model)
+    with pytest.raises(
+        ValueError,
+        match=r"score of Score-CAM's masked inputs .* is NaN or inf: 0 must be in the range",
+    ):
+        LayerScoreCam(logged, logged[5]).attribute(positive, target=target)
+
+    def refuses_zeros(t):
+        if bool((t == 0).any()):
+            raise RuntimeError("pixels of 0 are outside this model's range")
+        return model(t)
+
+    with pytest.raises(
+        ValueError, match=r"failed on Score-CAM's masked inputs.*\(pixels of 0 .*\): 0 must be"
+    ):
+        LayerScoreCam(refuses_zeros, model[4]).attribute(positive, target=target)
+    after_log = nn.Sequential(*model[:5], Log(), *model[5:])
+    with pytest.raises(
+        ValueError, match=r"Ablation-CAM's layer outputs .*ablation_value=0.0\) is NaN or inf"
+    ):
+        LayerAblationCam(after_log, after_log[4], ablation_value=0.0).attribute(x, target=target)
+
+
+@pytest.mark.parametrize("cls", [LayerScoreCam, LayerAblationCam])
+def test_a_budget_below_one_forward_is_refused_through_layer_cams(case, cls):
+    model, x, target = case
+    small = {"tiny": lambda f, layer, ids: cls(f, layer, ids, memory_budget=1)}
+    with pytest.raises(ValueError, match="memory_budget=1 bytes is too small for one forward"):
+        LayerCams(model, model[4], methods=small).attribute(x, target=target)
+    with pytest.raises(TypeError, match="memory_budget is a number of bytes"):
+        cls(model, model[4], memory_budget=1.5)
+
+
+class Tokens(nn.Module):
+    """A ViT-like model: a 4x4 grid of 6-dim tokens, the layer gives ``(N, 16, 6)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Conv2d(3, 6, 4, stride=4)
+        self.norm = nn.LayerNorm(6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        tokens = self.norm(self.embed(x).flatten(2).transpose(1, 2))
+        return self.head(tokens.mean(dim=1))
+
+
+def test_ablation_of_a_token_layer_is_refused_and_score_cam_reads_its_grid():
+    """LayerCams reads the tokens as a grid; Score-CAM's masks come from it, but Ablation-CAM
+    would write a grid back where the model has tokens: refused, naming the way out."""
+    model = Tokens().double().eval()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    tokens_to_grid = lambda t: t.transpose(1, 2).reshape(len(t), 6, 4, 4)  # noqa: E731
+    cams = LayerCams(model, model.norm, methods=["Score-CAM"], layout=tokens_to_grid)
+    found = cams.attribute(x, target=[0, 2])["Score-CAM"]
+
+    class Grid(nn.Module):  # the same model with the grid as the layer's output
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Identity()
+
+        def forward(self, t):
+            tokens = model.norm(model.embed(t).flatten(2).transpose(1, 2))
+            grid = self.layer(tokens_to_grid(tokens))
+            return model.head(grid.flatten(2).mean(dim=2))
+
+    grid = Grid()
+    expected = ref.score_cam(grid, grid.layer, x, [0, 2])
+    np.testing.assert_allclose(found.numpy(), expected, rtol=1e-10, atol=1e-12)
+    cams = LayerCams(model, model.norm, methods=["Ablation-CAM"], layout=tokens_to_grid)
+    with pytest.raises(ValueError, match=r"layer's output, which is \(1, 16, 6\), not the chan"):
+        cams.attribute(x, target=[0, 2])
+
+
+def test_constant_channels_share_one_forward_of_the_blank_image(case):
+    """Dead channels (constant, here 0) mask the whole image: one forward per image scores
+    them all, and the map is still the reference's (each keeps its weight in the softmax)."""
+    model, x, target = case
+    model64 = copy.deepcopy(model).double()
+    with torch.no_grad():  # channels 1 and 3 of the layer are dead: ReLU of a negative bias
+        model64[3].weight[[1, 3]] = 0.0
+        model64[3].bias[[1, 3]] = -1.0
+    seen = []
+    method = LayerScoreCam(model64, model64[4], progress=lambda d, t: seen.append((d, t)))
+    cam = method.attribute(x.double(), target=target)
+    expected = ref.score_cam(model64, model64[4], x, target)
+    np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-10, atol=1e-12)
+    assert seen == [(12, 12)]  # 3 images x (3 live channels + 1 blank image), not 15 forwards
+
+
+def test_a_one_position_layer_masks_nothing_and_weighs_its_channels_alike():
+    """A (N, C, 1, 1) layer: every channel is constant, so every mask is H = 0 and the
+    weights are the uniform 1/C, however its bilinear upsampling rounds (min-max normalising
+    that rounding noise would make masks of it)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 5, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)
+    ).double()
+    x = torch.rand(2, 3, 9, 9, dtype=torch.float64)
+    cam = LayerScoreCam(model, model[2]).attribute(x, target=[0, 1])
+    A, _ = ref.capture_layer(model, model[2], x, [0, 1])
+    torch.testing.assert_close(cam, A.mean(dim=1, keepdim=True), rtol=1e-12, atol=1e-15)
+    expected = ref.score_cam(model, model[2], x, [0, 1])
+    np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-12, atol=1e-15)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from captum_camplus import METHODS, LayerGradCamPlusPlus
+from captum_camplus.registry import FAMILIES
 
 
 def _tiny_model() -> nn.Sequential:
@@ -60,10 +61,25 @@ def test_grad_cam_plus_plus_maps_are_differentiable_for_every_alpha_option(
         assert method.last_diagnostics.summary()["unstable"] > 0
 
 
-@pytest.mark.parametrize("name", list(METHODS))
-def test_every_registered_method_is_differentiable(name):
+@pytest.mark.parametrize("name", list(FAMILIES["gradient"]))
+def test_every_gradient_method_is_differentiable(name):
     model = _tiny_model()
     _check_gradients(METHODS[name](model, model[1]))
+
+
+@pytest.mark.parametrize("name", list(FAMILIES["perturbation"]))
+def test_every_perturbation_method_refuses_create_graph_with_the_reason(name):
+    model = _tiny_model()
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="takes no gradients: .*grad_kwargs are not supported"):
+        METHODS[name](model, model[1]).attribute(x, target=1, grad_kwargs={"create_graph": True})
+
+
+def test_the_families_cover_every_registered_method_once():
+    gradient, perturbation = set(FAMILIES["gradient"]), set(FAMILIES["perturbation"])
+    assert gradient.isdisjoint(perturbation)
+    assert gradient | perturbation == set(METHODS)
+    assert {"Score-CAM", "Ablation-CAM"} <= perturbation
 
 
 def test_the_normal_path_builds_no_graph():
