@@ -56,6 +56,7 @@ from torch import nn
 
 import captum_camplus.testing.reference as ref
 from captum_camplus import LayerCams
+from captum_camplus.registry import FAMILIES
 
 CLASSES = 5
 TARGET = [3, 1]
@@ -485,7 +486,8 @@ def check_stage(
     assert stage.module is not None
 
     def maps(m: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
-        cams = LayerCams(m, m.get_submodule(stage.module), methods=["all"], layout="auto")
+        methods = list(FAMILIES["gradient"])  # the maps of (A, g): what a layout reads
+        cams = LayerCams(m, m.get_submodule(stage.module), methods=methods, layout="auto")
         return cams.attribute(inputs, target=TARGET)
 
     try:
@@ -693,7 +695,8 @@ def table(rows: list[Row], seconds: float, command: str) -> str:
         f"torch {torch.__version__}; {len(families)} families, {len(rows)} (family, size, stage) "
         f"rows in {seconds:.0f} s on the CPU. Rerun: `{command}`.",
         "",
-        'Each row: every registered method (`LayerCams(methods=["all"])`) at the module'
+        "Each row: every registered gradient method "
+        '(`LayerCams(methods=list(FAMILIES["gradient"]))`) at the module'
         ' that outputs the stage\'s cells, under `layout="auto"`, against the float64 '
         "reference evaluated on the layer tensor put on the oracle's grid "
         "(`benchmarks/layout_sweep.py` says how).",
