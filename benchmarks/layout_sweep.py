@@ -63,7 +63,7 @@ TARGET = [3, 1]
 TOLERANCE = 1e-4  # float32 maps, relative to the reference's largest value
 TOLERANCE64 = 1e-6  # float64 maps, where float32 rounding exceeds TOLERANCE
 MAX_STAGES = 4  # stages checked per model: evenly spread, the last included
-MAX_PARAMS = 30e6  # larger smallest variants are skipped (time)
+MAX_PARAMS = 30e6  # larger smallest variants are skipped (time), unless --max-params says
 
 #: timm family (module of ``timm.models``) -> its smallest model by parameter count among the
 #: names that read smallest (timm 1.0.31).
@@ -551,7 +551,7 @@ def check_model(
     return rows
 
 
-def sweep_timm(family: str, seconds: float) -> list[Row]:
+def sweep_timm(family: str, seconds: float, max_params: float = MAX_PARAMS) -> list[Row]:
     name = TIMM_MODELS[family]
     rows: list[Row] = []
     for label, sizes in _sizes(name):
@@ -561,7 +561,7 @@ def sweep_timm(family: str, seconds: float) -> list[Row]:
                     params = sum(
                         p.numel() for p in timm.create_model(name, num_classes=CLASSES).parameters()
                     )
-                if params > MAX_PARAMS:
+                if params > max_params:
                     raise Skip(f"{params / 1e6:.0f} M parameters, over the sweep's cap")
                 model, x, size_text = build_timm(name, sizes)
                 rows += check_model(family, name, label, model, x, size_text, timm_oracles)
@@ -624,7 +624,7 @@ def _hf_oracles(channels_last: bool):
     return oracles
 
 
-def sweep_hf(family: str, seconds: float) -> list[Row]:
+def sweep_hf(family: str, seconds: float, max_params: float = MAX_PARAMS) -> list[Row]:
     name, builder, channels_last = HF_FAMILIES[family]
     rows: list[Row] = []
     for label, sizes in [("square", [(64, 64)]), ("non-square", [(64, 96)])]:
@@ -667,14 +667,16 @@ def sweep(
     seconds: float = 40.0,
     log: Callable[[str], None] | None = None,
     saved: Callable[[list[Row]], None] | None = None,
+    max_params: float = MAX_PARAMS,
 ) -> list[Row]:
     """Every row of ``families`` (timm modules or :data:`HF_FAMILIES` keys); ``log`` gets a line
-    per family, ``saved`` the rows so far after each family."""
+    per family, ``saved`` the rows so far after each family; timm models with more than
+    ``max_params`` parameters are skipped."""
     rows: list[Row] = []
     for family in families:
         start = time.perf_counter()
         run = sweep_hf if family in HF_FAMILIES else sweep_timm
-        got = run(family, seconds)
+        got = run(family, seconds, max_params)
         rows += got
         if log is not None:
             counts = Counter(r.outcome for r in got)
@@ -740,6 +742,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="the slow test's subset")
     parser.add_argument("--seconds", type=float, default=40.0, help="limit per model and size")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--max-params", type=float, default=MAX_PARAMS, help="skip larger models (default 30e6)"
+    )
     parser.add_argument("--out", help="write the Markdown table here")
     parser.add_argument("--json", help="write the rows here (JSON)")
     parser.add_argument(
@@ -786,7 +791,11 @@ def main(argv: list[str] | None = None) -> None:
                 json.dump(saved, handle, indent=1)
 
     rows = sweep(
-        families, args.seconds, log=lambda s: print(s, file=sys.stderr, flush=True), saved=save
+        families,
+        args.seconds,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+        saved=save,
+        max_params=args.max_params,
     )
     text = table(rows, time.perf_counter() - start, command)
     print(text)

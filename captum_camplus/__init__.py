@@ -15,7 +15,7 @@ layers built on the core use (method lookup by name, target checks, device looku
 :mod:`captum_camplus.utils`.
 """
 
-from captum_camplus.base import CamAttribution, spatial_mean, spatial_sum
+from captum_camplus.base import CamAttribution, Forwards, spatial_mean, spatial_sum
 from captum_camplus.capture import LayerCapture
 from captum_camplus.layouts import (
     ChannelsFirstLayout,
@@ -56,6 +56,7 @@ from captum_camplus.registry import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Forwards",
     "ALL",
     "DEFAULT_METHODS",
     "METHODS",

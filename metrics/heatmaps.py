@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_camplus import LayerCams, LayerCapture, LayoutSpec, upsample_and_normalize
-from captum_camplus.base import Forwards
+from captum_camplus import Forwards, LayerCams, LayerCapture, LayoutSpec, upsample_and_normalize
 from captum_camplus.utils import (
     MethodFactory,
     evaluation_mode,

@@ -194,7 +194,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     return {
         "missing": (["missing.jpg"], "image not found: missing.jpg"),
         "not image": ([str(text)], "not a readable image: .*notes.png"),
-        "method": (["coffee", "--methods", "gradcam,scorecam"], "unknown CAM method 'scorecam'"),
+        "method": (["coffee", "--methods", "gradcam,fancycam"], "unknown CAM method 'fancycam'"),
         "no method": (["coffee", "--methods", " , "], "--methods is empty"),
         "layer": (["coffee", "--layer", "bn9"], "no layer named 'bn9'"),
         "arch": (["coffee", "--model", "nonet", "--weights", str(weights)], "unknown architecture"),

@@ -197,7 +197,7 @@ def test_the_default_set_is_the_four_seed_methods():
     assert list(LayerCams(nn.Identity(), nn.Identity()).methods) == four
     assert resolve_methods(["ALL"]) == list(METHODS)
     assert resolve_methods(["eigencam", "all", "Grad-CAM"])[:2] == ["EigenCAM", "Grad-CAM"]
-    assert len(METHODS) == len(four) + len(CLASSES)
+    assert len(METHODS) == len(four) + len(CLASSES) + 2  # and Score-CAM, Ablation-CAM
     with pytest.raises(ValueError, match="stands for every registered method"):
         register_method("All")(LayerXGradCam)
     with pytest.raises(TypeError, match="not one string"):

@@ -378,8 +378,8 @@ def test_method_list_given_as_one_string(net):
 
 
 def test_unknown_method_names_are_named(net):
-    with pytest.raises(ValueError, match="unknown CAM method 'scorecam'"):
-        LayerCams(net, net.conv, ["Grad-CAM", "scorecam"])
+    with pytest.raises(ValueError, match="unknown CAM method 'fancycam'"):
+        LayerCams(net, net.conv, ["Grad-CAM", "fancycam"])
 
 
 @pytest.mark.parametrize(
