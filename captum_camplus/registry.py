@@ -195,6 +195,12 @@ def method_name(name: str) -> str:
     return display
 
 
+def display_name(cls: type) -> str:
+    """The name ``cls`` is registered under, or its class name if it is not registered."""
+    load_plugins()
+    return next((name for name, known in _CLASSES.items() if known is cls), cls.__name__)
+
+
 def method_class(name: str) -> type[CamAttribution]:
     """The class of a registered method, from any of its names (matched leniently)."""
     return _CLASSES[method_name(name)]
@@ -272,6 +278,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "FAMILIES",
     "METHODS",
+    "display_name",
     "load_plugins",
     "method_class",
     "method_name",

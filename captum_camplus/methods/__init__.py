@@ -20,11 +20,17 @@ from captum_camplus.methods.eigen_cam import LayerEigenCam  # isort: skip
 from captum_camplus.methods.eigen_grad_cam import LayerEigenGradCam  # isort: skip
 from captum_camplus.methods.score_cam import LayerScoreCam  # isort: skip
 from captum_camplus.methods.ablation_cam import LayerAblationCam  # isort: skip
-from captum_camplus.methods.perturbation import PerturbationCam  # isort: skip
+from captum_camplus.methods.perturbation import (  # isort: skip
+    ChannelEditCam,
+    MaskingCam,
+    PerturbationCam,
+)
 
 __all__ = [
+    "ChannelEditCam",
     "LayerAblationCam",
     "LayerScoreCam",
+    "MaskingCam",
     "PerturbationCam",
     "AlphaDiagnostics",
     "AlphaOptions",

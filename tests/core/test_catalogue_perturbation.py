@@ -4,6 +4,7 @@ shared capture, chunks under the memory budget, and their refusals."""
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -83,6 +84,61 @@ def test_ablation_inside_a_residual_block_runs_every_row_from_the_input():
     np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
+class Rows(nn.Module):
+    """Records the number of rows each forward gives it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def forward(self, t):
+        self.seen.append(len(t))
+        return t
+
+
+def test_ablation_runs_the_layers_before_once_per_chunk_for_per_image_targets(case):
+    """With a target per image (as camplus compare passes), each chunk of ablated rows runs the
+    layers before the layer on its one image only."""
+    model, x, target = case
+    counted = nn.Sequential(Rows(), *model).double()
+    cam = LayerAblationCam(counted, counted[5], memory_budget=2 * 36 * 8 * 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = cam.attribute(x.double(), target=target)
+    seen = list(counted[0].seen)
+    expected = ref.ablation_cam(counted, counted[5], x, target)
+    np.testing.assert_allclose(found.numpy(), expected, rtol=1e-10, atol=1e-12)
+    # capture, y, the check, then 3 images x 3 chunks (2 + 2 + 1 of the 5 channels)
+    assert seen == [3, 3, 1] + [1] * 9
+
+
+class Concatenating(nn.Module):
+    """A side branch from the input joins the layer's output by concatenation: the rows after
+    the layer cannot outnumber the rows before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.relu, self.side = (
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(3, 2, 1),
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+
+    def forward(self, x):
+        return self.head(torch.cat([self.relu(self.conv(x)), self.side(x)], dim=1))
+
+
+def test_a_model_that_needs_its_batch_whole_runs_every_row_from_the_input_and_says_so():
+    model = Concatenating().double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match=r"failed \(RuntimeError: .*the run slower"):
+        cam = LayerAblationCam(model, model.relu).attribute(x, target=[2, 0])
+    expected = ref.ablation_cam(model, model.relu, x, [2, 0])
+    np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
 def test_pytorch_grad_cam_weights_are_ours(case):
     """Their ScoreCAM (bilinear with align_corners=True, 1e-8 in the normalisation) and
     AblationCAM (on a ReLU layer, where their ablation value is 0) give our maps."""
@@ -150,6 +206,17 @@ class Log(nn.Module):
         return torch.log(t)
 
 
+class Shift(nn.Module):
+    """Its input plus a constant."""
+
+    def __init__(self, by: float) -> None:
+        super().__init__()
+        self.by = by
+
+    def forward(self, t):
+        return t + self.by
+
+
 def test_edits_outside_the_model_s_range_are_refused_naming_them(case):
     """Score-CAM's masked inputs reach 0 and Ablation-CAM's ablated channel is 0: a model that
     takes the log of either scores them -inf or NaN, which would make NaN maps."""
@@ -171,11 +238,13 @@ def test_edits_outside_the_model_s_range_are_refused_naming_them(case):
         ValueError, match=r"failed on Score-CAM's masked inputs.*\(pixels of 0 .*\): 0 must be"
     ):
         LayerScoreCam(refuses_zeros, model[4]).attribute(positive, target=target)
-    after_log = nn.Sequential(*model[:5], Log(), *model[5:])
+    after_log = nn.Sequential(*model[:5], Shift(1.0), Log(), *model[5:])  # finite for A >= 0
     with pytest.raises(
-        ValueError, match=r"Ablation-CAM's layer outputs .*ablation_value=0.0\) is NaN or inf"
+        ValueError, match=r"Ablation-CAM's layer outputs .*ablation_value=-1.0\) is NaN or inf"
     ):
-        LayerAblationCam(after_log, after_log[4], ablation_value=0.0).attribute(x, target=target)
+        LayerAblationCam(after_log, after_log[4], ablation_value=-1.0).attribute(x, target=target)
+    with pytest.raises(ValueError, match="score of the images is NaN or inf: Ablation-CAM"):
+        LayerAblationCam(lambda t: model(t) / 0, model[4]).attribute(x, target=target)
 
 
 @pytest.mark.parametrize("cls", [LayerScoreCam, LayerAblationCam])
