@@ -13,8 +13,10 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -47,24 +49,33 @@ def randomised_layers(model: nn.Module) -> list[str]:
     return names[::-1]
 
 
-def layers_above(model: nn.Module, layer: nn.Module | str) -> list[str]:
-    """The layers of :func:`randomised_layers` registered after ``layer`` and outside it (the
+def layers_above(
+    model: nn.Module, layer: nn.Module | str, order: Mapping[str, int] | None = None
+) -> list[str]:
+    """The layers of :func:`randomised_layers` that come after ``layer`` and lie outside it (the
     model's head above the CAM layer, e.g. a ResNet's ``fc`` above ``layer4``), top-down.
 
-    Registration order stands for the order of the forward, as in Adebayo et al.'s cascade.
+    ``order``: the model's forward as :func:`forward_order` recorded it; given, "after" is the
+    order of that forward (a layer first called once the CAM layer's output exists; a layer
+    never called is not randomised). Without it, registration order stands for the forward's,
+    as in Adebayo et al.'s cascade.
 
     Raises:
-        ValueError: ``layer`` is not a module of ``model``, or no layer with parameters
-            follows it.
+        ValueError: ``layer`` is not a module of ``model``, the recorded forward never called
+            it, or no layer with parameters follows it.
     """
     layer = model_layer(model, layer)
-    order = {name: k for k, (name, _) in enumerate(model.named_modules())}
     layer_name = next((n for n, m in model.named_modules() if m is layer), None)
     if layer_name is None or layer_name == "":
         raise ValueError("the CAM layer must be a submodule of the model, not the model itself")
+    if order is None:
+        order = {name: k for k, (name, _) in enumerate(model.named_modules())}
+    elif layer_name not in order:
+        raise ValueError(f"the model's forward never called the CAM layer {layer_name!r}")
     inside = [k for name, k in order.items() if name.startswith(layer_name + ".")]
     last = max([order[layer_name], *inside])
-    above = [name for name in randomised_layers(model) if order[name] > last]
+    above = [name for name in randomised_layers(model) if order.get(name, -1) > last]
+    above.sort(key=order.__getitem__, reverse=True)
     if not above:
         raise ValueError(
             f"no layer with parameters and a reset_parameters() follows the CAM layer "
@@ -73,14 +84,44 @@ def layers_above(model: nn.Module, layer: nn.Module | str) -> list[str]:
     return above
 
 
+@contextlib.contextmanager
+def forward_order(model: nn.Module, layer: nn.Module) -> Iterator[dict[str, int]]:
+    """Record, during the block, each module's place in the model's forward (the order of
+    first calls), the CAM ``layer`` placed where its first output is made: the ``order`` of
+    :func:`layers_above`. Nothing else of the forward changes."""
+    order: dict[str, int] = {}
+    names = {id(module): name for name, module in model.named_modules()}
+    clock = itertools.count()
+
+    def started(module: nn.Module, args: object) -> None:
+        order.setdefault(names[id(module)], next(clock))
+
+    def finished(module: nn.Module, args: object, output: object) -> None:
+        if names[id(module)] not in finished_layers:
+            order[names[id(module)]] = next(clock)
+            finished_layers.add(names[id(module)])
+
+    finished_layers: set[str] = set()
+    handles = [m.register_forward_pre_hook(started) for m in model.modules()]
+    handles.append(layer.register_forward_hook(finished))
+    try:
+        yield order
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class RandomisedHead:
     """A copy of ``model`` whose :func:`layers_above` ``layer`` are re-initialised on each
     :meth:`draw`: the randomised model of ``camplus compare --metrics randomisation``.
 
     The copy is made once, at the first draw (the layers below stay the model's as they were
-    then), in eval mode and without parameter gradients; each draw re-initialises every layer
-    above, top-down, with its own ``reset_parameters()`` after ``torch.manual_seed(seed)``
-    (the global random state is restored afterwards), so a draw depends on its seed alone.
+    then), in eval mode and without parameter gradients; the layers above are those after the
+    CAM layer in the ``order`` of the model's forward given to that draw (registration order
+    without one; a model with no layer registered after the CAM layer is refused at
+    construction). Each draw re-initialises every layer above, top-down, with its own
+    ``reset_parameters()`` after ``torch.manual_seed(seed)`` (the global random state is
+    restored afterwards), so a draw depends on its seed alone.
     """
 
     def __init__(self, model: nn.Module, layer: nn.Module | str) -> None:
@@ -90,9 +131,13 @@ class RandomisedHead:
         self.layer_name = next(n for n, m in model.named_modules() if m is module)
         self._copy: nn.Module | None = None
 
-    def draw(self, seed: int) -> tuple[nn.Module, nn.Module]:
+    def draw(
+        self, seed: int, order: Mapping[str, int] | None = None
+    ) -> tuple[nn.Module, nn.Module]:
         """The copy with the layers above drawn from ``seed``, and its CAM layer."""
         if self._copy is None:
+            if order is not None:
+                self.layers = layers_above(self.model, self.layer_name, order)
             self._copy = copy.deepcopy(self.model).eval().requires_grad_(False)
         net = self._copy
         device = module_device(net)
@@ -193,6 +238,7 @@ __all__ = [
     "RandomisedHead",
     "average_ranks",
     "cascading_randomisation",
+    "forward_order",
     "layers_above",
     "rank_agreement",
     "randomised_layers",

@@ -54,7 +54,7 @@ from .heatmaps import (
     score_forwards,
 )
 from .result import PerMethod, map_per_method
-from .sanity import RandomisedHead, rank_agreement
+from .sanity import RandomisedHead, forward_order, rank_agreement
 
 #: ``on_layer(maps_from, index, activations, gradients)``: the layer's ``A`` and ``g`` of the
 #: images of a batch that passed the threshold (``index``: their positions in the data).
@@ -169,7 +169,8 @@ class BatchScorer:
                 f"shared by all images; got shape {tuple(self.unseen.shape)}"
             )
         index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
-        passed = layer_pass(self.model_forward, self.layer, x)
+        with forward_order(self.model, self.layer) as order:  # which layers are above it
+            passed = layer_pass(self.model_forward, self.layer, x)
         y = target_scores(passed.outputs, labels, self.scores)
         kept = keep_mask(y.value, self.threshold)
         o, log_o, dead_zone = (_per_method(self.maps_from, self.names, x.device) for _ in range(3))
@@ -211,18 +212,23 @@ class BatchScorer:
         if self.choices:
             scores.chosen = self._chosen(x, maps, target, first)
         if self.randomised is not None:
-            scores.chosen[RANDOMISATION] = self._randomisation(x, grids, target, first)
+            scores.chosen[RANDOMISATION] = self._randomisation(x, grids, target, first, order)
         return scores
 
     def _randomisation(
-        self, x: Tensor, grids: dict[tuple[str, str], Tensor], target: Tensor, first: int
+        self,
+        x: Tensor,
+        grids: dict[tuple[str, str], Tensor],
+        target: Tensor,
+        first: int,
+        order: Mapping[str, int],
     ) -> PerMethod:
         """:func:`metrics.sanity.rank_agreement` of each map with the map of the randomised
         copy: one forward and one backward per kind of map on it for every method, the copy's
         layers above drawn from the run's seed and the batch's first position (as ROAD's
         noise: the same draws whichever process scores the batch)."""
         assert self.randomised is not None
-        net, layer = self.randomised.draw((self.seed << 32) + first)
+        net, layer = self.randomised.draw((self.seed << 32) + first, order)
         passed = layer_pass(model_forward(net, self.preprocess), layer, x)
         found = layer_gradients(passed, target, self.maps_from, self.scores)
         activation = passed.activation.detach()

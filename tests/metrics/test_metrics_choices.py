@@ -16,7 +16,7 @@ import metrics
 from captum_camplus import upsample_and_normalize
 from metrics.choices import PAPERS, RANDOMISATION, STEPS, parse_metrics, refused_metrics
 from metrics.heatmaps import MAPS_FROM, compute_cams
-from metrics.sanity import RandomisedHead, layers_above, rank_agreement
+from metrics.sanity import RandomisedHead, forward_order, layers_above, rank_agreement
 from tests.conftest import Net
 
 METHODS = ["Grad-CAM", "HiResCAM"]
@@ -184,6 +184,55 @@ def test_layers_above_the_cam_layer() -> None:
     nested = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), nn.Conv2d(4, 2, 1))
     assert layers_above(nested, "0") == ["1"]
     assert layers_above(nested, "0.0") == ["1", "0.1"]
+
+
+class HeadFirst(nn.Module):
+    """Its head is registered before its body; ``unused`` is never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+        self.unused = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(self.conv(x)).mean(dim=(2, 3)))
+
+
+def recorded(model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, int]:
+    with forward_order(model, model.get_submodule(layer)) as order:
+        model(x)
+    return order
+
+
+def test_layers_above_in_the_order_of_the_forward() -> None:
+    """With the forward's order, "above" is what runs after the layer's output: Net's side
+    branch runs before conv, HeadFirst's fc after it (registration order says the opposite),
+    a module never called is left alone."""
+    x = torch.rand(2, 3, 8, 8)
+    model = Net(classes=5)
+    assert layers_above(model, "conv", recorded(model, "conv", x)) == ["fc", "bn"]
+    head_first = HeadFirst()
+    assert layers_above(head_first, "conv") == ["unused", "norm"]  # registration order
+    assert layers_above(head_first, "conv", recorded(head_first, "conv", x)) == ["fc", "norm"]
+    assert layers_above(head_first, "norm", recorded(head_first, "norm", x)) == ["fc"]
+    with pytest.raises(ValueError, match="never called the CAM layer 'unused'"):
+        layers_above(head_first, "unused", recorded(head_first, "unused", x))
+
+
+def test_the_scorer_randomises_the_layers_after_the_cam_layer_in_the_forward() -> None:
+    """camplus compare's step records the order in its own forward (no extra pass): HeadFirst's
+    fc is randomised, its unused layer is not."""
+    torch.manual_seed(0)
+    model = HeadFirst().eval()
+    x = torch.rand(3, 3, 8, 8)
+    scorer = metrics.BatchScorer(model, "conv", ["Grad-CAM"], metrics=["randomisation"])
+    scorer(x)
+    assert scorer.randomised is not None and scorer.randomised.layers == ["fc", "norm"]
+    net, _ = scorer.randomised.draw(5)
+    torch.testing.assert_close(net.unused.weight, model.unused.weight, rtol=0, atol=0)
+    assert not torch.equal(net.fc.weight, model.fc.weight)
 
 
 def test_randomised_copy_is_made_once_and_leaves_the_model_alone() -> None:
