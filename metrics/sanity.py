@@ -129,17 +129,17 @@ class RandomisedHead:
         self.layers = layers_above(model, layer)
         module = model_layer(model, layer)
         self.layer_name = next(n for n, m in model.named_modules() if m is module)
-        self._copy: nn.Module | None = None
+        self.model_copy: nn.Module | None = None  #: made at the first draw
 
     def draw(
         self, seed: int, order: Mapping[str, int] | None = None
     ) -> tuple[nn.Module, nn.Module]:
         """The copy with the layers above drawn from ``seed``, and its CAM layer."""
-        if self._copy is None:
+        if self.model_copy is None:
             if order is not None:
                 self.layers = layers_above(self.model, self.layer_name, order)
-            self._copy = copy.deepcopy(self.model).eval().requires_grad_(False)
-        net = self._copy
+            self.model_copy = copy.deepcopy(self.model).eval().requires_grad_(False)
+        net = self.model_copy
         device = module_device(net)
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
             torch.manual_seed(seed)

@@ -16,6 +16,7 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
@@ -169,7 +170,12 @@ class BatchScorer:
                 f"shared by all images; got shape {tuple(self.unseen.shape)}"
             )
         index = torch.arange(len(x)) if index is None else torch.as_tensor(index)
-        with forward_order(self.model, self.layer) as order:  # which layers are above it
+        ordering = (  # the first batch's forward says which layers the copy randomises
+            forward_order(self.model, self.layer)
+            if self.randomised is not None and self.randomised.model_copy is None
+            else contextlib.nullcontext(None)
+        )
+        with ordering as order:
             passed = layer_pass(self.model_forward, self.layer, x)
         y = target_scores(passed.outputs, labels, self.scores)
         kept = keep_mask(y.value, self.threshold)
@@ -221,7 +227,7 @@ class BatchScorer:
         grids: dict[tuple[str, str], Tensor],
         target: Tensor,
         first: int,
-        order: Mapping[str, int],
+        order: Mapping[str, int] | None,
     ) -> PerMethod:
         """:func:`metrics.sanity.rank_agreement` of each map with the map of the randomised
         copy: one forward and one backward per kind of map on it for every method, the copy's
