@@ -41,15 +41,8 @@ def _png(path: Path, colour=(30, 120, 200)) -> Path:
     return path
 
 
-def test_explain_writes_a_figure_per_image(tmp_path, monkeypatch) -> None:
-    drawn = {}
-    real = figures.overlay_figure
-
-    def spy(image, heatmaps, title):
-        drawn[title.split(":")[0]] = (image, heatmaps, title)
-        return real(image, heatmaps, title)
-
-    monkeypatch.setattr(figures, "overlay_figure", spy)
+def test_explain_writes_a_figure_per_image(tmp_path, figure_calls) -> None:
+    drawn = figure_calls("overlay_figure")
     out = tmp_path / "out"
     argv = ["explain", "coffee", "chelsea", "--output", str(out), "--quiet"]
     assert cli.main([*argv, "--methods", "gradcam, Grad-CAM++", "--batch-size", "1"]) == 0

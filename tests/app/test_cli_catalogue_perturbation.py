@@ -20,7 +20,7 @@ pytest.importorskip("skimage")
 pytest.importorskip("matplotlib")
 pytest.importorskip("quantus")
 from benchmarks.make_dataset import write_dataset  # noqa: E402
-from camplus_app import cli, figures, zoo  # noqa: E402
+from camplus_app import cli, zoo  # noqa: E402
 from camplus_app.images import sample_images  # noqa: E402
 from captum_camplus import METHODS, LayerAblationCam, LayerScoreCam  # noqa: E402
 from captum_camplus.maps import upsample_and_normalize  # noqa: E402
@@ -42,21 +42,14 @@ def _model(weights: Path) -> list[str]:
 
 
 def test_explain_all_draws_every_method_and_the_perturbation_maps(
-    tmp_path, monkeypatch, weights
+    tmp_path, figure_calls, weights
 ) -> None:
-    drawn = {}
-    real = figures.overlay_figure
-
-    def spy(image, heatmaps, title):
-        drawn[title.split(":")[0]] = (image, heatmaps)
-        return real(image, heatmaps, title)
-
-    monkeypatch.setattr(figures, "overlay_figure", spy)
+    drawn = figure_calls("overlay_figure")
     out = tmp_path / "out"
     argv = ["explain", "coffee", "-o", str(out), "--methods", "all", *_model(weights)]
     assert cli.main(argv) == 0
     assert json.loads((out / "manifest.json").read_text())["settings"]["methods"] == list(METHODS)
-    image, heatmaps = drawn["coffee"]
+    image, heatmaps, _ = drawn["coffee"]
     assert list(heatmaps) == list(METHODS)
     clf = zoo.load_classifier(ARCH, weights, LAYER)
     x = clf.preprocess([sample_images(["coffee"])["coffee"]])

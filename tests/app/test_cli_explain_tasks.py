@@ -73,15 +73,8 @@ def _captum_grad_cam(wrapper: torch.nn.Module, layer: torch.nn.Module, x, target
     return LayerGradCam(wrapper, layer).attribute(x, target=target, relu_attributions=True)
 
 
-def test_segmentation_explains_the_predicted_region(files, tmp_path, monkeypatch) -> None:
-    drawn = {}
-    real = figures.overlay_figure
-
-    def spy(image, heatmaps, title):
-        drawn[title.split(":")[0]] = (image, heatmaps, title)
-        return real(image, heatmaps, title)
-
-    monkeypatch.setattr(figures, "overlay_figure", spy)
+def test_segmentation_explains_the_predicted_region(files, tmp_path, figure_calls) -> None:
+    drawn = figure_calls("overlay_figure")
     out = tmp_path / "out"
     assert _explain(files, SEGMENTER, out, str(files["wide"]), "--methods", "Grad-CAM") == 0
     rows = {row["image"]: row for row in _rows(out / "predictions.csv")}
@@ -139,15 +132,8 @@ def test_a_class_that_is_not_one_is_refused(files, tmp_path, capsys, value, mess
     assert not out.exists()
 
 
-def test_detection_maps_each_top_box_on_the_image(files, tmp_path, monkeypatch) -> None:
-    drawn = {}
-    real = figures.detection_figure
-
-    def spy(image, panels, title):
-        drawn[title.split(":")[0]] = (image, panels)
-        return real(image, panels, title)
-
-    monkeypatch.setattr(figures, "detection_figure", spy)
+def test_detection_maps_each_top_box_on_the_image(files, tmp_path, figure_calls) -> None:
+    drawn = figure_calls("detection_figure")
     out = tmp_path / "out"
     options = ["--boxes", "2", "--methods", "Grad-CAM,HiResCAM"]
     assert _explain(files, DETECTOR, out, str(files["tall"]), *options) == 0
@@ -157,7 +143,7 @@ def test_detection_maps_each_top_box_on_the_image(files, tmp_path, monkeypatch) 
     assert all(float(r["score"]) >= explain_tasks.DEFAULT_BOX_THRESHOLD for r in rows)
     settings = json.loads((out / "manifest.json").read_text())["settings"]
     assert (settings["layer"], settings["boxes"]) == ("backbone.body.16", 2)
-    image, panels = drawn["tall"]
+    image, panels, _ = drawn["tall"]
     assert image.shape == (3, 60, 40) and len(panels) == 2  # RGBA read as RGB, own size
     assert panels[0].heatmaps["Grad-CAM"].shape == (1, 60, 40)
     assert panels[0].caption == f"class 1 {float(rows[0]['score']):.2f}"

@@ -16,7 +16,7 @@ pytest.importorskip("skimage")
 pytest.importorskip("matplotlib")
 from hugging_face_folders import vit_folder  # noqa: E402
 
-from camplus_app import cli, figures, zoo  # noqa: E402
+from camplus_app import cli, zoo  # noqa: E402
 from camplus_app.images import sample_images  # noqa: E402
 
 ARCH = "vit_tiny_patch16_224"
@@ -44,15 +44,8 @@ def test_default_layer_of_a_vision_transformer_is_the_last_blocks_first_norm() -
     assert zoo.default_layer_name(swin) == "layers.3.blocks.1.norm1"
 
 
-def test_explain_a_vit_from_a_weights_file(tmp_path, monkeypatch, vit_weights) -> None:
-    drawn = {}
-    real = figures.overlay_figure
-
-    def spy(image, heatmaps, title):
-        drawn[title.split(":")[0]] = (image, heatmaps)
-        return real(image, heatmaps, title)
-
-    monkeypatch.setattr(figures, "overlay_figure", spy)
+def test_explain_a_vit_from_a_weights_file(tmp_path, figure_calls, vit_weights) -> None:
+    drawn = figure_calls("overlay_figure")
     out = tmp_path / "out"
     argv = ["explain", "coffee", "--model", f"timm/{ARCH}", "--weights", str(vit_weights)]
     assert (
@@ -61,7 +54,7 @@ def test_explain_a_vit_from_a_weights_file(tmp_path, monkeypatch, vit_weights) -
     )
     visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert visible == ["coffee.png", "manifest.backup.json", "manifest.json", "predictions.csv"]
-    image, heatmaps = drawn["coffee"]
+    image, heatmaps, _ = drawn["coffee"]
 
     # Independent reference: hook, autograd.grad, the grid restored by hand, upsample, min-max.
     clf = zoo.load_classifier(ARCH, vit_weights)
