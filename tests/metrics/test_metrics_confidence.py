@@ -17,7 +17,7 @@ from captum_camplus import LayerGradCam, LayerHiResCam
 from captum_camplus.masking import bottom_rows
 from captum_camplus.modules import find_layer
 from metrics import cam_dead_zone_mass, cam_explain, class_scores, explanation_maps
-from metrics.confidence import as_target, keep_mask, model_forward
+from metrics.confidence import CPU_CHUNK, as_target, keep_mask, model_forward
 from metrics.heatmaps import compute_cams
 
 
@@ -139,3 +139,20 @@ def test_hirescam_has_no_dead_zone_mass_but_grad_cam_has() -> None:
     cams = compute_cams(model, model.layer, images, labels, ["Grad-CAM", "HiResCAM"])
     assert cam_dead_zone_mass(cams["HiResCAM"], unseen, "none").eq(0).all()
     assert cam_dead_zone_mass(cams["Grad-CAM"], unseen, "none").gt(0).all()
+
+
+def test_class_scores_run_a_cpu_batch_in_chunks_with_the_same_scores() -> None:
+    """On a CPU, CPU_CHUNK images per forward (larger batches run slower per image there); the
+    scores equal a float64 softmax of the one-forward logits, image by image."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5)).double()
+    x = torch.randn(2 * CPU_CHUNK + 3, 3, 2, 2, dtype=torch.float64)
+    target = torch.arange(len(x)) % 5
+    rows = []
+    handle = net.register_forward_pre_hook(lambda module, args: rows.append(len(args[0])))
+    found = class_scores(net, x, target)
+    handle.remove()
+    assert rows == [CPU_CHUNK, CPU_CHUNK, 3]
+    with torch.no_grad():
+        expected = torch.softmax(net(x), dim=1)[torch.arange(len(x)), target]
+    torch.testing.assert_close(found.value, expected, rtol=1e-12, atol=0)
