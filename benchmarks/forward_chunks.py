@@ -11,13 +11,12 @@ Rerun: ``PYTHONPATH=$PWD .venv/bin/python -m benchmarks.forward_chunks --threads
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from unittest import mock
 
 import torch
 
+from benchmarks.road_cost import median_time
 from camplus_app.zoo import efficientnet_lite0
 from metrics import confidence
 
@@ -25,13 +24,9 @@ BATCHES = (8, 16, 32, 64)
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """:func:`benchmarks.road_cost.median_time` after one warm-up call."""
+    run()
+    return median_time(run, repeats)
 
 
 def main() -> None:
