@@ -69,14 +69,18 @@ class Forwards:
         def pick(value: Any) -> Any:
             return value[index] if isinstance(value, Tensor) and value.shape[:1] == (n,) else value
 
+        return (
+            tuple(pick(t) for t in self.inputs),
+            self.target_of(index),
+            tuple(pick(a) for a in self.additional_forward_args),
+        )
+
+    def target_of(self, index: Tensor) -> TargetType:
+        """The target of the examples ``index`` (a shared target as it is)."""
         target = self.target
         if isinstance(target, list) or (isinstance(target, Tensor) and target.numel() > 1):
             target = torch.as_tensor(target, device=index.device)[index]
-        return (
-            tuple(pick(t) for t in self.inputs),
-            target,
-            tuple(pick(a) for a in self.additional_forward_args),
-        )
+        return target
 
 
 class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):

@@ -293,9 +293,9 @@ class ChannelEditCam(PerturbationCam):
         """Scores of image ``i`` with the layer's output replaced by the rows of ``batch``
         (``check``: unedited rows, the model's errors passed on as they are)."""
         rows = torch.full((len(batch),), i, device=batch.device)
-        inputs, target, extra = forwards.rows(rows)
-        if once:
-            inputs, _, extra = forwards.rows(rows[:1])
+        inputs, target, extra = forwards.rows(rows[:1] if once else rows)
+        if once:  # one image in, len(batch) rows out: a target per row
+            target = forwards.target_of(rows)
 
         def replace(module: Module, args: Any, output: Any) -> Tensor:
             if not isinstance(output, Tensor) or output.shape[1:] != batch.shape[1:]:
