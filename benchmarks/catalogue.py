@@ -2,7 +2,7 @@
 pytorch-grad-cam's and torchcam's layer maps, its lines of code, and its speed (the gradient
 family all together against the floor; Score-CAM and Ablation-CAM against pytorch-grad-cam).
 
-    python -m benchmarks.catalogue --batch 2 --size 64 --rounds 3
+    python -m benchmarks.catalogue --batch 2 --size 64 --rounds 3 [--device cuda]
 
 The model is torchvision's resnet18 (random weights, 10 classes) at ``layer4``.
 """
@@ -46,14 +46,16 @@ def _relative(ours: np.ndarray, theirs: np.ndarray, up_to_sign: bool = False) ->
     return float(np.abs(ours - theirs).max() / np.abs(ours).max())
 
 
-def _median_ms(run: Callable[[], object], rounds: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def _np(tensor: torch.Tensor, dtype: type = np.float64) -> np.ndarray:
+    """A tensor on any device as a numpy array of ``dtype``."""
+    return tensor.detach().cpu().numpy().astype(dtype)
+
+
+def _synchronised(result: object) -> object:
+    """``result``, once the device has finished computing it (timing on an accelerator)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return result
 
 
 def _lines(cls: type) -> int:
@@ -67,7 +69,7 @@ def _torchcam_score_cam(model: torch.nn.Module, x: torch.Tensor, target: list[in
     with torchcam.methods.ScoreCAM(model, model.layer4, input_shape=tuple(x.shape[1:])) as tc:
         with torch.no_grad():
             model(x)
-        return tc(class_idx=target, normalized=False)[0].detach().numpy()
+        return _np(tc(class_idx=target, normalized=False)[0])
 
 
 def _perturbation_rows(
@@ -91,22 +93,25 @@ def _perturbation_rows(
         ("Ablation-CAM", LayerAblationCam, "AblationCAM", {"ablation_value": None}),
     ):
         method = ours(model, model.layer4, **options)
-        cam = method.attribute(x, target=target)[:, 0].double().numpy()
-        plain = ours(model64, model64.layer4).attribute(x.double(), target=target)[:, 0].numpy()
+        cam = _np(method.attribute(x, target=target)[:, 0])
+        x64 = x.cpu().double()
+        plain = _np(ours(model64, model64.layer4).attribute(x64, target=target)[:, 0])
         formula = ref.score_cam if name == "Score-CAM" else ref.ablation_cam
-        reference = formula(model64, model64.layer4, x, target)[:, 0]
+        reference = formula(model64, model64.layer4, x64, target)[:, 0]
         peer = getattr(pytorch_grad_cam, pgc_name)(model=model, target_layers=[model.layer4])
-        theirs = peer.get_cam_image(x, model.layer4, targets, A.numpy(), g.numpy(), False)
+        theirs = peer.get_cam_image(
+            x, model.layer4, targets, _np(A, np.float32), _np(g, np.float32), False
+        )
         contenders: dict[str, Callable[[], object]] = {
-            "ours": lambda m=method: m.attribute(x, target=target),
-            "pytorch-grad-cam": lambda p=peer: p(input_tensor=x, targets=targets),
+            "ours": lambda m=method: _synchronised(m.attribute(x, target=target)),
+            "pytorch-grad-cam": lambda p=peer: _synchronised(p(input_tensor=x, targets=targets)),
         }
         vs_tc = "-"
         if name == "Score-CAM":
             relu = ours(model, model.layer4, align_corners=True).attribute(
                 x, target=target, relu_attributions=True
             )
-            vs_tc = f"{_relative(relu[:, 0].numpy(), _torchcam_score_cam(model, x, target)):.1e}"
+            vs_tc = f"{_relative(_np(relu[:, 0]), _torchcam_score_cam(model, x, target)):.1e}"
             contenders["torchcam"] = lambda: _torchcam_score_cam(model, x, target)
         speed = "-"
         if not args.no_perturbation_timing:
@@ -151,7 +156,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the perturbation timing")
+    parser.add_argument(
+        "--gradient-rounds", type=int, default=30, help="rounds of the gradient family's timing"
+    )
+    parser.add_argument("--device", default="cpu", help="where the model and batch run")
     parser.add_argument(
         "--no-perturbation-timing", action="store_true", help="time the gradient family only"
     )
@@ -166,27 +175,30 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
-    model64 = copy.deepcopy(model).double()
+    model64 = copy.deepcopy(model).double()  # the float64 references run on the CPU
     x = torch.randn(args.batch, 3, args.size, args.size)
+    model, x = model.to(args.device), x.to(args.device)
     target = [i % 10 for i in range(args.batch)]
     A, g = ref.capture_layer(model, model.layer4, x, target)
-    A64, g64 = ref.capture_layer(model64, model64.layer4, x.double(), target)
+    A64, g64 = ref.capture_layer(model64, model64.layer4, x.cpu().double(), target)
     targets = [ClassifierOutputTarget(t) for t in target]
     rows = []
     for name, (pgc, tc) in PEERS.items():
         cls = METHODS[name]
-        cam = cls(model, model.layer4).attribute(x, target=target).detach()[:, 0].double().numpy()
+        cam = _np(cls(model, model.layer4).attribute(x, target=target)[:, 0])
         reference = ref.CATALOGUE_FORMULAS[name](A64, g64)[:, 0]
         with getattr(pytorch_grad_cam, pgc[0])(model=model, target_layers=[model.layer4]) as peer:
-            theirs = peer.get_cam_image(x, model.layer4, targets, A.numpy(), g.numpy(), False)
-        variant = cls(model, model.layer4, **pgc[1]).map_from_layer(A, g)[:, 0].numpy()
+            theirs = peer.get_cam_image(
+                x, model.layer4, targets, _np(A, np.float32), _np(g, np.float32), False
+            )
+        variant = _np(cls(model, model.layer4, **pgc[1]).map_from_layer(A, g)[:, 0])
         vs_tc = "-"
         if tc is not None:
             with getattr(torchcam.methods, tc[0])(model, model.layer4) as extractor:
                 scores = model(x)
                 tmap = extractor(class_idx=target, scores=scores, normalized=False)[0].detach()
             mine = cls(model, model.layer4, **tc[1]).map_from_layer(A, g, True)[:, 0]
-            vs_tc = f"{_relative(mine.numpy(), tmap.numpy()):.1e}"
+            vs_tc = f"{_relative(_np(mine), _np(tmap)):.1e}"
         rows.append(
             [
                 name,
@@ -197,15 +209,22 @@ def main() -> None:
             ]
         )
 
-    floor = _median_ms(lambda: ref.capture_layer(model, model.layer4, x, target), args.rounds)
     gradient = [*DEFAULT_METHODS, *PEERS]
     together = LayerCams(model, model.layer4, methods=gradient)
-    all_ms = _median_ms(lambda: together.attribute(x, target=target), args.rounds)
     four = LayerCams(model, model.layer4)
-    four_ms = _median_ms(lambda: four.attribute(x, target=target), args.rounds)
+    ms = _interleaved_ms(
+        {
+            "floor": lambda: _synchronised(ref.capture_layer(model, model.layer4, x, target)),
+            "four": lambda: _synchronised(four.attribute(x, target=target)),
+            "all": lambda: _synchronised(together.attribute(x, target=target)),
+        },
+        args.gradient_rounds,
+    )
+    all_ms, floor = ms["all"], ms["floor"]
     print(
-        f"floor {floor:.1f} ms; the default four {four_ms / floor:.3f}x; the gradient family "
-        f"({len(gradient)} methods) from one pass {all_ms / floor:.3f}x the floor"
+        f"floor {floor:.1f} ms; the default four {ms['four'] / floor:.3f}x; the gradient family "
+        f"({len(gradient)} methods) from one pass {all_ms / floor:.3f}x the floor "
+        f"(median of {args.gradient_rounds} interleaved rounds)"
     )
 
     rows.extend(_perturbation_rows(model, model64, x, target, targets, A, g, args))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from captum_camplus.methods.eigen_cam import _Eigen, principal_direction, principal_terms
+from captum_camplus.methods.eigen_cam import _Eigen
+from captum_camplus.methods.principal import principal_direction, principal_terms
 from captum_camplus.registry import register_method
 
 
@@ -17,7 +18,7 @@ class LayerEigenGradCam(_Eigen):
 
     Element-wise weights :math:`W^k = v_{1,k} g^k`; ``centred=True`` as in
     :class:`~captum_camplus.methods.eigen_cam.LayerEigenCam`. Sign rule of
-    :func:`~captum_camplus.methods.eigen_cam.principal_direction`.
+    :func:`~captum_camplus.methods.principal.principal_direction`.
     """
 
     def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:

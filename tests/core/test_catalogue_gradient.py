@@ -83,6 +83,40 @@ def test_eigen_sign_rule_makes_maps_of_non_negative_activations_non_negative():
     torch.testing.assert_close(_map(LayerEigenCam, A.flip(0), g).flip(0), flipped)
 
 
+@pytest.mark.parametrize("centred", [False, True])
+@pytest.mark.parametrize("channels, grid", [(6, (4, 5)), (12, (2, 2)), (512, (7, 7))])
+def test_eigen_direction_from_either_gram_matrix_matches_the_float64_svd(channels, grid, centred):
+    """Fewer channels than positions takes X^T X, more takes X X^T: both equal the SVD's v_1."""
+    gen = torch.Generator().manual_seed(channels)
+    A = torch.rand(2, channels, *grid, generator=gen, dtype=torch.float64)
+    g = torch.randn(2, channels, *grid, generator=gen, dtype=torch.float64)
+    for cls, formula in ((LayerEigenCam, ref.eigen_cam), (LayerEigenGradCam, ref.eigen_grad_cam)):
+        np.testing.assert_allclose(
+            _map(cls, A, g, centred=centred).numpy(),
+            formula(A, g, centred=centred),
+            rtol=1e-9,
+            atol=1e-12,
+        )
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_eigen_in_float32_at_any_scale_matches_the_float64_reference(scale):
+    """The Gram matrix is formed after dividing by the peak: no overflow or underflow."""
+    A, g = hand_made(signed=False)
+    expected = ref.eigen_cam(A, g)
+    got = _map(LayerEigenCam, (A * scale).float(), g.float()).double() / scale
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_eigen_map_of_an_all_zero_example_is_zero_and_finite():
+    A, g = hand_made(signed=False)
+    A[1] = 0.0
+    for cls in (LayerEigenCam, LayerEigenGradCam):
+        cam = _map(cls, A, g)
+        assert torch.isfinite(cam).all() and not cam[1].any()
+        np.testing.assert_allclose(cam[0].numpy(), _map(cls, A[:1], g[:1])[0].numpy())
+
+
 @pytest.mark.parametrize("cls", [LayerEigenCam, LayerEigenGradCam])
 def test_eigen_refuses_a_layer_without_grid(cls):
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
