@@ -240,8 +240,7 @@ class CamAttribution(LayerAttribution, GradientAttribution, abc.ABC):
                 return torch.relu(cam) if relu else cam
             weights = self.weights(a, g)
             if sum_ and a.dim() > 2 and all(s == 1 for s in weights.shape[2:]):
-                # channel weights: sum_k w_k A^k as a batched product, no (N, C, ...) temporary
-                cam = torch.einsum("nc...,nc->n...", a, weights.flatten(1)).unsqueeze(1)
+                cam = channel_sum(a, weights.flatten(1))
             elif sum_:
                 cam = (weights * a).sum(dim=1, keepdim=True)
             else:
@@ -363,6 +362,17 @@ def _check_finite(inputs: Sequence[Tensor]) -> None:
         raise ValueError(
             f"inputs {bad} contain NaN or inf values; CAMs of such inputs are undefined"
         )
+
+
+def channel_sum(activation: Tensor, weights: Tensor) -> Tensor:
+    """``sum_k w_k A^k``, shape ``(N, 1, *grid)``, for channel weights ``w`` of shape ``(N, C)``.
+
+    One batched matrix product, with no ``(N, C, *grid)`` temporary (``torch.einsum`` of the same
+    sum runs several times slower on a CPU).
+    """
+    n, c = activation.shape[:2]
+    flat = activation.reshape(n, c, -1)
+    return (weights.unsqueeze(1) @ flat).reshape(n, 1, *activation.shape[2:])
 
 
 def spatial_dims(tensor: Tensor) -> tuple[int, ...]:

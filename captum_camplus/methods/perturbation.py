@@ -27,7 +27,7 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
-from captum_camplus.base import CamAttribution, Forwards, check_flags
+from captum_camplus.base import CamAttribution, Forwards, channel_sum, check_flags
 from captum_camplus.capture import LayerCapture
 from captum_camplus.checks import check_output, check_target, model_scores
 from captum_camplus.layouts import DefaultLayout, LayoutSpec
@@ -102,7 +102,7 @@ class PerturbationCam(CamAttribution, abc.ABC):
         with torch.no_grad():
             a = activation.detach().float() if activation.dtype.itemsize < 4 else activation
             w = self.channel_weights(a.detach(), forwards).to(a.dtype)
-            cam = torch.einsum("nchw,nc->nhw", a, w)[:, None] if sum_ else w[..., None, None] * a
+            cam = channel_sum(a, w) if sum_ else w[..., None, None] * a
         cam = torch.relu(cam) if relu else cam
         return cam.to(activation.dtype) if torch.isfinite(cam.to(activation.dtype)).all() else cam
 
