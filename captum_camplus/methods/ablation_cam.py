@@ -46,7 +46,12 @@ class LayerAblationCam(ChannelEditCam):
         batch[torch.arange(len(batch)), torch.arange(channels.start, channels.stop)] = value
         return batch
 
+    def check_image_scores(self, y: Tensor) -> None:
+        zero = torch.nonzero(y == 0).flatten().tolist()
+        if zero:
+            raise ValueError(
+                f"Ablation-CAM divides by the target score, which is 0 for images {zero}"
+            )
+
     def weights_from_scores(self, y: Tensor, edited: Tensor) -> Tensor:
-        if bool((y == 0).any()):
-            raise ValueError("Ablation-CAM divides by the target score, which is 0 here")
         return (y[:, None] - edited) / y[:, None]

@@ -246,6 +246,10 @@ class ChannelEditCam(PerturbationCam):
     def weights_from_scores(self, y: Tensor, edited: Tensor) -> Tensor:
         """The ``(N, C)`` weights from the scores ``y`` (``(N,)``) and ``y_k`` (``(N, C)``)."""
 
+    def check_image_scores(self, y: Tensor) -> None:
+        """Refuse image scores ``y`` that :meth:`weights_from_scores` cannot use, before any
+        edited forward runs (the base refuses NaN and inf only)."""
+
     def channel_weights(self, activation: Tensor, forwards: Forwards) -> Tensor:
         n, c = activation.shape[:2]
         y = scores_of(forwards, *forwards.rows(torch.arange(n, device=activation.device)))
@@ -254,6 +258,7 @@ class ChannelEditCam(PerturbationCam):
                 f"the model's score of the images is NaN or inf: {self.title} compares the "
                 "scores of edited layer outputs with it"
             )
+        self.check_image_scores(y)
         edited = torch.empty(n, c, device=activation.device, dtype=y.dtype)
         parts = self.chunks(c, activation[0].numel() * activation.element_size())
         once = self._layers_before_once(forwards, activation, y)

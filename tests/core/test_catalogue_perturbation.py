@@ -187,8 +187,17 @@ def test_bad_input_is_refused_with_the_way_out(case):
     pixels = (x * 50 + 128).clamp(0, 255).long()  # integer images: no mask in [0, 1] applies
     with pytest.raises(ValueError, match=r"float \(N, C, H, W\) inputs, got torch.int64"):
         LayerScoreCam(lambda t: model(t.float()), model[4]).attribute(pixels, target=0)
-    with pytest.raises(ValueError, match="divides by the target score, which is 0"):
-        LayerAblationCam(lambda t: model(t) * 0, model[4]).attribute(x, target=0)
+    calls = []
+
+    def zero_scores(t):
+        calls.append(len(t))
+        return model(t) * 0
+
+    with pytest.raises(
+        ValueError, match=r"divides by the target score, which is 0 for images \[0, 1"
+    ):
+        LayerAblationCam(zero_scores, model[4]).attribute(x, target=0)
+    assert calls == [len(x), len(x)]  # the capture and the images' scores: no ablated forward
     with pytest.raises(ValueError, match="channels-first layer"):
         LayerScoreCam(model, model[4], layout="channels_last")
     with pytest.raises(TypeError, match="forwards of the model"):
