@@ -1,7 +1,8 @@
-"""Why :data:`metrics.confidence.CPU_CHUNK` is 8: the time per image of the bundled
+"""Why :data:`captum_camplus.modules.CPU_FORWARD_ROWS` is 8: the time per image of the bundled
 EfficientNet-Lite0's forward at several batch sizes on a CPU, and :func:`metrics.class_scores`
 on one batch of perturbed images (what each deletion, insertion or ROAD step of ``camplus
-compare --metrics all`` runs: 8 maps x 8 images) in chunks of ``CPU_CHUNK`` against one forward.
+compare --metrics all`` runs: 8 maps x 8 images) in chunks of ``CPU_FORWARD_ROWS`` against one
+forward.
 
 Times are medians of ``--repeats`` calls, as ratios to the first row in the same run.
 
@@ -50,8 +51,8 @@ def main() -> None:
     print(f"\n| class_scores of {len(images)} images | ms per image | x the first row |")
     print("|---|---:|---:|")
     first = None
-    for chunk in (confidence.CPU_CHUNK, len(images)):
-        with mock.patch.object(confidence, "CPU_CHUNK", chunk):
+    for chunk in (confidence.CPU_FORWARD_ROWS, len(images)):
+        with mock.patch.object(confidence, "CPU_FORWARD_ROWS", chunk):
             seconds = median_seconds(
                 lambda: confidence.class_scores(model, images, target), args.repeats
             )

@@ -1,5 +1,5 @@
-"""Looking things up in a model: a layer by its dotted name, the model's device; and running it
-in eval mode without changing it."""
+"""Looking things up in a model: a layer by its dotted name, the model's device; running it
+in eval mode without changing it; and how many rows a batched forward takes on a CPU."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from typing import Any
 
 import torch
 from torch import nn
+
+#: Rows per forward when a CPU runs many forwards of one model (the metrics' perturbed images,
+#: Score-CAM's masked inputs, Ablation-CAM's ablated rows): larger batches leave the caches and
+#: run slower per row (``python -m benchmarks.forward_chunks``: the bundled EfficientNet-Lite0 at
+#: 224 x 224, one thread, 2.0x the time per image at 64 images as at 8). Accelerators take as
+#: many rows as their budget allows.
+CPU_FORWARD_ROWS = 8
 
 
 def find_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
@@ -56,4 +63,4 @@ def evaluation_mode(model: nn.Module | Callable[..., Any]) -> Iterator[None]:
             module.training = mode
 
 
-__all__ = ["evaluation_mode", "find_layer", "module_device"]
+__all__ = ["CPU_FORWARD_ROWS", "evaluation_mode", "find_layer", "module_device"]

@@ -18,6 +18,7 @@ Maps (:mod:`captum_camplus.maps`):
 
 Models (:mod:`captum_camplus.modules`):
 
+- :data:`CPU_FORWARD_ROWS`: rows per forward when a CPU runs many forwards of one model.
 - :func:`find_layer`: a layer given as a module or by its dotted name.
 - :func:`module_device`: the device of a model's first parameter or buffer (a fallback for a
   function).
@@ -43,7 +44,7 @@ Methods by name (:mod:`captum_camplus.registry`, :mod:`captum_camplus.multi`):
 from captum_camplus.checks import check_target, model_scores
 from captum_camplus.layouts import resolve_layout
 from captum_camplus.maps import require_spatial
-from captum_camplus.modules import evaluation_mode, find_layer, module_device
+from captum_camplus.modules import CPU_FORWARD_ROWS, evaluation_mode, find_layer, module_device
 from captum_camplus.multi import MethodFactory
 from captum_camplus.registry import (
     ENTRY_POINT_GROUP,
@@ -54,6 +55,7 @@ from captum_camplus.registry import (
 )
 
 __all__ = [
+    "CPU_FORWARD_ROWS",
     "ENTRY_POINT_GROUP",
     "MethodFactory",
     "check_target",

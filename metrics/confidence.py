@@ -25,7 +25,12 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from captum_camplus import upsample_and_normalize
-from captum_camplus.utils import check_target, model_scores, require_spatial
+from captum_camplus.utils import (
+    CPU_FORWARD_ROWS,
+    check_target,
+    model_scores,
+    require_spatial,
+)
 
 from .functional import Reduction, dead_zone_mass
 from .guards import check_not_probabilities
@@ -203,13 +208,6 @@ def cam_dead_zone_mass(maps: Tensor, unseen: Tensor, reduction: Reduction = "mea
     return dead_zone_mass(upsample_and_normalize(maps, spatial), unseen, reduction)
 
 
-#: Images per forward of :func:`class_scores` on a CPU: larger batches leave the caches and run
-#: slower per image (``python -m benchmarks.forward_chunks``: the bundled EfficientNet-Lite0 at
-#: 224 x 224, one thread, 2.0x the time per image at 64 images as at 8). Accelerators take the
-#: whole batch in one forward.
-CPU_CHUNK = 8
-
-
 def class_scores(
     forward: Callable[[Tensor], Tensor],
     inputs: Tensor,
@@ -217,7 +215,8 @@ def class_scores(
     scores: ScoreKind | None = None,
 ) -> Scores:
     """Score of the target class on each input, from batched forwards without gradients (one
-    per :data:`CPU_CHUNK` images on a CPU, one for the batch elsewhere).
+    per :data:`~captum_camplus.utils.CPU_FORWARD_ROWS` images on a CPU, one for the batch
+    elsewhere).
 
     Args:
         forward: The model (or :func:`model_forward` of it), returning ``(N, classes)`` (a
@@ -238,7 +237,7 @@ def class_scores(
             probability of 0 has the log ``-inf``, a negative cosine a NaN one.
     """
     kind = model_score_kind(forward, scores)
-    size = CPU_CHUNK if inputs.device.type == "cpu" else max(len(inputs), 1)
+    size = CPU_FORWARD_ROWS if inputs.device.type == "cpu" else max(len(inputs), 1)
     with torch.no_grad():
         outputs = torch.cat([model_scores(forward(part)) for part in inputs.split(size)])
     return target_scores(outputs, target, kind)
@@ -363,7 +362,6 @@ def check_threshold(threshold: float | None) -> None:
 
 __all__ = [
     "ALL_SCORES",
-    "CPU_CHUNK",
     "SCORES",
     "STATED_SCORES",
     "Preprocess",

@@ -31,6 +31,7 @@ from captum_camplus.base import CamAttribution, Forwards, channel_sum, check_fla
 from captum_camplus.capture import LayerCapture
 from captum_camplus.checks import check_output, check_target, model_scores
 from captum_camplus.layouts import DefaultLayout, LayoutSpec
+from captum_camplus.modules import CPU_FORWARD_ROWS
 from captum_camplus.registry import display_name
 
 #: ``progress(done, total)``: called after each chunk of forwards.
@@ -47,6 +48,8 @@ class PerturbationCam(CamAttribution, abc.ABC):
     Args:
         memory_budget: Bytes that the batched tensor of one chunk of forwards (masked inputs or
             ablated layer tensors) may take; a budget below one forward's raises ``ValueError``.
+            On a CPU a chunk also holds at most
+            :data:`~captum_camplus.modules.CPU_FORWARD_ROWS` rows (faster per row there).
         progress: ``progress(done, total)``, called after each chunk (e.g. a tqdm's update).
     """
 
@@ -137,10 +140,13 @@ class PerturbationCam(CamAttribution, abc.ABC):
             activation, zeros, relu_attributions, attr_dim_summation, forwards
         )
 
-    def chunks(self, total: int, row_bytes: int) -> list[slice]:
-        """Slices of ``range(total)`` whose rows of ``row_bytes`` fit the memory budget."""
+    def chunks(self, total: int, row_bytes: int, device: torch.device) -> list[slice]:
+        """Slices of ``range(total)`` whose rows of ``row_bytes`` fit the memory budget (and, on
+        a CPU, at most :data:`~captum_camplus.modules.CPU_FORWARD_ROWS` rows)."""
         per_chunk = self.memory_budget // max(row_bytes, 1)
-        if per_chunk < 1:
+        if device.type == "cpu":
+            per_chunk = min(per_chunk, CPU_FORWARD_ROWS)
+        if self.memory_budget < row_bytes:
             raise ValueError(
                 f"memory_budget={self.memory_budget} bytes is too small for one forward of "
                 f"{type(self).__name__}, which takes {row_bytes} bytes: pass memory_budget >= "
@@ -208,7 +214,7 @@ class MaskingCam(PerturbationCam):
             "0 must be in the range of inputs the model accepts (normalise the inputs so "
             "that it is, or choose a gradient method)",
         )
-        for part in self.chunks(len(run), x[0].numel() * x.element_size()):
+        for part in self.chunks(len(run), x[0].numel() * x.element_size(), x.device):
             rows = run[part]
             masks = self.masks(activation.flatten(0, 1)[rows].to(x.dtype), x.shape[2:])
             inputs, target, extra = forwards.rows(image[rows])
@@ -260,7 +266,7 @@ class ChannelEditCam(PerturbationCam):
             )
         self.check_image_scores(y)
         edited = torch.empty(n, c, device=activation.device, dtype=y.dtype)
-        parts = self.chunks(c, activation[0].numel() * activation.element_size())
+        parts = self.chunks(c, activation[0].numel() * activation.element_size(), activation.device)
         once = self._layers_before_once(forwards, activation, y)
         for i in range(n):
             for part in parts:

@@ -13,6 +13,7 @@ from torch import nn
 
 import captum_camplus.testing.reference as ref
 from captum_camplus import LayerAblationCam, LayerCams, LayerScoreCam
+from captum_camplus.utils import CPU_FORWARD_ROWS
 
 
 def small_cnn(seed: int = 0) -> nn.Module:
@@ -176,6 +177,9 @@ def test_chunks_follow_the_budget_and_report_progress(case):
     ).attribute(x, target=target)
     torch.testing.assert_close(chunked, whole)
     assert len(seen) == 8 and seen[-1] == (15, 15)  # 3 images x 5 channels, 2 rows a chunk
+    seen.clear()  # the default budget holds all 15 rows; a CPU takes CPU_FORWARD_ROWS a forward
+    LayerScoreCam(model, model[4], progress=lambda d, t: seen.append((d, t))).attribute(x, target)
+    assert seen == [(CPU_FORWARD_ROWS, 15), (15, 15)]
     with pytest.raises(ValueError, match=f"too small for one forward.*memory_budget >= {one_row}"):
         LayerScoreCam(model, model[4], memory_budget=one_row - 1).attribute(x, target=target)
     with pytest.raises(ValueError, match="too small for one forward"):
@@ -321,7 +325,7 @@ def test_constant_channels_share_one_forward_of_the_blank_image(case):
     cam = method.attribute(x.double(), target=target)
     expected = ref.score_cam(model64, model64[4], x, target)
     np.testing.assert_allclose(cam.numpy(), expected, rtol=1e-10, atol=1e-12)
-    assert seen == [(12, 12)]  # 3 images x (3 live channels + 1 blank image), not 15 forwards
+    assert seen[-1] == (12, 12)  # 3 images x (3 live channels + 1 blank image), not 15 rows
 
 
 def test_a_one_position_layer_masks_nothing_and_weighs_its_channels_alike():
