@@ -113,7 +113,7 @@ def _perturbation_rows(
             )
             vs_tc = f"{_relative(_np(relu[:, 0]), _torchcam_score_cam(model, x, target)):.1e}"
             contenders["torchcam"] = lambda: _torchcam_score_cam(model, x, target)
-            contenders["its forwards alone"] = functools.partial(_forwards_alone, model, x, A)
+            contenders["bare forwards"] = functools.partial(_bare_forwards, model, x, A)
         speed = "-"
         if not args.no_perturbation_timing:
             ms = _interleaved_ms(contenders, args.rounds)
@@ -140,9 +140,10 @@ def _perturbation_rows(
     return rows
 
 
-def _forwards_alone(model: torch.nn.Module, x: torch.Tensor, A: torch.Tensor) -> object:
-    """What any exact Score-CAM must run: one forward of the whole model per channel and image
-    (here in chunks of 16 inputs, no masks made, no scores read), a floor for its time."""
+def _bare_forwards(model: torch.nn.Module, x: torch.Tensor, A: torch.Tensor) -> object:
+    """The forwards every exact Score-CAM runs, one of the whole model per channel and image,
+    batched as pytorch-grad-cam batches them (16 contiguous inputs) with nothing else: no masks
+    made, no scores read. Its Score-CAM cannot take less time than this."""
     rows = x.shape[0] * A.shape[1]
     chunk = (x[:1] * 0.5).expand(16, *x.shape[1:]).contiguous()
     with torch.no_grad():

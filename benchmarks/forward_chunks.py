@@ -1,8 +1,8 @@
-"""Why :data:`captum_camplus.modules.CPU_FORWARD_ROWS` is 8: the time per image of the bundled
-EfficientNet-Lite0's forward at several batch sizes on a CPU, and :func:`metrics.class_scores`
-on one batch of perturbed images (what each deletion, insertion or ROAD step of ``camplus
-compare --metrics all`` runs: 8 maps x 8 images) in chunks of ``CPU_FORWARD_ROWS`` against one
-forward.
+"""Why :data:`captum_camplus.modules.CPU_FORWARD_BYTES` is 8 images of 224 x 224: the time per
+image of the bundled EfficientNet-Lite0's forward at several batch sizes on a CPU, and
+:func:`metrics.class_scores` on one batch of perturbed images (what each deletion, insertion or
+ROAD step of ``camplus compare --metrics all`` runs: 8 maps x 8 images) in chunks of
+``CPU_FORWARD_BYTES`` against one forward.
 
 Times are medians of ``--repeats`` calls, as ratios to the first row in the same run.
 
@@ -51,8 +51,8 @@ def main() -> None:
     print(f"\n| class_scores of {len(images)} images | ms per image | x the first row |")
     print("|---|---:|---:|")
     first = None
-    for chunk in (confidence.CPU_FORWARD_ROWS, len(images)):
-        with mock.patch.object(confidence, "CPU_FORWARD_ROWS", chunk):
+    for chunk in (confidence.cpu_forward_rows(images[0].numel() * 4), len(images)):
+        with mock.patch.object(confidence, "cpu_forward_rows", lambda _, rows=chunk: rows):
             seconds = median_seconds(
                 lambda: confidence.class_scores(model, images, target), args.repeats
             )

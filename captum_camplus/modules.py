@@ -11,12 +11,21 @@ from typing import Any
 import torch
 from torch import nn
 
-#: Rows per forward when a CPU runs many forwards of one model (the metrics' perturbed images,
-#: Score-CAM's masked inputs, Ablation-CAM's ablated rows): larger batches leave the caches and
-#: run slower per row (``python -m benchmarks.forward_chunks``: the bundled EfficientNet-Lite0 at
-#: 224 x 224, one thread, 2.0x the time per image at 64 images as at 8). Accelerators take as
-#: many rows as their budget allows.
-CPU_FORWARD_ROWS = 8
+#: Bytes of batched input per forward when a CPU runs many forwards of one model (the metrics'
+#: perturbed images, Score-CAM's masked inputs, Ablation-CAM's ablated layer tensors): eight
+#: float32 images of 3 x 224 x 224. Larger batches leave the caches and run slower per row
+#: (``python -m benchmarks.forward_chunks``: the bundled EfficientNet-Lite0 at 224 x 224, one
+#: thread, 2.0x the time per image at 64 images as at 8); much smaller ones pay the per-call cost
+#: (``python -m benchmarks.catalogue``: Ablation-CAM's 512 ablated rows of a 2 x 2 x 512 layer
+#: tensor ran 25x slower eight at a time than all at once). Accelerators take as many rows as
+#: their budget allows.
+CPU_FORWARD_BYTES = 8 * 3 * 224 * 224 * 4
+
+
+def cpu_forward_rows(row_bytes: int) -> int:
+    """Rows of ``row_bytes`` each that one CPU forward takes: :data:`CPU_FORWARD_BYTES` of
+    them, at least one."""
+    return max(1, CPU_FORWARD_BYTES // max(row_bytes, 1))
 
 
 def find_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
@@ -63,4 +72,10 @@ def evaluation_mode(model: nn.Module | Callable[..., Any]) -> Iterator[None]:
             module.training = mode
 
 
-__all__ = ["CPU_FORWARD_ROWS", "evaluation_mode", "find_layer", "module_device"]
+__all__ = [
+    "CPU_FORWARD_BYTES",
+    "cpu_forward_rows",
+    "evaluation_mode",
+    "find_layer",
+    "module_device",
+]

@@ -18,7 +18,8 @@ Maps (:mod:`captum_camplus.maps`):
 
 Models (:mod:`captum_camplus.modules`):
 
-- :data:`CPU_FORWARD_ROWS`: rows per forward when a CPU runs many forwards of one model.
+- :func:`cpu_forward_rows`: rows per forward when a CPU runs many forwards of one model
+  (:data:`CPU_FORWARD_BYTES` of input each).
 - :func:`find_layer`: a layer given as a module or by its dotted name.
 - :func:`module_device`: the device of a model's first parameter or buffer (a fallback for a
   function).
@@ -44,7 +45,13 @@ Methods by name (:mod:`captum_camplus.registry`, :mod:`captum_camplus.multi`):
 from captum_camplus.checks import check_target, model_scores
 from captum_camplus.layouts import resolve_layout
 from captum_camplus.maps import require_spatial
-from captum_camplus.modules import CPU_FORWARD_ROWS, evaluation_mode, find_layer, module_device
+from captum_camplus.modules import (
+    CPU_FORWARD_BYTES,
+    cpu_forward_rows,
+    evaluation_mode,
+    find_layer,
+    module_device,
+)
 from captum_camplus.multi import MethodFactory
 from captum_camplus.registry import (
     ENTRY_POINT_GROUP,
@@ -55,10 +62,11 @@ from captum_camplus.registry import (
 )
 
 __all__ = [
-    "CPU_FORWARD_ROWS",
+    "CPU_FORWARD_BYTES",
     "ENTRY_POINT_GROUP",
     "MethodFactory",
     "check_target",
+    "cpu_forward_rows",
     "evaluation_mode",
     "find_layer",
     "load_plugins",

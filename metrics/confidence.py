@@ -26,8 +26,8 @@ from torch.nn import functional as F
 
 from captum_camplus import upsample_and_normalize
 from captum_camplus.utils import (
-    CPU_FORWARD_ROWS,
     check_target,
+    cpu_forward_rows,
     model_scores,
     require_spatial,
 )
@@ -215,7 +215,7 @@ def class_scores(
     scores: ScoreKind | None = None,
 ) -> Scores:
     """Score of the target class on each input, from batched forwards without gradients (one
-    per :data:`~captum_camplus.utils.CPU_FORWARD_ROWS` images on a CPU, one for the batch
+    per :data:`~captum_camplus.modules.CPU_FORWARD_BYTES` of images on a CPU, one for the batch
     elsewhere).
 
     Args:
@@ -237,7 +237,8 @@ def class_scores(
             probability of 0 has the log ``-inf``, a negative cosine a NaN one.
     """
     kind = model_score_kind(forward, scores)
-    size = CPU_FORWARD_ROWS if inputs.device.type == "cpu" else max(len(inputs), 1)
+    row_bytes = inputs[0].numel() * inputs.element_size() if len(inputs) else 1
+    size = cpu_forward_rows(row_bytes) if inputs.device.type == "cpu" else max(len(inputs), 1)
     with torch.no_grad():
         outputs = torch.cat([model_scores(forward(part)) for part in inputs.split(size)])
     return target_scores(outputs, target, kind)

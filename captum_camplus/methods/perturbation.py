@@ -31,7 +31,7 @@ from captum_camplus.base import CamAttribution, Forwards, channel_sum, check_fla
 from captum_camplus.capture import LayerCapture
 from captum_camplus.checks import check_output, check_target, model_scores
 from captum_camplus.layouts import DefaultLayout, LayoutSpec
-from captum_camplus.modules import CPU_FORWARD_ROWS
+from captum_camplus.modules import cpu_forward_rows
 from captum_camplus.registry import display_name
 
 #: ``progress(done, total)``: called after each chunk of forwards.
@@ -49,7 +49,7 @@ class PerturbationCam(CamAttribution, abc.ABC):
         memory_budget: Bytes that the batched tensor of one chunk of forwards (masked inputs or
             ablated layer tensors) may take; a budget below one forward's raises ``ValueError``.
             On a CPU a chunk also holds at most
-            :data:`~captum_camplus.modules.CPU_FORWARD_ROWS` rows (faster per row there).
+            :data:`~captum_camplus.modules.CPU_FORWARD_BYTES` (faster per row there).
         progress: ``progress(done, total)``, called after each chunk (e.g. a tqdm's update).
     """
 
@@ -142,10 +142,10 @@ class PerturbationCam(CamAttribution, abc.ABC):
 
     def chunks(self, total: int, row_bytes: int, device: torch.device) -> list[slice]:
         """Slices of ``range(total)`` whose rows of ``row_bytes`` fit the memory budget (and, on
-        a CPU, at most :data:`~captum_camplus.modules.CPU_FORWARD_ROWS` rows)."""
+        a CPU, at most :data:`~captum_camplus.modules.CPU_FORWARD_BYTES`)."""
         per_chunk = self.memory_budget // max(row_bytes, 1)
         if device.type == "cpu":
-            per_chunk = min(per_chunk, CPU_FORWARD_ROWS)
+            per_chunk = min(per_chunk, cpu_forward_rows(row_bytes))
         if self.memory_budget < row_bytes:
             raise ValueError(
                 f"memory_budget={self.memory_budget} bytes is too small for one forward of "

@@ -13,7 +13,7 @@ from torch import nn
 
 import captum_camplus.testing.reference as ref
 from captum_camplus import LayerAblationCam, LayerCams, LayerScoreCam
-from captum_camplus.utils import CPU_FORWARD_ROWS
+from captum_camplus.utils import cpu_forward_rows
 
 
 def small_cnn(seed: int = 0) -> nn.Module:
@@ -177,9 +177,13 @@ def test_chunks_follow_the_budget_and_report_progress(case):
     ).attribute(x, target=target)
     torch.testing.assert_close(chunked, whole)
     assert len(seen) == 8 and seen[-1] == (15, 15)  # 3 images x 5 channels, 2 rows a chunk
-    seen.clear()  # the default budget holds all 15 rows; a CPU takes CPU_FORWARD_ROWS a forward
+    seen.clear()  # the default budget holds all 15 rows, and so does a CPU forward of these
     LayerScoreCam(model, model[4], progress=lambda d, t: seen.append((d, t))).attribute(x, target)
-    assert seen == [(CPU_FORWARD_ROWS, 15), (15, 15)]
+    assert cpu_forward_rows(one_row) >= 15 and seen == [(15, 15)]
+    big = x.repeat_interleave(19, dim=2).repeat_interleave(19, dim=3)  # 228 x 228: 7 a forward
+    seen.clear()
+    LayerScoreCam(model, model[4], progress=lambda d, t: seen.append((d, t))).attribute(big, target)
+    assert cpu_forward_rows(big[0].numel() * 4) == 7 and [d for d, _ in seen][:2] == [7, 14]
     with pytest.raises(ValueError, match=f"too small for one forward.*memory_budget >= {one_row}"):
         LayerScoreCam(model, model[4], memory_budget=one_row - 1).attribute(x, target=target)
     with pytest.raises(ValueError, match="too small for one forward"):

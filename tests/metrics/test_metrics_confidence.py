@@ -16,7 +16,7 @@ from metrics_models import tiny_setup
 from captum_camplus import LayerGradCam, LayerHiResCam
 from captum_camplus.masking import bottom_rows
 from captum_camplus.modules import find_layer
-from captum_camplus.utils import CPU_FORWARD_ROWS
+from captum_camplus.utils import cpu_forward_rows
 from metrics import cam_dead_zone_mass, cam_explain, class_scores, explanation_maps
 from metrics.confidence import as_target, keep_mask, model_forward
 from metrics.heatmaps import compute_cams
@@ -143,17 +143,19 @@ def test_hirescam_has_no_dead_zone_mass_but_grad_cam_has() -> None:
 
 
 def test_class_scores_run_a_cpu_batch_in_chunks_with_the_same_scores() -> None:
-    """On a CPU, CPU_FORWARD_ROWS images per forward (larger batches run slower per image
+    """On a CPU, CPU_FORWARD_BYTES of images per forward (larger batches run slower per image
     there); the scores equal a float64 softmax of the one-forward logits, image by image."""
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5)).double()
-    x = torch.randn(2 * CPU_FORWARD_ROWS + 3, 3, 2, 2, dtype=torch.float64)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 224 * 224, 5)).double()
+    rows_per_forward = cpu_forward_rows(3 * 224 * 224 * 8)  # float64 images of 224 x 224: 4
+    assert rows_per_forward == 4
+    x = torch.randn(2 * rows_per_forward + 3, 3, 224, 224, dtype=torch.float64)
     target = torch.arange(len(x)) % 5
     rows = []
     handle = net.register_forward_pre_hook(lambda module, args: rows.append(len(args[0])))
     found = class_scores(net, x, target)
     handle.remove()
-    assert rows == [CPU_FORWARD_ROWS, CPU_FORWARD_ROWS, 3]
+    assert rows == [rows_per_forward, rows_per_forward, 3]
     with torch.no_grad():
         expected = torch.softmax(net(x), dim=1)[torch.arange(len(x)), target]
     torch.testing.assert_close(found.value, expected, rtol=1e-12, atol=0)
