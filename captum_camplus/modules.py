@@ -16,9 +16,9 @@ from torch import nn
 #: float32 images of 3 x 224 x 224. Larger batches leave the caches and run slower per row
 #: (``python -m benchmarks.forward_chunks``: the bundled EfficientNet-Lite0 at 224 x 224, one
 #: thread, 2.0x the time per image at 64 images as at 8); much smaller ones pay the per-call cost
-#: (``python -m benchmarks.catalogue``: Ablation-CAM's 512 ablated rows of a 2 x 2 x 512 layer
-#: tensor ran 25x slower eight at a time than all at once). Accelerators take as many rows as
-#: their budget allows.
+#: (a cap of eight rows, tried before this one, made ``benchmarks.catalogue``'s Ablation-CAM,
+#: 512 ablated rows of a 2 x 2 x 512 layer tensor, 25x slower than all at once). Accelerators
+#: take as many rows as their budget allows.
 CPU_FORWARD_BYTES = 8 * 3 * 224 * 224 * 4
 
 
