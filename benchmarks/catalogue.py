@@ -22,6 +22,7 @@ import torch
 import torchvision
 
 import captum_camplus.testing.reference as ref
+from benchmarks.meters import synchronize
 from captum_camplus import (
     DEFAULT_METHODS,
     METHODS,
@@ -49,13 +50,6 @@ def _relative(ours: np.ndarray, theirs: np.ndarray, up_to_sign: bool = False) ->
 def _np(tensor: torch.Tensor, dtype: type = np.float64) -> np.ndarray:
     """A tensor on any device as a numpy array of ``dtype``."""
     return tensor.detach().cpu().numpy().astype(dtype)
-
-
-def _synchronised(result: object) -> object:
-    """``result``, once the device has finished computing it (timing on an accelerator)."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return result
 
 
 def _lines(cls: type) -> int:
@@ -103,8 +97,8 @@ def _perturbation_rows(
             x, model.layer4, targets, _np(A, np.float32), _np(g, np.float32), False
         )
         contenders: dict[str, Callable[[], object]] = {
-            "ours": lambda m=method: _synchronised(m.attribute(x, target=target)),
-            "pytorch-grad-cam": lambda p=peer: _synchronised(p(input_tensor=x, targets=targets)),
+            "ours": lambda m=method: m.attribute(x, target=target),
+            "pytorch-grad-cam": lambda p=peer: p(input_tensor=x, targets=targets),
         }
         vs_tc = "-"
         if name == "Score-CAM":
@@ -116,7 +110,7 @@ def _perturbation_rows(
             contenders["bare forwards"] = functools.partial(_bare_forwards, model, x, A)
         speed = "-"
         if not args.no_perturbation_timing:
-            ms = _interleaved_ms(contenders, args.rounds)
+            ms = _interleaved_ms(contenders, args.rounds, x.device)
             speed = "; ".join(
                 f"{ms['ours'] / ms[peer_name]:.3f}x {peer_name} ({ms['ours']:.0f} vs "
                 f"{ms[peer_name]:.0f} ms)"
@@ -140,7 +134,7 @@ def _perturbation_rows(
     return rows
 
 
-def _bare_forwards(model: torch.nn.Module, x: torch.Tensor, A: torch.Tensor) -> object:
+def _bare_forwards(model: torch.nn.Module, x: torch.Tensor, A: torch.Tensor) -> None:
     """The forwards every exact Score-CAM runs, one of the whole model per channel and image,
     batched as pytorch-grad-cam batches them (16 contiguous inputs) with nothing else: no masks
     made, no scores read. Its Score-CAM cannot take less time than this."""
@@ -149,11 +143,13 @@ def _bare_forwards(model: torch.nn.Module, x: torch.Tensor, A: torch.Tensor) -> 
     with torch.no_grad():
         for start in range(0, rows, 16):
             model(chunk[: min(16, rows - start)])
-    return _synchronised(None)
 
 
-def _interleaved_ms(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median milliseconds per contender, each round running every contender once in turn."""
+def _interleaved_ms(
+    contenders: dict[str, Callable[[], object]], rounds: int, device: torch.device
+) -> dict[str, float]:
+    """Median milliseconds per contender, each round running every contender once in turn (an
+    accelerator synchronised before the clock stops)."""
     for run in contenders.values():
         run()  # warm-up
     times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -161,6 +157,7 @@ def _interleaved_ms(contenders: dict[str, Callable[[], object]], rounds: int) ->
         for name, run in contenders.items():
             start = time.perf_counter()
             run()
+            synchronize(device)
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(values) for name, values in times.items()}
 
@@ -227,11 +224,12 @@ def main() -> None:
     four = LayerCams(model, model.layer4)
     ms = _interleaved_ms(
         {
-            "floor": lambda: _synchronised(ref.capture_layer(model, model.layer4, x, target)),
-            "four": lambda: _synchronised(four.attribute(x, target=target)),
-            "all": lambda: _synchronised(together.attribute(x, target=target)),
+            "floor": lambda: ref.capture_layer(model, model.layer4, x, target),
+            "four": lambda: four.attribute(x, target=target),
+            "all": lambda: together.attribute(x, target=target),
         },
         args.gradient_rounds,
+        x.device,
     )
     all_ms, floor = ms["all"], ms["floor"]
     print(
